@@ -1,0 +1,164 @@
+//! The command line. Every option is also an environment variable (`WP_LITE_…`).
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "wp-lite",
+    version,
+    about = "wp-lite: a job control plane, worker framework and notification service in one binary",
+    long_about = "wp-lite keeps jobs, leases, broadcasts and inboxes in one SQLite file (or PostgreSQL), \
+                  serves a REST control plane and an observability page, and runs named workers."
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalOpts,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct GlobalOpts {
+    /// Database: sqlite://PATH (relative or absolute) or postgres://user:pass@host:port/db.
+    #[arg(long, global = true, env = "WP_LITE_DATABASE_URL", default_value = "sqlite://wp-lite.db")]
+    pub database_url: String,
+    /// Log level (any case): error, warn, info, debug, trace. RUST_LOG still works for fine filters.
+    #[arg(long, global = true, env = "WP_LITE_LOG_LEVEL", default_value = "info", ignore_case = true)]
+    pub log_level: LogLevel,
+    /// Log format.
+    #[arg(long, global = true, env = "WP_LITE_LOG_FORMAT", default_value = "text")]
+    pub log_format: LogFormat,
+    /// Do not apply pending migrations on start.
+    #[arg(long, global = true, env = "WP_LITE_NO_MIGRATE")]
+    pub no_migrate: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogLevel {
+    Error,
+    Warn,
+    Info,
+    Debug,
+    Trace,
+}
+
+impl LogLevel {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogLevel::Error => "error",
+            LogLevel::Warn => "warn",
+            LogLevel::Info => "info",
+            LogLevel::Debug => "debug",
+            LogLevel::Trace => "trace",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve the HTTP API and the page, with the built-in upkeep in the same process.
+    Serve(ServeArgs),
+    /// Apply pending migrations and print the schema version (running it twice is a no-op).
+    Migrate,
+    /// List the registered workers with a one-line description each.
+    Workers,
+    /// Print the admin token in use (generated beside a SQLite database if none is configured).
+    AdminToken(TokenArgs),
+    /// Run the benchmark scenarios on a throw-away database and print a table.
+    Bench(BenchArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct TokenArgs {
+    /// Admin token. Without one, a SQLite database keeps a generated token in `<db file>.admin-token` (mode 0600).
+    #[arg(long, env = "WP_LITE_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, env = "WP_LITE_BIND", default_value = "127.0.0.1:8000")]
+    pub bind: String,
+    #[command(flatten)]
+    pub tokens: TokenArgs,
+    /// Worker token: may call the worker job routes and nothing else.
+    #[arg(long, env = "WP_LITE_WORKER_TOKEN", hide_env_values = true)]
+    pub worker_token: Option<String>,
+    /// Largest accepted request body, in bytes.
+    #[arg(long, env = "WP_LITE_MAX_BODY_BYTES", default_value_t = 1_048_576)]
+    pub max_body_bytes: usize,
+    /// Keep finished jobs and their events this long (e.g. 7d, 12h, 90m; 0 keeps them forever).
+    #[arg(long, env = "WP_LITE_JOB_RETENTION", default_value = "7d", value_parser = parse_duration)]
+    pub job_retention: std::time::Duration,
+    /// How long a graceful stop waits for work in hand (e.g. 30s).
+    #[arg(long, env = "WP_LITE_SHUTDOWN_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub shutdown_timeout: std::time::Duration,
+    /// How long a browser session lasts.
+    #[arg(long, env = "WP_LITE_SESSION_TTL", default_value = "12h", value_parser = parse_duration)]
+    pub session_ttl: std::time::Duration,
+    /// How often the maintenance loop looks for expired leases.
+    #[arg(long, env = "WP_LITE_MAINTENANCE_INTERVAL", default_value = "1s", value_parser = parse_duration)]
+    pub maintenance_interval: std::time::Duration,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct BenchArgs {
+    /// Scenario to run (repeatable; default: all).
+    #[arg(long = "scenario")]
+    pub scenarios: Vec<String>,
+    /// Scale: jobs per scenario.
+    #[arg(long, default_value_t = 100_000)]
+    pub ops: usize,
+    /// Print a JSON array instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// Write the table as Markdown into this file (used by `make bench` for BENCHMARKS.md).
+    #[arg(long)]
+    pub markdown: Option<std::path::PathBuf>,
+}
+
+/// Parses `30s`, `500ms`, `90m`, `12h`, `7d` or a plain number of seconds.
+pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    let s = s.trim();
+    let (num, unit) = match s.find(|c: char| !(c.is_ascii_digit() || c == '.')) {
+        Some(i) => (&s[..i], s[i..].trim()),
+        None => (s, "s"),
+    };
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("'{s}' is not a duration (e.g. 30s, 500ms, 90m, 12h, 7d)"))?;
+    let secs = match unit {
+        "ms" => n / 1000.0,
+        "s" => n,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        "d" => n * 86400.0,
+        _ => return Err(format!("'{s}': unknown unit '{unit}' (use ms, s, m, h or d)")),
+    };
+    if !secs.is_finite() || secs < 0.0 {
+        return Err(format!("'{s}' is not a valid duration"));
+    }
+    Ok(std::time::Duration::from_secs_f64(secs))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("7d").unwrap(), Duration::from_secs(7 * 86400));
+        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(parse_duration("0").unwrap(), Duration::ZERO);
+        assert!(parse_duration("5y").is_err());
+        assert!(parse_duration("x").is_err());
+    }
+}

@@ -1,0 +1,139 @@
+//! Typed configuration, built from the CLI. Secrets are wrapped so `Debug` never prints them.
+
+use crate::storage::{parse_url, Target, UrlError};
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// A secret string; `Debug` and `Display` print `***`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Self {
+        Self(s.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+/// Everything `serve` needs.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub database_url: String,
+    pub migrate: bool,
+    pub bind: String,
+    pub admin_token: Option<Secret>,
+    pub worker_token: Option<Secret>,
+    pub max_body_bytes: usize,
+    /// `None` keeps finished jobs forever.
+    pub job_retention: Option<Duration>,
+    pub shutdown_timeout: Duration,
+    pub session_ttl: Duration,
+    pub maintenance_interval: Duration,
+}
+
+impl Config {
+    /// A configuration for tests and embedding: the given database, port 0, defaults.
+    pub fn for_database(database_url: impl Into<String>) -> Self {
+        Self {
+            database_url: database_url.into(),
+            migrate: true,
+            bind: "127.0.0.1:0".into(),
+            admin_token: None,
+            worker_token: None,
+            max_body_bytes: 1_048_576,
+            job_retention: Some(Duration::from_secs(7 * 86400)),
+            shutdown_timeout: Duration::from_secs(30),
+            session_ttl: Duration::from_secs(12 * 3600),
+            maintenance_interval: Duration::from_secs(1),
+        }
+    }
+}
+
+/// Configuration errors: exit 2 with the message.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error(transparent)]
+    Url(#[from] UrlError),
+    #[error("an admin token must be configured (--admin-token / WP_LITE_ADMIN_TOKEN) when the database is PostgreSQL")]
+    AdminTokenRequired,
+    #[error("cannot use the admin token file {path}: {source}")]
+    TokenFile {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("the admin token must not be empty")]
+    EmptyToken,
+}
+
+/// Where a SQLite database keeps its generated admin token.
+pub fn admin_token_path(database_url: &str) -> Result<Option<PathBuf>, UrlError> {
+    Ok(match parse_url(database_url)? {
+        Target::Sqlite(p) => {
+            let mut s = p.into_os_string();
+            s.push(".admin-token");
+            Some(PathBuf::from(s))
+        }
+        Target::Postgres(_) => None,
+    })
+}
+
+/// The admin token in use: the configured one, or (SQLite) the one kept beside the
+/// database, generated on first use with mode 0600.
+pub fn resolve_admin_token(
+    database_url: &str,
+    configured: Option<&str>,
+) -> Result<Secret, ConfigError> {
+    if let Some(t) = configured {
+        if t.trim().is_empty() {
+            return Err(ConfigError::EmptyToken);
+        }
+        return Ok(Secret::new(t.trim()));
+    }
+    let path = admin_token_path(database_url)?.ok_or(ConfigError::AdminTokenRequired)?;
+    let io = |source| ConfigError::TokenFile {
+        path: path.clone(),
+        source,
+    };
+    match std::fs::read_to_string(&path) {
+        Ok(s) if !s.trim().is_empty() => return Ok(Secret::new(s.trim())),
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(io(e)),
+    }
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(io)?;
+    }
+    let token = crate::service::auth::generate_token();
+    write_private(&path, &token).map_err(io)?;
+    tracing::info!(path = %path.display(), "generated an admin token (read it with `wp-lite admin-token`)");
+    Ok(Secret::new(token))
+}
+
+#[cfg(unix)]
+fn write_private(path: &std::path::Path, content: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(content.as_bytes())?;
+    f.write_all(b"\n")?;
+    f.sync_all()
+}
+
+#[cfg(not(unix))]
+fn write_private(path: &std::path::Path, content: &str) -> std::io::Result<()> {
+    std::fs::write(path, format!("{content}\n"))
+}

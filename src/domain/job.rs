@@ -1,0 +1,515 @@
+//! Jobs: identifiers, states, the lease fence and the retry backoff.
+
+use super::time::Ts;
+use super::FieldError;
+use chrono::Duration;
+use serde_json::Value;
+use std::fmt;
+use std::str::FromStr;
+use uuid::Uuid;
+
+/// A job's id: a UUID (v7 when wp-lite makes it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct JobId(pub Uuid);
+
+impl JobId {
+    pub fn new() -> Self {
+        Self(Uuid::now_v7())
+    }
+    pub fn parse(s: &str) -> Option<Self> {
+        Uuid::try_parse(s.trim()).ok().map(Self)
+    }
+}
+
+impl Default for JobId {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Display for JobId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.hyphenated().fmt(f)
+    }
+}
+
+/// A job type: 1–200 characters of `[A-Za-z0-9._:-]`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct JobType(String);
+
+impl JobType {
+    pub fn parse(field: &str, s: &str) -> Result<Self, FieldError> {
+        if s.is_empty() || s.len() > 200 {
+            return Err(FieldError::new(field, "must be 1 to 200 characters"));
+        }
+        if !s
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'))
+        {
+            return Err(FieldError::new(field, "may only contain A-Z a-z 0-9 . _ : -"));
+        }
+        Ok(Self(s.to_string()))
+    }
+    /// For values read back from the store, which were parsed on the way in.
+    pub fn trusted(s: String) -> Self {
+        Self(s)
+    }
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for JobType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// The five states of a job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JobStatus {
+    Queued,
+    Leased,
+    Succeeded,
+    Failed,
+    Canceled,
+}
+
+impl JobStatus {
+    pub const ALL: [JobStatus; 5] = [
+        JobStatus::Queued,
+        JobStatus::Leased,
+        JobStatus::Succeeded,
+        JobStatus::Failed,
+        JobStatus::Canceled,
+    ];
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobStatus::Queued => "queued",
+            JobStatus::Leased => "leased",
+            JobStatus::Succeeded => "succeeded",
+            JobStatus::Failed => "failed",
+            JobStatus::Canceled => "canceled",
+        }
+    }
+    /// Admin cancel is allowed from these.
+    pub fn can_cancel(self) -> bool {
+        matches!(self, JobStatus::Queued | JobStatus::Leased)
+    }
+    /// Admin retry is allowed from these.
+    pub fn can_retry(self) -> bool {
+        matches!(self, JobStatus::Failed | JobStatus::Canceled)
+    }
+    pub fn is_finished(self) -> bool {
+        matches!(
+            self,
+            JobStatus::Succeeded | JobStatus::Failed | JobStatus::Canceled
+        )
+    }
+}
+
+impl FromStr for JobStatus {
+    type Err = ();
+    fn from_str(s: &str) -> Result<Self, ()> {
+        Self::ALL.into_iter().find(|x| x.as_str() == s).ok_or(())
+    }
+}
+
+/// Opaque strings stored and echoed.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct JobMeta {
+    pub idempotency_key: Option<String>,
+    pub code_version: Option<String>,
+    pub model_version: Option<String>,
+    pub config_hash: Option<String>,
+    pub budget_tag: Option<String>,
+    pub cost_cap_eur: Option<String>,
+}
+
+/// A job as the store keeps it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Job {
+    pub id: JobId,
+    pub job_type: JobType,
+    pub status: JobStatus,
+    pub priority: i64,
+    pub meta: JobMeta,
+    pub input: Value,
+    pub result: Option<Value>,
+    pub attempts: i64,
+    pub max_attempts: i64,
+    pub available_at: Ts,
+    pub lease_owner: Option<String>,
+    pub lease_until: Option<Ts>,
+    pub lease_token: Option<String>,
+    pub last_error: Option<String>,
+    pub created_at: Ts,
+    pub updated_at: Ts,
+}
+
+/// A validated enqueue request.
+#[derive(Debug, Clone)]
+pub struct NewJob {
+    pub id: Option<JobId>,
+    pub job_type: JobType,
+    pub priority: i64,
+    pub max_attempts: i64,
+    pub available_at: Option<Ts>,
+    pub meta: JobMeta,
+    pub input: Value,
+}
+
+/// What an enqueue did.
+#[derive(Debug, Clone)]
+pub enum Enqueued {
+    Created(Job),
+    /// The idempotency key was used before with an equal input.
+    Replayed(Job),
+}
+
+impl Enqueued {
+    pub fn job(&self) -> &Job {
+        match self {
+            Enqueued::Created(j) | Enqueued::Replayed(j) => j,
+        }
+    }
+    pub fn into_job(self) -> Job {
+        match self {
+            Enqueued::Created(j) | Enqueued::Replayed(j) => j,
+        }
+    }
+}
+
+/// A claim request: lease up to `limit` ready jobs of these types (empty = any).
+#[derive(Debug, Clone)]
+pub struct Claim {
+    pub worker_id: String,
+    pub types: Vec<JobType>,
+    pub limit: usize,
+    pub lease: Duration,
+}
+
+/// Who says they hold a lease: the worker, and optionally the lease token they were given.
+#[derive(Debug, Clone)]
+pub struct Fence {
+    pub worker_id: String,
+    pub lease_token: Option<String>,
+}
+
+/// Why a worker's call on a job was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobConflict {
+    NotLeased,
+    LeaseLost,
+    Canceled,
+    InvalidStatus,
+    IdempotencyConflict,
+    DuplicateJobId,
+}
+
+impl JobConflict {
+    pub fn code(self) -> &'static str {
+        match self {
+            JobConflict::NotLeased => "job_not_leased",
+            JobConflict::LeaseLost => "lease_lost",
+            JobConflict::Canceled => "job_canceled",
+            JobConflict::InvalidStatus => "invalid_status",
+            JobConflict::IdempotencyConflict => "idempotency_conflict",
+            JobConflict::DuplicateJobId => "duplicate_job_id",
+        }
+    }
+}
+
+impl Fence {
+    /// Whether this caller may act on the job now; the one rule both backends apply.
+    pub fn check(&self, job: &Job, now: Ts) -> Result<(), JobConflict> {
+        match job.status {
+            JobStatus::Canceled => return Err(JobConflict::Canceled),
+            JobStatus::Succeeded | JobStatus::Failed => return Err(JobConflict::NotLeased),
+            _ => {}
+        }
+        let held = job.status == JobStatus::Leased
+            && job.lease_owner.as_deref() == Some(self.worker_id.as_str());
+        let token_ok = match &self.lease_token {
+            Some(t) => job.lease_token.as_deref() == Some(t.as_str()),
+            None => true,
+        };
+        let live = job.lease_until.is_some_and(|u| u >= now);
+        match (self.lease_token.is_some(), held, token_ok, live) {
+            (_, true, true, true) => Ok(()),
+            // The caller held a lease and it is gone: expired, requeued or re-leased.
+            (true, _, _, _) => Err(JobConflict::LeaseLost),
+            (false, true, _, false) => Err(JobConflict::LeaseLost),
+            _ => Err(JobConflict::NotLeased),
+        }
+    }
+}
+
+/// What a worker reports when a job failed.
+#[derive(Debug, Clone)]
+pub struct Failure {
+    pub error: String,
+    pub retryable: bool,
+    pub details: Option<Value>,
+    /// Random jitter in [0, 1): the fraction of the 10 % jitter band to add.
+    pub jitter: f64,
+}
+
+/// Backoff before retry number `attempts`: clamp(30 · 2^(attempts−1), 5, 1800) s plus up
+/// to 10 % jitter (`jitter` in [0, 1)).
+pub fn backoff(attempts: i64, jitter: f64) -> Duration {
+    let exp = (attempts - 1).clamp(0, 30) as u32;
+    let base = (30f64 * 2f64.powi(exp as i32)).clamp(5.0, 1800.0);
+    let with_jitter = base * (1.0 + 0.1 * jitter.clamp(0.0, 1.0));
+    Duration::milliseconds((with_jitter * 1000.0) as i64)
+}
+
+/// The result stored on a job that failed for good.
+pub fn failure_result(error: &str, details: Option<&Value>) -> Value {
+    serde_json::json!({ "error": error, "details": details.cloned().unwrap_or(Value::Null) })
+}
+
+/// Filters of the admin job list, newest first.
+#[derive(Debug, Clone, Default)]
+pub struct JobFilter {
+    pub status: Option<JobStatus>,
+    pub job_type: Option<JobType>,
+    pub limit: usize,
+    /// Exclusive upper bound on the store's insertion sequence.
+    pub before_seq: Option<i64>,
+}
+
+#[derive(Debug, Clone)]
+pub struct JobPage {
+    pub items: Vec<Job>,
+    /// Sequence of the last item when more may follow.
+    pub next_seq: Option<i64>,
+}
+
+/// One row of a job's history.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobEvent {
+    pub id: i64,
+    pub ts: Ts,
+    pub event: String,
+    pub details: Option<Value>,
+}
+
+/// Per-type counts for `GET /v1/worker/queues`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct QueueStats {
+    pub job_type: String,
+    pub queued: i64,
+    pub leased: i64,
+    pub succeeded: i64,
+    pub failed: i64,
+    pub canceled: i64,
+    pub oldest_queued_age_seconds: Option<f64>,
+    pub leases_expired_total: i64,
+}
+
+/// A lease the maintenance loop took back.
+#[derive(Debug, Clone)]
+pub struct Reclaimed {
+    pub id: JobId,
+    pub job_type: JobType,
+    pub status: JobStatus,
+}
+
+/// Compares JSON values the way idempotency needs: numbers by value, keys in any order.
+pub fn json_equal(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::Number(x), Value::Number(y)) => {
+            if let (Some(i), Some(j)) = (x.as_i64(), y.as_i64()) {
+                i == j
+            } else if let (Some(i), Some(j)) = (x.as_u64(), y.as_u64()) {
+                i == j
+            } else {
+                x.as_f64() == y.as_f64()
+            }
+        }
+        (Value::Array(x), Value::Array(y)) => {
+            x.len() == y.len() && x.iter().zip(y).all(|(p, q)| json_equal(p, q))
+        }
+        (Value::Object(x), Value::Object(y)) => {
+            x.len() == y.len()
+                && x
+                    .iter()
+                    .all(|(k, v)| y.get(k).is_some_and(|w| json_equal(v, w)))
+        }
+        _ => a == b,
+    }
+}
+
+/// An event to append to a job's history, produced by a transition.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewEvent {
+    pub event: &'static str,
+    pub details: Option<Value>,
+}
+
+impl NewEvent {
+    fn new(event: &'static str, details: Value) -> Self {
+        Self {
+            event,
+            details: Some(details),
+        }
+    }
+}
+
+/// The state machine of SPEC §4.1. Each method checks that the transition is allowed,
+/// changes the job and returns the events to record in the same transaction. Both
+/// backends load the row, call one of these and save the result, so the rules live once.
+impl Job {
+    fn clear_lease(&mut self) {
+        self.lease_owner = None;
+        self.lease_until = None;
+        self.lease_token = None;
+    }
+
+    /// The owner extends its lease.
+    pub fn heartbeat(&mut self, fence: &Fence, lease_until: Ts, now: Ts) -> Result<NewEvent, JobConflict> {
+        fence.check(self, now)?;
+        self.lease_until = Some(lease_until);
+        self.updated_at = now;
+        Ok(NewEvent::new(
+            "heartbeat",
+            serde_json::json!({ "worker_id": fence.worker_id, "lease_until": super::time::format(&lease_until), "count": 1 }),
+        ))
+    }
+
+    /// The owner reports success.
+    pub fn complete(&mut self, fence: &Fence, result: Option<Value>, now: Ts) -> Result<Vec<NewEvent>, JobConflict> {
+        fence.check(self, now)?;
+        self.status = JobStatus::Succeeded;
+        self.result = result;
+        self.clear_lease();
+        self.updated_at = now;
+        Ok(vec![NewEvent::new(
+            "succeeded",
+            serde_json::json!({ "worker_id": fence.worker_id, "attempt": self.attempts }),
+        )])
+    }
+
+    /// The owner reports failure: requeued with backoff when retryable and attempts
+    /// remain, failed for good otherwise.
+    pub fn fail(&mut self, fence: &Fence, failure: &Failure, now: Ts) -> Result<Vec<NewEvent>, JobConflict> {
+        fence.check(self, now)?;
+        let retry = failure.retryable && self.attempts < self.max_attempts;
+        self.last_error = Some(failure.error.clone());
+        self.clear_lease();
+        self.updated_at = now;
+        let failed = NewEvent::new(
+            "failed",
+            serde_json::json!({
+                "worker_id": fence.worker_id, "attempt": self.attempts, "error": failure.error,
+                "retryable": failure.retryable, "details": failure.details,
+            }),
+        );
+        if retry {
+            self.status = JobStatus::Queued;
+            self.available_at = now + backoff(self.attempts, failure.jitter);
+            let requeued = NewEvent::new(
+                "requeued",
+                serde_json::json!({ "available_at": super::time::format(&self.available_at) }),
+            );
+            Ok(vec![failed, requeued])
+        } else {
+            self.status = JobStatus::Failed;
+            self.result = Some(failure_result(&failure.error, failure.details.as_ref()));
+            Ok(vec![failed])
+        }
+    }
+
+    /// An admin cancels a queued or leased job.
+    pub fn cancel(&mut self, now: Ts) -> Result<Vec<NewEvent>, JobConflict> {
+        if !self.status.can_cancel() {
+            return Err(JobConflict::InvalidStatus);
+        }
+        let was = self.status;
+        self.status = JobStatus::Canceled;
+        self.clear_lease();
+        self.updated_at = now;
+        Ok(vec![NewEvent::new("canceled", serde_json::json!({ "from": was.as_str() }))])
+    }
+
+    /// An admin sends a failed or canceled job back to the queue, available at once.
+    pub fn retry(&mut self, now: Ts) -> Result<Vec<NewEvent>, JobConflict> {
+        if !self.status.can_retry() {
+            return Err(JobConflict::InvalidStatus);
+        }
+        let was = self.status;
+        self.status = JobStatus::Queued;
+        self.max_attempts = self.max_attempts.max(self.attempts + 1);
+        self.available_at = now;
+        self.result = None;
+        self.clear_lease();
+        self.updated_at = now;
+        Ok(vec![NewEvent::new(
+            "retried",
+            serde_json::json!({ "from": was.as_str(), "max_attempts": self.max_attempts }),
+        )])
+    }
+
+    /// A worker gives back a lease it did not start (graceful shutdown); the attempt it
+    /// was charged is returned.
+    pub fn release(&mut self, fence: &Fence, now: Ts) -> Result<Vec<NewEvent>, JobConflict> {
+        fence.check(self, now)?;
+        self.status = JobStatus::Queued;
+        self.attempts = (self.attempts - 1).max(0);
+        self.available_at = now;
+        self.clear_lease();
+        self.updated_at = now;
+        Ok(vec![NewEvent::new("released", serde_json::json!({ "worker_id": fence.worker_id }))])
+    }
+
+    /// The lease ran out without a heartbeat: queued again at once, or failed when no
+    /// attempts remain.
+    pub fn expire(&mut self, now: Ts) -> Vec<NewEvent> {
+        let owner = self.lease_owner.clone();
+        self.clear_lease();
+        self.last_error = Some("lease_expired".into());
+        self.updated_at = now;
+        if self.attempts >= self.max_attempts {
+            self.status = JobStatus::Failed;
+            self.result = Some(failure_result("lease_expired", None));
+        } else {
+            self.status = JobStatus::Queued;
+            self.available_at = now;
+        }
+        vec![NewEvent::new(
+            "expired",
+            serde_json::json!({ "worker_id": owner, "attempt": self.attempts, "to": self.status.as_str() }),
+        )]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn backoff_follows_the_contract() {
+        assert_eq!(backoff(1, 0.0), Duration::seconds(30));
+        assert_eq!(backoff(2, 0.0), Duration::seconds(60));
+        assert_eq!(backoff(20, 0.0), Duration::seconds(1800));
+        assert_eq!(backoff(1, 0.999).num_milliseconds(), 32_997);
+    }
+
+    #[test]
+    fn json_equal_compares_numbers_by_value_and_ignores_key_order() {
+        assert!(json_equal(&json!({"a": 1, "b": [1.0]}), &json!({"b": [1], "a": 1.0})));
+        assert!(!json_equal(&json!({"a": 1}), &json!({"a": 2})));
+        assert!(!json_equal(&json!({"a": 1}), &json!({"a": 1, "b": 1})));
+    }
+
+    #[test]
+    fn job_type_rules() {
+        assert!(JobType::parse("type", "email.send:v2-x_y").is_ok());
+        assert!(JobType::parse("type", "").is_err());
+        assert!(JobType::parse("type", "a b").is_err());
+        assert!(JobType::parse("type", &"a".repeat(201)).is_err());
+    }
+}

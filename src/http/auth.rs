@@ -1,0 +1,178 @@
+//! Authentication extractors and the login/logout routes.
+//!
+//! A request presents `Authorization: Bearer <admin or worker token>`, `X-Admin-Key:
+//! <admin token>`, or the `access_token` session cookie. Cookie-authenticated mutations
+//! must carry `X-CSRF-Token` equal to that session's CSRF token.
+
+use super::error::{ApiError, ApiResult};
+use super::extract::JsonBody;
+use super::AppState;
+use crate::domain::time;
+use crate::service::auth::{same_secret, Principal};
+use crate::storage::Session;
+use axum::extract::{FromRef, FromRequestParts, State};
+use axum::http::request::Parts;
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::json;
+
+pub const SESSION_COOKIE: &str = "access_token";
+pub const CSRF_COOKIE: &str = "XSRF-TOKEN";
+pub const CSRF_HEADER: &str = "x-csrf-token";
+
+/// The value of one cookie from the request's `Cookie` headers.
+pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|kv| kv.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.trim())
+        .filter(|v| !v.is_empty())
+}
+
+fn is_mutation(method: &Method) -> bool {
+    matches!(*method, Method::POST | Method::PUT | Method::PATCH | Method::DELETE)
+}
+
+fn csrf_ok(headers: &HeaderMap, session: &Session) -> bool {
+    headers
+        .get(CSRF_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| same_secret(v.trim(), &session.csrf_token))
+}
+
+fn csrf_failed() -> ApiError {
+    ApiError::new(
+        StatusCode::FORBIDDEN,
+        "csrf_failed",
+        "a cookie-authenticated change needs the X-CSRF-Token header of its session",
+    )
+}
+
+async fn authenticate(parts: &Parts, state: &AppState) -> ApiResult<Principal> {
+    let headers = &parts.headers;
+    if let Some(v) = headers.get(header::AUTHORIZATION) {
+        let token = v
+            .to_str()
+            .ok()
+            .and_then(|s| s.strip_prefix("Bearer ").or_else(|| s.strip_prefix("bearer ")))
+            .map(str::trim);
+        return token
+            .and_then(|t| state.auth.bearer(t))
+            .ok_or_else(|| ApiError::unauthorized("invalid bearer token"));
+    }
+    if let Some(v) = headers.get("x-admin-key") {
+        return match v.to_str() {
+            Ok(k) if state.auth.admin_key(k.trim()) => Ok(Principal::Admin),
+            _ => Err(ApiError::unauthorized("invalid X-Admin-Key")),
+        };
+    }
+    if let Some(c) = cookie(headers, SESSION_COOKIE) {
+        let session = state
+            .auth
+            .session(c)
+            .await?
+            .ok_or_else(|| ApiError::unauthorized("the session has expired or is unknown; log in again"))?;
+        if is_mutation(&parts.method) && !csrf_ok(headers, &session) {
+            return Err(csrf_failed());
+        }
+        return Ok(Principal::Admin);
+    }
+    Err(ApiError::unauthorized(
+        "credentials required: Authorization: Bearer <token>, X-Admin-Key, or a session cookie",
+    ))
+}
+
+/// The admin token, `X-Admin-Key`, or an admin session (+ CSRF on mutations).
+pub struct Admin;
+
+impl<S> FromRequestParts<S> for Admin
+where
+    S: Send + Sync,
+    AppState: FromRef<S>,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match authenticate(parts, &AppState::from_ref(state)).await? {
+            Principal::Admin => Ok(Admin),
+            Principal::Worker => Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                "the worker token may only call the worker job routes",
+            )),
+        }
+    }
+}
+
+/// The worker token or anything an admin may use.
+pub struct WorkerOrAdmin(pub Principal);
+
+impl<S> FromRequestParts<S> for WorkerOrAdmin
+where
+    S: Send + Sync,
+    AppState: FromRef<S>,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        authenticate(parts, &AppState::from_ref(state))
+            .await
+            .map(WorkerOrAdmin)
+    }
+}
+
+#[derive(Deserialize)]
+struct LoginBody {
+    token: String,
+}
+
+fn set_cookie(name: &str, value: &str, max_age: i64, http_only: bool) -> HeaderValue {
+    let flags = if http_only { "; HttpOnly" } else { "" };
+    HeaderValue::from_str(&format!(
+        "{name}={value}; Path=/; Max-Age={max_age}; SameSite=Strict{flags}"
+    ))
+    .expect("cookie values are hex")
+}
+
+async fn login(State(state): State<AppState>, JsonBody(body): JsonBody<LoginBody>) -> ApiResult<Response> {
+    let s = state.auth.login(&body.token).await?;
+    let max_age = (s.expires_at - state.clock.now()).num_seconds().max(0);
+    let mut resp = Json(json!({
+        "csrf_token": s.csrf_token,
+        "expires_at": time::format(&s.expires_at),
+    }))
+    .into_response();
+    let h = resp.headers_mut();
+    h.append(header::SET_COOKIE, set_cookie(SESSION_COOKIE, &s.cookie, max_age, true));
+    h.append(header::SET_COOKIE, set_cookie(CSRF_COOKIE, &s.csrf_token, max_age, false));
+    Ok(resp)
+}
+
+async fn logout(State(state): State<AppState>, headers: HeaderMap) -> ApiResult<Response> {
+    if let Some(c) = cookie(&headers, SESSION_COOKIE) {
+        if let Some(session) = state.auth.session(c).await? {
+            if !csrf_ok(&headers, &session) {
+                return Err(csrf_failed());
+            }
+            state.auth.logout(&session).await?;
+        }
+    }
+    let mut resp = StatusCode::NO_CONTENT.into_response();
+    let h = resp.headers_mut();
+    h.append(header::SET_COOKIE, set_cookie(SESSION_COOKIE, "", 0, true));
+    h.append(header::SET_COOKIE, set_cookie(CSRF_COOKIE, "", 0, false));
+    Ok(resp)
+}
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/auth/login", post(login))
+        .route("/v1/auth/logout", post(logout))
+}

@@ -1,0 +1,567 @@
+//! `/v1/worker/jobs*` and `/v1/worker/queues`: DTOs, their parsing into domain types, and
+//! thin handlers that call one `JobService` method each.
+
+use super::auth::{Admin, WorkerOrAdmin};
+use super::error::{ApiError, ApiResult};
+use super::extract::{JobIdPath, JsonBody, QueryParams};
+use super::AppState;
+use crate::domain::time::{self, serde_ts, Ts};
+use crate::domain::{
+    bounded_text, in_range, Claim, Enqueued, FieldError, Fence, Job, JobEvent, JobFilter, JobMeta,
+    JobId, JobStatus, JobType, NewJob, QueueStats,
+};
+use crate::service::Error;
+use axum::extract::State;
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use chrono::Duration;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+// ---------- views ----------
+
+/// The job view of SPEC §4.1.
+#[derive(Serialize)]
+pub struct JobView {
+    job_id: String,
+    #[serde(rename = "type")]
+    job_type: String,
+    status: JobStatus,
+    priority: i64,
+    idempotency_key: Option<String>,
+    code_version: Option<String>,
+    model_version: Option<String>,
+    config_hash: Option<String>,
+    cost_cap_eur: Option<String>,
+    budget_tag: Option<String>,
+    input: Value,
+    result: Option<Value>,
+    attempts: i64,
+    max_attempts: i64,
+    #[serde(with = "serde_ts")]
+    available_at: Ts,
+    lease_owner: Option<String>,
+    #[serde(with = "serde_ts::option")]
+    lease_until: Option<Ts>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    lease_token: Option<String>,
+    last_error: Option<String>,
+    #[serde(with = "serde_ts")]
+    created_at: Ts,
+    #[serde(with = "serde_ts")]
+    updated_at: Ts,
+}
+
+impl JobView {
+    /// `with_token` only for lease responses and heartbeat responses to the owner.
+    pub fn new(j: Job, with_token: bool) -> Self {
+        Self {
+            job_id: j.id.to_string(),
+            job_type: j.job_type.as_str().to_string(),
+            status: j.status,
+            priority: j.priority,
+            idempotency_key: j.meta.idempotency_key,
+            code_version: j.meta.code_version,
+            model_version: j.meta.model_version,
+            config_hash: j.meta.config_hash,
+            cost_cap_eur: j.meta.cost_cap_eur,
+            budget_tag: j.meta.budget_tag,
+            input: j.input,
+            result: j.result,
+            attempts: j.attempts,
+            max_attempts: j.max_attempts,
+            available_at: j.available_at,
+            lease_owner: j.lease_owner,
+            lease_until: j.lease_until,
+            lease_token: if with_token { j.lease_token } else { None },
+            last_error: j.last_error,
+            created_at: j.created_at,
+            updated_at: j.updated_at,
+        }
+    }
+}
+
+fn view(j: Job) -> Json<JobView> {
+    Json(JobView::new(j, false))
+}
+
+// ---------- input ----------
+
+#[derive(Deserialize)]
+pub struct EnqueueBody {
+    job_id: Option<String>,
+    #[serde(rename = "type")]
+    job_type: Option<String>,
+    input: Option<Value>,
+    priority: Option<i64>,
+    max_attempts: Option<i64>,
+    available_at: Option<String>,
+    delay_seconds: Option<i64>,
+    idempotency_key: Option<String>,
+    code_version: Option<String>,
+    model_version: Option<String>,
+    config_hash: Option<String>,
+    cost_cap_eur: Option<String>,
+    budget_tag: Option<String>,
+}
+
+fn opaque(errs: &mut Vec<FieldError>, field: &str, v: Option<String>, max: usize) -> Option<String> {
+    let v = v?;
+    match bounded_text(field, &v, 0, max) {
+        Ok(()) => Some(v),
+        Err(e) => {
+            errs.push(e);
+            None
+        }
+    }
+}
+
+fn is_decimal(s: &str) -> bool {
+    let (int, frac) = s.split_once('.').unwrap_or((s, ""));
+    !int.is_empty()
+        && int.len() <= 15
+        && int.bytes().all(|b| b.is_ascii_digit())
+        && frac.len() <= 6
+        && frac.bytes().all(|b| b.is_ascii_digit())
+        && (frac.is_empty() == !s.contains('.'))
+}
+
+impl EnqueueBody {
+    /// Parses into a `NewJob`, collecting every field error (prefixed for batch items).
+    fn parse(self, prefix: &str, now: Ts, errs: &mut Vec<FieldError>) -> Option<NewJob> {
+        let before = errs.len();
+        let f = |name: &str| format!("{prefix}{name}");
+        let id = match self.job_id.as_deref() {
+            None => None,
+            Some(s) => match JobId::parse(s) {
+                Some(id) => Some(id),
+                None => {
+                    errs.push(FieldError::new(f("job_id"), "must be a UUID"));
+                    None
+                }
+            },
+        };
+        let job_type = match self.job_type.as_deref() {
+            None => {
+                errs.push(FieldError::new(f("type"), "is required"));
+                None
+            }
+            Some(t) => JobType::parse(&f("type"), t).map_err(|e| errs.push(e)).ok(),
+        };
+        let input = match self.input {
+            Some(v @ Value::Object(_)) => Some(v),
+            None | Some(Value::Null) => {
+                errs.push(FieldError::new(f("input"), "is required and must be a JSON object"));
+                None
+            }
+            Some(_) => {
+                errs.push(FieldError::new(f("input"), "must be a JSON object"));
+                None
+            }
+        };
+        let priority = in_range(&f("priority"), self.priority.unwrap_or(5), 0, 1000)
+            .map_err(|e| errs.push(e))
+            .ok();
+        let max_attempts = in_range(&f("max_attempts"), self.max_attempts.unwrap_or(3), 1, 100)
+            .map_err(|e| errs.push(e))
+            .ok();
+        let available_at = match (self.available_at.as_deref(), self.delay_seconds) {
+            (Some(_), Some(_)) => {
+                errs.push(FieldError::new(f("delay_seconds"), "give either available_at or delay_seconds, not both"));
+                None
+            }
+            (Some(s), None) => match time::parse(s) {
+                Some(t) => Some(t),
+                None => {
+                    errs.push(FieldError::new(f("available_at"), "must be an RFC 3339 timestamp with an offset"));
+                    None
+                }
+            },
+            (None, Some(d)) => in_range(&f("delay_seconds"), d, 0, 31_536_000)
+                .map(|d| now + Duration::seconds(d))
+                .map_err(|e| errs.push(e))
+                .ok(),
+            (None, None) => None,
+        };
+        let cost_cap_eur = opaque(errs, &f("cost_cap_eur"), self.cost_cap_eur, 64);
+        if cost_cap_eur.as_deref().is_some_and(|c| !is_decimal(c)) {
+            errs.push(FieldError::new(f("cost_cap_eur"), "must be a decimal string such as \"10.50\""));
+        }
+        let meta = JobMeta {
+            idempotency_key: opaque(errs, &f("idempotency_key"), self.idempotency_key, 255),
+            code_version: opaque(errs, &f("code_version"), self.code_version, 255),
+            model_version: opaque(errs, &f("model_version"), self.model_version, 255),
+            config_hash: opaque(errs, &f("config_hash"), self.config_hash, 255),
+            budget_tag: opaque(errs, &f("budget_tag"), self.budget_tag, 255),
+            cost_cap_eur,
+        };
+        if errs.len() != before {
+            return None;
+        }
+        Some(NewJob {
+            id,
+            job_type: job_type?,
+            priority: priority?,
+            max_attempts: max_attempts?,
+            available_at,
+            meta,
+            input: input?,
+        })
+    }
+}
+
+fn check(errs: Vec<FieldError>) -> ApiResult<()> {
+    if errs.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::invalid(errs).into())
+    }
+}
+
+fn worker_id(errs: &mut Vec<FieldError>, v: Option<String>) -> Option<String> {
+    match v {
+        None => {
+            errs.push(FieldError::new("worker_id", "is required"));
+            None
+        }
+        Some(w) => bounded_text("worker_id", &w, 1, 200)
+            .map(|_| w)
+            .map_err(|e| errs.push(e))
+            .ok(),
+    }
+}
+
+fn lease_token(errs: &mut Vec<FieldError>, v: Option<String>) -> Option<String> {
+    opaque(errs, "lease_token", v, 200)
+}
+
+// ---------- handlers ----------
+
+async fn enqueue(
+    State(st): State<AppState>,
+    _auth: WorkerOrAdmin,
+    JsonBody(body): JsonBody<EnqueueBody>,
+) -> ApiResult<Response> {
+    let mut errs = Vec::new();
+    let new = body.parse("", st.clock.now(), &mut errs);
+    check(errs)?;
+    let out = st.jobs.enqueue(vec![new.expect("checked")]).await?;
+    let one = out.into_iter().next().expect("one job in, one out");
+    Ok(match one {
+        Enqueued::Created(j) => (StatusCode::CREATED, view(j)).into_response(),
+        Enqueued::Replayed(j) => {
+            let mut r = (StatusCode::OK, view(j)).into_response();
+            r.headers_mut()
+                .insert("idempotent-replayed", HeaderValue::from_static("true"));
+            r
+        }
+    })
+}
+
+#[derive(Deserialize)]
+struct BatchBody {
+    jobs: Option<Vec<EnqueueBody>>,
+}
+
+async fn enqueue_batch(
+    State(st): State<AppState>,
+    _auth: WorkerOrAdmin,
+    JsonBody(body): JsonBody<BatchBody>,
+) -> ApiResult<Response> {
+    let items = body.jobs.unwrap_or_default();
+    if items.is_empty() || items.len() > 1000 {
+        return Err(ApiError::invalid_field("jobs", "must hold 1 to 1000 jobs"));
+    }
+    let now = st.clock.now();
+    let mut errs = Vec::new();
+    let new: Vec<NewJob> = items
+        .into_iter()
+        .enumerate()
+        .filter_map(|(i, b)| b.parse(&format!("jobs[{i}]."), now, &mut errs))
+        .collect();
+    check(errs)?;
+    let out = st.jobs.enqueue(new).await?;
+    let jobs: Vec<JobView> = out.into_iter().map(|e| JobView::new(e.into_job(), false)).collect();
+    Ok((StatusCode::CREATED, Json(json!({ "jobs": jobs }))).into_response())
+}
+
+async fn get_job(State(st): State<AppState>, _auth: WorkerOrAdmin, JobIdPath(id): JobIdPath) -> ApiResult<Json<JobView>> {
+    Ok(view(st.jobs.get(id).await?))
+}
+
+#[derive(Deserialize)]
+struct LeaseBody {
+    worker_id: Option<String>,
+    job_types: Option<Vec<String>>,
+    limit: Option<i64>,
+    lease_seconds: Option<i64>,
+    wait_ms: Option<i64>,
+}
+
+async fn lease(
+    State(st): State<AppState>,
+    _auth: WorkerOrAdmin,
+    JsonBody(b): JsonBody<LeaseBody>,
+) -> ApiResult<Json<Value>> {
+    let mut errs = Vec::new();
+    let worker = worker_id(&mut errs, b.worker_id);
+    let types: Vec<JobType> = b
+        .job_types
+        .unwrap_or_default()
+        .iter()
+        .enumerate()
+        .filter_map(|(i, t)| JobType::parse(&format!("job_types[{i}]"), t).map_err(|e| errs.push(e)).ok())
+        .collect();
+    let limit = in_range("limit", b.limit.unwrap_or(1), 1, 100).map_err(|e| errs.push(e)).ok();
+    let lease = in_range("lease_seconds", b.lease_seconds.unwrap_or(600), 1, 3600)
+        .map_err(|e| errs.push(e))
+        .ok();
+    let wait = in_range("wait_ms", b.wait_ms.unwrap_or(0), 0, 30_000).map_err(|e| errs.push(e)).ok();
+    check(errs)?;
+    let claim = Claim {
+        worker_id: worker.expect("checked"),
+        types,
+        limit: limit.expect("checked") as usize,
+        lease: Duration::seconds(lease.expect("checked")),
+    };
+    let wait = std::time::Duration::from_millis(wait.expect("checked") as u64);
+    let jobs = st.jobs.lease(claim, wait).await?;
+    let jobs: Vec<JobView> = jobs.into_iter().map(|j| JobView::new(j, true)).collect();
+    Ok(Json(json!({ "jobs": jobs })))
+}
+
+#[derive(Deserialize)]
+struct HeartbeatBody {
+    worker_id: Option<String>,
+    lease_seconds: Option<i64>,
+    lease_token: Option<String>,
+}
+
+async fn heartbeat(
+    State(st): State<AppState>,
+    _auth: WorkerOrAdmin,
+    JobIdPath(id): JobIdPath,
+    JsonBody(b): JsonBody<HeartbeatBody>,
+) -> ApiResult<Json<JobView>> {
+    let mut errs = Vec::new();
+    let worker = worker_id(&mut errs, b.worker_id);
+    let lease = in_range("lease_seconds", b.lease_seconds.unwrap_or(600), 1, 3600)
+        .map_err(|e| errs.push(e))
+        .ok();
+    let token = lease_token(&mut errs, b.lease_token);
+    check(errs)?;
+    let fence = Fence {
+        worker_id: worker.expect("checked"),
+        lease_token: token,
+    };
+    let job = st
+        .jobs
+        .heartbeat(id, fence, Duration::seconds(lease.expect("checked")))
+        .await?;
+    Ok(Json(JobView::new(job, true)))
+}
+
+#[derive(Deserialize)]
+struct CompleteBody {
+    worker_id: Option<String>,
+    result: Option<Value>,
+    lease_token: Option<String>,
+}
+
+async fn complete(
+    State(st): State<AppState>,
+    _auth: WorkerOrAdmin,
+    JobIdPath(id): JobIdPath,
+    JsonBody(b): JsonBody<CompleteBody>,
+) -> ApiResult<Json<JobView>> {
+    let mut errs = Vec::new();
+    let worker = worker_id(&mut errs, b.worker_id);
+    let token = lease_token(&mut errs, b.lease_token);
+    let result = match b.result {
+        None | Some(Value::Null) => None,
+        Some(v @ Value::Object(_)) => Some(v),
+        Some(_) => {
+            errs.push(FieldError::new("result", "must be a JSON object or null"));
+            None
+        }
+    };
+    check(errs)?;
+    let fence = Fence {
+        worker_id: worker.expect("checked"),
+        lease_token: token,
+    };
+    Ok(view(st.jobs.complete(id, fence, result).await?))
+}
+
+#[derive(Deserialize)]
+struct FailBody {
+    worker_id: Option<String>,
+    error: Option<String>,
+    retryable: Option<bool>,
+    details: Option<Value>,
+    lease_token: Option<String>,
+}
+
+async fn fail(
+    State(st): State<AppState>,
+    _auth: WorkerOrAdmin,
+    JobIdPath(id): JobIdPath,
+    JsonBody(b): JsonBody<FailBody>,
+) -> ApiResult<Json<JobView>> {
+    let mut errs = Vec::new();
+    let worker = worker_id(&mut errs, b.worker_id);
+    let token = lease_token(&mut errs, b.lease_token);
+    let error = match b.error {
+        None => {
+            errs.push(FieldError::new("error", "is required"));
+            None
+        }
+        Some(e) => bounded_text("error", &e, 1, 10_000).map(|_| e).map_err(|e| errs.push(e)).ok(),
+    };
+    let details = match b.details {
+        None | Some(Value::Null) => None,
+        Some(v @ Value::Object(_)) => Some(v),
+        Some(_) => {
+            errs.push(FieldError::new("details", "must be a JSON object"));
+            None
+        }
+    };
+    check(errs)?;
+    let fence = Fence {
+        worker_id: worker.expect("checked"),
+        lease_token: token,
+    };
+    let job = st
+        .jobs
+        .fail(id, fence, error.expect("checked"), b.retryable.unwrap_or(false), details)
+        .await?;
+    Ok(view(job))
+}
+
+#[derive(Deserialize)]
+struct ListQuery {
+    status: Option<String>,
+    #[serde(rename = "type")]
+    job_type: Option<String>,
+    limit: Option<String>,
+    cursor: Option<String>,
+}
+
+/// Parses a paging `limit` (1–200, default 50) given as a query string value.
+pub fn page_limit(v: Option<&str>) -> ApiResult<usize> {
+    match v {
+        None | Some("") => Ok(50),
+        Some(s) => s
+            .parse::<i64>()
+            .ok()
+            .filter(|n| (1..=200).contains(n))
+            .map(|n| n as usize)
+            .ok_or_else(|| ApiError::invalid_field("limit", "must be an integer from 1 to 200")),
+    }
+}
+
+async fn list(
+    State(st): State<AppState>,
+    _auth: Admin,
+    QueryParams(q): QueryParams<ListQuery>,
+) -> ApiResult<Json<Value>> {
+    let status = match q.status.as_deref().filter(|s| !s.is_empty()) {
+        None => None,
+        Some(s) => Some(s.parse::<JobStatus>().map_err(|_| {
+            ApiError::invalid_field("status", "must be one of queued, leased, succeeded, failed, canceled")
+        })?),
+    };
+    let job_type = match q.job_type.as_deref().filter(|s| !s.is_empty()) {
+        None => None,
+        Some(t) => Some(JobType::parse("type", t).map_err(|e| Error::invalid(vec![e]))?),
+    };
+    let before_seq = match q.cursor.as_deref().filter(|s| !s.is_empty()) {
+        None => None,
+        Some(c) => Some(
+            i64::from_str_radix(c, 16)
+                .ok()
+                .filter(|n| *n > 0)
+                .ok_or_else(|| ApiError::invalid_field("cursor", "is not a cursor this API gave out"))?,
+        ),
+    };
+    let filter = JobFilter {
+        status,
+        job_type,
+        limit: page_limit(q.limit.as_deref())?,
+        before_seq,
+    };
+    let page = st.jobs.list(filter).await?;
+    let items: Vec<JobView> = page.items.into_iter().map(|j| JobView::new(j, false)).collect();
+    Ok(Json(json!({
+        "items": items,
+        "next_cursor": page.next_seq.map(|s| format!("{s:x}")),
+    })))
+}
+
+#[derive(Serialize)]
+struct EventView {
+    id: i64,
+    #[serde(with = "serde_ts")]
+    ts: Ts,
+    event: String,
+    details: Option<Value>,
+}
+
+impl From<JobEvent> for EventView {
+    fn from(e: JobEvent) -> Self {
+        Self {
+            id: e.id,
+            ts: e.ts,
+            event: e.event,
+            details: e.details,
+        }
+    }
+}
+
+async fn events(State(st): State<AppState>, _auth: Admin, JobIdPath(id): JobIdPath) -> ApiResult<Json<Value>> {
+    let items: Vec<EventView> = st.jobs.events(id).await?.into_iter().map(Into::into).collect();
+    Ok(Json(json!({ "items": items })))
+}
+
+async fn cancel(State(st): State<AppState>, _auth: Admin, JobIdPath(id): JobIdPath) -> ApiResult<Json<JobView>> {
+    Ok(view(st.jobs.cancel(id).await?))
+}
+
+async fn retry(State(st): State<AppState>, _auth: Admin, JobIdPath(id): JobIdPath) -> ApiResult<Json<JobView>> {
+    Ok(view(st.jobs.retry(id).await?))
+}
+
+/// One item of `GET /v1/worker/queues` (also used by the telemetry summary).
+pub fn queue_view(q: &QueueStats) -> Value {
+    json!({
+        "type": q.job_type,
+        "counts": {
+            "queued": q.queued, "leased": q.leased, "succeeded": q.succeeded,
+            "failed": q.failed, "canceled": q.canceled,
+        },
+        "oldest_queued_age_seconds": q.oldest_queued_age_seconds,
+        "leases_expired_total": q.leases_expired_total,
+    })
+}
+
+async fn queues(State(st): State<AppState>, _auth: Admin) -> ApiResult<Json<Value>> {
+    let items: Vec<Value> = st.jobs.queues().await?.iter().map(queue_view).collect();
+    Ok(Json(json!({ "items": items })))
+}
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/worker/jobs", post(enqueue).get(list))
+        .route("/v1/worker/jobs/batch", post(enqueue_batch))
+        .route("/v1/worker/jobs/lease", post(lease))
+        .route("/v1/worker/jobs/{job_id}", get(get_job))
+        .route("/v1/worker/jobs/{job_id}/heartbeat", post(heartbeat))
+        .route("/v1/worker/jobs/{job_id}/complete", post(complete))
+        .route("/v1/worker/jobs/{job_id}/fail", post(fail))
+        .route("/v1/worker/jobs/{job_id}/events", get(events))
+        .route("/v1/worker/jobs/{job_id}/cancel", post(cancel))
+        .route("/v1/worker/jobs/{job_id}/retry", post(retry))
+        .route("/v1/worker/queues", get(queues))
+}

@@ -1,0 +1,143 @@
+//! Who may call what: the admin token, the worker token, and browser sessions with CSRF.
+
+use super::{Error, Result};
+use crate::clock::SharedClock;
+use crate::config::Secret;
+use crate::domain::time::Ts;
+use crate::storage::{Db, Session};
+use chrono::Duration;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+/// Who a request acts as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Principal {
+    Admin,
+    Worker,
+}
+
+impl Principal {
+    pub fn name(self) -> &'static str {
+        match self {
+            Principal::Admin => "admin",
+            Principal::Worker => "worker",
+        }
+    }
+}
+
+/// A new session: the cookie value (shown once) and its CSRF token.
+#[derive(Debug, Clone)]
+pub struct NewSession {
+    pub cookie: String,
+    pub csrf_token: String,
+    pub expires_at: Ts,
+}
+
+#[derive(Clone)]
+pub struct AuthService {
+    db: Db,
+    clock: SharedClock,
+    admin_token: Secret,
+    worker_token: Option<Secret>,
+    session_ttl: Duration,
+}
+
+fn digest(s: &str) -> [u8; 32] {
+    Sha256::digest(s.as_bytes()).into()
+}
+
+/// Constant-time comparison (both sides hashed first so their lengths do not leak).
+pub fn same_secret(given: &str, expected: &str) -> bool {
+    digest(given).ct_eq(&digest(expected)).into()
+}
+
+fn random_hex(bytes: usize) -> String {
+    let mut buf = vec![0u8; bytes];
+    rand::fill(&mut buf[..]);
+    hex::encode(buf)
+}
+
+/// A fresh random token with 256 bits of entropy.
+pub fn generate_token() -> String {
+    random_hex(32)
+}
+
+impl AuthService {
+    pub fn new(
+        db: Db,
+        clock: SharedClock,
+        admin_token: Secret,
+        worker_token: Option<Secret>,
+        session_ttl: Duration,
+    ) -> Self {
+        Self {
+            db,
+            clock,
+            admin_token,
+            worker_token,
+            session_ttl,
+        }
+    }
+
+    /// Checks a bearer token: the admin token or the worker token.
+    pub fn bearer(&self, token: &str) -> Option<Principal> {
+        if same_secret(token, self.admin_token.expose()) {
+            Some(Principal::Admin)
+        } else if self
+            .worker_token
+            .as_ref()
+            .is_some_and(|w| same_secret(token, w.expose()))
+        {
+            Some(Principal::Worker)
+        } else {
+            None
+        }
+    }
+
+    /// Checks the original platform's `X-Admin-Key` (admin token only).
+    pub fn admin_key(&self, key: &str) -> bool {
+        same_secret(key, self.admin_token.expose())
+    }
+
+    /// Logs in with the admin token and opens a session.
+    pub async fn login(&self, token: &str) -> Result<NewSession> {
+        if !self.admin_key(token) {
+            return Err(Error::Unauthorized("invalid token".into()));
+        }
+        let now = self.clock.now();
+        let cookie = generate_token();
+        let session = Session {
+            token_hash: hex::encode(digest(&cookie)),
+            csrf_token: random_hex(24),
+            principal: Principal::Admin.name().into(),
+            created_at: now,
+            expires_at: now + self.session_ttl,
+        };
+        let out = NewSession {
+            cookie,
+            csrf_token: session.csrf_token.clone(),
+            expires_at: session.expires_at,
+        };
+        self.db.call(move |s| s.create_session(&session)).await?;
+        Ok(out)
+    }
+
+    /// Finds the live session a cookie belongs to.
+    pub async fn session(&self, cookie: &str) -> Result<Option<Session>> {
+        let hash = hex::encode(digest(cookie));
+        let now = self.clock.now();
+        Ok(self.db.call(move |s| s.find_session(&hash, now)).await?)
+    }
+
+    /// Ends a session.
+    pub async fn logout(&self, session: &Session) -> Result<()> {
+        let hash = session.token_hash.clone();
+        Ok(self.db.call(move |s| s.delete_session(&hash)).await?)
+    }
+
+    /// Deletes expired sessions.
+    pub async fn prune(&self) -> Result<usize> {
+        let now = self.clock.now();
+        Ok(self.db.call(move |s| s.prune_sessions(now)).await?)
+    }
+}

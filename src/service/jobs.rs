@@ -1,0 +1,260 @@
+//! The job control plane: enqueue, lease (with long-poll), heartbeat, complete, fail,
+//! admin cancel/retry, listing, and the maintenance duties (reclaim, retention).
+
+use super::{Error, Result};
+use crate::clock::SharedClock;
+use crate::domain::{
+    Claim, Enqueued, Failure, Fence, Job, JobEvent, JobFilter, JobId, JobPage, JobStatus, NewJob,
+    QueueStats,
+};
+use crate::queue::{Ready, ReadyQueue};
+use crate::storage::Db;
+use chrono::Duration;
+use serde_json::Value;
+use std::sync::Arc;
+use tracing::instrument;
+
+/// How often a waiting lease looks at the store even without a wake-up: covers delayed
+/// jobs coming due and enqueues by other processes.
+const WAIT_FALLBACK_POLL: std::time::Duration = std::time::Duration::from_millis(200);
+const NOT_FOUND: &str = "job_not_found";
+
+#[derive(Clone)]
+pub struct JobService {
+    db: Db,
+    queue: Arc<ReadyQueue>,
+    clock: SharedClock,
+}
+
+fn hint(job: &Job) -> Ready {
+    Ready {
+        id: job.id,
+        job_type: job.job_type.as_str().to_string(),
+    }
+}
+
+impl JobService {
+    pub fn new(db: Db, queue: Arc<ReadyQueue>, clock: SharedClock) -> Self {
+        Self { db, queue, clock }
+    }
+
+    pub fn queue(&self) -> &Arc<ReadyQueue> {
+        &self.queue
+    }
+
+    /// Pushes a job to the ready queue if it can be leased now.
+    fn announce<'a>(&self, jobs: impl IntoIterator<Item = &'a Job>) {
+        let now = self.clock.now();
+        self.queue.push(
+            jobs.into_iter()
+                .filter(|j| j.status == JobStatus::Queued && j.available_at <= now)
+                .map(hint),
+        );
+    }
+
+    /// Enqueues all or nothing.
+    #[instrument(skip_all, fields(jobs = new.len()))]
+    pub async fn enqueue(&self, new: Vec<NewJob>) -> Result<Vec<Enqueued>> {
+        let now = self.clock.now();
+        let out = self
+            .db
+            .call(move |s| s.enqueue_jobs(new, now))
+            .await
+            .map_err(|e| Error::from_store(e, NOT_FOUND))?;
+        self.announce(out.iter().filter_map(|e| match e {
+            Enqueued::Created(j) => Some(j),
+            Enqueued::Replayed(_) => None,
+        }));
+        Ok(out)
+    }
+
+    #[instrument(skip_all, fields(job.id = %id))]
+    pub async fn get(&self, id: JobId) -> Result<Job> {
+        self.db
+            .call(move |s| s.get_job(id))
+            .await
+            .map_err(|e| Error::from_store(e, NOT_FOUND))
+    }
+
+    /// Leases up to `claim.limit` jobs; with `wait` > 0 and nothing ready, waits for a
+    /// wake-up (or the fallback poll) until something is leased or the time is up.
+    #[instrument(skip_all, fields(worker = %claim.worker_id, limit = claim.limit))]
+    pub async fn lease(&self, claim: Claim, wait: std::time::Duration) -> Result<Vec<Job>> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let notified = self.queue.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let now = self.clock.now();
+            let c = claim.clone();
+            let jobs = self
+                .db
+                .call(move |s| s.claim_jobs(&c, now))
+                .await
+                .map_err(|e| Error::from_store(e, NOT_FOUND))?;
+            if !jobs.is_empty() {
+                self.queue.pop(jobs.len());
+                return Ok(jobs);
+            }
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if left.is_zero() {
+                return Ok(jobs);
+            }
+            tokio::select! {
+                _ = &mut notified => {}
+                _ = tokio::time::sleep(left.min(WAIT_FALLBACK_POLL)) => {}
+            }
+        }
+    }
+
+    #[instrument(skip_all, fields(job.id = %id))]
+    pub async fn heartbeat(&self, id: JobId, fence: Fence, lease: Duration) -> Result<Job> {
+        let now = self.clock.now();
+        self.db
+            .call(move |s| s.heartbeat_job(id, &fence, now + lease, now))
+            .await
+            .map_err(|e| Error::from_store(e, NOT_FOUND))
+    }
+
+    #[instrument(skip_all, fields(job.id = %id))]
+    pub async fn complete(&self, id: JobId, fence: Fence, result: Option<Value>) -> Result<Job> {
+        let now = self.clock.now();
+        self.db
+            .call(move |s| s.complete_job(id, &fence, result, now))
+            .await
+            .map_err(|e| Error::from_store(e, NOT_FOUND))
+    }
+
+    #[instrument(skip_all, fields(job.id = %id))]
+    pub async fn fail(
+        &self,
+        id: JobId,
+        fence: Fence,
+        error: String,
+        retryable: bool,
+        details: Option<Value>,
+    ) -> Result<Job> {
+        let now = self.clock.now();
+        let failure = Failure {
+            error,
+            retryable,
+            details,
+            jitter: rand::random::<f64>(),
+        };
+        let job = self
+            .db
+            .call(move |s| s.fail_job(id, &fence, &failure, now))
+            .await
+            .map_err(|e| Error::from_store(e, NOT_FOUND))?;
+        self.announce([&job]);
+        Ok(job)
+    }
+
+    /// Gives back a lease that was never started.
+    pub async fn release(&self, id: JobId, fence: Fence) -> Result<Job> {
+        let now = self.clock.now();
+        let job = self
+            .db
+            .call(move |s| s.release_job(id, &fence, now))
+            .await
+            .map_err(|e| Error::from_store(e, NOT_FOUND))?;
+        self.announce([&job]);
+        Ok(job)
+    }
+
+    #[instrument(skip_all, fields(job.id = %id))]
+    pub async fn cancel(&self, id: JobId) -> Result<Job> {
+        let now = self.clock.now();
+        self.db
+            .call(move |s| s.cancel_job(id, now))
+            .await
+            .map_err(|e| Error::from_store(e, NOT_FOUND))
+    }
+
+    #[instrument(skip_all, fields(job.id = %id))]
+    pub async fn retry(&self, id: JobId) -> Result<Job> {
+        let now = self.clock.now();
+        let job = self
+            .db
+            .call(move |s| s.retry_job(id, now))
+            .await
+            .map_err(|e| Error::from_store(e, NOT_FOUND))?;
+        self.announce([&job]);
+        Ok(job)
+    }
+
+    pub async fn list(&self, filter: JobFilter) -> Result<JobPage> {
+        Ok(self.db.call(move |s| s.list_jobs(&filter)).await?)
+    }
+
+    pub async fn events(&self, id: JobId) -> Result<Vec<JobEvent>> {
+        self.db
+            .call(move |s| s.job_events(id))
+            .await
+            .map_err(|e| Error::from_store(e, NOT_FOUND))
+    }
+
+    pub async fn queues(&self) -> Result<Vec<QueueStats>> {
+        let now = self.clock.now();
+        Ok(self.db.call(move |s| s.queue_stats(now)).await?)
+    }
+
+    /// Takes back every lease that has ended, in batches; returns how many.
+    pub async fn reclaim_expired(&self) -> Result<usize> {
+        const BATCH: usize = 500;
+        let mut total = 0;
+        loop {
+            let now = self.clock.now();
+            let got = self
+                .db
+                .call(move |s| s.reclaim_expired_leases(now, BATCH))
+                .await?;
+            let n = got.len();
+            total += n;
+            let ready: Vec<Ready> = got
+                .into_iter()
+                .filter(|r| r.status == JobStatus::Queued)
+                .map(|r| Ready {
+                    id: r.id,
+                    job_type: r.job_type.as_str().to_string(),
+                })
+                .collect();
+            if n > 0 {
+                tracing::info!(reclaimed = n, "expired leases reclaimed");
+            }
+            self.queue.push(ready);
+            if n < BATCH {
+                return Ok(total);
+            }
+        }
+    }
+
+    /// Deletes finished jobs older than `retention`, in bounded batches so the write lock
+    /// is never held for long; returns how many.
+    pub async fn prune(&self, retention: Duration) -> Result<usize> {
+        const BATCH: usize = 1000;
+        let before = self.clock.now() - retention;
+        let mut total = 0;
+        loop {
+            let n = self
+                .db
+                .call(move |s| s.prune_finished_jobs(before, BATCH))
+                .await?;
+            total += n;
+            if n < BATCH {
+                return Ok(total);
+            }
+            tokio::task::yield_now().await;
+        }
+    }
+
+    /// Refills the ready queue from the store (at start).
+    pub async fn rebuild_queue(&self) -> Result<usize> {
+        let now = self.clock.now();
+        let ids = self.db.call(move |s| s.ready_job_ids(now, 100_000)).await?;
+        let n = ids.len();
+        self.queue
+            .push(ids.into_iter().map(|(id, job_type)| Ready { id, job_type }));
+        Ok(n)
+    }
+}

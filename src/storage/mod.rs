@@ -1,0 +1,192 @@
+//! The storage abstraction: one trait with intent-named methods, chosen once from the URL.
+//!
+//! Nothing outside this module names SQLite or PostgreSQL. Methods are synchronous and are
+//! called only through [`blocking::Db`], the one sync→async seam. `now` is always passed in.
+
+pub mod blocking;
+pub mod sqlite;
+
+use crate::domain::{
+    Claim, Enqueued, Failure, Fence, Job, JobConflict, JobEvent, JobFilter, JobId, JobPage,
+    NewJob, QueueStats, Reclaimed, Ts,
+};
+use serde_json::Value;
+use std::sync::Arc;
+
+pub use blocking::Db;
+
+/// What can go wrong in a store, independent of the backend.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("not found")]
+    NotFound,
+    #[error("conflict: {}", .0.code())]
+    Conflict(JobConflict),
+    #[error("the store is busy")]
+    Busy,
+    #[error("the store is unavailable: {0}")]
+    Unavailable(String),
+    #[error("storage backend error: {0}")]
+    Backend(String),
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// A browser session created by `POST /v1/auth/login`.
+#[derive(Debug, Clone)]
+pub struct Session {
+    /// SHA-256 of the cookie value, hex; the cookie itself is never stored.
+    pub token_hash: String,
+    pub csrf_token: String,
+    pub principal: String,
+    pub created_at: Ts,
+    pub expires_at: Ts,
+}
+
+/// The whole store: every feature's methods. One implementation per backend.
+pub trait Store: Send + Sync + 'static {
+    /// How many calls may usefully run at once (the seam's semaphore size).
+    fn max_concurrency(&self) -> usize;
+    /// The applied schema version (0 when none).
+    fn schema_version(&self) -> Result<i64>;
+    /// The newest schema version this build knows.
+    fn latest_schema_version(&self) -> i64;
+    /// Flushes and stops background threads; later calls fail with `Unavailable`.
+    fn close(&self);
+
+    // ---- jobs ----
+    /// Enqueues all or nothing, applying idempotency per (type, key) and job id uniqueness.
+    fn enqueue_jobs(&self, jobs: Vec<NewJob>, now: Ts) -> Result<Vec<Enqueued>>;
+    fn get_job(&self, id: JobId) -> Result<Job>;
+    /// Leases up to `claim.limit` ready jobs in (priority, available_at, created_at) order.
+    fn claim_jobs(&self, claim: &Claim, now: Ts) -> Result<Vec<Job>>;
+    fn heartbeat_job(&self, id: JobId, fence: &Fence, lease_until: Ts, now: Ts) -> Result<Job>;
+    fn complete_job(&self, id: JobId, fence: &Fence, result: Option<Value>, now: Ts)
+        -> Result<Job>;
+    fn fail_job(&self, id: JobId, fence: &Fence, failure: &Failure, now: Ts) -> Result<Job>;
+    fn cancel_job(&self, id: JobId, now: Ts) -> Result<Job>;
+    fn retry_job(&self, id: JobId, now: Ts) -> Result<Job>;
+    /// Gives leases back: `queued` again, available at once (used on graceful shutdown).
+    fn release_job(&self, id: JobId, fence: &Fence, now: Ts) -> Result<Job>;
+    fn list_jobs(&self, filter: &JobFilter) -> Result<JobPage>;
+    fn job_events(&self, id: JobId) -> Result<Vec<JobEvent>>;
+    fn queue_stats(&self, now: Ts) -> Result<Vec<QueueStats>>;
+    /// Ids of jobs ready now, oldest first (to rebuild the in-process queue).
+    fn ready_job_ids(&self, now: Ts, limit: usize) -> Result<Vec<(JobId, String)>>;
+    /// Takes back at most `limit` leases that ended before `now`.
+    fn reclaim_expired_leases(&self, now: Ts, limit: usize) -> Result<Vec<Reclaimed>>;
+    /// Deletes at most `limit` finished jobs (and their events) last updated before `before`.
+    fn prune_finished_jobs(&self, before: Ts, limit: usize) -> Result<usize>;
+
+    // ---- sessions ----
+    fn create_session(&self, session: &Session) -> Result<()>;
+    fn find_session(&self, token_hash: &str, now: Ts) -> Result<Option<Session>>;
+    fn delete_session(&self, token_hash: &str) -> Result<()>;
+    fn prune_sessions(&self, now: Ts) -> Result<usize>;
+}
+
+/// Which backend a URL names, checked before anything is opened.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    Sqlite(std::path::PathBuf),
+    Postgres(String),
+}
+
+/// Why a database URL cannot be used (a usage error: exit 2).
+#[derive(Debug, thiserror::Error)]
+pub enum UrlError {
+    #[error("sqlite::memory: is not supported: a pool needs one shared database file; use sqlite://PATH")]
+    Memory,
+    #[error("unsupported database URL scheme in '{0}': use sqlite://PATH or postgres://user:pass@host:port/db")]
+    Scheme(String),
+    #[error("empty SQLite path in '{0}'")]
+    EmptyPath(String),
+}
+
+/// Parses a database URL into a target.
+pub fn parse_url(url: &str) -> std::result::Result<Target, UrlError> {
+    let url = url.trim();
+    if url.starts_with("sqlite::memory:") || url == "sqlite://:memory:" {
+        return Err(UrlError::Memory);
+    }
+    if let Some(rest) = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")) {
+        let path = rest.split('?').next().unwrap_or_default();
+        if path.is_empty() {
+            return Err(UrlError::EmptyPath(url.into()));
+        }
+        return Ok(Target::Sqlite(path.into()));
+    }
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        return Ok(Target::Postgres(url.to_string()));
+    }
+    Err(UrlError::Scheme(redact_url(url)))
+}
+
+/// A URL with any password replaced by `***`, for logs and messages.
+pub fn redact_url(url: &str) -> String {
+    if let Some((scheme, rest)) = url.split_once("://") {
+        if let Some((cred, host)) = rest.split_once('@') {
+            if let Some((user, _)) = cred.split_once(':') {
+                return format!("{scheme}://{user}:***@{host}");
+            }
+        }
+    }
+    url.to_string()
+}
+
+/// Errors of opening a store.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error(transparent)]
+    Url(#[from] UrlError),
+    #[error("PostgreSQL is not available in this build of wp-lite (database URL {0})")]
+    NotInBuild(String),
+    #[error("cannot open the database: {0}")]
+    Open(String),
+    #[error("migrations failed: {0}")]
+    Migrate(String),
+}
+
+impl OpenError {
+    /// Usage and configuration errors exit 2; the rest are runtime failures (1).
+    pub fn is_usage(&self) -> bool {
+        matches!(self, OpenError::Url(_) | OpenError::NotInBuild(_))
+    }
+}
+
+/// Options for opening a store.
+#[derive(Debug, Clone)]
+pub struct OpenOptions {
+    pub migrate: bool,
+}
+
+/// Opens the store a URL names, applying migrations unless told not to.
+pub fn open(url: &str, opts: &OpenOptions) -> std::result::Result<Arc<dyn Store>, OpenError> {
+    match parse_url(url)? {
+        Target::Sqlite(path) => {
+            let store = sqlite::SqliteStore::open(&path, opts)?;
+            Ok(Arc::new(store))
+        }
+        Target::Postgres(u) => Err(OpenError::NotInBuild(redact_url(&u))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls() {
+        assert!(matches!(parse_url("sqlite::memory:"), Err(UrlError::Memory)));
+        assert!(matches!(parse_url("mysql://x"), Err(UrlError::Scheme(_))));
+        assert_eq!(
+            parse_url("sqlite://wp.db").unwrap(),
+            Target::Sqlite("wp.db".into())
+        );
+        assert_eq!(
+            parse_url("sqlite:///tmp/a.db").unwrap(),
+            Target::Sqlite("/tmp/a.db".into())
+        );
+        assert_eq!(redact_url("postgres://u:secret@h/db"), "postgres://u:***@h/db");
+    }
+}

@@ -1,0 +1,454 @@
+//! Jobs on SQLite. Transitions load the row, apply the domain state machine and save it
+//! with its events, all inside the writer's transaction; leasing is one set-based UPDATE.
+
+use super::map_err;
+use crate::domain::time::{from_ms, to_ms, Ts};
+use crate::domain::{
+    json_equal, Claim, Enqueued, Failure, Fence, Job, JobConflict, JobEvent, JobFilter, JobId,
+    JobMeta, JobPage, JobStatus, JobType, NewEvent, NewJob, QueueStats, Reclaimed,
+};
+use crate::storage::{Result, StoreError};
+use rusqlite::{params, params_from_iter, Connection, OptionalExtension, Row};
+use serde_json::Value;
+use std::collections::BTreeMap;
+
+const COLS: &str = "seq, id, type, status, priority, idempotency_key, code_version, \
+    model_version, config_hash, budget_tag, cost_cap_eur, input, result, attempts, \
+    max_attempts, available_at, lease_owner, lease_until, lease_token, last_error, \
+    created_at, updated_at";
+
+fn json_col(s: Option<String>) -> Option<Value> {
+    s.and_then(|t| serde_json::from_str(&t).ok())
+}
+
+fn to_json(v: &Value) -> String {
+    v.to_string()
+}
+
+fn row_to_job(r: &Row<'_>) -> rusqlite::Result<(i64, Job)> {
+    let id: String = r.get(1)?;
+    let status: String = r.get(3)?;
+    Ok((
+        r.get(0)?,
+        Job {
+            id: JobId::parse(&id).unwrap_or_default(),
+            job_type: JobType::trusted(r.get(2)?),
+            status: status.parse().unwrap_or(JobStatus::Failed),
+            priority: r.get(4)?,
+            meta: JobMeta {
+                idempotency_key: r.get(5)?,
+                code_version: r.get(6)?,
+                model_version: r.get(7)?,
+                config_hash: r.get(8)?,
+                budget_tag: r.get(9)?,
+                cost_cap_eur: r.get(10)?,
+            },
+            input: json_col(r.get(11)?).unwrap_or(Value::Null),
+            result: json_col(r.get(12)?),
+            attempts: r.get(13)?,
+            max_attempts: r.get(14)?,
+            available_at: from_ms(r.get(15)?),
+            lease_owner: r.get(16)?,
+            lease_until: r.get::<_, Option<i64>>(17)?.map(from_ms),
+            lease_token: r.get(18)?,
+            last_error: r.get(19)?,
+            created_at: from_ms(r.get(20)?),
+            updated_at: from_ms(r.get(21)?),
+        },
+    ))
+}
+
+fn load(c: &Connection, id: JobId) -> Result<(i64, Job)> {
+    c.prepare_cached(&format!("SELECT {COLS} FROM jobs WHERE id = ?1"))
+        .and_then(|mut s| s.query_row([id.to_string()], row_to_job).optional())
+        .map_err(map_err)?
+        .ok_or(StoreError::NotFound)
+}
+
+pub fn get(c: &Connection, id: JobId) -> Result<Job> {
+    load(c, id).map(|(_, j)| j)
+}
+
+/// Writes every field a transition can change.
+fn save(c: &Connection, seq: i64, j: &Job) -> Result<()> {
+    c.prepare_cached(
+        "UPDATE jobs SET status = ?2, result = ?3, attempts = ?4, max_attempts = ?5,
+             available_at = ?6, lease_owner = ?7, lease_until = ?8, lease_token = ?9,
+             last_error = ?10, updated_at = ?11
+         WHERE seq = ?1",
+    )
+    .and_then(|mut s| {
+        s.execute(params![
+            seq,
+            j.status.as_str(),
+            j.result.as_ref().map(to_json),
+            j.attempts,
+            j.max_attempts,
+            to_ms(&j.available_at),
+            j.lease_owner,
+            j.lease_until.as_ref().map(to_ms),
+            j.lease_token,
+            j.last_error,
+            to_ms(&j.updated_at),
+        ])
+    })
+    .map(|_| ())
+    .map_err(map_err)
+}
+
+fn add_event(c: &Connection, id: JobId, ts: Ts, ev: &NewEvent) -> Result<()> {
+    c.prepare_cached("INSERT INTO job_events (job_id, ts, event, details) VALUES (?1, ?2, ?3, ?4)")
+        .and_then(|mut s| {
+            s.execute(params![
+                id.to_string(),
+                to_ms(&ts),
+                ev.event,
+                ev.details.as_ref().map(to_json)
+            ])
+        })
+        .map(|_| ())
+        .map_err(map_err)
+}
+
+/// Loads a job, applies a transition and saves it with its events.
+fn transition(
+    c: &Connection,
+    id: JobId,
+    now: Ts,
+    f: impl FnOnce(&mut Job) -> std::result::Result<Vec<NewEvent>, JobConflict>,
+) -> Result<Job> {
+    let (seq, mut job) = load(c, id)?;
+    let events = f(&mut job).map_err(StoreError::Conflict)?;
+    save(c, seq, &job)?;
+    for ev in &events {
+        add_event(c, id, now, ev)?;
+    }
+    Ok(job)
+}
+
+pub fn enqueue(c: &Connection, new: Vec<NewJob>, now: Ts) -> Result<Vec<Enqueued>> {
+    let mut out = Vec::with_capacity(new.len());
+    for nj in new {
+        out.push(enqueue_one(c, nj, now)?);
+    }
+    Ok(out)
+}
+
+fn enqueue_one(c: &Connection, nj: NewJob, now: Ts) -> Result<Enqueued> {
+    if let Some(key) = &nj.meta.idempotency_key {
+        let existing = c
+            .prepare_cached(&format!(
+                "SELECT {COLS} FROM jobs WHERE type = ?1 AND idempotency_key = ?2"
+            ))
+            .and_then(|mut s| {
+                s.query_row(params![nj.job_type.as_str(), key], row_to_job)
+                    .optional()
+            })
+            .map_err(map_err)?;
+        if let Some((_, job)) = existing {
+            return if json_equal(&job.input, &nj.input) {
+                Ok(Enqueued::Replayed(job))
+            } else {
+                Err(StoreError::Conflict(JobConflict::IdempotencyConflict))
+            };
+        }
+    }
+    let job = Job {
+        id: nj.id.unwrap_or_default(),
+        job_type: nj.job_type,
+        status: JobStatus::Queued,
+        priority: nj.priority,
+        meta: nj.meta,
+        input: nj.input,
+        result: None,
+        attempts: 0,
+        max_attempts: nj.max_attempts,
+        available_at: nj.available_at.unwrap_or(now),
+        lease_owner: None,
+        lease_until: None,
+        lease_token: None,
+        last_error: None,
+        created_at: now,
+        updated_at: now,
+    };
+    let m = &job.meta;
+    let inserted = c
+        .prepare_cached(
+            "INSERT INTO jobs (id, type, status, priority, idempotency_key, code_version,
+                 model_version, config_hash, budget_tag, cost_cap_eur, input, attempts,
+                 max_attempts, available_at, created_at, updated_at)
+             VALUES (?1, ?2, 'queued', ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, 0, ?11, ?12, ?13, ?13)",
+        )
+        .and_then(|mut s| {
+            s.execute(params![
+                job.id.to_string(),
+                job.job_type.as_str(),
+                job.priority,
+                m.idempotency_key,
+                m.code_version,
+                m.model_version,
+                m.config_hash,
+                m.budget_tag,
+                m.cost_cap_eur,
+                to_json(&job.input),
+                job.max_attempts,
+                to_ms(&job.available_at),
+                to_ms(&now),
+            ])
+        });
+    match inserted {
+        Ok(_) => {}
+        Err(rusqlite::Error::SqliteFailure(f, _))
+            if f.code == rusqlite::ErrorCode::ConstraintViolation =>
+        {
+            return Err(StoreError::Conflict(JobConflict::DuplicateJobId));
+        }
+        Err(e) => return Err(map_err(e)),
+    }
+    add_event(c, job.id, now, &NewEvent { event: "queued", details: None })?;
+    Ok(Enqueued::Created(job))
+}
+
+pub fn claim(c: &Connection, claim: &Claim, now: Ts) -> Result<Vec<Job>> {
+    let type_filter = if claim.types.is_empty() {
+        String::new()
+    } else {
+        let marks: Vec<String> = (0..claim.types.len()).map(|i| format!("?{}", i + 5)).collect();
+        format!("AND type IN ({})", marks.join(", "))
+    };
+    let sql = format!(
+        "UPDATE jobs SET status = 'leased', attempts = attempts + 1, lease_owner = ?1,
+             lease_until = ?2, lease_token = lower(hex(randomblob(16))), updated_at = ?3
+         WHERE seq IN (SELECT seq FROM jobs WHERE status = 'queued' AND available_at <= ?3
+                       {type_filter} ORDER BY priority, available_at, created_at LIMIT ?4)
+         RETURNING {COLS}"
+    );
+    let lease_until = to_ms(&(now + claim.lease));
+    let mut args: Vec<rusqlite::types::Value> = vec![
+        claim.worker_id.clone().into(),
+        lease_until.into(),
+        to_ms(&now).into(),
+        (claim.limit as i64).into(),
+    ];
+    args.extend(claim.types.iter().map(|t| t.as_str().to_string().into()));
+    let mut jobs: Vec<Job> = c
+        .prepare_cached(&sql)
+        .and_then(|mut s| {
+            s.query_map(params_from_iter(args), row_to_job)?
+                .map(|r| r.map(|(_, j)| j))
+                .collect()
+        })
+        .map_err(map_err)?;
+    jobs.sort_by(|a, b| {
+        (a.priority, a.available_at, a.created_at).cmp(&(b.priority, b.available_at, b.created_at))
+    });
+    for j in &jobs {
+        let ev = NewEvent {
+            event: "leased",
+            details: Some(serde_json::json!({
+                "worker_id": claim.worker_id, "attempt": j.attempts,
+                "lease_until": crate::domain::time::format(&(now + claim.lease)),
+            })),
+        };
+        add_event(c, j.id, now, &ev)?;
+    }
+    Ok(jobs)
+}
+
+pub fn heartbeat(c: &Connection, id: JobId, fence: &Fence, until: Ts, now: Ts) -> Result<Job> {
+    let (seq, mut job) = load(c, id)?;
+    let ev = job.heartbeat(fence, until, now).map_err(StoreError::Conflict)?;
+    save(c, seq, &job)?;
+    // Coalesce: a run of heartbeats is one event row whose count and time move.
+    let last: Option<(i64, String, Option<String>)> = c
+        .prepare_cached(
+            "SELECT id, event, details FROM job_events WHERE job_id = ?1 ORDER BY id DESC LIMIT 1",
+        )
+        .and_then(|mut s| {
+            s.query_row([id.to_string()], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                .optional()
+        })
+        .map_err(map_err)?;
+    match last {
+        Some((ev_id, kind, details)) if kind == "heartbeat" => {
+            let count = json_col(details)
+                .and_then(|d| d.get("count").and_then(Value::as_i64))
+                .unwrap_or(1);
+            let mut d = ev.details.unwrap_or(Value::Null);
+            d["count"] = (count + 1).into();
+            c.prepare_cached("UPDATE job_events SET ts = ?2, details = ?3 WHERE id = ?1")
+                .and_then(|mut s| s.execute(params![ev_id, to_ms(&now), to_json(&d)]))
+                .map_err(map_err)?;
+        }
+        _ => add_event(c, id, now, &ev)?,
+    }
+    Ok(job)
+}
+
+pub fn complete(c: &Connection, id: JobId, fence: &Fence, result: Option<Value>, now: Ts) -> Result<Job> {
+    transition(c, id, now, |j| j.complete(fence, result, now))
+}
+
+pub fn fail(c: &Connection, id: JobId, fence: &Fence, failure: &Failure, now: Ts) -> Result<Job> {
+    transition(c, id, now, |j| j.fail(fence, failure, now))
+}
+
+pub fn cancel(c: &Connection, id: JobId, now: Ts) -> Result<Job> {
+    transition(c, id, now, |j| j.cancel(now))
+}
+
+pub fn retry(c: &Connection, id: JobId, now: Ts) -> Result<Job> {
+    transition(c, id, now, |j| j.retry(now))
+}
+
+pub fn release(c: &Connection, id: JobId, fence: &Fence, now: Ts) -> Result<Job> {
+    transition(c, id, now, |j| j.release(fence, now))
+}
+
+pub fn list(c: &Connection, f: &JobFilter) -> Result<JobPage> {
+    let limit = f.limit.max(1);
+    let mut items: Vec<(i64, Job)> = c
+        .prepare_cached(&format!(
+            "SELECT {COLS} FROM jobs
+             WHERE (?1 IS NULL OR status = ?1) AND (?2 IS NULL OR type = ?2)
+               AND (?3 IS NULL OR seq < ?3)
+             ORDER BY seq DESC LIMIT ?4"
+        ))
+        .and_then(|mut s| {
+            s.query_map(
+                params![
+                    f.status.map(|s| s.as_str()),
+                    f.job_type.as_ref().map(|t| t.as_str()),
+                    f.before_seq,
+                    (limit + 1) as i64
+                ],
+                row_to_job,
+            )?
+            .collect()
+        })
+        .map_err(map_err)?;
+    let more = items.len() > limit;
+    items.truncate(limit);
+    let next_seq = if more { items.last().map(|(s, _)| *s) } else { None };
+    Ok(JobPage {
+        items: items.into_iter().map(|(_, j)| j).collect(),
+        next_seq,
+    })
+}
+
+pub fn events(c: &Connection, id: JobId) -> Result<Vec<JobEvent>> {
+    load(c, id)?;
+    c.prepare_cached("SELECT id, ts, event, details FROM job_events WHERE job_id = ?1 ORDER BY id")
+        .and_then(|mut s| {
+            s.query_map([id.to_string()], |r| {
+                Ok(JobEvent {
+                    id: r.get(0)?,
+                    ts: from_ms(r.get(1)?),
+                    event: r.get(2)?,
+                    details: json_col(r.get(3)?),
+                })
+            })?
+            .collect()
+        })
+        .map_err(map_err)
+}
+
+pub fn queue_stats(c: &Connection, now: Ts) -> Result<Vec<QueueStats>> {
+    let mut by_type: BTreeMap<String, QueueStats> = BTreeMap::new();
+    let counts: Vec<(String, String, i64)> = c
+        .prepare_cached("SELECT type, status, COUNT(*) FROM jobs GROUP BY type, status")
+        .and_then(|mut s| s.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?.collect())
+        .map_err(map_err)?;
+    for (t, status, n) in counts {
+        let q = stats_entry(&mut by_type, &t);
+        match status.parse::<JobStatus>() {
+            Ok(JobStatus::Queued) => q.queued = n,
+            Ok(JobStatus::Leased) => q.leased = n,
+            Ok(JobStatus::Succeeded) => q.succeeded = n,
+            Ok(JobStatus::Failed) => q.failed = n,
+            Ok(JobStatus::Canceled) => q.canceled = n,
+            Err(()) => {}
+        }
+    }
+    let oldest: Vec<(String, i64)> = c
+        .prepare_cached(
+            "SELECT type, MIN(available_at) FROM jobs
+             WHERE status = 'queued' AND available_at <= ?1 GROUP BY type",
+        )
+        .and_then(|mut s| s.query_map([to_ms(&now)], |r| Ok((r.get(0)?, r.get(1)?)))?.collect())
+        .map_err(map_err)?;
+    for (t, at) in oldest {
+        stats_entry(&mut by_type, &t).oldest_queued_age_seconds =
+            Some(((to_ms(&now) - at).max(0)) as f64 / 1000.0);
+    }
+    let expired: Vec<(String, i64)> = c
+        .prepare_cached("SELECT type, leases_expired_total FROM job_type_counters")
+        .and_then(|mut s| s.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect())
+        .map_err(map_err)?;
+    for (t, n) in expired {
+        stats_entry(&mut by_type, &t).leases_expired_total = n;
+    }
+    Ok(by_type.into_values().collect())
+}
+
+fn stats_entry<'a>(m: &'a mut BTreeMap<String, QueueStats>, t: &str) -> &'a mut QueueStats {
+    m.entry(t.to_string()).or_insert_with(|| QueueStats {
+        job_type: t.to_string(),
+        ..Default::default()
+    })
+}
+
+pub fn ready_ids(c: &Connection, now: Ts, limit: usize) -> Result<Vec<(JobId, String)>> {
+    c.prepare_cached(
+        "SELECT id, type FROM jobs WHERE status = 'queued' AND available_at <= ?1
+         ORDER BY priority, available_at, created_at LIMIT ?2",
+    )
+    .and_then(|mut s| {
+        s.query_map(params![to_ms(&now), limit as i64], |r| {
+            let id: String = r.get(0)?;
+            Ok((JobId::parse(&id).unwrap_or_default(), r.get(1)?))
+        })?
+        .collect()
+    })
+    .map_err(map_err)
+}
+
+pub fn reclaim_expired(c: &Connection, now: Ts, limit: usize) -> Result<Vec<Reclaimed>> {
+    let expired: Vec<(i64, Job)> = c
+        .prepare_cached(&format!(
+            "SELECT {COLS} FROM jobs WHERE status = 'leased' AND lease_until < ?1
+             ORDER BY lease_until LIMIT ?2"
+        ))
+        .and_then(|mut s| s.query_map(params![to_ms(&now), limit as i64], row_to_job)?.collect())
+        .map_err(map_err)?;
+    let mut out = Vec::with_capacity(expired.len());
+    for (seq, mut job) in expired {
+        let events = job.expire(now);
+        save(c, seq, &job)?;
+        for ev in &events {
+            add_event(c, job.id, now, ev)?;
+        }
+        c.prepare_cached(
+            "INSERT INTO job_type_counters (type, leases_expired_total) VALUES (?1, 1)
+             ON CONFLICT (type) DO UPDATE SET leases_expired_total = leases_expired_total + 1",
+        )
+        .and_then(|mut s| s.execute([job.job_type.as_str()]))
+        .map_err(map_err)?;
+        out.push(Reclaimed {
+            id: job.id,
+            job_type: job.job_type,
+            status: job.status,
+        });
+    }
+    Ok(out)
+}
+
+pub fn prune_finished(c: &Connection, before: Ts, limit: usize) -> Result<usize> {
+    c.prepare_cached(
+        "DELETE FROM jobs WHERE seq IN (
+             SELECT seq FROM jobs WHERE status IN ('succeeded', 'failed', 'canceled')
+               AND updated_at < ?1 LIMIT ?2)",
+    )
+    .and_then(|mut s| s.execute(params![to_ms(&before), limit as i64]))
+    .map_err(map_err)
+}

@@ -1,0 +1,243 @@
+//! The SQLite backend: bundled SQLite, WAL, an r2d2 pool for reads and one writer thread.
+
+mod jobs;
+mod sessions;
+mod writer;
+pub mod raw;
+
+use super::{
+    OpenError, OpenOptions, Result, Session, Store, StoreError,
+};
+use crate::domain::{
+    Claim, Enqueued, Failure, Fence, Job, JobEvent, JobFilter, JobId, JobPage, NewJob,
+    QueueStats, Reclaimed, Ts,
+};
+use r2d2_sqlite::SqliteConnectionManager;
+use rusqlite::Connection;
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use writer::Writer;
+
+mod embedded {
+    refinery::embed_migrations!("migrations/sqlite");
+}
+
+const READ_POOL_SIZE: u32 = 8;
+
+/// Pragmas every connection gets.
+pub(crate) fn configure(conn: &Connection) -> rusqlite::Result<()> {
+    conn.busy_timeout(Duration::from_secs(5))?;
+    conn.execute_batch(
+        "PRAGMA journal_mode = WAL;
+         PRAGMA synchronous = NORMAL;
+         PRAGMA foreign_keys = ON;
+         PRAGMA temp_store = MEMORY;
+         PRAGMA cache_size = -16000;",
+    )?;
+    Ok(())
+}
+
+pub struct SqliteStore {
+    pool: r2d2::Pool<SqliteConnectionManager>,
+    writer: Writer,
+    #[allow(dead_code)]
+    path: PathBuf,
+}
+
+impl SqliteStore {
+    pub fn open(path: &Path, opts: &OpenOptions) -> std::result::Result<Self, OpenError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| OpenError::Open(format!("{}: {e}", dir.display())))?;
+        }
+        let open_err = |e: rusqlite::Error| OpenError::Open(format!("{}: {e}", path.display()));
+        let mut conn = Connection::open(path).map_err(open_err)?;
+        configure(&conn).map_err(open_err)?;
+        if opts.migrate {
+            migrate(&mut conn)?;
+        }
+        let manager = SqliteConnectionManager::file(path).with_init(|c| {
+            configure(c)?;
+            c.execute_batch("PRAGMA query_only = ON;")
+        });
+        let pool = r2d2::Pool::builder()
+            .max_size(READ_POOL_SIZE)
+            .min_idle(Some(1))
+            .connection_timeout(Duration::from_secs(30))
+            .build(manager)
+            .map_err(|e| OpenError::Open(e.to_string()))?;
+        Ok(Self {
+            pool,
+            writer: Writer::start(conn),
+            path: path.to_path_buf(),
+        })
+    }
+
+    fn read<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+        let conn = self
+            .pool
+            .get()
+            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        f(&conn)
+    }
+
+    fn write<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T> + Send + 'static,
+    {
+        self.writer.call(f)
+    }
+}
+
+/// Applies pending migrations. Two processes starting at once may race; the loser retries
+/// and finds the work done.
+fn migrate(conn: &mut Connection) -> std::result::Result<(), OpenError> {
+    let mut last = String::new();
+    for attempt in 0..20 {
+        match embedded::migrations::runner().set_grouped(true).run(conn) {
+            Ok(_) => return Ok(()),
+            Err(e) => {
+                last = e.to_string();
+                std::thread::sleep(Duration::from_millis(50 * (attempt + 1)));
+            }
+        }
+    }
+    Err(OpenError::Migrate(last))
+}
+
+/// Maps rusqlite errors to the backend-independent kinds.
+pub(crate) fn map_err(e: rusqlite::Error) -> StoreError {
+    use rusqlite::ErrorCode;
+    match &e {
+        rusqlite::Error::SqliteFailure(f, _)
+            if matches!(f.code, ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) =>
+        {
+            StoreError::Busy
+        }
+        rusqlite::Error::QueryReturnedNoRows => StoreError::NotFound,
+        _ => StoreError::Backend(e.to_string()),
+    }
+}
+
+impl Store for SqliteStore {
+    fn max_concurrency(&self) -> usize {
+        // Reads use the pool; writes wait on the writer. Enough permits for many writers
+        // to share one group commit.
+        64
+    }
+
+    fn schema_version(&self) -> Result<i64> {
+        self.read(|c| {
+            c.query_row(
+                "SELECT COALESCE(MAX(version), 0) FROM refinery_schema_history",
+                [],
+                |r| r.get(0),
+            )
+            .or(Ok(0))
+        })
+    }
+
+    fn latest_schema_version(&self) -> i64 {
+        embedded::migrations::runner()
+            .get_migrations()
+            .iter()
+            .map(|m| m.version() as i64)
+            .max()
+            .unwrap_or(0)
+    }
+
+    fn close(&self) {
+        self.writer.close();
+    }
+
+    fn enqueue_jobs(&self, new: Vec<NewJob>, now: Ts) -> Result<Vec<Enqueued>> {
+        self.write(move |c| jobs::enqueue(c, new, now))
+    }
+
+    fn get_job(&self, id: JobId) -> Result<Job> {
+        self.read(|c| jobs::get(c, id))
+    }
+
+    fn claim_jobs(&self, claim: &Claim, now: Ts) -> Result<Vec<Job>> {
+        let claim = claim.clone();
+        self.write(move |c| jobs::claim(c, &claim, now))
+    }
+
+    fn heartbeat_job(&self, id: JobId, fence: &Fence, lease_until: Ts, now: Ts) -> Result<Job> {
+        let fence = fence.clone();
+        self.write(move |c| jobs::heartbeat(c, id, &fence, lease_until, now))
+    }
+
+    fn complete_job(&self, id: JobId, fence: &Fence, result: Option<Value>, now: Ts) -> Result<Job> {
+        let fence = fence.clone();
+        self.write(move |c| jobs::complete(c, id, &fence, result, now))
+    }
+
+    fn fail_job(&self, id: JobId, fence: &Fence, failure: &Failure, now: Ts) -> Result<Job> {
+        let (fence, failure) = (fence.clone(), failure.clone());
+        self.write(move |c| jobs::fail(c, id, &fence, &failure, now))
+    }
+
+    fn cancel_job(&self, id: JobId, now: Ts) -> Result<Job> {
+        self.write(move |c| jobs::cancel(c, id, now))
+    }
+
+    fn retry_job(&self, id: JobId, now: Ts) -> Result<Job> {
+        self.write(move |c| jobs::retry(c, id, now))
+    }
+
+    fn release_job(&self, id: JobId, fence: &Fence, now: Ts) -> Result<Job> {
+        let fence = fence.clone();
+        self.write(move |c| jobs::release(c, id, &fence, now))
+    }
+
+    fn list_jobs(&self, filter: &JobFilter) -> Result<JobPage> {
+        self.read(|c| jobs::list(c, filter))
+    }
+
+    fn job_events(&self, id: JobId) -> Result<Vec<JobEvent>> {
+        self.read(|c| jobs::events(c, id))
+    }
+
+    fn queue_stats(&self, now: Ts) -> Result<Vec<QueueStats>> {
+        self.read(|c| jobs::queue_stats(c, now))
+    }
+
+    fn ready_job_ids(&self, now: Ts, limit: usize) -> Result<Vec<(JobId, String)>> {
+        self.read(|c| jobs::ready_ids(c, now, limit))
+    }
+
+    fn reclaim_expired_leases(&self, now: Ts, limit: usize) -> Result<Vec<Reclaimed>> {
+        self.write(move |c| jobs::reclaim_expired(c, now, limit))
+    }
+
+    fn prune_finished_jobs(&self, before: Ts, limit: usize) -> Result<usize> {
+        self.write(move |c| jobs::prune_finished(c, before, limit))
+    }
+
+    fn create_session(&self, session: &Session) -> Result<()> {
+        let s = session.clone();
+        self.write(move |c| sessions::create(c, &s))
+    }
+
+    fn find_session(&self, token_hash: &str, now: Ts) -> Result<Option<Session>> {
+        self.read(|c| sessions::find(c, token_hash, now))
+    }
+
+    fn delete_session(&self, token_hash: &str) -> Result<()> {
+        let h = token_hash.to_string();
+        self.write(move |c| sessions::delete(c, &h))
+    }
+
+    fn prune_sessions(&self, now: Ts) -> Result<usize> {
+        self.write(move |c| sessions::prune(c, now))
+    }
+}
+
+impl Drop for SqliteStore {
+    fn drop(&mut self) {
+        self.writer.close();
+    }
+}

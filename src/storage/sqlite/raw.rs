@@ -1,0 +1,98 @@
+//! The raw SQLite limits `wp-lite bench` compares against: the same schema, the same
+//! pragmas, one thread, no wp-lite code in the way.
+
+use super::configure;
+use rusqlite::{params, Connection};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+fn open(path: &Path) -> rusqlite::Result<Connection> {
+    let conn = Connection::open(path)?;
+    configure(&conn)?;
+    conn.execute_batch(include_str!("../../../migrations/sqlite/V1__jobs.sql"))?;
+    Ok(conn)
+}
+
+const INSERT: &str = "INSERT INTO jobs (id, type, status, priority, input, attempts,
+    max_attempts, available_at, created_at, updated_at)
+    VALUES (?1, 'bench', 'queued', 5, '{}', 0, 3, ?2, ?2, ?2)";
+
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+/// `ops` single-row INSERT transactions into a fresh database at `path`.
+pub fn insert_single(path: &Path, ops: usize) -> rusqlite::Result<Duration> {
+    let conn = open(path)?;
+    let start = Instant::now();
+    let mut st = conn.prepare_cached(INSERT)?;
+    for _ in 0..ops {
+        st.execute(params![uuid::Uuid::now_v7().to_string(), now_ms()])?;
+    }
+    Ok(start.elapsed())
+}
+
+/// `ops` rows in INSERT transactions of `batch` rows.
+pub fn insert_batch(path: &Path, ops: usize, batch: usize) -> rusqlite::Result<Duration> {
+    let mut conn = open(path)?;
+    let start = Instant::now();
+    let mut left = ops;
+    while left > 0 {
+        let n = left.min(batch);
+        let tx = conn.transaction()?;
+        {
+            let mut st = tx.prepare_cached(INSERT)?;
+            for _ in 0..n {
+                st.execute(params![uuid::Uuid::now_v7().to_string(), now_ms()])?;
+            }
+        }
+        tx.commit()?;
+        left -= n;
+    }
+    Ok(start.elapsed())
+}
+
+/// Fills `ops` queued jobs, then claims one with `UPDATE … RETURNING` and completes it,
+/// one job at a time, each statement its own transaction. Returns the drain time only.
+pub fn claim_complete(path: &Path, ops: usize) -> rusqlite::Result<Duration> {
+    insert_batch(path, ops, 1000)?;
+    let conn = Connection::open(path)?;
+    configure(&conn)?;
+    let start = Instant::now();
+    let mut claim = conn.prepare_cached(
+        "UPDATE jobs SET status = 'leased', attempts = attempts + 1, lease_owner = 'raw',
+             lease_until = ?1, lease_token = lower(hex(randomblob(16))), updated_at = ?1
+         WHERE seq = (SELECT seq FROM jobs WHERE status = 'queued' AND available_at <= ?1
+                      ORDER BY priority, available_at, created_at LIMIT 1)
+         RETURNING seq",
+    )?;
+    let mut complete =
+        conn.prepare_cached("UPDATE jobs SET status = 'succeeded', updated_at = ?2 WHERE seq = ?1")?;
+    loop {
+        let now = now_ms() + 1000;
+        let seq: Option<i64> = claim.query_row([now], |r| r.get(0)).ok();
+        let Some(seq) = seq else { break };
+        complete.execute(params![seq, now])?;
+    }
+    Ok(start.elapsed())
+}
+
+/// Fills `jobs` with `rows` finished jobs (for the history-growth drain scenario).
+pub fn fill_finished(path: &Path, rows: usize) -> rusqlite::Result<()> {
+    let conn = Connection::open(path)?;
+    configure(&conn)?;
+    conn.execute_batch("BEGIN")?;
+    {
+        let mut st = conn.prepare(
+            "INSERT INTO jobs (id, type, status, priority, input, attempts, max_attempts,
+                 available_at, created_at, updated_at)
+             VALUES (?1, 'bench', 'succeeded', 5, '{}', 1, 3, ?2, ?2, ?2)",
+        )?;
+        let now = now_ms();
+        for _ in 0..rows {
+            st.execute(params![uuid::Uuid::now_v7().to_string(), now])?;
+        }
+    }
+    conn.execute_batch("COMMIT")?;
+    Ok(())
+}

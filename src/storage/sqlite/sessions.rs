@@ -1,0 +1,57 @@
+//! Browser sessions on SQLite.
+
+use super::map_err;
+use crate::domain::time::{from_ms, to_ms, Ts};
+use crate::storage::{Result, Session};
+use rusqlite::{params, Connection, OptionalExtension};
+
+pub fn create(c: &Connection, s: &Session) -> Result<()> {
+    c.prepare_cached(
+        "INSERT INTO sessions (token_hash, csrf_token, principal, created_at, expires_at)
+         VALUES (?1, ?2, ?3, ?4, ?5)",
+    )
+    .and_then(|mut st| {
+        st.execute(params![
+            s.token_hash,
+            s.csrf_token,
+            s.principal,
+            to_ms(&s.created_at),
+            to_ms(&s.expires_at)
+        ])
+    })
+    .map(|_| ())
+    .map_err(map_err)
+}
+
+pub fn find(c: &Connection, token_hash: &str, now: Ts) -> Result<Option<Session>> {
+    c.prepare_cached(
+        "SELECT token_hash, csrf_token, principal, created_at, expires_at FROM sessions
+         WHERE token_hash = ?1 AND expires_at > ?2",
+    )
+    .and_then(|mut st| {
+        st.query_row(params![token_hash, to_ms(&now)], |r| {
+            Ok(Session {
+                token_hash: r.get(0)?,
+                csrf_token: r.get(1)?,
+                principal: r.get(2)?,
+                created_at: from_ms(r.get(3)?),
+                expires_at: from_ms(r.get(4)?),
+            })
+        })
+        .optional()
+    })
+    .map_err(map_err)
+}
+
+pub fn delete(c: &Connection, token_hash: &str) -> Result<()> {
+    c.prepare_cached("DELETE FROM sessions WHERE token_hash = ?1")
+        .and_then(|mut st| st.execute([token_hash]))
+        .map(|_| ())
+        .map_err(map_err)
+}
+
+pub fn prune(c: &Connection, now: Ts) -> Result<usize> {
+    c.prepare_cached("DELETE FROM sessions WHERE expires_at <= ?1")
+        .and_then(|mut st| st.execute([to_ms(&now)]))
+        .map_err(map_err)
+}
