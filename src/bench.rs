@@ -1,4 +1,556 @@
-//! `wp-lite bench` (filled in below).
-pub async fn run(_args: crate::cli::BenchArgs) -> anyhow::Result<()> {
-    anyhow::bail!("bench: not yet")
+//! `wp-lite bench`: the scenarios of SPEC §9 on a throw-away database, each next to the
+//! raw SQLite limit measured in the same run on the same disk with the same settings.
+
+use crate::app::{open_store, App};
+use crate::cli::BenchArgs;
+use crate::clock::{SharedClock, SystemClock};
+use crate::config::{Config, Secret};
+use crate::domain::{Claim, Fence, JobMeta, JobType, NewJob};
+use crate::queue::ReadyQueue;
+use crate::service::jobs::JobService;
+use crate::storage::sqlite::raw;
+use anyhow::Context;
+use serde::Serialize;
+use serde_json::json;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::task::JoinSet;
+
+/// Every scenario, in the order they run.
+pub const SCENARIOS: &[&str] = &[
+    "raw-insert-single",
+    "raw-insert-batch",
+    "raw-claim-complete",
+    "enqueue-single",
+    "enqueue-batch",
+    "drain-1",
+    "drain-4",
+    "drain-1-history",
+    "http-roundtrip",
+    "pickup-latency",
+];
+
+/// One line of the report (the `--json` fields of SPEC §9).
+#[derive(Debug, Clone, Serialize)]
+pub struct Outcome {
+    pub scenario: String,
+    pub ops: usize,
+    pub seconds: f64,
+    pub ops_per_s: f64,
+    pub p50_ms: Option<f64>,
+    pub p99_ms: Option<f64>,
+    pub peak_rss_mb: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub raw_ops_per_s: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub percent_of_raw: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub compared_with: Option<String>,
 }
+
+impl Outcome {
+    fn new(scenario: &str, ops: usize, elapsed: Duration) -> Self {
+        let seconds = elapsed.as_secs_f64();
+        Self {
+            scenario: scenario.into(),
+            ops,
+            seconds,
+            ops_per_s: ops as f64 / seconds.max(1e-9),
+            p50_ms: None,
+            p99_ms: None,
+            peak_rss_mb: peak_rss_mb(),
+            raw_ops_per_s: None,
+            percent_of_raw: None,
+            compared_with: None,
+        }
+    }
+}
+
+/// Which figure each scenario is compared with.
+fn baseline(scenario: &str) -> Option<&'static str> {
+    match scenario {
+        "enqueue-single" => Some("raw-insert-single"),
+        "enqueue-batch" => Some("raw-insert-batch"),
+        "drain-1" | "drain-4" => Some("raw-claim-complete"),
+        "drain-1-history" => Some("drain-1"),
+        _ => None,
+    }
+}
+
+/// Resets the kernel's peak-RSS mark so each scenario reports its own peak.
+fn reset_peak_rss() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
+fn peak_rss_mb() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<f64>().ok())
+        })
+        .map(|kb| kb / 1024.0)
+        .unwrap_or(0.0)
+}
+
+fn percentile(sorted: &[f64], p: f64) -> Option<f64> {
+    if sorted.is_empty() {
+        return None;
+    }
+    let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    Some(sorted[idx.min(sorted.len() - 1)])
+}
+
+fn new_job(i: usize) -> NewJob {
+    NewJob {
+        id: None,
+        job_type: JobType::trusted("bench".into()),
+        priority: 5,
+        max_attempts: 3,
+        available_at: None,
+        meta: JobMeta::default(),
+        input: json!({ "n": i }),
+    }
+}
+
+async fn service(path: &Path) -> anyhow::Result<JobService> {
+    let db = open_store(&format!("sqlite://{}", path.display()), true).await?;
+    let clock: SharedClock = Arc::new(SystemClock);
+    Ok(JobService::new(db, Arc::new(ReadyQueue::new()), clock))
+}
+
+async fn close(svc: &JobService) {
+    let _ = svc; // the store closes when the last handle drops
+}
+
+async fn fill(svc: &JobService, ops: usize) -> anyhow::Result<()> {
+    let mut left = ops;
+    let mut i = 0;
+    while left > 0 {
+        let n = left.min(1000);
+        svc.enqueue((i..i + n).map(new_job).collect()).await?;
+        i += n;
+        left -= n;
+    }
+    Ok(())
+}
+
+async fn enqueue_single(path: &Path, ops: usize) -> anyhow::Result<Outcome> {
+    const PRODUCERS: usize = 16;
+    let svc = service(path).await?;
+    let start = Instant::now();
+    let mut set = JoinSet::new();
+    for p in 0..PRODUCERS {
+        let svc = svc.clone();
+        let n = ops / PRODUCERS + usize::from(p < ops % PRODUCERS);
+        set.spawn(async move {
+            for i in 0..n {
+                svc.enqueue(vec![new_job(i)]).await?;
+            }
+            anyhow::Ok(())
+        });
+    }
+    while let Some(r) = set.join_next().await {
+        r??;
+    }
+    let out = Outcome::new("enqueue-single", ops, start.elapsed());
+    close(&svc).await;
+    Ok(out)
+}
+
+async fn enqueue_batch(path: &Path, ops: usize) -> anyhow::Result<Outcome> {
+    let svc = service(path).await?;
+    let start = Instant::now();
+    fill(&svc, ops).await?;
+    Ok(Outcome::new("enqueue-batch", ops, start.elapsed()))
+}
+
+/// `workers` workers each lease up to 100 jobs at a time and complete them (the
+/// completions of one batch go out together and share group commits).
+async fn drain(svc: &JobService, name: &str, ops: usize, workers: usize) -> anyhow::Result<Outcome> {
+    let start = Instant::now();
+    let mut set = JoinSet::new();
+    for w in 0..workers {
+        let svc = svc.clone();
+        set.spawn(async move {
+            let worker_id = format!("bench-{w}");
+            let mut done = 0usize;
+            loop {
+                let claim = Claim {
+                    worker_id: worker_id.clone(),
+                    types: vec![],
+                    limit: 100,
+                    lease: chrono::Duration::seconds(60),
+                };
+                let jobs = svc.lease(claim, Duration::ZERO).await?;
+                if jobs.is_empty() {
+                    return anyhow::Ok(done);
+                }
+                let mut completes = JoinSet::new();
+                for j in jobs {
+                    let svc = svc.clone();
+                    let fence = Fence {
+                        worker_id: worker_id.clone(),
+                        lease_token: j.lease_token.clone(),
+                    };
+                    completes.spawn(async move { svc.complete(j.id, fence, None).await });
+                }
+                while let Some(r) = completes.join_next().await {
+                    r??;
+                    done += 1;
+                }
+            }
+        });
+    }
+    let mut total = 0;
+    while let Some(r) = set.join_next().await {
+        total += r??;
+    }
+    anyhow::ensure!(total == ops, "{name}: drained {total} of {ops} jobs");
+    Ok(Outcome::new(name, ops, start.elapsed()))
+}
+
+async fn drain_fresh(path: &Path, name: &str, ops: usize, workers: usize) -> anyhow::Result<Outcome> {
+    let svc = service(path).await?;
+    fill(&svc, ops).await?;
+    reset_peak_rss();
+    drain(&svc, name, ops, workers).await
+}
+
+async fn drain_history(path: &Path, ops: usize, history: usize) -> anyhow::Result<Outcome> {
+    {
+        let _svc = service(path).await?; // creates and migrates the file
+    }
+    let p = path.to_path_buf();
+    tokio::task::spawn_blocking(move || raw::fill_finished(&p, history)).await??;
+    let svc = service(path).await?;
+    fill(&svc, ops).await?;
+    reset_peak_rss();
+    let mut out = drain(&svc, "drain-1-history", ops, 1).await?;
+    out.compared_with = Some(format!("drain-1 (empty table; this run has {history} finished jobs)"));
+    Ok(out)
+}
+
+async fn start_app(path: &Path) -> anyhow::Result<(App, String)> {
+    let mut config = Config::for_database(format!("sqlite://{}", path.display()));
+    let token = "bench-admin-token-0123456789abcdef0123456789";
+    config.admin_token = Some(Secret::new(token));
+    let app = App::start(config, Arc::new(SystemClock)).await?;
+    Ok((app, token.to_string()))
+}
+
+fn client() -> anyhow::Result<reqwest::Client> {
+    Ok(reqwest::Client::builder()
+        .no_proxy()
+        .pool_max_idle_per_host(64)
+        .build()?)
+}
+
+async fn http_roundtrip(path: &Path, ops: usize) -> anyhow::Result<Outcome> {
+    const CLIENTS: usize = 16;
+    let (app, token) = start_app(path).await?;
+    let base = format!("http://{}", app.addr());
+    let http = client()?;
+    let start = Instant::now();
+    let mut set = JoinSet::new();
+    for c in 0..CLIENTS {
+        let (http, base, token) = (http.clone(), base.clone(), token.clone());
+        let n = ops / CLIENTS + usize::from(c < ops % CLIENTS);
+        set.spawn(async move {
+            let worker = format!("client-{c}");
+            let job_type = format!("rt-{c}");
+            for i in 0..n {
+                let r = http
+                    .post(format!("{base}/v1/worker/jobs"))
+                    .bearer_auth(&token)
+                    .json(&json!({ "type": job_type, "input": { "i": i } }))
+                    .send()
+                    .await?;
+                anyhow::ensure!(r.status().is_success(), "enqueue: {}", r.status());
+                let r: serde_json::Value = http
+                    .post(format!("{base}/v1/worker/jobs/lease"))
+                    .bearer_auth(&token)
+                    .json(&json!({ "worker_id": worker, "job_types": [job_type] }))
+                    .send()
+                    .await?
+                    .json()
+                    .await?;
+                let job = &r["jobs"][0];
+                let id = job["job_id"].as_str().context("leased nothing")?;
+                let r = http
+                    .post(format!("{base}/v1/worker/jobs/{id}/complete"))
+                    .bearer_auth(&token)
+                    .json(&json!({ "worker_id": worker, "lease_token": job["lease_token"], "result": {} }))
+                    .send()
+                    .await?;
+                anyhow::ensure!(r.status().is_success(), "complete: {}", r.status());
+            }
+            anyhow::Ok(())
+        });
+    }
+    while let Some(r) = set.join_next().await {
+        r??;
+    }
+    let out = Outcome::new("http-roundtrip", ops, start.elapsed());
+    app.stop().await?;
+    Ok(out)
+}
+
+/// A long-poll leaser waits over HTTP; each job is enqueued over HTTP only after the
+/// previous one arrived, and the time from sending the enqueue to the lease answer is kept.
+async fn pickup_latency(path: &Path, ops: usize) -> anyhow::Result<Outcome> {
+    let (app, token) = start_app(path).await?;
+    let base = format!("http://{}", app.addr());
+    let http = client()?;
+    let (got_tx, mut got_rx) = tokio::sync::mpsc::channel::<Instant>(1);
+    let leaser = {
+        let (http, base, token) = (http.clone(), base.clone(), token.clone());
+        tokio::spawn(async move {
+            let mut seen = 0;
+            while seen < ops {
+                let r: serde_json::Value = http
+                    .post(format!("{base}/v1/worker/jobs/lease"))
+                    .bearer_auth(&token)
+                    .json(&json!({ "worker_id": "pickup", "wait_ms": 30000 }))
+                    .send()
+                    .await?
+                    .json()
+                    .await?;
+                let at = Instant::now();
+                if let Some(job) = r["jobs"].as_array().and_then(|a| a.first()) {
+                    seen += 1;
+                    let id = job["job_id"].as_str().unwrap_or_default().to_string();
+                    got_tx.send(at).await?;
+                    http.post(format!("{base}/v1/worker/jobs/{id}/complete"))
+                        .bearer_auth(&token)
+                        .json(&json!({ "worker_id": "pickup" }))
+                        .send()
+                        .await?;
+                }
+            }
+            anyhow::Ok(())
+        })
+    };
+    let mut lat = Vec::with_capacity(ops);
+    let start = Instant::now();
+    for i in 0..ops {
+        // Give the leaser a moment to be waiting again before the next enqueue.
+        tokio::time::sleep(Duration::from_millis(2)).await;
+        let sent = Instant::now();
+        http.post(format!("{base}/v1/worker/jobs"))
+            .bearer_auth(&token)
+            .json(&json!({ "type": "pickup", "input": { "i": i } }))
+            .send()
+            .await?;
+        let at = got_rx.recv().await.context("the leaser stopped")?;
+        lat.push(at.duration_since(sent).as_secs_f64() * 1000.0);
+    }
+    leaser.await??;
+    let mut out = Outcome::new("pickup-latency", ops, start.elapsed());
+    lat.sort_by(|a, b| a.total_cmp(b));
+    out.p50_ms = percentile(&lat, 0.50);
+    out.p99_ms = percentile(&lat, 0.99);
+    app.stop().await?;
+    Ok(out)
+}
+
+async fn raw_scenario(path: &Path, name: &str, ops: usize) -> anyhow::Result<Outcome> {
+    let p: PathBuf = path.to_path_buf();
+    let n = name.to_string();
+    let elapsed = tokio::task::spawn_blocking(move || match n.as_str() {
+        "raw-insert-single" => raw::insert_single(&p, ops),
+        "raw-insert-batch" => raw::insert_batch(&p, ops, 1000),
+        _ => raw::claim_complete(&p, ops),
+    })
+    .await??;
+    Ok(Outcome::new(name, ops, elapsed))
+}
+
+async fn run_one(dir: &Path, name: &str, ops: usize) -> anyhow::Result<Outcome> {
+    let path = dir.join(format!("{name}.db"));
+    reset_peak_rss();
+    match name {
+        "raw-insert-single" | "raw-insert-batch" | "raw-claim-complete" => raw_scenario(&path, name, ops).await,
+        "enqueue-single" => enqueue_single(&path, ops).await,
+        "enqueue-batch" => enqueue_batch(&path, ops).await,
+        "drain-1" => drain_fresh(&path, name, ops, 1).await,
+        "drain-4" => drain_fresh(&path, name, ops, 4).await,
+        "drain-1-history" => drain_history(&path, ops, 1_000_000).await,
+        "http-roundtrip" => http_roundtrip(&path, ops).await,
+        "pickup-latency" => pickup_latency(&path, (ops / 100).clamp(100, 2000)).await,
+        other => anyhow::bail!("unknown scenario '{other}'"),
+    }
+}
+
+/// Runs the chosen scenarios and fills in the comparisons.
+pub async fn run_scenarios(names: &[String], ops: usize, dir: &Path) -> anyhow::Result<Vec<Outcome>> {
+    let mut out: Vec<Outcome> = Vec::new();
+    for name in names {
+        eprintln!("running {name} …");
+        let o = run_one(dir, name, ops).await.with_context(|| format!("scenario {name}"))?;
+        // Each scenario's files go once it is done, so the disk does not fill.
+        for entry in std::fs::read_dir(dir)?.flatten() {
+            let _ = std::fs::remove_file(entry.path());
+        }
+        out.push(o);
+    }
+    let figures: Vec<(String, f64)> = out.iter().map(|o| (o.scenario.clone(), o.ops_per_s)).collect();
+    for o in &mut out {
+        if let Some(base) = baseline(&o.scenario) {
+            if let Some((_, raw)) = figures.iter().find(|(n, _)| n == base) {
+                o.raw_ops_per_s = Some(*raw);
+                o.percent_of_raw = Some(o.ops_per_s / raw * 100.0);
+                o.compared_with.get_or_insert_with(|| base.to_string());
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn fmt_opt(v: Option<f64>, digits: usize) -> String {
+    v.map(|x| format!("{x:.digits$}")).unwrap_or_else(|| "–".into())
+}
+
+/// The report as a Markdown table.
+pub fn table(out: &[Outcome]) -> String {
+    let mut s = String::from(
+        "| scenario | ops | seconds | ops/s | p50 ms | p99 ms | peak RSS MB | compared with | % of it |\n\
+         |---|---:|---:|---:|---:|---:|---:|---|---:|\n",
+    );
+    for o in out {
+        s.push_str(&format!(
+            "| {} | {} | {:.2} | {:.0} | {} | {} | {:.0} | {} | {} |\n",
+            o.scenario,
+            o.ops,
+            o.seconds,
+            o.ops_per_s,
+            fmt_opt(o.p50_ms, 2),
+            fmt_opt(o.p99_ms, 2),
+            o.peak_rss_mb,
+            o.compared_with.clone().unwrap_or_else(|| "–".into()),
+            fmt_opt(o.percent_of_raw, 0),
+        ));
+    }
+    s
+}
+
+/// The issue's targets, checked against a run.
+pub fn targets(out: &[Outcome]) -> String {
+    let get = |n: &str| out.iter().find(|o| o.scenario == n);
+    let mut s = String::from("| target | figure | met |\n|---|---|---|\n");
+    let mut row = |name: &str, figure: String, met: Option<bool>| {
+        let m = match met {
+            Some(true) => "yes",
+            Some(false) => "**no**",
+            None => "not run",
+        };
+        s.push_str(&format!("| {name} | {figure} | {m} |\n"));
+    };
+    let pct = |n: &str, want: f64| {
+        get(n).and_then(|o| o.percent_of_raw).map(|p| (format!("{p:.0} %"), p >= want))
+    };
+    for (n, label, want) in [
+        ("enqueue-single", "enqueue-single ≥ 100 % of raw single-INSERT transactions", 100.0),
+        ("enqueue-batch", "enqueue-batch ≥ 50 % of raw 1 000-row transactions", 50.0),
+        ("drain-4", "drain-4 ≥ 100 % of raw claim-one-and-complete", 100.0),
+        ("drain-1-history", "drain-1 with 1 000 000 finished jobs ≥ 80 % of drain-1", 80.0),
+    ] {
+        match pct(n, want) {
+            Some((f, m)) => row(label, f, Some(m)),
+            None => row(label, "–".into(), None),
+        }
+    }
+    match get("http-roundtrip") {
+        Some(o) => row("http-roundtrip ≥ 10 000 jobs/s", format!("{:.0} jobs/s", o.ops_per_s), Some(o.ops_per_s >= 10_000.0)),
+        None => row("http-roundtrip ≥ 10 000 jobs/s", "–".into(), None),
+    }
+    match get("pickup-latency") {
+        Some(o) => {
+            let (p50, p99) = (o.p50_ms.unwrap_or(f64::MAX), o.p99_ms.unwrap_or(f64::MAX));
+            row("pickup-latency p50 ≤ 2 ms, p99 ≤ 10 ms", format!("p50 {p50:.2} ms, p99 {p99:.2} ms"), Some(p50 <= 2.0 && p99 <= 10.0));
+        }
+        None => row("pickup-latency p50 ≤ 2 ms, p99 ≤ 10 ms", "–".into(), None),
+    }
+    s
+}
+
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string()))
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let mem = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|s| s.lines().next().and_then(|l| l.split_whitespace().nth(1)).and_then(|k| k.parse::<f64>().ok()))
+        .map(|kb| format!("{:.0} GiB", kb / 1024.0 / 1024.0))
+        .unwrap_or_default();
+    format!(
+        "{cores} cores ({cpu}), {mem} RAM, {} {}, SQLite {} (bundled), WAL + synchronous=NORMAL",
+        std::env::consts::OS,
+        std::env::consts::ARCH,
+        rusqlite::version()
+    )
+}
+
+pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    let names: Vec<String> = if args.scenarios.is_empty() {
+        SCENARIOS.iter().map(|s| s.to_string()).collect()
+    } else {
+        for s in &args.scenarios {
+            if !SCENARIOS.contains(&s.as_str()) {
+                return Err(crate::commands::UsageError(format!(
+                    "unknown scenario '{s}'; known: {}",
+                    SCENARIOS.join(", ")
+                ))
+                .into());
+            }
+        }
+        args.scenarios.clone()
+    };
+    let dir = tempfile::Builder::new().prefix("wp-lite-bench").tempdir()?;
+    let out = run_scenarios(&names, args.ops.max(1), dir.path()).await?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    } else {
+        println!("{}", table(&out));
+        println!("{}", targets(&out));
+    }
+    if let Some(path) = args.markdown {
+        let cmd = std::env::args().collect::<Vec<_>>().join(" ");
+        let doc = format!(
+            "# wp-lite benchmarks\n\n\
+             Generated by `make bench` (`{cmd}`) on {date}.\n\n\
+             Machine: {machine}.\n\n\
+             Every scenario runs on a fresh database file in a temporary directory; the `raw-*` rows are \
+             plain rusqlite on the same disk with the same pragmas and schema, measured in the same run, \
+             and are the limits wp-lite is compared with. See the README for what each scenario does.\n\n\
+             ## Results\n\n{table}\n## Targets (issue #2)\n\n{targets}\n{notes}",
+            date = chrono::Utc::now().format("%Y-%m-%d %H:%M UTC"),
+            machine = machine(),
+            table = table(&out),
+            targets = targets(&out),
+            notes = NOTES,
+        );
+        std::fs::write(&path, doc).with_context(|| format!("writing {}", path.display()))?;
+        eprintln!("wrote {}", path.display());
+    }
+    Ok(())
+}
+
+const NOTES: &str = "## How to read it\n\n\
+- `enqueue-single`: 16 producers call the job service in-process, one job per call; each call returns only \
+  after its job is committed. The writer thread commits every waiting call in one transaction (group commit), \
+  so many small writers share one commit. Each job also writes its `queued` event row.\n\
+- `enqueue-batch`: batches of 1 000 jobs through the same service (one transaction per batch), with event rows.\n\
+- `drain-N`: N workers lease up to 100 jobs per call (one `UPDATE … RETURNING` statement) and complete them; \
+  the completions of one batch share group commits. The raw figure claims and completes one job at a time \
+  with two autocommit statements.\n\
+- `drain-1-history`: `drain-1` again after 1 000 000 finished jobs were put in the table; leasing reads a \
+  partial index over queued rows only, so history does not slow it.\n\
+- `http-roundtrip`: 16 HTTP clients over loopback, each job enqueued, leased and completed (three requests).\n\
+- `pickup-latency`: a long-poll leaser waits (`wait_ms`); the time from sending an enqueue to the lease \
+  answer arriving, both over HTTP.\n";
