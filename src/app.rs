@@ -2,13 +2,14 @@
 //! binds the listener first (port 0 in tests) and runs until told to stop.
 
 use crate::clock::SharedClock;
-use crate::config::{resolve_admin_token, Config, Secret};
+use crate::config::{resolve_admin_token, Config, ConfigError, Secret, WorkerSelection};
 use crate::http::{self, AppState};
 use crate::queue::ReadyQueue;
 use crate::service::auth::AuthService;
 use crate::service::jobs::JobService;
 use crate::storage::{self, Db, OpenOptions};
-use crate::worker::maintenance::Maintenance;
+use crate::worker::runner::run_worker;
+use crate::worker::{maintenance, Built, Registry, WorkerEnv};
 use anyhow::Context;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -31,13 +32,19 @@ pub struct App {
     admin_token: Secret,
     stop: watch::Sender<bool>,
     server: JoinHandle<std::io::Result<()>>,
-    maintenance: JoinHandle<()>,
+    workers: Vec<JoinHandle<()>>,
     shutdown_timeout: std::time::Duration,
 }
 
 impl App {
-    /// Opens the store, builds the services, binds `config.bind` and starts serving.
+    /// Opens the store, builds the services, binds `config.bind` and starts serving, with
+    /// the built-in workers.
     pub async fn start(config: Config, clock: SharedClock) -> anyhow::Result<App> {
+        Self::start_with(config, clock, Registry::builtin()).await
+    }
+
+    /// Like `start`, with the workers of `registry` to choose from.
+    pub async fn start_with(config: Config, clock: SharedClock, registry: Registry) -> anyhow::Result<App> {
         let admin_token = resolve_admin_token(
             &config.database_url,
             config.admin_token.as_ref().map(|s| s.expose()),
@@ -52,12 +59,20 @@ impl App {
             config.worker_token.clone(),
             chrono::Duration::from_std(config.session_ttl).unwrap_or(chrono::Duration::hours(12)),
         );
+        let env = WorkerEnv {
+            jobs: jobs.clone(),
+            db: db.clone(),
+            clock: clock.clone(),
+            options: config.worker_options.clone(),
+        };
+        let chosen = choose_workers(&registry, &config.workers, &env)?;
         let rebuilt = jobs.rebuild_queue().await?;
         tracing::debug!(ready = rebuilt, "ready queue rebuilt from the store");
 
         let state = AppState {
             jobs: jobs.clone(),
-            auth: auth.clone(),
+            auth,
+            workers: crate::service::workers::WorkerService::new(db.clone(), clock.clone()),
             db: db.clone(),
             clock: clock.clone(),
             max_body_bytes: config.max_body_bytes,
@@ -68,14 +83,13 @@ impl App {
         let addr = listener.local_addr()?;
         let (stop, stop_rx) = watch::channel(false);
 
-        let maintenance = tokio::spawn(
-            Maintenance {
-                jobs,
-                auth,
-                retention: config.job_retention,
-            }
-            .run(config.maintenance_interval, stop_rx.clone()),
-        );
+        let workers = chosen
+            .into_iter()
+            .map(|w| {
+                let (env, stop) = (env.clone(), stop_rx.clone());
+                tokio::spawn(async move { run_worker(w, &env, false, stop).await })
+            })
+            .collect();
         let router = http::router(state.clone());
         let mut server_stop = stop_rx;
         let server = tokio::spawn(async move {
@@ -92,8 +106,8 @@ impl App {
             admin_token,
             stop,
             server,
-            maintenance,
-            shutdown_timeout: config.shutdown_timeout,
+            workers,
+            shutdown_timeout: config.worker_options.shutdown_timeout,
         })
     }
 
@@ -114,7 +128,10 @@ impl App {
     pub async fn stop(self) -> anyhow::Result<()> {
         let _ = self.stop.send(true);
         let served = tokio::time::timeout(self.shutdown_timeout, self.server).await;
-        let _ = tokio::time::timeout(self.shutdown_timeout, self.maintenance).await;
+        // Workers get the shutdown timeout for work in hand, then release what they hold.
+        for w in self.workers {
+            let _ = tokio::time::timeout(self.shutdown_timeout + std::time::Duration::from_secs(5), w).await;
+        }
         let db = self.state.db.clone();
         tokio::task::spawn_blocking(move || db.store().close()).await?;
         match served {
@@ -127,4 +144,33 @@ impl App {
             }
         }
     }
+}
+
+/// The workers `serve` runs: always jobs.maintenance, plus the selection.
+fn choose_workers(registry: &Registry, selection: &WorkerSelection, env: &WorkerEnv) -> Result<Vec<Built>, ConfigError> {
+    let mut names: Vec<&str> = vec![maintenance::NAME];
+    match selection {
+        WorkerSelection::None => {}
+        WorkerSelection::Default => names.extend(
+            registry
+                .entries()
+                .iter()
+                .filter(|e| e.in_serve_by_default && e.name != maintenance::NAME)
+                .map(|e| e.name),
+        ),
+        WorkerSelection::Named(list) => names.extend(list.iter().map(String::as_str).filter(|n| *n != maintenance::NAME)),
+    }
+    names
+        .into_iter()
+        .map(|name| {
+            let reg = registry.get(name).ok_or_else(|| ConfigError::UnknownWorker {
+                name: name.to_string(),
+                known: registry.names().join(", "),
+            })?;
+            reg.build(env).map_err(|e| ConfigError::Worker {
+                name: name.to_string(),
+                reason: e.0,
+            })
+        })
+        .collect()
 }

@@ -22,9 +22,9 @@ pub struct GlobalOpts {
     /// Database: sqlite://PATH (relative or absolute) or postgres://user:pass@host:port/db.
     #[arg(long, global = true, env = "WP_LITE_DATABASE_URL", default_value = "sqlite://wp-lite.db")]
     pub database_url: String,
-    /// Log level (any case): error, warn, info, debug, trace. RUST_LOG still works for fine filters.
-    #[arg(long, global = true, env = "WP_LITE_LOG_LEVEL", default_value = "info", ignore_case = true)]
-    pub log_level: LogLevel,
+    /// Log level (any case): error, warn, info, debug, trace [default: info; for `run` also WORKER_LOG_LEVEL]. RUST_LOG still works for fine filters.
+    #[arg(long, global = true, env = "WP_LITE_LOG_LEVEL", ignore_case = true)]
+    pub log_level: Option<LogLevel>,
     /// Log format.
     #[arg(long, global = true, env = "WP_LITE_LOG_FORMAT", default_value = "text")]
     pub log_format: LogFormat,
@@ -62,8 +62,10 @@ pub enum LogFormat {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Serve the HTTP API and the page, with the built-in upkeep in the same process.
+    /// Serve the HTTP API, with the chosen workers (and always jobs.maintenance) in the same process.
     Serve(ServeArgs),
+    /// Run one registered worker as its own process against the same database.
+    Run(RunArgs),
     /// Apply pending migrations and print the schema version (running it twice is a no-op).
     Migrate,
     /// List the registered workers with a one-line description each.
@@ -94,18 +96,43 @@ pub struct ServeArgs {
     /// Largest accepted request body, in bytes.
     #[arg(long, env = "WP_LITE_MAX_BODY_BYTES", default_value_t = 1_048_576)]
     pub max_body_bytes: usize,
-    /// Keep finished jobs and their events this long (e.g. 7d, 12h, 90m; 0 keeps them forever).
-    #[arg(long, env = "WP_LITE_JOB_RETENTION", default_value = "7d", value_parser = parse_duration)]
-    pub job_retention: std::time::Duration,
-    /// How long a graceful stop waits for work in hand (e.g. 30s).
-    #[arg(long, env = "WP_LITE_SHUTDOWN_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
-    pub shutdown_timeout: std::time::Duration,
     /// How long a browser session lasts.
     #[arg(long, env = "WP_LITE_SESSION_TTL", default_value = "12h", value_parser = parse_duration)]
     pub session_ttl: std::time::Duration,
-    /// How often the maintenance loop looks for expired leases.
+    /// Workers to run in this process: comma-separated names, or `none` [default: every built-in worker meant for serve]. jobs.maintenance always runs.
+    #[arg(long, env = "WP_LITE_WORKERS")]
+    pub workers: Option<String>,
+    #[command(flatten)]
+    pub worker: WorkerArgs,
+}
+
+/// Options every process that runs workers shares.
+#[derive(Debug, Clone, Args)]
+pub struct WorkerArgs {
+    /// How long a graceful stop waits for work in hand (e.g. 30s).
+    #[arg(long, env = "WP_LITE_SHUTDOWN_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub shutdown_timeout: std::time::Duration,
+    /// Keep finished jobs and their events this long (e.g. 7d, 12h, 90m; 0 keeps them forever).
+    #[arg(long, env = "WP_LITE_JOB_RETENTION", default_value = "7d", value_parser = parse_duration)]
+    pub job_retention: std::time::Duration,
+    /// How often jobs.maintenance looks for expired leases.
     #[arg(long, env = "WP_LITE_MAINTENANCE_INTERVAL", default_value = "1s", value_parser = parse_duration)]
     pub maintenance_interval: std::time::Duration,
+    /// How often a worker process records that it is alive (three missed beats = not alive).
+    #[arg(long, env = "WP_LITE_WORKER_HEARTBEAT", default_value = "5s", value_parser = parse_duration)]
+    pub worker_heartbeat: std::time::Duration,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct RunArgs {
+    /// The worker to run (see `wp-lite workers`).
+    #[arg(long, env = "WORKER_NAME")]
+    pub name: String,
+    /// One tick now (periodic worker) or drain until the queue is empty (queue worker), then exit 0.
+    #[arg(long)]
+    pub once: bool,
+    #[command(flatten)]
+    pub worker: WorkerArgs,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -2,11 +2,16 @@
 //! problems are 2, runtime failures 1.
 
 use crate::app::{open_store, App};
-use crate::cli::{Cli, Command, ServeArgs};
-use crate::clock::SystemClock;
-use crate::config::{resolve_admin_token, Config, ConfigError, Secret};
+use crate::cli::{Cli, Command, RunArgs, ServeArgs, WorkerArgs};
+use crate::clock::{SharedClock, SystemClock};
+use crate::config::{resolve_admin_token, Config, ConfigError, Secret, WorkerSelection};
+use crate::queue::ReadyQueue;
+use crate::service::jobs::JobService;
 use crate::storage::{parse_url, OpenError};
+use crate::worker::runner::run_worker;
+use crate::worker::{Registry, WorkerEnv, WorkerOptions};
 use std::sync::Arc;
+use tokio::sync::watch;
 
 /// A usage error with a one-line reason (exit 2).
 #[derive(Debug, thiserror::Error)]
@@ -30,6 +35,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
     parse_url(&g.database_url).map_err(ConfigError::from)?;
     match cli.command {
         Command::Serve(args) => serve(&g.database_url, !g.no_migrate, args).await,
+        Command::Run(args) => run(&g.database_url, !g.no_migrate, args).await,
         Command::Migrate => {
             let db = open_store(&g.database_url, true).await?;
             let v = db.call(|s| s.schema_version()).await?;
@@ -39,7 +45,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Workers => {
-            for w in crate::worker::registry() {
+            for w in Registry::builtin().entries() {
                 println!("{:<28} {}", w.name, w.description);
             }
             Ok(())
@@ -61,11 +67,65 @@ fn serve_config(database_url: &str, migrate: bool, a: ServeArgs) -> Config {
         admin_token: a.tokens.admin_token.map(Secret::new),
         worker_token: a.worker_token.filter(|t| !t.trim().is_empty()).map(Secret::new),
         max_body_bytes: a.max_body_bytes,
-        job_retention: Some(a.job_retention).filter(|d| !d.is_zero()),
-        shutdown_timeout: a.shutdown_timeout,
         session_ttl: a.session_ttl,
-        maintenance_interval: a.maintenance_interval.max(std::time::Duration::from_millis(100)),
+        workers: WorkerSelection::parse(a.workers.as_deref()),
+        worker_options: worker_options(&a.worker),
     }
+}
+
+fn worker_options(a: &WorkerArgs) -> WorkerOptions {
+    let floor = std::time::Duration::from_millis(100);
+    WorkerOptions {
+        shutdown_timeout: a.shutdown_timeout,
+        heartbeat: a.worker_heartbeat.max(floor),
+        maintenance_interval: a.maintenance_interval.max(floor),
+        job_retention: Some(a.job_retention).filter(|d| !d.is_zero()),
+    }
+}
+
+/// `wp-lite run --name NAME`: one worker in its own process.
+async fn run(database_url: &str, migrate: bool, args: RunArgs) -> anyhow::Result<()> {
+    let registry = Registry::builtin();
+    let Some(reg) = registry.get(args.name.trim()) else {
+        return Err(ConfigError::UnknownWorker {
+            name: args.name.clone(),
+            known: registry.names().join(", "),
+        }
+        .into());
+    };
+    let db = open_store(database_url, migrate).await?;
+    let clock: SharedClock = Arc::new(SystemClock);
+    let env = WorkerEnv {
+        jobs: JobService::new(db.clone(), Arc::new(ReadyQueue::new()), clock.clone()),
+        db: db.clone(),
+        clock,
+        options: worker_options(&args.worker),
+    };
+    let worker = reg.build(&env).map_err(|e| ConfigError::Worker {
+        name: reg.name.to_string(),
+        reason: e.0,
+    })?;
+    let (stop, stop_rx) = watch::channel(false);
+    let task = {
+        let env = env.clone();
+        tokio::spawn(async move { run_worker(worker, &env, args.once, stop_rx).await })
+    };
+    tokio::pin!(task);
+    tokio::select! {
+        r = &mut task => r?,
+        _ = shutdown_signal() => {
+            tracing::info!("stop requested: finishing work in hand (a second signal exits at once)");
+            let _ = stop.send(true);
+            tokio::spawn(async {
+                shutdown_signal().await;
+                tracing::warn!("second signal: exiting at once");
+                std::process::exit(130);
+            });
+            (&mut task).await?;
+        }
+    }
+    tokio::task::spawn_blocking(move || db.store().close()).await?;
+    Ok(())
 }
 
 async fn serve(database_url: &str, migrate: bool, args: ServeArgs) -> anyhow::Result<()> {

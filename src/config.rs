@@ -1,6 +1,7 @@
 //! Typed configuration, built from the CLI. Secrets are wrapped so `Debug` never prints them.
 
 use crate::storage::{parse_url, Target, UrlError};
+use crate::worker::WorkerOptions;
 use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -33,11 +34,32 @@ pub struct Config {
     pub admin_token: Option<Secret>,
     pub worker_token: Option<Secret>,
     pub max_body_bytes: usize,
-    /// `None` keeps finished jobs forever.
-    pub job_retention: Option<Duration>,
-    pub shutdown_timeout: Duration,
     pub session_ttl: Duration,
-    pub maintenance_interval: Duration,
+    /// Which workers `serve` runs besides jobs.maintenance.
+    pub workers: WorkerSelection,
+    pub worker_options: WorkerOptions,
+}
+
+/// `serve --workers`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WorkerSelection {
+    /// The built-in workers meant to run inside serve.
+    Default,
+    /// Only jobs.maintenance.
+    None,
+    Named(Vec<String>),
+}
+
+impl WorkerSelection {
+    pub fn parse(s: Option<&str>) -> Self {
+        match s.map(str::trim) {
+            None | Some("") => WorkerSelection::Default,
+            Some(v) if v.eq_ignore_ascii_case("none") => WorkerSelection::None,
+            Some(v) => WorkerSelection::Named(
+                v.split(',').map(|n| n.trim().to_string()).filter(|n| !n.is_empty()).collect(),
+            ),
+        }
+    }
 }
 
 impl Config {
@@ -50,10 +72,9 @@ impl Config {
             admin_token: None,
             worker_token: None,
             max_body_bytes: 1_048_576,
-            job_retention: Some(Duration::from_secs(7 * 86400)),
-            shutdown_timeout: Duration::from_secs(30),
             session_ttl: Duration::from_secs(12 * 3600),
-            maintenance_interval: Duration::from_secs(1),
+            workers: WorkerSelection::Default,
+            worker_options: WorkerOptions::default(),
         }
     }
 }
@@ -72,6 +93,10 @@ pub enum ConfigError {
     },
     #[error("the admin token must not be empty")]
     EmptyToken,
+    #[error("unknown worker '{name}'; known workers: {known}")]
+    UnknownWorker { name: String, known: String },
+    #[error("worker '{name}': {reason}")]
+    Worker { name: String, reason: String },
 }
 
 /// Where a SQLite database keeps its generated admin token.

@@ -2,11 +2,24 @@
 
 use clap::Parser;
 use std::process::ExitCode;
-use wp_lite::cli::Cli;
+use clap::ValueEnum;
+use wp_lite::cli::{Cli, Command, LogLevel};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    wp_lite::telemetry::init_logging(cli.global.log_level, cli.global.log_format);
+    // `run` also takes the original runner's WORKER_LOG_LEVEL.
+    let worker_level = match (&cli.command, std::env::var("WORKER_LOG_LEVEL")) {
+        (Command::Run(_), Ok(v)) if !v.trim().is_empty() => match LogLevel::from_str(v.trim(), true) {
+            Ok(l) => Some(l),
+            Err(_) => {
+                eprintln!("error: WORKER_LOG_LEVEL='{v}' is not one of error, warn, info, debug, trace");
+                return ExitCode::from(2);
+            }
+        },
+        _ => None,
+    };
+    let level = cli.global.log_level.or(worker_level).unwrap_or(LogLevel::Info);
+    wp_lite::telemetry::init_logging(level, cli.global.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {

@@ -2,9 +2,11 @@
 
 pub mod job;
 pub mod time;
+pub mod worker;
 
 pub use job::*;
 pub use time::Ts;
+pub use worker::WorkerProcess;
 
 /// One invalid field of an input, reported in the `fields` list of a 400.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]

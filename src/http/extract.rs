@@ -29,10 +29,15 @@ fn too_large(limit: usize) -> ApiError {
     )
 }
 
-/// Parses JSON bytes into `T`, naming the field on a type error.
+/// Parses JSON bytes into `T`, naming the field on a type error. Every body of this API is
+/// a JSON object: an array is refused here (serde would read one as a struct's fields in
+/// order), and so is anything after the value.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
-    let de = &mut serde_json::Deserializer::from_slice(bytes);
-    serde_path_to_error::deserialize(de).map_err(|e| {
+    if bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[') {
+        return Err(ApiError::invalid("the body must be a JSON object"));
+    }
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner();
         if path.is_empty() || path == "." {
@@ -40,7 +45,10 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
         } else {
             ApiError::invalid_field(&path, &inner.to_string())
         }
-    })
+    })?;
+    de.end()
+        .map_err(|e| ApiError::invalid(format!("malformed JSON body: {e}")))?;
+    Ok(value)
 }
 
 impl<T, S> FromRequest<S> for JsonBody<T>

@@ -291,6 +291,9 @@ async fn get_job(State(st): State<AppState>, _auth: WorkerOrAdmin, JobIdPath(id)
     Ok(view(st.jobs.get(id).await?))
 }
 
+/// The most `job_types` one lease may name (each becomes a bound SQL parameter).
+const MAX_LEASE_TYPES: usize = 1000;
+
 #[derive(Deserialize)]
 struct LeaseBody {
     worker_id: Option<String>,
@@ -307,13 +310,20 @@ async fn lease(
 ) -> ApiResult<Json<Value>> {
     let mut errs = Vec::new();
     let worker = worker_id(&mut errs, b.worker_id);
-    let types: Vec<JobType> = b
-        .job_types
-        .unwrap_or_default()
-        .iter()
-        .enumerate()
-        .filter_map(|(i, t)| JobType::parse(&format!("job_types[{i}]"), t).map_err(|e| errs.push(e)).ok())
-        .collect();
+    let job_types = b.job_types.unwrap_or_default();
+    let types: Vec<JobType> = if job_types.len() > MAX_LEASE_TYPES {
+        errs.push(FieldError::new(
+            "job_types",
+            format!("must hold at most {MAX_LEASE_TYPES} types"),
+        ));
+        Vec::new()
+    } else {
+        job_types
+            .iter()
+            .enumerate()
+            .filter_map(|(i, t)| JobType::parse(&format!("job_types[{i}]"), t).map_err(|e| errs.push(e)).ok())
+            .collect()
+    };
     let limit = in_range("limit", b.limit.unwrap_or(1), 1, 100).map_err(|e| errs.push(e)).ok();
     let lease = in_range("lease_seconds", b.lease_seconds.unwrap_or(600), 1, 3600)
         .map_err(|e| errs.push(e))

@@ -6,10 +6,12 @@ pub mod error;
 pub mod extract;
 pub mod health;
 pub mod jobs;
+pub mod workers;
 
 use crate::clock::SharedClock;
 use crate::service::auth::AuthService;
 use crate::service::jobs::JobService;
+use crate::service::workers::WorkerService;
 use crate::storage::Db;
 use axum::extract::DefaultBodyLimit;
 use axum::http::HeaderName;
@@ -22,6 +24,7 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 pub struct AppState {
     pub jobs: JobService,
     pub auth: AuthService,
+    pub workers: WorkerService,
     pub db: Db,
     pub clock: SharedClock,
     pub max_body_bytes: usize,
@@ -42,6 +45,7 @@ pub fn router(state: AppState) -> Router {
         .merge(health::router())
         .merge(auth::router())
         .merge(jobs::router())
+        .merge(workers::router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::disable())

@@ -137,7 +137,11 @@ impl AuthService {
 
     /// Deletes expired sessions.
     pub async fn prune(&self) -> Result<usize> {
-        let now = self.clock.now();
-        Ok(self.db.call(move |s| s.prune_sessions(now)).await?)
+        prune_sessions(&self.db, self.clock.now()).await
     }
+}
+
+/// Deletes sessions that expired before `now` (maintenance).
+pub async fn prune_sessions(db: &Db, now: Ts) -> Result<usize> {
+    Ok(db.call(move |s| s.prune_sessions(now)).await?)
 }

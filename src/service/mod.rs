@@ -3,6 +3,7 @@
 
 pub mod auth;
 pub mod jobs;
+pub mod workers;
 
 use crate::domain::{FieldError, JobConflict};
 use crate::storage::StoreError;

@@ -8,7 +8,7 @@ pub mod sqlite;
 
 use crate::domain::{
     Claim, Enqueued, Failure, Fence, Job, JobConflict, JobEvent, JobFilter, JobId, JobPage,
-    NewJob, QueueStats, Reclaimed, Ts,
+    NewJob, QueueStats, Reclaimed, Ts, WorkerProcess,
 };
 use serde_json::Value;
 use std::sync::Arc;
@@ -77,6 +77,12 @@ pub trait Store: Send + Sync + 'static {
     fn reclaim_expired_leases(&self, now: Ts, limit: usize) -> Result<Vec<Reclaimed>>;
     /// Deletes at most `limit` finished jobs (and their events) last updated before `before`.
     fn prune_finished_jobs(&self, before: Ts, limit: usize) -> Result<usize>;
+
+    // ---- worker processes ----
+    /// Inserts or updates a worker process's liveness row.
+    fn record_worker_process(&self, p: &WorkerProcess) -> Result<()>;
+    /// Worker processes seen since `since`, newest first.
+    fn list_worker_processes(&self, since: Ts) -> Result<Vec<WorkerProcess>>;
 
     // ---- sessions ----
     fn create_session(&self, session: &Session) -> Result<()>;

@@ -1,58 +1,86 @@
 //! `jobs.maintenance`: reclaims expired leases within a few seconds, prunes finished jobs
 //! (and their events) past the retention in bounded batches, and drops expired sessions.
+//! Always on inside `serve`; runnable alone with `wp-lite run --name jobs.maintenance`.
 
-use super::WorkerInfo;
-use crate::service::auth::AuthService;
+use super::{BoxFuture, Built, Periodic, PeriodicSpec, Worker, WorkerConfigError, WorkerEnv};
+use crate::clock::SharedClock;
 use crate::service::jobs::JobService;
-use std::time::Duration;
-use tokio::sync::watch;
+use crate::storage::Db;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
-pub const INFO: WorkerInfo = WorkerInfo {
-    name: "jobs.maintenance",
-    description: "reclaims expired job leases and prunes finished jobs past --job-retention (always on inside serve)",
-};
+pub const NAME: &str = "jobs.maintenance";
+pub const DESCRIPTION: &str =
+    "reclaims expired job leases and prunes finished jobs past --job-retention (always on inside serve)";
 
-/// How often retention runs (lease reclaim runs every `interval`).
+/// How often retention runs (lease reclaim runs every tick).
 const PRUNE_EVERY: Duration = Duration::from_secs(60);
 
 pub struct Maintenance {
-    pub jobs: JobService,
-    pub auth: AuthService,
-    pub retention: Option<Duration>,
+    jobs: JobService,
+    db: Db,
+    clock: SharedClock,
+    interval: Duration,
+    retention: Option<Duration>,
+    last_prune: Mutex<Option<Instant>>,
+}
+
+pub fn build(env: &WorkerEnv) -> Result<Built, WorkerConfigError> {
+    Ok(Built::Periodic(Arc::new(Maintenance {
+        jobs: env.jobs.clone(),
+        db: env.db.clone(),
+        clock: env.clock.clone(),
+        interval: env.options.maintenance_interval,
+        retention: env.options.job_retention,
+        last_prune: Mutex::new(None),
+    })))
 }
 
 impl Maintenance {
-    /// One pass of lease reclaim; retention too when `prune` is set.
-    pub async fn tick(&self, prune: bool) -> crate::service::Result<()> {
+    fn prune_due(&self) -> bool {
+        let mut last = self.last_prune.lock().expect("maintenance lock");
+        if last.is_none_or(|t| t.elapsed() >= PRUNE_EVERY) {
+            *last = Some(Instant::now());
+            true
+        } else {
+            false
+        }
+    }
+
+    async fn run_tick(&self) -> anyhow::Result<()> {
         self.jobs.reclaim_expired().await?;
-        if prune {
+        if self.prune_due() {
             if let Some(r) = self.retention.filter(|r| !r.is_zero()) {
                 let r = chrono::Duration::from_std(r).unwrap_or(chrono::Duration::MAX);
                 let n = self.jobs.prune(r).await?;
                 if n > 0 {
-                    tracing::info!(pruned = n, "finished jobs past retention pruned");
+                    tracing::info!(worker = NAME, pruned = n, "finished jobs past retention pruned");
                 }
             }
-            self.auth.prune().await?;
+            crate::service::auth::prune_sessions(&self.db, self.clock.now()).await?;
         }
         Ok(())
     }
+}
 
-    /// Runs until `stop` turns true.
-    pub async fn run(self, interval: Duration, mut stop: watch::Receiver<bool>) {
-        let mut last_prune: Option<tokio::time::Instant> = None;
-        loop {
-            let prune = last_prune.is_none_or(|t| t.elapsed() >= PRUNE_EVERY);
-            if prune {
-                last_prune = Some(tokio::time::Instant::now());
-            }
-            if let Err(e) = self.tick(prune).await {
-                tracing::warn!(worker = INFO.name, error = %e, "maintenance tick failed");
-            }
-            tokio::select! {
-                _ = tokio::time::sleep(interval) => {}
-                _ = stop.wait_for(|s| *s) => return,
-            }
+impl Worker for Maintenance {
+    fn name(&self) -> &str {
+        NAME
+    }
+    fn description(&self) -> &str {
+        DESCRIPTION
+    }
+}
+
+impl Periodic for Maintenance {
+    fn spec(&self) -> PeriodicSpec {
+        PeriodicSpec {
+            interval: self.interval,
+            jitter: Duration::ZERO,
+            immediate: true,
         }
+    }
+    fn tick(&self) -> BoxFuture<'_, anyhow::Result<()>> {
+        Box::pin(self.run_tick())
     }
 }

@@ -2,6 +2,7 @@
 
 mod jobs;
 mod sessions;
+mod workers;
 mod writer;
 pub mod raw;
 
@@ -10,7 +11,7 @@ use super::{
 };
 use crate::domain::{
     Claim, Enqueued, Failure, Fence, Job, JobEvent, JobFilter, JobId, JobPage, NewJob,
-    QueueStats, Reclaimed, Ts,
+    QueueStats, Reclaimed, Ts, WorkerProcess,
 };
 use r2d2_sqlite::SqliteConnectionManager;
 use rusqlite::Connection;
@@ -215,6 +216,15 @@ impl Store for SqliteStore {
 
     fn prune_finished_jobs(&self, before: Ts, limit: usize) -> Result<usize> {
         self.write(move |c| jobs::prune_finished(c, before, limit))
+    }
+
+    fn record_worker_process(&self, p: &WorkerProcess) -> Result<()> {
+        let p = p.clone();
+        self.write(move |c| workers::record(c, &p))
+    }
+
+    fn list_worker_processes(&self, since: Ts) -> Result<Vec<WorkerProcess>> {
+        self.read(|c| workers::list(c, since))
     }
 
     fn create_session(&self, session: &Session) -> Result<()> {
