@@ -51,12 +51,14 @@ impl App {
         )?;
         let db = open_store(&config.database_url, config.migrate).await?;
         let queue = Arc::new(ReadyQueue::new());
+        let broadcast_wake = Arc::new(tokio::sync::Notify::new());
         let jobs = JobService::new(db.clone(), queue, clock.clone());
         let auth = AuthService::new(
             db.clone(),
             clock.clone(),
             admin_token.clone(),
             config.worker_token.clone(),
+            config.jwt_secret.clone(),
             chrono::Duration::from_std(config.session_ttl).unwrap_or(chrono::Duration::hours(12)),
         );
         let env = WorkerEnv {
@@ -64,6 +66,7 @@ impl App {
             db: db.clone(),
             clock: clock.clone(),
             options: config.worker_options.clone(),
+            broadcast_wake: broadcast_wake.clone(),
         };
         let chosen = choose_workers(&registry, &config.workers, &env)?;
         let rebuilt = jobs.rebuild_queue().await?;
@@ -73,6 +76,9 @@ impl App {
             jobs: jobs.clone(),
             auth,
             workers: crate::service::workers::WorkerService::new(db.clone(), clock.clone()),
+            users: crate::service::users::UserService::new(db.clone(), clock.clone()),
+            broadcasts: crate::service::broadcasts::BroadcastService::new(db.clone(), clock.clone(), broadcast_wake.clone()),
+            inbox: crate::service::inbox::InboxService::new(db.clone(), clock.clone()),
             db: db.clone(),
             clock: clock.clone(),
             max_body_bytes: config.max_body_bytes,

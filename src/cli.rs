@@ -70,6 +70,8 @@ pub enum Command {
     Migrate,
     /// List the registered workers with a one-line description each.
     Workers,
+    /// Manage the users mirrored from the host application.
+    Users(UsersArgs),
     /// Print the admin token in use (generated beside a SQLite database if none is configured).
     AdminToken(TokenArgs),
     /// Run the benchmark scenarios on a throw-away database and print a table.
@@ -93,6 +95,9 @@ pub struct ServeArgs {
     /// Worker token: may call the worker job routes and nothing else.
     #[arg(long, env = "WP_LITE_WORKER_TOKEN", hide_env_values = true)]
     pub worker_token: Option<String>,
+    /// HS256 secret the host application signs end-user JWTs with (inbox routes).
+    #[arg(long, env = "WP_LITE_JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<String>,
     /// Largest accepted request body, in bytes.
     #[arg(long, env = "WP_LITE_MAX_BODY_BYTES", default_value_t = 1_048_576)]
     pub max_body_bytes: usize,
@@ -121,6 +126,39 @@ pub struct WorkerArgs {
     /// How often a worker process records that it is alive (three missed beats = not alive).
     #[arg(long, env = "WP_LITE_WORKER_HEARTBEAT", default_value = "5s", value_parser = parse_duration)]
     pub worker_heartbeat: std::time::Duration,
+    /// Delete inbox items older than this many days (off by default).
+    #[arg(long, env = "WP_LITE_INBOX_RETENTION_DAYS", value_parser = clap::value_parser!(u32).range(1..))]
+    pub inbox_retention_days: Option<u32>,
+    /// Keep at most this many inbox items per user (off by default).
+    #[arg(long, env = "WP_LITE_INBOX_MAX_PER_USER", value_parser = clap::value_parser!(u64).range(1..))]
+    pub inbox_max_per_user: Option<u64>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct UsersArgs {
+    #[command(subcommand)]
+    pub command: UsersCommand,
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum UsersCommand {
+    /// Bulk-import users from CSV or JSON Lines (all rows are checked before anything is written).
+    Import(ImportArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ImportArgs {
+    /// The file: .csv or .jsonl/.ndjson (or say which with --format).
+    pub file: std::path::PathBuf,
+    /// File format, when the extension does not say.
+    #[arg(long)]
+    pub format: Option<ImportFormat>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ImportFormat {
+    Csv,
+    Jsonl,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -56,6 +56,15 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Bench(args) => crate::bench::run(args).await,
+        Command::Users(u) => match u.command {
+            crate::cli::UsersCommand::Import(a) => {
+                let db = open_store(&g.database_url, !g.no_migrate).await?;
+                let r = crate::import::run(&db, &a).await;
+                let d = db.clone();
+                tokio::task::spawn_blocking(move || d.store().close()).await?;
+                r
+            }
+        },
     }
 }
 
@@ -66,6 +75,7 @@ fn serve_config(database_url: &str, migrate: bool, a: ServeArgs) -> Config {
         bind: a.bind,
         admin_token: a.tokens.admin_token.map(Secret::new),
         worker_token: a.worker_token.filter(|t| !t.trim().is_empty()).map(Secret::new),
+        jwt_secret: a.jwt_secret.filter(|t| !t.trim().is_empty()).map(Secret::new),
         max_body_bytes: a.max_body_bytes,
         session_ttl: a.session_ttl,
         workers: WorkerSelection::parse(a.workers.as_deref()),
@@ -80,6 +90,8 @@ fn worker_options(a: &WorkerArgs) -> WorkerOptions {
         heartbeat: a.worker_heartbeat.max(floor),
         maintenance_interval: a.maintenance_interval.max(floor),
         job_retention: Some(a.job_retention).filter(|d| !d.is_zero()),
+        inbox_retention_days: a.inbox_retention_days,
+        inbox_max_per_user: a.inbox_max_per_user.map(|n| n as usize),
     }
 }
 
@@ -100,6 +112,7 @@ async fn run(database_url: &str, migrate: bool, args: RunArgs) -> anyhow::Result
         db: db.clone(),
         clock,
         options: worker_options(&args.worker),
+        broadcast_wake: Arc::default(),
     };
     let worker = reg.build(&env).map_err(|e| ConfigError::Worker {
         name: reg.name.to_string(),

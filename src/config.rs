@@ -33,6 +33,8 @@ pub struct Config {
     pub bind: String,
     pub admin_token: Option<Secret>,
     pub worker_token: Option<Secret>,
+    /// HS256 secret of end-user JWTs (inbox routes).
+    pub jwt_secret: Option<Secret>,
     pub max_body_bytes: usize,
     pub session_ttl: Duration,
     /// Which workers `serve` runs besides jobs.maintenance.
@@ -71,6 +73,7 @@ impl Config {
             bind: "127.0.0.1:0".into(),
             admin_token: None,
             worker_token: None,
+            jwt_secret: None,
             max_body_bytes: 1_048_576,
             session_ttl: Duration::from_secs(12 * 3600),
             workers: WorkerSelection::Default,

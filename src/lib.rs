@@ -28,5 +28,7 @@ pub mod worker;
 pub mod app;
 /// What each command does (dispatch from `main`), and exit codes.
 pub mod commands;
+/// `wp-lite users import`: CSV and JSON Lines.
+pub mod import;
 /// `wp-lite bench`: the benchmark scenarios.
 pub mod bench;

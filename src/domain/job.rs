@@ -224,10 +224,8 @@ impl JobConflict {
 impl Fence {
     /// Whether this caller may act on the job now; the one rule both backends apply.
     pub fn check(&self, job: &Job, now: Ts) -> Result<(), JobConflict> {
-        match job.status {
-            JobStatus::Canceled => return Err(JobConflict::Canceled),
-            JobStatus::Succeeded | JobStatus::Failed => return Err(JobConflict::NotLeased),
-            _ => {}
+        if job.status == JobStatus::Canceled {
+            return Err(JobConflict::Canceled);
         }
         let held = job.status == JobStatus::Leased
             && job.lease_owner.as_deref() == Some(self.worker_id.as_str());
@@ -238,6 +236,9 @@ impl Fence {
         let live = job.lease_until.is_some_and(|u| u >= now);
         match (self.lease_token.is_some(), held, token_ok, live) {
             (_, true, true, true) => Ok(()),
+            // The token of the lease whose holder ended it (complete and fail keep it): a
+            // second complete or fail.
+            (true, false, true, _) if job.status != JobStatus::Leased => Err(JobConflict::NotLeased),
             // The caller held a lease and it is gone: expired, requeued or re-leased.
             (true, _, _, _) => Err(JobConflict::LeaseLost),
             (false, true, _, false) => Err(JobConflict::LeaseLost),
@@ -368,6 +369,14 @@ impl Job {
         self.lease_token = None;
     }
 
+    /// The holder ends its own lease: the token stays on the row (it is never shown
+    /// again), so that holder calling once more is told `job_not_leased` and the holder
+    /// of any older, lost lease `lease_lost`.
+    fn end_lease(&mut self) {
+        self.lease_owner = None;
+        self.lease_until = None;
+    }
+
     /// The owner extends its lease.
     pub fn heartbeat(&mut self, fence: &Fence, lease_until: Ts, now: Ts) -> Result<NewEvent, JobConflict> {
         fence.check(self, now)?;
@@ -384,7 +393,7 @@ impl Job {
         fence.check(self, now)?;
         self.status = JobStatus::Succeeded;
         self.result = result;
-        self.clear_lease();
+        self.end_lease();
         self.updated_at = now;
         Ok(vec![NewEvent::new(
             "succeeded",
@@ -398,7 +407,7 @@ impl Job {
         fence.check(self, now)?;
         let retry = failure.retryable && self.attempts < self.max_attempts;
         self.last_error = Some(failure.error.clone());
-        self.clear_lease();
+        self.end_lease();
         self.updated_at = now;
         let failed = NewEvent::new(
             "failed",

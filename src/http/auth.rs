@@ -176,3 +176,26 @@ pub fn router() -> Router<AppState> {
         .route("/v1/auth/login", post(login))
         .route("/v1/auth/logout", post(logout))
 }
+
+/// An end user, from `Authorization: Bearer <HS256 JWT>`.
+pub struct EndUser(pub crate::domain::notify::UserId);
+
+impl<S> FromRequestParts<S> for EndUser
+where
+    S: Send + Sync,
+    AppState: FromRef<S>,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let state = AppState::from_ref(state);
+        let token = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|s| s.strip_prefix("Bearer ").or_else(|| s.strip_prefix("bearer ")))
+            .map(str::trim)
+            .ok_or_else(|| ApiError::unauthorized("a user token is required: Authorization: Bearer <JWT>"))?;
+        Ok(EndUser(state.auth.verify_user(token)?))
+    }
+}

@@ -125,3 +125,82 @@ impl<S: Send + Sync> FromRequestParts<S> for JobIdPath {
             .ok_or_else(|| ApiError::invalid_field("job_id", "must be a UUID"))
     }
 }
+
+/// Parses a paging `limit` (1–200, default 50) given as a query string value.
+pub fn page_limit(v: Option<&str>) -> Result<usize, ApiError> {
+    match v {
+        None | Some("") => Ok(50),
+        Some(s) => s
+            .parse::<i64>()
+            .ok()
+            .filter(|n| (1..=200).contains(n))
+            .map(|n| n as usize)
+            .ok_or_else(|| ApiError::invalid_field("limit", "must be an integer from 1 to 200")),
+    }
+}
+
+/// Parses a paging `offset` (0–1 000 000, default 0).
+pub fn page_offset(v: Option<&str>) -> Result<usize, ApiError> {
+    match v {
+        None | Some("") => Ok(0),
+        Some(s) => s
+            .parse::<i64>()
+            .ok()
+            .filter(|n| (0..=1_000_000).contains(n))
+            .map(|n| n as usize)
+            .ok_or_else(|| ApiError::invalid_field("offset", "must be an integer from 0 to 1000000")),
+    }
+}
+
+/// A user id from the path (percent-decoded); 1–128 characters, no control characters.
+pub struct UserIdPath(pub crate::domain::notify::UserId);
+
+impl<S: Send + Sync> FromRequestParts<S> for UserIdPath {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let Path(raw) = Path::<String>::from_request_parts(parts, state)
+            .await
+            .map_err(|e| ApiError::invalid(format!("invalid path: {}", e.body_text())))?;
+        crate::domain::notify::UserId::parse("user_id", &raw)
+            .map(UserIdPath)
+            .map_err(|e| ApiError::invalid_field(&e.field, &e.message))
+    }
+}
+
+/// Every key/value of the query string, repeated keys kept (`statuses=a&statuses=b`).
+pub struct QueryPairs(pub Vec<(String, String)>);
+
+impl<S: Send + Sync> FromRequestParts<S> for QueryPairs {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        let q = parts.uri.query().unwrap_or("");
+        Ok(QueryPairs(
+            form_urlencoded::parse(q.as_bytes()).into_owned().collect(),
+        ))
+    }
+}
+
+impl QueryPairs {
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.0.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+    }
+    pub fn all(&self, key: &str) -> Vec<&str> {
+        self.0.iter().filter(|(k, _)| k == key).map(|(_, v)| v.as_str()).collect()
+    }
+}
+
+/// A single path parameter as text, with our error shape on a bad path.
+pub struct PathString(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for PathString {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        Path::<String>::from_request_parts(parts, state)
+            .await
+            .map(|Path(s)| PathString(s))
+            .map_err(|e| ApiError::invalid(format!("invalid path: {}", e.body_text())))
+    }
+}

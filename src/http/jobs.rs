@@ -3,7 +3,7 @@
 
 use super::auth::{Admin, WorkerOrAdmin};
 use super::error::{ApiError, ApiResult};
-use super::extract::{JobIdPath, JsonBody, QueryParams};
+use super::extract::{page_limit, JobIdPath, JsonBody, QueryParams};
 use super::AppState;
 use crate::domain::time::{self, serde_ts, Ts};
 use crate::domain::{
@@ -457,19 +457,6 @@ struct ListQuery {
     job_type: Option<String>,
     limit: Option<String>,
     cursor: Option<String>,
-}
-
-/// Parses a paging `limit` (1–200, default 50) given as a query string value.
-pub fn page_limit(v: Option<&str>) -> ApiResult<usize> {
-    match v {
-        None | Some("") => Ok(50),
-        Some(s) => s
-            .parse::<i64>()
-            .ok()
-            .filter(|n| (1..=200).contains(n))
-            .map(|n| n as usize)
-            .ok_or_else(|| ApiError::invalid_field("limit", "must be an integer from 1 to 200")),
-    }
 }
 
 async fn list(

@@ -2,6 +2,9 @@
 //! a `router()`; errors become responses only in `error.rs`.
 
 pub mod auth;
+pub mod broadcasts;
+pub mod inbox;
+pub mod users;
 pub mod error;
 pub mod extract;
 pub mod health;
@@ -25,6 +28,9 @@ pub struct AppState {
     pub jobs: JobService,
     pub auth: AuthService,
     pub workers: WorkerService,
+    pub users: crate::service::users::UserService,
+    pub broadcasts: crate::service::broadcasts::BroadcastService,
+    pub inbox: crate::service::inbox::InboxService,
     pub db: Db,
     pub clock: SharedClock,
     pub max_body_bytes: usize,
@@ -46,6 +52,9 @@ pub fn router(state: AppState) -> Router {
         .merge(auth::router())
         .merge(jobs::router())
         .merge(workers::router())
+        .merge(users::router())
+        .merge(broadcasts::router())
+        .merge(inbox::router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::disable())

@@ -39,7 +39,14 @@ pub struct AuthService {
     clock: SharedClock,
     admin_token: Secret,
     worker_token: Option<Secret>,
+    jwt_secret: Option<Secret>,
     session_ttl: Duration,
+}
+
+#[derive(serde::Deserialize)]
+struct UserClaims {
+    sub: String,
+    exp: i64,
 }
 
 fn digest(s: &str) -> [u8; 32] {
@@ -68,6 +75,7 @@ impl AuthService {
         clock: SharedClock,
         admin_token: Secret,
         worker_token: Option<Secret>,
+        jwt_secret: Option<Secret>,
         session_ttl: Duration,
     ) -> Self {
         Self {
@@ -75,8 +83,30 @@ impl AuthService {
             clock,
             admin_token,
             worker_token,
+            jwt_secret,
             session_ttl,
         }
+    }
+
+    /// Verifies an end user's HS256 JWT (`sub` = user id, `exp` required) against the
+    /// injected clock.
+    pub fn verify_user(&self, token: &str) -> Result<crate::domain::notify::UserId> {
+        use jsonwebtoken::{decode, Algorithm, DecodingKey, Validation};
+        let secret = self.jwt_secret.as_ref().ok_or_else(|| {
+            Error::Unauthorized("user tokens are not accepted: this server has no --jwt-secret configured".into())
+        })?;
+        let mut v = Validation::new(Algorithm::HS256);
+        v.validate_exp = false; // checked below against the injected clock
+        v.set_required_spec_claims(&["exp", "sub"]);
+        let key = DecodingKey::from_secret(secret.expose().as_bytes())
+            .map_err(|e| Error::Unauthorized(format!("user tokens cannot be checked: {e}")))?;
+        let data = decode::<UserClaims>(token, &key, &v)
+            .map_err(|e| Error::Unauthorized(format!("invalid user token: {e}")))?;
+        if data.claims.exp <= self.clock.now().timestamp() {
+            return Err(Error::Unauthorized("the user token has expired".into()));
+        }
+        crate::domain::notify::UserId::parse("sub", &data.claims.sub)
+            .map_err(|e| Error::Unauthorized(format!("invalid user token: sub {}", e.message)))
     }
 
     /// Checks a bearer token: the admin token or the worker token.

@@ -2,7 +2,10 @@
 //! return the service `Error`, which `http::error` maps to a response in one place.
 
 pub mod auth;
+pub mod broadcasts;
+pub mod inbox;
 pub mod jobs;
+pub mod users;
 pub mod workers;
 
 use crate::domain::{FieldError, JobConflict};

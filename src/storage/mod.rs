@@ -10,8 +10,13 @@ use crate::domain::{
     Claim, Enqueued, Failure, Fence, Job, JobConflict, JobEvent, JobFilter, JobId, JobPage,
     NewJob, QueueStats, Reclaimed, Ts, WorkerProcess,
 };
+use crate::domain::notify::{
+    Broadcast, BroadcastDraft, BroadcastFilter, BroadcastPage, ChunkOutcome, Delivered,
+    DirectNotification, InboxItem, InboxPage, NewUser, User, UserId,
+};
 use serde_json::Value;
 use std::sync::Arc;
+use uuid::Uuid;
 
 pub use blocking::Db;
 
@@ -83,6 +88,43 @@ pub trait Store: Send + Sync + 'static {
     fn record_worker_process(&self, p: &WorkerProcess) -> Result<()>;
     /// Worker processes seen since `since`, newest first.
     fn list_worker_processes(&self, since: Ts) -> Result<Vec<WorkerProcess>>;
+
+    // ---- users ----
+    /// Upserts all in one transaction (reviving soft-deleted users); returns how many.
+    fn upsert_users(&self, users: Vec<NewUser>, now: Ts) -> Result<usize>;
+    fn get_user(&self, id: &UserId) -> Result<User>;
+    /// Users whose id or email contains `q`, in creation order, and how many match.
+    fn list_users(&self, q: Option<&str>, limit: usize, offset: usize) -> Result<(Vec<User>, i64)>;
+    fn delete_user(&self, id: &UserId, now: Ts) -> Result<()>;
+
+    // ---- broadcasts ----
+    fn create_broadcast(&self, b: &Broadcast) -> Result<()>;
+    fn get_broadcast(&self, id: Uuid) -> Result<Broadcast>;
+    fn list_broadcasts(&self, filter: &BroadcastFilter) -> Result<BroadcastPage>;
+    /// Replaces content, audience and schedule; only from `draft` or `scheduled`.
+    fn replace_broadcast(&self, id: Uuid, draft: &BroadcastDraft, now: Ts) -> Result<Broadcast>;
+    /// `scheduled` at `at`; only from `draft` or `scheduled`.
+    fn schedule_broadcast(&self, id: Uuid, at: Ts, now: Ts) -> Result<Broadcast>;
+    /// `cancelled`; from `draft`, `scheduled` or `sending`.
+    fn cancel_broadcast(&self, id: Uuid, now: Ts) -> Result<Broadcast>;
+    /// Only `draft` or `cancelled`.
+    fn delete_broadcast(&self, id: Uuid, now: Ts) -> Result<()>;
+    /// Atomically claims due broadcasts (and ones whose claim expired) for `owner`.
+    fn claim_due_broadcasts(&self, owner: &str, limit: usize, lease_until: Ts, now: Ts) -> Result<Vec<Broadcast>>;
+    /// Delivers the next chunk; receipts, counters, cursor and claim renewal commit together.
+    fn deliver_broadcast_chunk(&self, id: Uuid, owner: &str, chunk: usize, lease_until: Ts, now: Ts) -> Result<ChunkOutcome>;
+    /// Ends a broadcast that cannot be delivered (`None` if the claim no longer holds).
+    fn fail_broadcast(&self, id: Uuid, owner: &str, error: &str, now: Ts) -> Result<Option<Broadcast>>;
+
+    // ---- inbox ----
+    fn deliver_direct(&self, n: &DirectNotification, now: Ts) -> Result<Delivered>;
+    fn inbox_page(&self, user: &UserId, limit: usize, offset: usize) -> Result<InboxPage>;
+    fn unread_count(&self, user: &UserId) -> Result<i64>;
+    /// Marks one of the user's items read (idempotent); another user's item is not found.
+    fn mark_read(&self, user: &UserId, item: i64, now: Ts) -> Result<InboxItem>;
+    fn mark_all_read(&self, user: &UserId, now: Ts) -> Result<usize>;
+    /// Retention: items older than `before`, and beyond `max_per_user` per user.
+    fn prune_inbox(&self, before: Option<Ts>, max_per_user: Option<usize>, limit: usize) -> Result<usize>;
 
     // ---- sessions ----
     fn create_session(&self, session: &Session) -> Result<()>;

@@ -22,6 +22,8 @@ pub struct Maintenance {
     clock: SharedClock,
     interval: Duration,
     retention: Option<Duration>,
+    inbox_retention_days: Option<u32>,
+    inbox_max_per_user: Option<usize>,
     last_prune: Mutex<Option<Instant>>,
 }
 
@@ -32,6 +34,8 @@ pub fn build(env: &WorkerEnv) -> Result<Built, WorkerConfigError> {
         clock: env.clock.clone(),
         interval: env.options.maintenance_interval,
         retention: env.options.job_retention,
+        inbox_retention_days: env.options.inbox_retention_days,
+        inbox_max_per_user: env.options.inbox_max_per_user,
         last_prune: Mutex::new(None),
     })))
 }
@@ -58,6 +62,13 @@ impl Maintenance {
                 }
             }
             crate::service::auth::prune_sessions(&self.db, self.clock.now()).await?;
+            if self.inbox_retention_days.is_some() || self.inbox_max_per_user.is_some() {
+                let inbox = crate::service::inbox::InboxService::new(self.db.clone(), self.clock.clone());
+                let n = inbox.prune(self.inbox_retention_days, self.inbox_max_per_user).await?;
+                if n > 0 {
+                    tracing::info!(worker = NAME, pruned = n, "inbox items past retention pruned");
+                }
+            }
         }
         Ok(())
     }

@@ -4,12 +4,14 @@
 //! Adding a worker is a module that implements [`Periodic`] or [`QueueHandler`] and one
 //! line in [`Registry::builtin`].
 
+pub mod broadcast;
 pub mod demo;
 pub mod liveness;
 pub mod maintenance;
 pub mod periodic;
 pub mod queue_worker;
 pub mod runner;
+pub mod send;
 
 use crate::clock::SharedClock;
 use crate::domain::{Job, JobType};
@@ -38,6 +40,10 @@ pub trait Periodic: Worker {
     fn spec(&self) -> PeriodicSpec;
     /// One tick. An error is logged with its cause chain and counted; the loop goes on.
     fn tick(&self) -> BoxFuture<'_, anyhow::Result<()>>;
+    /// A signal that ends the wait before the next tick early (e.g. send-now).
+    fn wake(&self) -> Option<Arc<tokio::sync::Notify>> {
+        None
+    }
 }
 
 /// How a job handler failed: the kind decides whether the job is retried.
@@ -86,6 +92,10 @@ pub struct WorkerOptions {
     pub maintenance_interval: Duration,
     /// `jobs.maintenance`: keep finished jobs this long (`None` = forever).
     pub job_retention: Option<Duration>,
+    /// `jobs.maintenance`: delete inbox items older than this many days.
+    pub inbox_retention_days: Option<u32>,
+    /// `jobs.maintenance`: keep at most this many inbox items per user.
+    pub inbox_max_per_user: Option<usize>,
 }
 
 impl Default for WorkerOptions {
@@ -95,6 +105,8 @@ impl Default for WorkerOptions {
             heartbeat: Duration::from_secs(5),
             maintenance_interval: Duration::from_secs(1),
             job_retention: Some(Duration::from_secs(7 * 86400)),
+            inbox_retention_days: None,
+            inbox_max_per_user: None,
         }
     }
 }
@@ -106,6 +118,8 @@ pub struct WorkerEnv {
     pub db: Db,
     pub clock: SharedClock,
     pub options: WorkerOptions,
+    /// Notified when a broadcast becomes due in this process (send-now).
+    pub broadcast_wake: Arc<tokio::sync::Notify>,
 }
 
 /// A configuration error found while building a worker (exit 2).
@@ -142,6 +156,8 @@ impl Registry {
     pub fn builtin() -> Self {
         let mut r = Self::default();
         r.register(maintenance::NAME, maintenance::DESCRIPTION, true, maintenance::build);
+        r.register(broadcast::NAME, broadcast::DESCRIPTION, true, broadcast::build);
+        r.register(send::NAME, send::DESCRIPTION, true, send::build);
         r.register(demo::NAME, demo::DESCRIPTION, false, demo::build);
         r
     }

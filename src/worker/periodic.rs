@@ -6,7 +6,7 @@
 use super::{BoxFuture, Periodic};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
-use tokio::sync::watch;
+use tokio::sync::{watch, Notify};
 
 /// No sleep between ticks is shorter than this.
 pub const MIN_SLEEP: Duration = Duration::from_millis(100);
@@ -69,10 +69,17 @@ pub enum Ended {
 /// Called after every tick with how long it took and whether it failed.
 pub type OnTick<'a> = &'a (dyn Fn(Duration, bool) + Send + Sync);
 
-/// Returns true when asked to stop before the sleep ended.
-async fn sleep_or_stop(ticker: &dyn Ticker, d: Duration, stop: &mut watch::Receiver<bool>) -> bool {
+/// Sleeps `d` (ended early by a wake-up); returns true when asked to stop.
+async fn sleep_or_stop(ticker: &dyn Ticker, d: Duration, wake: Option<&Notify>, stop: &mut watch::Receiver<bool>) -> bool {
+    let woken = async {
+        match wake {
+            Some(n) => n.notified().await,
+            None => std::future::pending().await,
+        }
+    };
     let interrupted = tokio::select! {
         _ = ticker.sleep(d) => false,
+        _ = woken => false,
         _ = super::stopped(stop) => true,
     };
     interrupted || *stop.borrow()
@@ -89,7 +96,8 @@ pub async fn run(
     on_tick: OnTick<'_>,
 ) -> Ended {
     let spec = worker.spec();
-    if !once && !spec.immediate && sleep_or_stop(ticker, spec.next_delay(ticker.random()), &mut stop).await {
+    let wake = worker.wake();
+    if !once && !spec.immediate && sleep_or_stop(ticker, spec.next_delay(ticker.random()), wake.as_deref(), &mut stop).await {
         return Ended::Stopped;
     }
     loop {
@@ -120,7 +128,7 @@ pub async fn run(
         if once {
             return Ended::Once;
         }
-        if stopping || sleep_or_stop(ticker, spec.next_delay(ticker.random()), &mut stop).await {
+        if stopping || sleep_or_stop(ticker, spec.next_delay(ticker.random()), wake.as_deref(), &mut stop).await {
             return Ended::Stopped;
         }
     }

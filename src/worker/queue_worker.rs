@@ -177,6 +177,7 @@ pub async fn run(
                 lease_token: job.lease_token.clone(),
             };
             held.lock().expect("held lock").insert(job.id, fence.clone());
+            tracing::debug!(worker = worker.name(), job.id = %job.id, job_type = %job.job_type, attempt = job.attempts, "job started");
             stats.started.fetch_add(1, Ordering::Relaxed);
             let (w, j, s, h, st, cb) = (worker.clone(), jobs.clone(), spec.clone(), held.clone(), stats.clone(), on_job.clone());
             running.spawn(async move {

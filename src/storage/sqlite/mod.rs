@@ -1,6 +1,9 @@
 //! The SQLite backend: bundled SQLite, WAL, an r2d2 pool for reads and one writer thread.
 
+mod broadcasts;
+mod inbox;
 mod jobs;
+mod users;
 mod sessions;
 mod workers;
 mod writer;
@@ -13,7 +16,12 @@ use crate::domain::{
     Claim, Enqueued, Failure, Fence, Job, JobEvent, JobFilter, JobId, JobPage, NewJob,
     QueueStats, Reclaimed, Ts, WorkerProcess,
 };
+use crate::domain::notify::{
+    Broadcast, BroadcastDraft, BroadcastFilter, BroadcastPage, ChunkOutcome, Delivered,
+    DirectNotification, InboxItem, InboxPage, NewUser, User, UserId,
+};
 use r2d2_sqlite::SqliteConnectionManager;
+use uuid::Uuid;
 use rusqlite::Connection;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -225,6 +233,95 @@ impl Store for SqliteStore {
 
     fn list_worker_processes(&self, since: Ts) -> Result<Vec<WorkerProcess>> {
         self.read(|c| workers::list(c, since))
+    }
+
+    fn upsert_users(&self, users: Vec<NewUser>, now: Ts) -> Result<usize> {
+        self.write(move |c| users::upsert(c, &users, now))
+    }
+
+    fn get_user(&self, id: &UserId) -> Result<User> {
+        self.read(|c| users::get(c, id))
+    }
+
+    fn list_users(&self, q: Option<&str>, limit: usize, offset: usize) -> Result<(Vec<User>, i64)> {
+        self.read(|c| users::list(c, q, limit, offset))
+    }
+
+    fn delete_user(&self, id: &UserId, now: Ts) -> Result<()> {
+        let id = id.clone();
+        self.write(move |c| users::soft_delete(c, &id, now))
+    }
+
+    fn create_broadcast(&self, b: &Broadcast) -> Result<()> {
+        let b = b.clone();
+        self.write(move |c| broadcasts::create(c, &b))
+    }
+
+    fn get_broadcast(&self, id: Uuid) -> Result<Broadcast> {
+        self.read(|c| broadcasts::get(c, id))
+    }
+
+    fn list_broadcasts(&self, filter: &BroadcastFilter) -> Result<BroadcastPage> {
+        self.read(|c| broadcasts::list(c, filter))
+    }
+
+    fn replace_broadcast(&self, id: Uuid, draft: &BroadcastDraft, now: Ts) -> Result<Broadcast> {
+        let d = draft.clone();
+        self.write(move |c| broadcasts::replace(c, id, &d, now))
+    }
+
+    fn schedule_broadcast(&self, id: Uuid, at: Ts, now: Ts) -> Result<Broadcast> {
+        self.write(move |c| broadcasts::schedule(c, id, at, now))
+    }
+
+    fn cancel_broadcast(&self, id: Uuid, now: Ts) -> Result<Broadcast> {
+        self.write(move |c| broadcasts::cancel(c, id, now))
+    }
+
+    fn delete_broadcast(&self, id: Uuid, now: Ts) -> Result<()> {
+        self.write(move |c| broadcasts::delete(c, id, now))
+    }
+
+    fn claim_due_broadcasts(&self, owner: &str, limit: usize, lease_until: Ts, now: Ts) -> Result<Vec<Broadcast>> {
+        let owner = owner.to_string();
+        self.write(move |c| broadcasts::claim_due(c, &owner, limit, lease_until, now))
+    }
+
+    fn deliver_broadcast_chunk(&self, id: Uuid, owner: &str, chunk: usize, lease_until: Ts, now: Ts) -> Result<ChunkOutcome> {
+        let owner = owner.to_string();
+        self.write(move |c| broadcasts::deliver_chunk(c, id, &owner, chunk, lease_until, now))
+    }
+
+    fn fail_broadcast(&self, id: Uuid, owner: &str, error: &str, now: Ts) -> Result<Option<Broadcast>> {
+        let (owner, error) = (owner.to_string(), error.to_string());
+        self.write(move |c| broadcasts::fail(c, id, &owner, &error, now))
+    }
+
+    fn deliver_direct(&self, n: &DirectNotification, now: Ts) -> Result<Delivered> {
+        let n = n.clone();
+        self.write(move |c| inbox::deliver_direct(c, &n, now))
+    }
+
+    fn inbox_page(&self, user: &UserId, limit: usize, offset: usize) -> Result<InboxPage> {
+        self.read(|c| inbox::page(c, user, limit, offset))
+    }
+
+    fn unread_count(&self, user: &UserId) -> Result<i64> {
+        self.read(|c| inbox::unread(c, user))
+    }
+
+    fn mark_read(&self, user: &UserId, item: i64, now: Ts) -> Result<InboxItem> {
+        let user = user.clone();
+        self.write(move |c| inbox::mark_read(c, &user, item, now))
+    }
+
+    fn mark_all_read(&self, user: &UserId, now: Ts) -> Result<usize> {
+        let user = user.clone();
+        self.write(move |c| inbox::mark_all_read(c, &user, now))
+    }
+
+    fn prune_inbox(&self, before: Option<Ts>, max_per_user: Option<usize>, limit: usize) -> Result<usize> {
+        self.write(move |c| inbox::prune(c, before, max_per_user, limit))
     }
 
     fn create_session(&self, session: &Session) -> Result<()> {

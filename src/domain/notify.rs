@@ -1,0 +1,328 @@
+//! Users, broadcasts, audiences and inbox items.
+
+use super::time::Ts;
+use super::FieldError;
+use serde_json::{Map, Value};
+use std::str::FromStr;
+
+/// A user id of the host application: 1–128 characters, no control characters.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct UserId(String);
+
+impl UserId {
+    pub fn parse(field: &str, s: &str) -> Result<Self, FieldError> {
+        let n = s.chars().count();
+        if n == 0 || n > 128 {
+            return Err(FieldError::new(field, "must be 1 to 128 characters"));
+        }
+        if s.chars().any(char::is_control) {
+            return Err(FieldError::new(field, "must not contain control characters"));
+        }
+        Ok(Self(s.to_string()))
+    }
+    pub fn trusted(s: String) -> Self {
+        Self(s)
+    }
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A flat object of strings, numbers and booleans.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Attributes(pub Map<String, Value>);
+
+/// Attribute names: 1–64 characters of `[A-Za-z0-9_.-]` (they become JSON paths).
+pub fn attribute_name(field: &str, k: &str) -> Result<(), FieldError> {
+    if k.is_empty() || k.len() > 64 || !k.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-')) {
+        return Err(FieldError::new(field, "attribute names are 1 to 64 characters of A-Z a-z 0-9 _ . -"));
+    }
+    Ok(())
+}
+
+fn scalar(v: &Value) -> bool {
+    matches!(v, Value::String(_) | Value::Number(_) | Value::Bool(_))
+}
+
+impl Attributes {
+    pub fn parse(field: &str, v: Option<Value>) -> Result<Self, FieldError> {
+        match v {
+            None | Some(Value::Null) => Ok(Self::default()),
+            Some(Value::Object(m)) => {
+                if m.len() > 100 {
+                    return Err(FieldError::new(field, "at most 100 attributes"));
+                }
+                for (k, v) in &m {
+                    attribute_name(field, k)?;
+                    if !scalar(v) {
+                        return Err(FieldError::new(format!("{field}.{k}"), "must be a string, number or boolean"));
+                    }
+                    if v.as_str().is_some_and(|s| s.chars().count() > 1000) {
+                        return Err(FieldError::new(format!("{field}.{k}"), "must be at most 1000 characters"));
+                    }
+                }
+                Ok(Self(m))
+            }
+            Some(_) => Err(FieldError::new(field, "must be an object of strings, numbers or booleans")),
+        }
+    }
+}
+
+/// A user as the store keeps it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct User {
+    pub id: UserId,
+    pub email: Option<String>,
+    pub attributes: Attributes,
+    pub is_active: bool,
+    pub created_at: Ts,
+    pub updated_at: Ts,
+    pub deleted_at: Option<Ts>,
+}
+
+/// A validated user upsert.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewUser {
+    pub id: UserId,
+    pub email: Option<String>,
+    pub attributes: Attributes,
+    pub is_active: bool,
+}
+
+/// A segment condition: the attribute equals one of these values.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Condition {
+    pub attribute: String,
+    pub any_of: Vec<Value>,
+}
+
+/// Who a broadcast goes to.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Audience {
+    AllUsers,
+    /// Distinct ids in the order given.
+    ExplicitUsers(Vec<UserId>),
+    Segment(Vec<Condition>),
+}
+
+pub const MAX_EXPLICIT_USERS: usize = 100_000;
+
+impl Audience {
+    /// Parses `{"type": …}`; errors name the problem.
+    pub fn parse(v: &Value) -> Result<Self, FieldError> {
+        let f = "audience";
+        let obj = v.as_object().ok_or_else(|| FieldError::new(f, "must be an object with a type"))?;
+        match obj.get("type").and_then(Value::as_str) {
+            Some("all_users") => Ok(Audience::AllUsers),
+            Some("explicit_users") => {
+                let ids = match obj.get("user_ids") {
+                    None | Some(Value::Null) => {
+                        return Err(FieldError::new("audience.user_ids", "explicit_users audience requires user_ids"))
+                    }
+                    Some(Value::Array(a)) => a,
+                    Some(_) => return Err(FieldError::new("audience.user_ids", "must be a list of user ids")),
+                };
+                let mut seen = std::collections::HashSet::new();
+                let mut out = Vec::new();
+                for (i, id) in ids.iter().enumerate() {
+                    let s = id
+                        .as_str()
+                        .ok_or_else(|| FieldError::new(format!("audience.user_ids[{i}]"), "must be a string"))?;
+                    if s.trim().is_empty() {
+                        continue;
+                    }
+                    let uid = UserId::parse(&format!("audience.user_ids[{i}]"), s)?;
+                    if seen.insert(uid.clone()) {
+                        out.push(uid);
+                    }
+                }
+                if out.is_empty() {
+                    return Err(FieldError::new("audience.user_ids", "explicit_users audience requires at least one user id"));
+                }
+                if out.len() > MAX_EXPLICIT_USERS {
+                    return Err(FieldError::new("audience.user_ids", "at most 100000 user ids"));
+                }
+                Ok(Audience::ExplicitUsers(out))
+            }
+            Some("segment") => {
+                let filters = match obj.get("filters") {
+                    Some(Value::Object(m)) if !m.is_empty() => m,
+                    _ => return Err(FieldError::new("audience.filters", "segment audience requires a non-empty filters object")),
+                };
+                let mut conds = Vec::new();
+                for (k, v) in filters {
+                    attribute_name("audience.filters", k)?;
+                    let field = format!("audience.filters.{k}");
+                    let any_of = match v {
+                        Value::Array(a) if !a.is_empty() && a.iter().all(scalar) => a.clone(),
+                        Value::Array(_) => return Err(FieldError::new(field, "a list must be non-empty and hold strings, numbers or booleans")),
+                        v if scalar(v) => vec![v.clone()],
+                        _ => return Err(FieldError::new(field, "must be a string, number, boolean or a list of them")),
+                    };
+                    conds.push(Condition { attribute: k.clone(), any_of });
+                }
+                Ok(Audience::Segment(conds))
+            }
+            Some(other) => Err(FieldError::new("audience.type", format!("unknown audience type '{other}' (all_users, explicit_users, segment)"))),
+            None => Err(FieldError::new("audience.type", "audience requires a type")),
+        }
+    }
+
+    /// The JSON the API shows (and the store keeps).
+    pub fn to_json(&self) -> Value {
+        match self {
+            Audience::AllUsers => serde_json::json!({ "type": "all_users" }),
+            Audience::ExplicitUsers(ids) => serde_json::json!({
+                "type": "explicit_users",
+                "user_ids": ids.iter().map(|u| u.as_str()).collect::<Vec<_>>(),
+            }),
+            Audience::Segment(conds) => {
+                let mut m = Map::new();
+                for c in conds {
+                    let v = if c.any_of.len() == 1 { c.any_of[0].clone() } else { Value::Array(c.any_of.clone()) };
+                    m.insert(c.attribute.clone(), v);
+                }
+                serde_json::json!({ "type": "segment", "filters": m })
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BroadcastStatus {
+    Draft,
+    Scheduled,
+    Sending,
+    Sent,
+    Failed,
+    Cancelled,
+}
+
+impl BroadcastStatus {
+    pub const ALL: [BroadcastStatus; 6] = [
+        BroadcastStatus::Draft,
+        BroadcastStatus::Scheduled,
+        BroadcastStatus::Sending,
+        BroadcastStatus::Sent,
+        BroadcastStatus::Failed,
+        BroadcastStatus::Cancelled,
+    ];
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BroadcastStatus::Draft => "draft",
+            BroadcastStatus::Scheduled => "scheduled",
+            BroadcastStatus::Sending => "sending",
+            BroadcastStatus::Sent => "sent",
+            BroadcastStatus::Failed => "failed",
+            BroadcastStatus::Cancelled => "cancelled",
+        }
+    }
+}
+
+impl FromStr for BroadcastStatus {
+    type Err = ();
+    fn from_str(s: &str) -> Result<Self, ()> {
+        Self::ALL.into_iter().find(|x| x.as_str() == s).ok_or(())
+    }
+}
+
+/// A broadcast as the store keeps it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Broadcast {
+    pub id: uuid::Uuid,
+    pub title: String,
+    pub body: String,
+    pub audience: Audience,
+    pub status: BroadcastStatus,
+    pub created_by: String,
+    pub created_at: Ts,
+    pub updated_at: Ts,
+    pub scheduled_at: Option<Ts>,
+    pub started_at: Option<Ts>,
+    pub finished_at: Option<Ts>,
+    pub total: i64,
+    pub sent: i64,
+    pub failed: i64,
+    pub skipped: i64,
+}
+
+/// Title, body, audience and schedule of a new or replaced broadcast.
+#[derive(Debug, Clone)]
+pub struct BroadcastDraft {
+    pub title: String,
+    pub body: String,
+    pub audience: Audience,
+    pub scheduled_at: Option<Ts>,
+}
+
+/// Filters of the broadcast list.
+#[derive(Debug, Clone, Default)]
+pub struct BroadcastFilter {
+    pub statuses: Vec<BroadcastStatus>,
+    pub q: Option<String>,
+    pub limit: usize,
+    pub offset: usize,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct BroadcastPage {
+    pub items: Vec<Broadcast>,
+    /// Matching `statuses` and `q`.
+    pub total: i64,
+    /// Per status, under `q` only.
+    pub status_counts: Vec<(BroadcastStatus, i64)>,
+    /// Sum of `total` over the filtered broadcasts.
+    pub recipients: i64,
+}
+
+/// How a delivery step went.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ChunkOutcome {
+    /// More to deliver.
+    Progress(Broadcast),
+    /// Delivery ended (sent or failed).
+    Finished(Broadcast),
+    /// The claim no longer holds (cancelled, or another worker took over).
+    Stopped,
+}
+
+/// One inbox item.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InboxItem {
+    pub id: i64,
+    pub title: String,
+    pub message: String,
+    /// `broadcast` or `direct`.
+    pub kind: &'static str,
+    pub created_at: Ts,
+    pub read_at: Option<Ts>,
+    pub meta: Option<Value>,
+    pub event_id: String,
+    pub broadcast_id: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct InboxPage {
+    pub items: Vec<InboxItem>,
+    pub total: i64,
+    pub unread: i64,
+}
+
+/// A direct notification to one user (`notifications.send`).
+#[derive(Debug, Clone)]
+pub struct DirectNotification {
+    pub user_id: UserId,
+    pub title: String,
+    pub body: String,
+    pub meta: Option<Value>,
+    pub event_id: Option<String>,
+}
+
+/// What delivering a direct notification did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Delivered {
+    pub item_id: i64,
+    /// False when an item with the same event id was already there.
+    pub created: bool,
+}

@@ -1,0 +1,235 @@
+//! Broadcast admin routes, under `/v1/admin/notifications/broadcasts` and the original
+//! platform's `/v1/notifications/admin/broadcasts`.
+
+use super::auth::Admin;
+use super::error::{ApiError, ApiResult};
+use super::extract::{page_limit, page_offset, JsonBody, PathString, QueryPairs};
+use super::AppState;
+use crate::domain::notify::{Audience, Broadcast, BroadcastDraft, BroadcastFilter, BroadcastStatus};
+use crate::domain::time::{self, serde_ts, Ts};
+use crate::domain::{bounded_text, FieldError};
+use crate::service::Error;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+#[derive(Serialize)]
+pub struct BroadcastView {
+    id: String,
+    title: String,
+    body: String,
+    audience: Value,
+    status: BroadcastStatus,
+    created_by: String,
+    #[serde(with = "serde_ts")]
+    created_at: Ts,
+    #[serde(with = "serde_ts")]
+    updated_at: Ts,
+    #[serde(with = "serde_ts::option")]
+    scheduled_at: Option<Ts>,
+    #[serde(with = "serde_ts::option")]
+    started_at: Option<Ts>,
+    #[serde(with = "serde_ts::option")]
+    finished_at: Option<Ts>,
+    total: i64,
+    sent: i64,
+    failed: i64,
+    skipped: i64,
+}
+
+impl From<Broadcast> for BroadcastView {
+    fn from(b: Broadcast) -> Self {
+        Self {
+            id: b.id.to_string(),
+            title: b.title,
+            body: b.body,
+            audience: b.audience.to_json(),
+            status: b.status,
+            created_by: b.created_by,
+            created_at: b.created_at,
+            updated_at: b.updated_at,
+            scheduled_at: b.scheduled_at,
+            started_at: b.started_at,
+            finished_at: b.finished_at,
+            total: b.total,
+            sent: b.sent,
+            failed: b.failed,
+            skipped: b.skipped,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct DraftBody {
+    title: Option<String>,
+    body: Option<String>,
+    audience: Option<Value>,
+    created_by: Option<String>,
+    scheduled_at: Option<String>,
+}
+
+fn required_text(errs: &mut Vec<FieldError>, field: &str, v: Option<String>, max: usize) -> Option<String> {
+    match v {
+        None => {
+            errs.push(FieldError::new(field, "is required"));
+            None
+        }
+        Some(t) => bounded_text(field, &t, 1, max).map(|_| t).map_err(|e| errs.push(e)).ok(),
+    }
+}
+
+fn timestamp(errs: &mut Vec<FieldError>, field: &str, v: Option<&str>) -> Option<Ts> {
+    let s = v?;
+    match time::parse(s) {
+        Some(t) => Some(t),
+        None => {
+            errs.push(FieldError::new(field, "must be an RFC 3339 timestamp with an offset"));
+            None
+        }
+    }
+}
+
+impl DraftBody {
+    fn parse(self) -> ApiResult<(BroadcastDraft, Option<String>)> {
+        let mut errs = Vec::new();
+        let title = required_text(&mut errs, "title", self.title, 200);
+        let body = required_text(&mut errs, "body", self.body, 10_000);
+        let audience = match &self.audience {
+            None | Some(Value::Null) => {
+                errs.push(FieldError::new("audience", "is required"));
+                None
+            }
+            Some(v) => Audience::parse(v).map_err(|e| errs.push(e)).ok(),
+        };
+        let created_by = match self.created_by {
+            None => None,
+            Some(c) => bounded_text("created_by", &c, 1, 200).map(|_| c).map_err(|e| errs.push(e)).ok(),
+        };
+        let scheduled_at = timestamp(&mut errs, "scheduled_at", self.scheduled_at.as_deref());
+        if !errs.is_empty() {
+            return Err(Error::invalid(errs).into());
+        }
+        Ok((
+            BroadcastDraft {
+                title: title.expect("checked"),
+                body: body.expect("checked"),
+                audience: audience.expect("checked"),
+                scheduled_at,
+            },
+            created_by,
+        ))
+    }
+}
+
+fn broadcast_id(raw: &str) -> ApiResult<Uuid> {
+    Uuid::try_parse(raw.trim()).map_err(|_| ApiError::invalid_field("broadcast_id", "must be a UUID"))
+}
+
+async fn create(State(st): State<AppState>, _a: Admin, JsonBody(body): JsonBody<DraftBody>) -> ApiResult<Response> {
+    let (draft, created_by) = body.parse()?;
+    let b = st.broadcasts.create(draft, created_by.unwrap_or_else(|| "admin".into())).await?;
+    Ok((StatusCode::CREATED, Json(BroadcastView::from(b))).into_response())
+}
+
+async fn list(State(st): State<AppState>, _a: Admin, q: QueryPairs) -> ApiResult<Json<Value>> {
+    let limit = page_limit(q.get("limit"))?;
+    let offset = page_offset(q.get("offset"))?;
+    let mut statuses = Vec::new();
+    for v in q.all("statuses").into_iter().chain(q.all("status")) {
+        for s in v.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+            statuses.push(s.parse::<BroadcastStatus>().map_err(|_| {
+                ApiError::invalid_field("statuses", "must be draft, scheduled, sending, sent, failed or cancelled")
+            })?);
+        }
+    }
+    let search = q.get("q").map(str::trim).filter(|s| !s.is_empty()).map(String::from);
+    if search.as_deref().is_some_and(|s| s.chars().count() > 200) {
+        return Err(ApiError::invalid_field("q", "must be at most 200 characters"));
+    }
+    let page = st
+        .broadcasts
+        .list(BroadcastFilter { statuses, q: search, limit, offset })
+        .await?;
+    let counts: serde_json::Map<String, Value> = page
+        .status_counts
+        .iter()
+        .map(|(s, n)| (s.as_str().to_string(), json!(n)))
+        .collect();
+    let items: Vec<BroadcastView> = page.items.into_iter().map(Into::into).collect();
+    Ok(Json(json!({
+        "items": items, "total": page.total, "offset": offset, "limit": limit,
+        "has_next": (offset + limit) < page.total as usize,
+        "status_counts": counts, "recipients": page.recipients,
+    })))
+}
+
+async fn get_one(State(st): State<AppState>, _a: Admin, PathString(id): PathString) -> ApiResult<Json<BroadcastView>> {
+    Ok(Json(st.broadcasts.get(broadcast_id(&id)?).await?.into()))
+}
+
+async fn replace(
+    State(st): State<AppState>,
+    _a: Admin,
+    PathString(id): PathString,
+    JsonBody(body): JsonBody<DraftBody>,
+) -> ApiResult<Json<BroadcastView>> {
+    let id = broadcast_id(&id)?;
+    let (draft, _) = body.parse()?;
+    Ok(Json(st.broadcasts.replace(id, draft).await?.into()))
+}
+
+async fn delete(State(st): State<AppState>, _a: Admin, PathString(id): PathString) -> ApiResult<StatusCode> {
+    st.broadcasts.delete(broadcast_id(&id)?).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn send_now(State(st): State<AppState>, _a: Admin, PathString(id): PathString) -> ApiResult<Json<BroadcastView>> {
+    Ok(Json(st.broadcasts.send_now(broadcast_id(&id)?).await?.into()))
+}
+
+#[derive(Deserialize)]
+struct ScheduleBody {
+    scheduled_at: Option<String>,
+}
+
+async fn schedule(
+    State(st): State<AppState>,
+    _a: Admin,
+    PathString(id): PathString,
+    JsonBody(body): JsonBody<ScheduleBody>,
+) -> ApiResult<Json<BroadcastView>> {
+    let id = broadcast_id(&id)?;
+    let mut errs = Vec::new();
+    if body.scheduled_at.is_none() {
+        errs.push(FieldError::new("scheduled_at", "is required"));
+    }
+    let at = timestamp(&mut errs, "scheduled_at", body.scheduled_at.as_deref());
+    if !errs.is_empty() {
+        return Err(Error::invalid(errs).into());
+    }
+    Ok(Json(st.broadcasts.schedule(id, at.expect("checked")).await?.into()))
+}
+
+async fn cancel(State(st): State<AppState>, _a: Admin, PathString(id): PathString) -> ApiResult<Json<BroadcastView>> {
+    Ok(Json(st.broadcasts.cancel(broadcast_id(&id)?).await?.into()))
+}
+
+fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/", post(create).get(list))
+        .route("/{id}", get(get_one).put(replace).delete(delete))
+        .route("/{id}/actions/send-now", post(send_now))
+        .route("/{id}/actions/schedule", post(schedule))
+        .route("/{id}/actions/cancel", post(cancel))
+}
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .nest("/v1/admin/notifications/broadcasts", routes())
+        .nest("/v1/notifications/admin/broadcasts", routes())
+}

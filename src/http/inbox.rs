@@ -1,0 +1,89 @@
+//! The end user's inbox (`/v1/notifications*`, user JWT).
+
+use super::auth::EndUser;
+use super::error::{ApiError, ApiResult};
+use super::extract::{page_limit, page_offset, PathString, QueryPairs};
+use super::AppState;
+use crate::domain::notify::{InboxItem, UserId};
+use crate::domain::time::{serde_ts, Ts};
+use axum::extract::State;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Serialize;
+use serde_json::{json, Value};
+
+#[derive(Serialize)]
+pub struct ItemView {
+    id: i64,
+    title: String,
+    message: String,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    #[serde(with = "serde_ts")]
+    created_at: Ts,
+    #[serde(with = "serde_ts::option")]
+    read_at: Option<Ts>,
+    is_read: bool,
+    meta: Option<Value>,
+    event_id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    broadcast_id: Option<String>,
+}
+
+impl From<InboxItem> for ItemView {
+    fn from(i: InboxItem) -> Self {
+        Self {
+            id: i.id,
+            title: i.title,
+            message: i.message,
+            kind: i.kind,
+            created_at: i.created_at,
+            is_read: i.read_at.is_some(),
+            read_at: i.read_at,
+            meta: i.meta,
+            event_id: i.event_id,
+            broadcast_id: i.broadcast_id,
+        }
+    }
+}
+
+/// One page of a user's inbox (also the admin view).
+pub async fn inbox_view(st: &AppState, user: UserId, q: &QueryPairs) -> ApiResult<Json<Value>> {
+    let limit = page_limit(q.get("limit"))?;
+    let offset = page_offset(q.get("offset"))?;
+    let page = st.inbox.page(user, limit, offset).await?;
+    let items: Vec<ItemView> = page.items.into_iter().map(Into::into).collect();
+    Ok(Json(json!({
+        "items": items, "unread": page.unread, "total": page.total,
+        "has_more": (offset + limit) < page.total as usize, "limit": limit, "offset": offset,
+    })))
+}
+
+async fn list(State(st): State<AppState>, EndUser(user): EndUser, q: QueryPairs) -> ApiResult<Json<Value>> {
+    inbox_view(&st, user, &q).await
+}
+
+async fn read(State(st): State<AppState>, EndUser(user): EndUser, PathString(raw): PathString) -> ApiResult<Json<ItemView>> {
+    let id = raw
+        .parse::<i64>()
+        .ok()
+        .filter(|n| *n > 0)
+        .ok_or_else(|| ApiError::invalid_field("id", "must be a positive integer"))?;
+    Ok(Json(st.inbox.read(user, id).await?.into()))
+}
+
+async fn read_all(State(st): State<AppState>, EndUser(user): EndUser) -> ApiResult<Json<Value>> {
+    Ok(Json(json!({ "updated": st.inbox.read_all(user).await? })))
+}
+
+async fn unread_count(State(st): State<AppState>, EndUser(user): EndUser) -> ApiResult<Json<Value>> {
+    Ok(Json(json!({ "unread": st.inbox.unread(user).await? })))
+}
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/notifications", get(list))
+        .route("/v1/notifications/read/{id}", post(read))
+        .route("/v1/notifications/read-all", post(read_all))
+        .route("/v1/notifications/unread-count", get(unread_count))
+}

@@ -1,0 +1,168 @@
+//! `/v1/admin/users*`: upsert one, batch upsert, list with search, get, soft delete, and
+//! an admin view of any user's inbox.
+
+use super::auth::Admin;
+use super::error::{ApiError, ApiResult};
+use super::extract::{page_limit, page_offset, JsonBody, QueryPairs, UserIdPath};
+use super::inbox::inbox_view;
+use super::AppState;
+use crate::domain::notify::{Attributes, NewUser, User, UserId};
+use crate::domain::time::{serde_ts, Ts};
+use crate::domain::{bounded_text, FieldError};
+use crate::service::users::MAX_BATCH;
+use crate::service::Error;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+#[derive(Serialize)]
+pub struct UserView {
+    id: String,
+    email: Option<String>,
+    attributes: Value,
+    is_active: bool,
+    #[serde(with = "serde_ts")]
+    created_at: Ts,
+    #[serde(with = "serde_ts")]
+    updated_at: Ts,
+    #[serde(with = "serde_ts::option")]
+    deleted_at: Option<Ts>,
+}
+
+impl From<User> for UserView {
+    fn from(u: User) -> Self {
+        Self {
+            id: u.id.as_str().to_string(),
+            email: u.email,
+            attributes: Value::Object(u.attributes.0),
+            is_active: u.is_active,
+            created_at: u.created_at,
+            updated_at: u.updated_at,
+            deleted_at: u.deleted_at,
+        }
+    }
+}
+
+/// A user as the API and the importer take it.
+#[derive(Deserialize)]
+pub struct UserBody {
+    pub id: Option<String>,
+    pub email: Option<String>,
+    pub attributes: Option<Value>,
+    pub is_active: Option<bool>,
+}
+
+impl UserBody {
+    /// Parses into a `NewUser`; `id` comes from the path when given.
+    pub fn parse(self, prefix: &str, path_id: Option<UserId>, errs: &mut Vec<FieldError>) -> Option<NewUser> {
+        let before = errs.len();
+        let f = |n: &str| format!("{prefix}{n}");
+        let id = match (path_id, self.id.as_deref()) {
+            (Some(id), _) => Some(id),
+            (None, Some(s)) => UserId::parse(&f("id"), s).map_err(|e| errs.push(e)).ok(),
+            (None, None) => {
+                errs.push(FieldError::new(f("id"), "is required"));
+                None
+            }
+        };
+        let email = self.email.filter(|e| !e.trim().is_empty());
+        if let Some(e) = &email {
+            if let Err(e) = bounded_text(&f("email"), e, 3, 320) {
+                errs.push(e);
+            } else if !e.contains('@') {
+                errs.push(FieldError::new(f("email"), "must be an email address"));
+            }
+        }
+        let attributes = Attributes::parse(&f("attributes"), self.attributes).map_err(|e| errs.push(e)).ok();
+        if errs.len() != before {
+            return None;
+        }
+        Some(NewUser {
+            id: id?,
+            email,
+            attributes: attributes?,
+            is_active: self.is_active.unwrap_or(true),
+        })
+    }
+}
+
+fn check(errs: Vec<FieldError>) -> ApiResult<()> {
+    if errs.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::invalid(errs).into())
+    }
+}
+
+async fn put_user(
+    State(st): State<AppState>,
+    _a: Admin,
+    UserIdPath(id): UserIdPath,
+    JsonBody(body): JsonBody<UserBody>,
+) -> ApiResult<Json<UserView>> {
+    let mut errs = Vec::new();
+    let user = body.parse("", Some(id), &mut errs);
+    check(errs)?;
+    Ok(Json(st.users.upsert(user.expect("checked")).await?.into()))
+}
+
+#[derive(Deserialize)]
+struct BatchBody {
+    users: Option<Vec<UserBody>>,
+}
+
+async fn batch(State(st): State<AppState>, _a: Admin, JsonBody(body): JsonBody<BatchBody>) -> ApiResult<Json<Value>> {
+    let items = body.users.unwrap_or_default();
+    if items.is_empty() || items.len() > MAX_BATCH {
+        return Err(ApiError::invalid_field("users", "must hold 1 to 10000 users"));
+    }
+    let mut errs = Vec::new();
+    let users: Vec<NewUser> = items
+        .into_iter()
+        .enumerate()
+        .filter_map(|(i, u)| u.parse(&format!("users[{i}]."), None, &mut errs))
+        .collect();
+    errs.truncate(50);
+    check(errs)?;
+    let n = st.users.upsert_many(users).await?;
+    Ok(Json(json!({ "upserted": n })))
+}
+
+async fn list(State(st): State<AppState>, _a: Admin, q: QueryPairs) -> ApiResult<Json<Value>> {
+    let limit = page_limit(q.get("limit"))?;
+    let offset = page_offset(q.get("offset"))?;
+    let search = q.get("q").map(str::trim).filter(|s| !s.is_empty()).map(String::from);
+    if search.as_deref().is_some_and(|s| s.chars().count() > 200) {
+        return Err(ApiError::invalid_field("q", "must be at most 200 characters"));
+    }
+    let (users, total) = st.users.list(search, limit, offset).await?;
+    let items: Vec<UserView> = users.into_iter().map(Into::into).collect();
+    Ok(Json(json!({
+        "items": items, "total": total, "limit": limit, "offset": offset,
+        "has_next": (offset + limit) < total as usize,
+    })))
+}
+
+async fn get_user(State(st): State<AppState>, _a: Admin, UserIdPath(id): UserIdPath) -> ApiResult<Json<UserView>> {
+    Ok(Json(st.users.get(id).await?.into()))
+}
+
+async fn delete_user(State(st): State<AppState>, _a: Admin, UserIdPath(id): UserIdPath) -> ApiResult<StatusCode> {
+    st.users.delete(id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn user_inbox(State(st): State<AppState>, _a: Admin, UserIdPath(id): UserIdPath, q: QueryPairs) -> ApiResult<Json<Value>> {
+    inbox_view(&st, id, &q).await
+}
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/admin/users", get(list))
+        .route("/v1/admin/users/batch", post(batch))
+        .route("/v1/admin/users/{user_id}", get(get_user).put(put_user).delete(delete_user))
+        .route("/v1/admin/users/{user_id}/notifications", get(user_inbox))
+}

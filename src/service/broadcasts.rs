@@ -1,0 +1,125 @@
+//! Broadcasts: create, edit, schedule, send now, cancel, delete. Every status change is
+//! guarded in the statement that makes it, so the API and workers never race.
+
+use super::{Error, Result};
+use crate::clock::SharedClock;
+use crate::domain::notify::{Broadcast, BroadcastDraft, BroadcastFilter, BroadcastPage, BroadcastStatus};
+use crate::domain::Ts;
+use crate::storage::Db;
+use std::sync::Arc;
+use tokio::sync::Notify;
+use uuid::Uuid;
+
+const NOT_FOUND: &str = "broadcast_not_found";
+
+#[derive(Clone)]
+pub struct BroadcastService {
+    db: Db,
+    clock: SharedClock,
+    /// Wakes an in-process `notifications.broadcast` worker (send-now).
+    wake: Arc<Notify>,
+}
+
+impl BroadcastService {
+    pub fn new(db: Db, clock: SharedClock, wake: Arc<Notify>) -> Self {
+        Self { db, clock, wake }
+    }
+
+    /// A past `scheduled_at` is stored as now.
+    fn not_before_now(&self, at: Option<Ts>) -> Option<Ts> {
+        let now = self.clock.now();
+        at.map(|t| t.max(now))
+    }
+
+    pub async fn create(&self, mut draft: BroadcastDraft, created_by: String) -> Result<Broadcast> {
+        let now = self.clock.now();
+        draft.scheduled_at = self.not_before_now(draft.scheduled_at);
+        let b = Broadcast {
+            id: Uuid::now_v7(),
+            title: draft.title,
+            body: draft.body,
+            audience: draft.audience,
+            status: if draft.scheduled_at.is_some() {
+                BroadcastStatus::Scheduled
+            } else {
+                BroadcastStatus::Draft
+            },
+            created_by,
+            created_at: now,
+            updated_at: now,
+            scheduled_at: draft.scheduled_at,
+            started_at: None,
+            finished_at: None,
+            total: 0,
+            sent: 0,
+            failed: 0,
+            skipped: 0,
+        };
+        let stored = b.clone();
+        self.db.call(move |s| s.create_broadcast(&stored)).await?;
+        if b.status == BroadcastStatus::Scheduled && b.scheduled_at <= Some(now) {
+            self.wake.notify_waiters();
+        }
+        Ok(b)
+    }
+
+    pub async fn get(&self, id: Uuid) -> Result<Broadcast> {
+        self.db
+            .call(move |s| s.get_broadcast(id))
+            .await
+            .map_err(|e| Error::from_store(e, NOT_FOUND))
+    }
+
+    pub async fn list(&self, filter: BroadcastFilter) -> Result<BroadcastPage> {
+        Ok(self.db.call(move |s| s.list_broadcasts(&filter)).await?)
+    }
+
+    pub async fn replace(&self, id: Uuid, mut draft: BroadcastDraft) -> Result<Broadcast> {
+        let now = self.clock.now();
+        draft.scheduled_at = self.not_before_now(draft.scheduled_at);
+        let b = self
+            .db
+            .call(move |s| s.replace_broadcast(id, &draft, now))
+            .await
+            .map_err(|e| Error::from_store(e, NOT_FOUND))?;
+        if b.status == BroadcastStatus::Scheduled && b.scheduled_at <= Some(now) {
+            self.wake.notify_waiters();
+        }
+        Ok(b)
+    }
+
+    pub async fn schedule(&self, id: Uuid, at: Ts) -> Result<Broadcast> {
+        let now = self.clock.now();
+        let at = at.max(now);
+        let b = self
+            .db
+            .call(move |s| s.schedule_broadcast(id, at, now))
+            .await
+            .map_err(|e| Error::from_store(e, NOT_FOUND))?;
+        if at <= now {
+            self.wake.notify_waiters();
+        }
+        Ok(b)
+    }
+
+    /// Scheduled for now; an in-process worker starts at once.
+    pub async fn send_now(&self, id: Uuid) -> Result<Broadcast> {
+        self.schedule(id, self.clock.now()).await
+    }
+
+    pub async fn cancel(&self, id: Uuid) -> Result<Broadcast> {
+        let now = self.clock.now();
+        self.db
+            .call(move |s| s.cancel_broadcast(id, now))
+            .await
+            .map_err(|e| Error::from_store(e, NOT_FOUND))
+    }
+
+    pub async fn delete(&self, id: Uuid) -> Result<()> {
+        let now = self.clock.now();
+        self.db
+            .call(move |s| s.delete_broadcast(id, now))
+            .await
+            .map_err(|e| Error::from_store(e, NOT_FOUND))
+    }
+}

@@ -1,0 +1,144 @@
+//! Inboxes on SQLite. Broadcast items point at their broadcast (content stored once);
+//! direct notifications point at a content row.
+
+use super::map_err;
+use crate::domain::notify::{Delivered, DirectNotification, InboxItem, InboxPage, UserId};
+use crate::domain::time::{from_ms, to_ms, Ts};
+use crate::storage::{Result, StoreError};
+use rusqlite::{params, Connection, OptionalExtension, Row};
+
+const ITEM: &str = "SELECT i.id, i.created_at, i.read_at, i.broadcast_id, i.event_key, i.user_id,
+        COALESCE(b.title, c.title, ''), COALESCE(b.body, c.body, ''), c.meta
+    FROM inbox_items i
+    LEFT JOIN broadcasts b ON b.id = i.broadcast_id
+    LEFT JOIN notification_contents c ON c.id = i.content_id";
+
+fn row_to_item(r: &Row<'_>) -> rusqlite::Result<InboxItem> {
+    let id: i64 = r.get(0)?;
+    let broadcast_id: Option<String> = r.get(3)?;
+    let event_key: Option<String> = r.get(4)?;
+    let user_id: String = r.get(5)?;
+    let meta: Option<String> = r.get(8)?;
+    let event_id = match (&broadcast_id, event_key) {
+        (Some(b), _) => format!("broadcast:{b}:{user_id}"),
+        (None, Some(k)) => k,
+        (None, None) => format!("direct:{id}"),
+    };
+    Ok(InboxItem {
+        id,
+        title: r.get(6)?,
+        message: r.get(7)?,
+        kind: if broadcast_id.is_some() { "broadcast" } else { "direct" },
+        created_at: from_ms(r.get(1)?),
+        read_at: r.get::<_, Option<i64>>(2)?.map(from_ms),
+        meta: meta.and_then(|m| serde_json::from_str(&m).ok()),
+        event_id,
+        broadcast_id,
+    })
+}
+
+pub fn deliver_direct(c: &Connection, n: &DirectNotification, now: Ts) -> Result<Delivered> {
+    if let Some(key) = &n.event_id {
+        let existing: Option<i64> = c
+            .prepare_cached("SELECT id FROM inbox_items WHERE user_id = ?1 AND event_key = ?2")
+            .and_then(|mut s| s.query_row(params![n.user_id.as_str(), key], |r| r.get(0)).optional())
+            .map_err(map_err)?;
+        if let Some(item_id) = existing {
+            return Ok(Delivered { item_id, created: false });
+        }
+    }
+    let now = to_ms(&now);
+    c.prepare_cached("INSERT INTO notification_contents (title, body, meta, created_at) VALUES (?1, ?2, ?3, ?4)")
+        .and_then(|mut s| s.execute(params![n.title, n.body, n.meta.as_ref().map(|m| m.to_string()), now]))
+        .map_err(map_err)?;
+    let content_id = c.last_insert_rowid();
+    c.prepare_cached(
+        "INSERT INTO inbox_items (user_id, content_id, event_key, created_at) VALUES (?1, ?2, ?3, ?4)",
+    )
+    .and_then(|mut s| s.execute(params![n.user_id.as_str(), content_id, n.event_id, now]))
+    .map_err(map_err)?;
+    Ok(Delivered {
+        item_id: c.last_insert_rowid(),
+        created: true,
+    })
+}
+
+fn counts(c: &Connection, user: &UserId) -> Result<(i64, i64)> {
+    let total: i64 = c
+        .prepare_cached("SELECT COUNT(*) FROM inbox_items WHERE user_id = ?1")
+        .and_then(|mut s| s.query_row([user.as_str()], |r| r.get(0)))
+        .map_err(map_err)?;
+    Ok((total, unread(c, user)?))
+}
+
+pub fn unread(c: &Connection, user: &UserId) -> Result<i64> {
+    c.prepare_cached("SELECT COUNT(*) FROM inbox_items WHERE user_id = ?1 AND read_at IS NULL")
+        .and_then(|mut s| s.query_row([user.as_str()], |r| r.get(0)))
+        .map_err(map_err)
+}
+
+pub fn page(c: &Connection, user: &UserId, limit: usize, offset: usize) -> Result<InboxPage> {
+    let items = c
+        .prepare_cached(&format!("{ITEM} WHERE i.user_id = ?1 ORDER BY i.id DESC LIMIT ?2 OFFSET ?3"))
+        .and_then(|mut s| {
+            s.query_map(params![user.as_str(), limit as i64, offset as i64], row_to_item)?
+                .collect()
+        })
+        .map_err(map_err)?;
+    let (total, unread) = counts(c, user)?;
+    Ok(InboxPage { items, total, unread })
+}
+
+pub fn mark_read(c: &Connection, user: &UserId, item: i64, now: Ts) -> Result<InboxItem> {
+    let n = c
+        .prepare_cached("UPDATE inbox_items SET read_at = COALESCE(read_at, ?3) WHERE id = ?1 AND user_id = ?2")
+        .and_then(|mut s| s.execute(params![item, user.as_str(), to_ms(&now)]))
+        .map_err(map_err)?;
+    if n == 0 {
+        return Err(StoreError::NotFound);
+    }
+    c.prepare_cached(&format!("{ITEM} WHERE i.id = ?1"))
+        .and_then(|mut s| s.query_row([item], row_to_item))
+        .map_err(map_err)
+}
+
+pub fn mark_all_read(c: &Connection, user: &UserId, now: Ts) -> Result<usize> {
+    c.prepare_cached("UPDATE inbox_items SET read_at = ?2 WHERE user_id = ?1 AND read_at IS NULL")
+        .and_then(|mut s| s.execute(params![user.as_str(), to_ms(&now)]))
+        .map_err(map_err)
+}
+
+/// Deletes at most `limit` items older than `before`, and items beyond the newest
+/// `max_per_user` of each user.
+pub fn prune(c: &Connection, before: Option<Ts>, max_per_user: Option<usize>, limit: usize) -> Result<usize> {
+    let mut deleted = 0;
+    if let Some(before) = before {
+        // Ids grow with time, so the old items are the lowest ids.
+        deleted += c
+            .prepare_cached(
+                "DELETE FROM inbox_items WHERE id IN (SELECT id FROM inbox_items ORDER BY id LIMIT ?2)
+                   AND created_at < ?1",
+            )
+            .and_then(|mut s| s.execute(params![to_ms(&before), limit as i64]))
+            .map_err(map_err)?;
+    }
+    if let Some(max) = max_per_user.filter(|m| *m > 0) {
+        let over: Vec<String> = c
+            .prepare_cached("SELECT user_id FROM inbox_items GROUP BY user_id HAVING COUNT(*) > ?1 LIMIT 100")
+            .and_then(|mut s| s.query_map([max as i64], |r| r.get(0))?.collect())
+            .map_err(map_err)?;
+        for user in over {
+            deleted += c
+                .prepare_cached(
+                    "DELETE FROM inbox_items WHERE user_id = ?1 AND id < (
+                         SELECT id FROM inbox_items WHERE user_id = ?1 ORDER BY id DESC LIMIT 1 OFFSET ?2)",
+                )
+                .and_then(|mut s| s.execute(params![user, (max - 1) as i64]))
+                .map_err(map_err)?;
+            if deleted >= limit {
+                break;
+            }
+        }
+    }
+    Ok(deleted)
+}

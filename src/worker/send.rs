@@ -1,0 +1,85 @@
+//! `notifications.send`: delivers one notification to one user's inbox from a job
+//! `{"user_id", "title", "body", "meta"?, "event_id"?}`. Durable and retried like any
+//! job; a job whose `event_id` was already delivered succeeds as a no-op and says so.
+
+use super::{job_types, BoxFuture, Built, HandlerError, QueueHandler, QueueSpec, Worker, WorkerConfigError, WorkerEnv};
+use crate::domain::bounded_text;
+use crate::domain::notify::{DirectNotification, UserId};
+use crate::domain::Job;
+use crate::service::inbox::InboxService;
+use crate::service::Error;
+use serde_json::{json, Value};
+use std::sync::Arc;
+use std::time::Duration;
+
+pub const NAME: &str = "notifications.send";
+pub const DESCRIPTION: &str = "delivers one notification to one user's inbox from a notifications.send job (deduplicated by event_id)";
+
+pub struct SendWorker {
+    inbox: InboxService,
+}
+
+pub fn build(env: &WorkerEnv) -> Result<Built, WorkerConfigError> {
+    Ok(Built::Queue(Arc::new(SendWorker {
+        inbox: InboxService::new(env.db.clone(), env.clock.clone()),
+    })))
+}
+
+/// Parses a job's input; a bad input is a fatal (not retried) failure.
+pub fn parse_input(input: &Value) -> Result<DirectNotification, String> {
+    let text = |k: &str, max: usize, required: bool| -> Result<Option<String>, String> {
+        match input.get(k) {
+            None | Some(Value::Null) if !required => Ok(None),
+            Some(Value::String(s)) => bounded_text(k, s, 1, max).map(|_| Some(s.clone())).map_err(|e| format!("{}: {}", e.field, e.message)),
+            _ => Err(format!("{k}: is required and must be a string")),
+        }
+    };
+    let user = text("user_id", 128, true)?.unwrap_or_default();
+    let meta = match input.get("meta") {
+        None | Some(Value::Null) => None,
+        Some(m @ Value::Object(_)) => Some(m.clone()),
+        Some(_) => return Err("meta: must be an object".into()),
+    };
+    Ok(DirectNotification {
+        user_id: UserId::parse("user_id", &user).map_err(|e| format!("{}: {}", e.field, e.message))?,
+        title: text("title", 200, true)?.unwrap_or_default(),
+        body: text("body", 10_000, true)?.unwrap_or_default(),
+        meta,
+        event_id: text("event_id", 255, false)?,
+    })
+}
+
+impl Worker for SendWorker {
+    fn name(&self) -> &str {
+        NAME
+    }
+    fn description(&self) -> &str {
+        DESCRIPTION
+    }
+}
+
+impl QueueHandler for SendWorker {
+    fn spec(&self) -> QueueSpec {
+        QueueSpec {
+            job_types: job_types(&[NAME]),
+            concurrency: 8,
+            lease: Duration::from_secs(60),
+        }
+    }
+
+    fn handle(&self, job: Job) -> BoxFuture<'static, Result<Option<Value>, HandlerError>> {
+        let inbox = self.inbox.clone();
+        Box::pin(async move {
+            let n = parse_input(&job.input).map_err(HandlerError::Fatal)?;
+            let delivered = inbox.deliver(n).await.map_err(|e| match e {
+                Error::Invalid { message, .. } => HandlerError::Fatal(message),
+                other => HandlerError::Retryable(other.to_string()),
+            })?;
+            Ok(Some(json!({
+                "delivered": delivered.created,
+                "duplicate": !delivered.created,
+                "item_id": delivered.item_id,
+            })))
+        })
+    }
+}
