@@ -51,7 +51,9 @@ pub async fn spawn_with(opts: Opts) -> TestApp {
     // The tests step maintenance themselves through the service; keep the loop quiet.
     config.worker_options.maintenance_interval = std::time::Duration::from_secs(3600);
     let clock = ManualClock::new(Utc.with_ymd_and_hms(2026, 1, 1, 12, 0, 0).unwrap());
-    let app = App::start(config, Arc::new(clock.clone())).await.expect("app starts");
+    let app = App::start(config, Arc::new(clock.clone()))
+        .await
+        .expect("app starts");
     let base = format!("http://{}", app.addr());
     TestApp {
         app: Some(app),
@@ -76,7 +78,11 @@ impl Resp {
         let headers = r.headers().clone();
         let bytes = r.bytes().await.unwrap_or_default();
         let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-        Self { status, headers, body }
+        Self {
+            status,
+            headers,
+            body,
+        }
     }
     /// The error code of an error response.
     pub fn code(&self) -> &str {
@@ -87,7 +93,11 @@ impl Resp {
         assert_eq!(self.status.as_u16(), status, "body: {}", self.body);
         assert_eq!(self.body["detail"], code, "body: {}", self.body);
         assert_eq!(self.body["error"]["code"], code, "body: {}", self.body);
-        assert!(self.body["error"]["message"].is_string(), "body: {}", self.body);
+        assert!(
+            self.body["error"]["message"].is_string(),
+            "body: {}",
+            self.body
+        );
     }
 }
 
@@ -97,7 +107,13 @@ impl TestApp {
     }
 
     /// Sends a request with the given bearer token (None = no credentials).
-    pub async fn send(&self, method: Method, path: &str, token: Option<&str>, body: Option<Value>) -> Resp {
+    pub async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> Resp {
         let mut rb = self.client.request(method, self.url(path));
         if let Some(t) = token {
             rb = rb.bearer_auth(t);
@@ -118,7 +134,9 @@ impl TestApp {
 
     /// Enqueues one job of `job_type` and returns its view.
     pub async fn enqueue(&self, body: Value) -> Value {
-        let r = self.worker(Method::POST, "/v1/worker/jobs", Some(body)).await;
+        let r = self
+            .worker(Method::POST, "/v1/worker/jobs", Some(body))
+            .await;
         assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
         r.body
     }
@@ -135,19 +153,25 @@ impl TestApp {
                 body[k] = v;
             }
         }
-        let r = self.worker(Method::POST, "/v1/worker/jobs/lease", Some(body)).await;
+        let r = self
+            .worker(Method::POST, "/v1/worker/jobs/lease", Some(body))
+            .await;
         assert_eq!(r.status, StatusCode::OK, "{}", r.body);
         r.body["jobs"].as_array().cloned().unwrap_or_default()
     }
 
     pub async fn job(&self, id: &str) -> Value {
-        let r = self.worker(Method::GET, &format!("/v1/worker/jobs/{id}"), None).await;
+        let r = self
+            .worker(Method::GET, &format!("/v1/worker/jobs/{id}"), None)
+            .await;
         assert_eq!(r.status, StatusCode::OK, "{}", r.body);
         r.body
     }
 
     pub async fn events(&self, id: &str) -> Vec<String> {
-        let r = self.admin(Method::GET, &format!("/v1/worker/jobs/{id}/events"), None).await;
+        let r = self
+            .admin(Method::GET, &format!("/v1/worker/jobs/{id}/events"), None)
+            .await;
         assert_eq!(r.status, StatusCode::OK, "{}", r.body);
         r.body["items"]
             .as_array()
@@ -159,7 +183,14 @@ impl TestApp {
 
     /// Runs one maintenance pass (lease reclaim) now, at the test clock's time.
     pub async fn reclaim(&self) -> usize {
-        self.app.as_ref().unwrap().state().jobs.reclaim_expired().await.unwrap()
+        self.app
+            .as_ref()
+            .unwrap()
+            .state()
+            .jobs
+            .reclaim_expired()
+            .await
+            .unwrap()
     }
 
     /// Moves the clock.
@@ -184,7 +215,10 @@ impl TestApp {
             .map(|v| v.to_str().unwrap().split(';').next().unwrap().to_string())
             .collect();
         let body: Value = r.json().await.unwrap();
-        (cookies.join("; "), body["csrf_token"].as_str().unwrap().to_string())
+        (
+            cookies.join("; "),
+            body["csrf_token"].as_str().unwrap().to_string(),
+        )
     }
 
     pub async fn stop(mut self) {
@@ -198,12 +232,16 @@ impl TestApp {
 pub fn ts(v: &Value) -> chrono::DateTime<Utc> {
     let s = v.as_str().unwrap_or_else(|| panic!("not a timestamp: {v}"));
     assert!(s.ends_with('Z'), "timestamps are UTC with a Z: {s}");
-    chrono::DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+    chrono::DateTime::parse_from_rfc3339(s)
+        .unwrap()
+        .with_timezone(&Utc)
 }
 
 /// The string of a JSON field (panics when it is not one).
 pub fn s(v: &Value) -> String {
-    v.as_str().unwrap_or_else(|| panic!("not a string: {v}")).to_string()
+    v.as_str()
+        .unwrap_or_else(|| panic!("not a string: {v}"))
+        .to_string()
 }
 
 impl TestApp {
@@ -214,7 +252,13 @@ impl TestApp {
     }
 
     /// Sends a request with arbitrary headers (no token unless one is in `headers`).
-    pub async fn send_with(&self, method: Method, path: &str, headers: &[(&str, &str)], body: Option<Value>) -> Resp {
+    pub async fn send_with(
+        &self,
+        method: Method,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<Value>,
+    ) -> Resp {
         let mut rb = self.client.request(method, self.url(path));
         for (k, v) in headers {
             rb = rb.header(*k, *v);
@@ -245,52 +289,96 @@ impl TestApp {
     }
 
     /// Leases exactly one job of `job_type` for `worker`; returns (job_id, lease_token).
-    pub async fn lease_one(&self, worker: &str, job_type: &str, lease_seconds: i64) -> (String, String) {
+    pub async fn lease_one(
+        &self,
+        worker: &str,
+        job_type: &str,
+        lease_seconds: i64,
+    ) -> (String, String) {
         let jobs = self
-            .lease(worker, json!({ "job_types": [job_type], "lease_seconds": lease_seconds }))
+            .lease(
+                worker,
+                json!({ "job_types": [job_type], "lease_seconds": lease_seconds }),
+            )
             .await;
         assert_eq!(jobs.len(), 1, "expected one job of {job_type}: {jobs:?}");
         (s(&jobs[0]["job_id"]), s(&jobs[0]["lease_token"]))
     }
 
-    pub async fn heartbeat(&self, id: &str, worker: &str, token: Option<&str>, lease_seconds: i64) -> Resp {
+    pub async fn heartbeat(
+        &self,
+        id: &str,
+        worker: &str,
+        token: Option<&str>,
+        lease_seconds: i64,
+    ) -> Resp {
         let mut body = json!({ "worker_id": worker, "lease_seconds": lease_seconds });
         if let Some(t) = token {
             body["lease_token"] = json!(t);
         }
-        self.worker(Method::POST, &format!("/v1/worker/jobs/{id}/heartbeat"), Some(body))
-            .await
+        self.worker(
+            Method::POST,
+            &format!("/v1/worker/jobs/{id}/heartbeat"),
+            Some(body),
+        )
+        .await
     }
 
-    pub async fn complete(&self, id: &str, worker: &str, token: Option<&str>, result: Value) -> Resp {
+    pub async fn complete(
+        &self,
+        id: &str,
+        worker: &str,
+        token: Option<&str>,
+        result: Value,
+    ) -> Resp {
         let mut body = json!({ "worker_id": worker, "result": result });
         if let Some(t) = token {
             body["lease_token"] = json!(t);
         }
-        self.worker(Method::POST, &format!("/v1/worker/jobs/{id}/complete"), Some(body))
-            .await
+        self.worker(
+            Method::POST,
+            &format!("/v1/worker/jobs/{id}/complete"),
+            Some(body),
+        )
+        .await
     }
 
-    pub async fn fail(&self, id: &str, worker: &str, token: Option<&str>, error: &str, retryable: bool, details: Value) -> Resp {
+    pub async fn fail(
+        &self,
+        id: &str,
+        worker: &str,
+        token: Option<&str>,
+        error: &str,
+        retryable: bool,
+        details: Value,
+    ) -> Resp {
         let mut body = json!({ "worker_id": worker, "error": error, "retryable": retryable, "details": details });
         if let Some(t) = token {
             body["lease_token"] = json!(t);
         }
-        self.worker(Method::POST, &format!("/v1/worker/jobs/{id}/fail"), Some(body))
-            .await
+        self.worker(
+            Method::POST,
+            &format!("/v1/worker/jobs/{id}/fail"),
+            Some(body),
+        )
+        .await
     }
 
     pub async fn cancel(&self, id: &str) -> Resp {
-        self.admin(Method::POST, &format!("/v1/worker/jobs/{id}/cancel"), None).await
+        self.admin(Method::POST, &format!("/v1/worker/jobs/{id}/cancel"), None)
+            .await
     }
 
     pub async fn retry(&self, id: &str) -> Resp {
-        self.admin(Method::POST, &format!("/v1/worker/jobs/{id}/retry"), None).await
+        self.admin(Method::POST, &format!("/v1/worker/jobs/{id}/retry"), None)
+            .await
     }
 
     /// The full event rows of a job.
     pub async fn event_items(&self, id: &str) -> Vec<Value> {
-        let r = self.admin(Method::GET, &format!("/v1/worker/jobs/{id}/events"), None).await;
+        let r = self
+            .admin(Method::GET, &format!("/v1/worker/jobs/{id}/events"), None)
+            .await;
         assert_eq!(r.status, StatusCode::OK, "{}", r.body);
         r.body["items"].as_array().cloned().unwrap()
     }
@@ -312,7 +400,9 @@ impl TestApp {
     pub async fn assert_still_healthy(&self) {
         let r = self.send(Method::GET, "/healthz", None, None).await;
         assert_eq!(r.status, StatusCode::OK);
-        let j = self.enqueue(json!({ "type": "health.check", "input": { "ok": true } })).await;
+        let j = self
+            .enqueue(json!({ "type": "health.check", "input": { "ok": true } }))
+            .await;
         assert_eq!(j["status"], "queued");
     }
 }

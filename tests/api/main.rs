@@ -1,0 +1,10 @@
+//! Every HTTP test, in one binary: a real server on 127.0.0.1:0 over a temporary SQLite
+//! file, driven with reqwest. Time is a `ManualClock` the tests move; nothing sleeps to
+//! wait for something to happen.
+
+mod support;
+
+mod auth;
+mod bad_input;
+mod concurrency;
+mod jobs;
