@@ -29,6 +29,8 @@ pub const SCENARIOS: &[&str] = &[
     "drain-1-history",
     "http-roundtrip",
     "pickup-latency",
+    "raw-insert-select",
+    "broadcast-fanout",
 ];
 
 /// One line of the report (the `--json` fields of SPEC §9).
@@ -74,6 +76,7 @@ fn baseline(scenario: &str) -> Option<&'static str> {
         "enqueue-batch" => Some("raw-insert-batch"),
         "drain-1" | "drain-4" => Some("raw-claim-complete"),
         "drain-1-history" => Some("drain-1"),
+        "broadcast-fanout" => Some("raw-insert-select"),
         _ => None,
     }
 }
@@ -357,6 +360,73 @@ async fn pickup_latency(path: &Path, ops: usize) -> anyhow::Result<Outcome> {
     Ok(out)
 }
 
+/// Users in the fanout scenarios: ten per op (1 000 000 at the default scale).
+fn fanout_users(ops: usize) -> usize {
+    ops.saturating_mul(10).max(1000)
+}
+
+/// A migrated database with `users` active users (not timed).
+async fn users_db(path: &Path, users: usize) -> anyhow::Result<()> {
+    {
+        let _ = open_store(&format!("sqlite://{}", path.display()), true).await?;
+    }
+    let p = path.to_path_buf();
+    tokio::task::spawn_blocking(move || raw::fill_users(&p, users)).await??;
+    Ok(())
+}
+
+async fn raw_insert_select(path: &Path, users: usize) -> anyhow::Result<Outcome> {
+    users_db(path, users).await?;
+    reset_peak_rss();
+    let p = path.to_path_buf();
+    let (n, elapsed) = tokio::task::spawn_blocking(move || raw::insert_select(&p)).await??;
+    anyhow::ensure!(n == users, "raw-insert-select inserted {n} of {users}");
+    Ok(Outcome::new("raw-insert-select", n, elapsed))
+}
+
+/// One `all_users` broadcast to every user, sent now and delivered by the
+/// `notifications.broadcast` worker's tick, timed until it is `sent`.
+async fn broadcast_fanout(path: &Path, users: usize) -> anyhow::Result<Outcome> {
+    use crate::domain::notify::{Audience, BroadcastDraft, BroadcastStatus};
+    use crate::service::broadcasts::BroadcastService;
+    use crate::worker::broadcast::{BroadcastWorker, Settings};
+    use crate::worker::{WorkerEnv, WorkerOptions};
+    users_db(path, users).await?;
+    let db = open_store(&format!("sqlite://{}", path.display()), true).await?;
+    let clock: SharedClock = Arc::new(SystemClock);
+    let wake = Arc::new(tokio::sync::Notify::new());
+    let env = WorkerEnv {
+        jobs: JobService::new(db.clone(), Arc::new(ReadyQueue::new()), clock.clone()),
+        db: db.clone(),
+        clock: clock.clone(),
+        options: WorkerOptions::default(),
+        broadcast_wake: wake.clone(),
+    };
+    let settings = Settings::from_lookup(|_| None).map_err(|e| anyhow::anyhow!(e.0))?;
+    let worker = BroadcastWorker::new(&env, settings);
+    let broadcasts = BroadcastService::new(db.clone(), clock, wake);
+    let draft = BroadcastDraft {
+        title: "Feature launch".into(),
+        body: "We are live!".into(),
+        audience: Audience::AllUsers,
+        scheduled_at: None,
+    };
+    let b = broadcasts.create(draft, "bench".into()).await?;
+    reset_peak_rss();
+    let start = Instant::now();
+    broadcasts.send_now(b.id).await?;
+    worker.run_tick().await?;
+    let elapsed = start.elapsed();
+    let done = broadcasts.get(b.id).await?;
+    anyhow::ensure!(
+        done.status == BroadcastStatus::Sent && done.sent as usize == users,
+        "broadcast-fanout: status {:?}, sent {} of {users}",
+        done.status,
+        done.sent
+    );
+    Ok(Outcome::new("broadcast-fanout", users, elapsed))
+}
+
 async fn raw_scenario(path: &Path, name: &str, ops: usize) -> anyhow::Result<Outcome> {
     let p: PathBuf = path.to_path_buf();
     let n = name.to_string();
@@ -381,6 +451,8 @@ async fn run_one(dir: &Path, name: &str, ops: usize) -> anyhow::Result<Outcome> 
         "drain-1-history" => drain_history(&path, ops, 1_000_000).await,
         "http-roundtrip" => http_roundtrip(&path, ops).await,
         "pickup-latency" => pickup_latency(&path, (ops / 100).clamp(100, 2000)).await,
+        "raw-insert-select" => raw_insert_select(&path, fanout_users(ops)).await,
+        "broadcast-fanout" => broadcast_fanout(&path, fanout_users(ops)).await,
         other => anyhow::bail!("unknown scenario '{other}'"),
     }
 }
@@ -463,6 +535,17 @@ pub fn targets(out: &[Outcome]) -> String {
             None => row(label, "–".into(), None),
         }
     }
+    match get("broadcast-fanout") {
+        Some(o) => {
+            let pct = o.percent_of_raw.unwrap_or(0.0);
+            row(
+                "broadcast-fanout of 1 000 000 users ≤ 5 s, ≥ 200 000/s, ≥ 40 % of raw INSERT … SELECT, RSS ≤ 200 MB",
+                format!("{:.2} s, {:.0}/s, {pct:.0} % of raw, {:.0} MB", o.seconds, o.ops_per_s, o.peak_rss_mb),
+                Some(o.seconds <= 5.0 && o.ops_per_s >= 200_000.0 && pct >= 40.0 && o.peak_rss_mb <= 200.0 && o.ops >= 1_000_000),
+            );
+        }
+        None => row("broadcast-fanout ≤ 5 s, ≥ 40 % of raw", "–".into(), None),
+    }
     match get("http-roundtrip") {
         Some(o) => row("http-roundtrip ≥ 10 000 jobs/s", format!("{:.0} jobs/s", o.ops_per_s), Some(o.ops_per_s >= 10_000.0)),
         None => row("http-roundtrip ≥ 10 000 jobs/s", "–".into(), None),
@@ -528,7 +611,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
              Every scenario runs on a fresh database file in a temporary directory; the `raw-*` rows are \
              plain rusqlite on the same disk with the same pragmas and schema, measured in the same run, \
              and are the limits wp-lite is compared with. See the README for what each scenario does.\n\n\
-             ## Results\n\n{table}\n## Targets (issue #2)\n\n{targets}\n{notes}",
+             ## Results\n\n{table}\n## Targets (issues #2 and #4)\n\n{targets}\n{notes}",
             date = chrono::Utc::now().format("%Y-%m-%d %H:%M UTC"),
             machine = machine(),
             table = table(&out),
@@ -552,5 +635,9 @@ const NOTES: &str = "## How to read it\n\n\
 - `drain-1-history`: `drain-1` again after 1 000 000 finished jobs were put in the table; leasing reads a \
   partial index over queued rows only, so history does not slow it.\n\
 - `http-roundtrip`: 16 HTTP clients over loopback, each job enqueued, leased and completed (three requests).\n\
+- `broadcast-fanout`: one `all_users` broadcast to 1 000 000 users (ten per `--ops`), sent now and delivered \
+  by the `notifications.broadcast` worker in chunks of 10 000 (each chunk's receipts, counters and cursor in one \
+  transaction), timed until `sent`; `raw-insert-select` is one plain `INSERT … SELECT` of the same rows into \
+  the same table with the same indexes, in one transaction.\n\
 - `pickup-latency`: a long-poll leaser waits (`wait_ms`); the time from sending an enqueue to the lease \
   answer arriving, both over HTTP.\n";

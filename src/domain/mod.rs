@@ -25,7 +25,8 @@ impl FieldError {
     }
 }
 
-/// Checks a bounded string: `min..=max` characters and no control characters.
+/// Checks a bounded string: `min..=max` characters (control characters are allowed in
+/// free text; identifiers that forbid them check separately).
 pub fn bounded_text(field: &str, value: &str, min: usize, max: usize) -> Result<(), FieldError> {
     let n = value.chars().count();
     if n < min {

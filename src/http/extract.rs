@@ -10,6 +10,19 @@ use axum::http::request::Parts;
 use axum::http::{header, StatusCode};
 use serde::de::DeserializeOwned;
 
+/// Parses item `i` of the list `field` (a batch): it must be an object, since serde would
+/// also fill a struct from an array of its fields.
+pub fn object_item<T: DeserializeOwned>(field: &str, i: usize, v: serde_json::Value) -> Result<T, crate::domain::FieldError> {
+    use crate::domain::FieldError;
+    if !v.is_object() {
+        return Err(FieldError::new(format!("{field}[{i}]"), "must be an object"));
+    }
+    serde_path_to_error::deserialize(v).map_err(|e| {
+        let path = e.path().to_string();
+        FieldError::new(format!("{field}[{i}].{path}"), e.into_inner().to_string())
+    })
+}
+
 /// A JSON request body parsed into `T`.
 pub struct JsonBody<T>(pub T);
 

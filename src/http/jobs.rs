@@ -3,7 +3,7 @@
 
 use super::auth::{Admin, WorkerOrAdmin};
 use super::error::{ApiError, ApiResult};
-use super::extract::{page_limit, JobIdPath, JsonBody, QueryParams};
+use super::extract::{object_item, page_limit, JobIdPath, JsonBody, QueryParams};
 use super::AppState;
 use crate::domain::time::{self, serde_ts, Ts};
 use crate::domain::{
@@ -118,14 +118,13 @@ fn opaque(errs: &mut Vec<FieldError>, field: &str, v: Option<String>, max: usize
     }
 }
 
+/// `"10"`, `"10.5"`, `"0.005"`: digits, optionally a point and 1–6 more digits.
 fn is_decimal(s: &str) -> bool {
-    let (int, frac) = s.split_once('.').unwrap_or((s, ""));
-    !int.is_empty()
-        && int.len() <= 15
-        && int.bytes().all(|b| b.is_ascii_digit())
-        && frac.len() <= 6
-        && frac.bytes().all(|b| b.is_ascii_digit())
-        && (frac.is_empty() == !s.contains('.'))
+    let digits = |p: &str, max: usize| !p.is_empty() && p.len() <= max && p.bytes().all(|b| b.is_ascii_digit());
+    match s.split_once('.') {
+        None => digits(s, 15),
+        Some((int, frac)) => digits(int, 15) && digits(frac, 6),
+    }
 }
 
 impl EnqueueBody {
@@ -262,7 +261,7 @@ async fn enqueue(
 
 #[derive(Deserialize)]
 struct BatchBody {
-    jobs: Option<Vec<EnqueueBody>>,
+    jobs: Option<Vec<Value>>,
 }
 
 async fn enqueue_batch(
@@ -279,8 +278,15 @@ async fn enqueue_batch(
     let new: Vec<NewJob> = items
         .into_iter()
         .enumerate()
-        .filter_map(|(i, b)| b.parse(&format!("jobs[{i}]."), now, &mut errs))
+        .filter_map(|(i, v)| match object_item::<EnqueueBody>("jobs", i, v) {
+            Ok(b) => b.parse(&format!("jobs[{i}]."), now, &mut errs),
+            Err(e) => {
+                errs.push(e);
+                None
+            }
+        })
         .collect();
+    errs.truncate(50);
     check(errs)?;
     let out = st.jobs.enqueue(new).await?;
     let jobs: Vec<JobView> = out.into_iter().map(|e| JobView::new(e.into_job(), false)).collect();

@@ -3,7 +3,7 @@
 
 use super::auth::Admin;
 use super::error::{ApiError, ApiResult};
-use super::extract::{page_limit, page_offset, JsonBody, QueryPairs, UserIdPath};
+use super::extract::{object_item, page_limit, page_offset, JsonBody, QueryPairs, UserIdPath};
 use super::inbox::inbox_view;
 use super::AppState;
 use crate::domain::notify::{Attributes, NewUser, User, UserId};
@@ -111,7 +111,7 @@ async fn put_user(
 
 #[derive(Deserialize)]
 struct BatchBody {
-    users: Option<Vec<UserBody>>,
+    users: Option<Vec<Value>>,
 }
 
 async fn batch(State(st): State<AppState>, _a: Admin, JsonBody(body): JsonBody<BatchBody>) -> ApiResult<Json<Value>> {
@@ -123,7 +123,13 @@ async fn batch(State(st): State<AppState>, _a: Admin, JsonBody(body): JsonBody<B
     let users: Vec<NewUser> = items
         .into_iter()
         .enumerate()
-        .filter_map(|(i, u)| u.parse(&format!("users[{i}]."), None, &mut errs))
+        .filter_map(|(i, v)| match object_item::<UserBody>("users", i, v) {
+            Ok(u) => u.parse(&format!("users[{i}]."), None, &mut errs),
+            Err(e) => {
+                errs.push(e);
+                None
+            }
+        })
         .collect();
     errs.truncate(50);
     check(errs)?;

@@ -177,18 +177,21 @@ fn expired_leases_are_reclaimed_and_fenced() {
         last.max_attempts = 1;
         s.enqueue_jobs(vec![job("a")], t0()).unwrap();
         s.enqueue_jobs(vec![last], t0() + Duration::milliseconds(1)).unwrap();
-        let got = s.claim_jobs(&claim("w", 2), t0()).unwrap();
-        assert!(s.reclaim_expired_leases(t0() + Duration::seconds(59), 10).unwrap().is_empty());
-        let back = s.reclaim_expired_leases(t0() + Duration::seconds(61), 10).unwrap();
+        let at = t0() + Duration::seconds(1);
+        let got = s.claim_jobs(&claim("w", 2), at).unwrap();
+        assert_eq!(got.len(), 2, "{}", b.name);
+        // The leases (60 s) end at t0 + 61 s.
+        assert!(s.reclaim_expired_leases(t0() + Duration::seconds(60), 10).unwrap().is_empty());
+        let back = s.reclaim_expired_leases(t0() + Duration::seconds(62), 10).unwrap();
         assert_eq!(back.len(), 2, "{}", b.name);
         let j = s.get_job(got[0].id).unwrap();
         assert_eq!(j.status, JobStatus::Queued);
         assert_eq!(j.last_error.as_deref(), Some("lease_expired"));
         assert_eq!(s.get_job(got[1].id).unwrap().status, JobStatus::Failed);
         let tok = got[0].lease_token.as_deref();
-        let late = s.complete_job(got[0].id, &fence("w", tok), None, t0() + Duration::seconds(62));
+        let late = s.complete_job(got[0].id, &fence("w", tok), None, t0() + Duration::seconds(63));
         assert_eq!(conflict(late), JobConflict::LeaseLost);
-        let stats = s.queue_stats(t0() + Duration::seconds(62)).unwrap();
+        let stats = s.queue_stats(t0() + Duration::seconds(63)).unwrap();
         assert_eq!(stats[0].leases_expired_total, 2);
         assert_eq!(stats[0].queued, 1);
         assert_eq!(stats[0].failed, 1);
@@ -234,19 +237,21 @@ fn listing_pages_newest_first_and_prune_respects_retention() {
         }
         assert_eq!(seen.len(), 7, "{}", b.name);
         assert!(seen.windows(2).all(|w| w[0] >= w[1]), "newest first");
-        let done = s.claim_jobs(&claim("w", 2), t0()).unwrap();
+        let at = t0() + Duration::seconds(1);
+        let done = s.claim_jobs(&claim("w", 2), at).unwrap();
+        assert_eq!(done.len(), 2);
         for j in &done {
-            s.complete_job(j.id, &fence("w", None), None, t0()).unwrap();
+            s.complete_job(j.id, &fence("w", None), None, at).unwrap();
         }
         let filtered = s
             .list_jobs(&JobFilter { limit: 50, status: Some(JobStatus::Succeeded), ..Default::default() })
             .unwrap();
         assert_eq!(filtered.items.len(), 2);
-        assert_eq!(s.prune_finished_jobs(t0(), 100).unwrap(), 0);
-        assert_eq!(s.prune_finished_jobs(t0() + Duration::seconds(1), 1).unwrap(), 1);
-        assert_eq!(s.prune_finished_jobs(t0() + Duration::seconds(1), 100).unwrap(), 1);
+        assert_eq!(s.prune_finished_jobs(at, 100).unwrap(), 0);
+        assert_eq!(s.prune_finished_jobs(at + Duration::seconds(1), 1).unwrap(), 1);
+        assert_eq!(s.prune_finished_jobs(at + Duration::seconds(1), 100).unwrap(), 1);
         assert!(matches!(s.job_events(done[0].id), Err(StoreError::NotFound)));
-        assert_eq!(s.ready_job_ids(t0(), 100).unwrap().len(), 5);
+        assert_eq!(s.ready_job_ids(at, 100).unwrap().len(), 5);
     });
 }
 

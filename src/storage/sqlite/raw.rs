@@ -96,3 +96,38 @@ pub fn fill_finished(path: &Path, rows: usize) -> rusqlite::Result<()> {
     conn.execute_batch("COMMIT")?;
     Ok(())
 }
+
+/// Fills `users` with `n` active users (`user-0000001` …) in one transaction.
+pub fn fill_users(path: &Path, n: usize) -> rusqlite::Result<()> {
+    let conn = Connection::open(path)?;
+    configure(&conn)?;
+    conn.execute_batch("BEGIN")?;
+    {
+        let mut st = conn.prepare(
+            "INSERT INTO users (id, email, attributes, is_active, created_at, updated_at)
+             VALUES (?1, NULL, '{}', 1, ?2, ?2)",
+        )?;
+        let now = now_ms();
+        for i in 0..n {
+            st.execute(params![format!("user-{i:07}"), now])?;
+        }
+    }
+    conn.execute_batch("COMMIT")?;
+    Ok(())
+}
+
+/// The raw fanout limit: one plain `INSERT … SELECT` of every active user into
+/// `inbox_items` (same columns and indexes), in one transaction. Returns (rows, time).
+pub fn insert_select(path: &Path) -> rusqlite::Result<(usize, Duration)> {
+    let conn = Connection::open(path)?;
+    configure(&conn)?;
+    let start = Instant::now();
+    conn.execute_batch("BEGIN")?;
+    let n = conn.execute(
+        "INSERT INTO inbox_items (user_id, broadcast_id, created_at)
+         SELECT id, 'raw-broadcast', ?1 FROM users WHERE is_active = 1 AND deleted_at IS NULL ORDER BY seq",
+        [now_ms()],
+    )?;
+    conn.execute_batch("COMMIT")?;
+    Ok((n, start.elapsed()))
+}
