@@ -33,6 +33,7 @@ pub struct App {
     stop: watch::Sender<bool>,
     server: JoinHandle<std::io::Result<()>>,
     workers: Vec<JoinHandle<()>>,
+    background: Vec<JoinHandle<()>>,
     shutdown_timeout: std::time::Duration,
 }
 
@@ -52,7 +53,8 @@ impl App {
         let db = open_store(&config.database_url, config.migrate).await?;
         let queue = Arc::new(ReadyQueue::new());
         let broadcast_wake = Arc::new(tokio::sync::Notify::new());
-        let jobs = JobService::new(db.clone(), queue, clock.clone());
+        let telemetry = crate::telemetry::Telemetry::new();
+        let jobs = JobService::new(db.clone(), queue, clock.clone()).with_telemetry(telemetry.clone());
         let auth = AuthService::new(
             db.clone(),
             clock.clone(),
@@ -79,6 +81,7 @@ impl App {
             users: crate::service::users::UserService::new(db.clone(), clock.clone()),
             broadcasts: crate::service::broadcasts::BroadcastService::new(db.clone(), clock.clone(), broadcast_wake.clone()),
             inbox: crate::service::inbox::InboxService::new(db.clone(), clock.clone()),
+            telemetry: crate::service::telemetry::TelemetryService::new(db.clone(), clock.clone(), telemetry.clone()),
             db: db.clone(),
             clock: clock.clone(),
             max_body_bytes: config.max_body_bytes,
@@ -97,6 +100,24 @@ impl App {
             })
             .collect();
         let router = http::router(state.clone());
+        let metrics_listener = match &config.metrics_bind {
+            Some(addr) => Some(
+                tokio::net::TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("binding the metrics listener {addr}"))?,
+            ),
+            None => None,
+        };
+        let mut background = vec![telemetry.clone().spawn_flusher(db.clone(), crate::commands::METRICS_FLUSH, stop_rx.clone())];
+        if let Some(l) = metrics_listener {
+            let (r, mut stop) = (http::telemetry::metrics_router(state.clone()), stop_rx.clone());
+            tracing::info!(addr = %l.local_addr()?, "serving /metrics without auth");
+            background.push(tokio::spawn(async move {
+                let _ = axum::serve(l, r)
+                    .with_graceful_shutdown(async move { crate::worker::stopped(&mut stop).await })
+                    .await;
+            }));
+        }
         let mut server_stop = stop_rx;
         let server = tokio::spawn(async move {
             axum::serve(listener, router)
@@ -113,6 +134,7 @@ impl App {
             stop,
             server,
             workers,
+            background,
             shutdown_timeout: config.worker_options.shutdown_timeout,
         })
     }
@@ -138,7 +160,13 @@ impl App {
         for w in self.workers {
             let _ = tokio::time::timeout(self.shutdown_timeout + std::time::Duration::from_secs(5), w).await;
         }
+        for b in self.background {
+            let _ = b.await;
+        }
         let db = self.state.db.clone();
+        if let Err(e) = self.state.telemetry.telemetry().flush(&db).await {
+            tracing::warn!(error = %e, "could not flush metrics on stop");
+        }
         tokio::task::spawn_blocking(move || db.store().close()).await?;
         match served {
             Ok(Ok(Ok(()))) => Ok(()),

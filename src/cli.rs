@@ -90,6 +90,9 @@ pub struct ServeArgs {
     /// Address to listen on.
     #[arg(long, env = "WP_LITE_BIND", default_value = "127.0.0.1:8000")]
     pub bind: String,
+    /// Also serve a plain `/metrics` (no auth) on this address, for Prometheus on a private interface.
+    #[arg(long, env = "WP_LITE_METRICS_BIND")]
+    pub metrics_bind: Option<String>,
     #[command(flatten)]
     pub tokens: TokenArgs,
     /// Worker token: may call the worker job routes and nothing else.

@@ -13,6 +13,9 @@ use crate::worker::{Registry, WorkerEnv, WorkerOptions};
 use std::sync::Arc;
 use tokio::sync::watch;
 
+/// How often a worker process adds its metrics to the store.
+pub const METRICS_FLUSH: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// A usage error with a one-line reason (exit 2).
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
@@ -73,6 +76,7 @@ fn serve_config(database_url: &str, migrate: bool, a: ServeArgs) -> Config {
         database_url: database_url.to_string(),
         migrate,
         bind: a.bind,
+        metrics_bind: a.metrics_bind.filter(|m| !m.trim().is_empty()),
         admin_token: a.tokens.admin_token.map(Secret::new),
         worker_token: a.worker_token.filter(|t| !t.trim().is_empty()).map(Secret::new),
         jwt_secret: a.jwt_secret.filter(|t| !t.trim().is_empty()).map(Secret::new),
@@ -107,8 +111,9 @@ async fn run(database_url: &str, migrate: bool, args: RunArgs) -> anyhow::Result
     };
     let db = open_store(database_url, migrate).await?;
     let clock: SharedClock = Arc::new(SystemClock);
+    let telemetry = crate::telemetry::Telemetry::new();
     let env = WorkerEnv {
-        jobs: JobService::new(db.clone(), Arc::new(ReadyQueue::new()), clock.clone()),
+        jobs: JobService::new(db.clone(), Arc::new(ReadyQueue::new()), clock.clone()).with_telemetry(telemetry.clone()),
         db: db.clone(),
         clock,
         options: worker_options(&args.worker),
@@ -119,6 +124,8 @@ async fn run(database_url: &str, migrate: bool, args: RunArgs) -> anyhow::Result
         reason: e.0,
     })?;
     let (stop, stop_rx) = watch::channel(false);
+    // Counters and stage timings reach the store every few seconds and on stop.
+    let flusher = telemetry.clone().spawn_flusher(db.clone(), METRICS_FLUSH, stop_rx.clone());
     let task = {
         let env = env.clone();
         tokio::spawn(async move { run_worker(worker, &env, args.once, stop_rx).await })
@@ -136,6 +143,11 @@ async fn run(database_url: &str, migrate: bool, args: RunArgs) -> anyhow::Result
             });
             (&mut task).await?;
         }
+    }
+    let _ = stop.send(true);
+    let _ = flusher.await;
+    if let Err(e) = telemetry.flush(&db).await {
+        tracing::warn!(error = %e, "could not flush metrics on stop");
     }
     tokio::task::spawn_blocking(move || db.store().close()).await?;
     Ok(())

@@ -31,6 +31,8 @@ pub struct Config {
     pub database_url: String,
     pub migrate: bool,
     pub bind: String,
+    /// A plain `/metrics` listener without auth (private interface).
+    pub metrics_bind: Option<String>,
     pub admin_token: Option<Secret>,
     pub worker_token: Option<Secret>,
     /// HS256 secret of end-user JWTs (inbox routes).
@@ -71,6 +73,7 @@ impl Config {
             database_url: database_url.into(),
             migrate: true,
             bind: "127.0.0.1:0".into(),
+            metrics_bind: None,
             admin_token: None,
             worker_token: None,
             jwt_secret: None,

@@ -1,6 +1,7 @@
 //! Plain types, no I/O. Input becomes one of these at the edge ("parse, don't validate").
 
 pub mod job;
+pub mod metrics;
 pub mod notify;
 pub mod time;
 pub mod worker;

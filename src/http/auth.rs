@@ -14,8 +14,8 @@ use axum::extract::{FromRef, FromRequestParts, State};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
-use axum::{Json, Router};
+use super::openapi::{Access, Api};
+use axum::Json;
 use serde::Deserialize;
 use serde_json::json;
 
@@ -171,10 +171,10 @@ async fn logout(State(state): State<AppState>, headers: HeaderMap) -> ApiResult<
     Ok(resp)
 }
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/v1/auth/login", post(login))
-        .route("/v1/auth/logout", post(logout))
+pub fn router() -> Api {
+    Api::new("auth")
+        .post("/v1/auth/login", login, "Log in with the admin token: session cookie + CSRF token", Access::Public)
+        .post("/v1/auth/logout", logout, "End the session (needs X-CSRF-Token)", Access::Public)
 }
 
 /// An end user, from `Authorization: Bearer <HS256 JWT>`.

@@ -12,8 +12,8 @@ use crate::service::Error;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
+use super::openapi::{Access, Api};
+use axum::Json;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use uuid::Uuid;
@@ -219,17 +219,20 @@ async fn cancel(State(st): State<AppState>, _a: Admin, PathString(id): PathStrin
     Ok(Json(st.broadcasts.cancel(broadcast_id(&id)?).await?.into()))
 }
 
-fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/", post(create).get(list))
-        .route("/{id}", get(get_one).put(replace).delete(delete))
-        .route("/{id}/actions/send-now", post(send_now))
-        .route("/{id}/actions/schedule", post(schedule))
-        .route("/{id}/actions/cancel", post(cancel))
+fn routes(prefix: &str) -> Api {
+    let a = Access::Admin;
+    let p = |s: &str| format!("{prefix}{s}");
+    Api::new("broadcasts")
+        .post(&p(""), create, "Create a broadcast (draft, or scheduled with scheduled_at)", a)
+        .get(&p(""), list, "List broadcasts (statuses, q, status_counts, recipients)", a)
+        .get(&p("/{id}"), get_one, "One broadcast with its counters", a)
+        .put(&p("/{id}"), replace, "Replace title, body, audience, schedule (draft or scheduled)", a)
+        .delete(&p("/{id}"), delete, "Delete a draft or cancelled broadcast", a)
+        .post(&p("/{id}/actions/send-now"), send_now, "Send now (a worker in this process starts at once)", a)
+        .post(&p("/{id}/actions/schedule"), schedule, "Schedule at scheduled_at", a)
+        .post(&p("/{id}/actions/cancel"), cancel, "Cancel (also stops a sending broadcast)", a)
 }
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .nest("/v1/admin/notifications/broadcasts", routes())
-        .nest("/v1/notifications/admin/broadcasts", routes())
+pub fn router() -> Api {
+    routes("/v1/admin/notifications/broadcasts").merge(routes("/v1/notifications/admin/broadcasts"))
 }

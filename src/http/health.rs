@@ -4,8 +4,8 @@ use super::AppState;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::{Json, Router};
+use super::openapi::{Access, Api};
+use axum::Json;
 use serde_json::json;
 
 async fn healthz() -> Json<serde_json::Value> {
@@ -28,8 +28,8 @@ async fn readyz(State(st): State<AppState>) -> Response {
     }
 }
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
+pub fn router() -> Api {
+    Api::new("health")
+        .get("/healthz", healthz, "200 while the process runs", Access::Public)
+        .get("/readyz", readyz, "200 when the store answers and is migrated", Access::Public)
 }

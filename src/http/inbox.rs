@@ -7,8 +7,8 @@ use super::AppState;
 use crate::domain::notify::{InboxItem, UserId};
 use crate::domain::time::{serde_ts, Ts};
 use axum::extract::State;
-use axum::routing::{get, post};
-use axum::{Json, Router};
+use super::openapi::{Access, Api};
+use axum::Json;
 use serde::Serialize;
 use serde_json::{json, Value};
 
@@ -80,10 +80,11 @@ async fn unread_count(State(st): State<AppState>, EndUser(user): EndUser) -> Api
     Ok(Json(json!({ "unread": st.inbox.unread(user).await? })))
 }
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/v1/notifications", get(list))
-        .route("/v1/notifications/read/{id}", post(read))
-        .route("/v1/notifications/read-all", post(read_all))
-        .route("/v1/notifications/unread-count", get(unread_count))
+pub fn router() -> Api {
+    let u = Access::User;
+    Api::new("inbox")
+        .get("/v1/notifications", list, "The user's inbox, newest first", u)
+        .post("/v1/notifications/read/{id}", read, "Mark one item read (idempotent)", u)
+        .post("/v1/notifications/read-all", read_all, "Mark every item read", u)
+        .get("/v1/notifications/unread-count", unread_count, "How many items are unread", u)
 }

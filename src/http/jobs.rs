@@ -14,8 +14,8 @@ use crate::service::Error;
 use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
+use super::openapi::{Access, Api};
+use axum::Json;
 use chrono::Duration;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -554,17 +554,19 @@ async fn queues(State(st): State<AppState>, _auth: Admin) -> ApiResult<Json<Valu
     Ok(Json(json!({ "items": items })))
 }
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/v1/worker/jobs", post(enqueue).get(list))
-        .route("/v1/worker/jobs/batch", post(enqueue_batch))
-        .route("/v1/worker/jobs/lease", post(lease))
-        .route("/v1/worker/jobs/{job_id}", get(get_job))
-        .route("/v1/worker/jobs/{job_id}/heartbeat", post(heartbeat))
-        .route("/v1/worker/jobs/{job_id}/complete", post(complete))
-        .route("/v1/worker/jobs/{job_id}/fail", post(fail))
-        .route("/v1/worker/jobs/{job_id}/events", get(events))
-        .route("/v1/worker/jobs/{job_id}/cancel", post(cancel))
-        .route("/v1/worker/jobs/{job_id}/retry", post(retry))
-        .route("/v1/worker/queues", get(queues))
+pub fn router() -> Api {
+    use Access::{Admin as A, Worker as W};
+    Api::new("jobs")
+        .post("/v1/worker/jobs", enqueue, "Enqueue a job (idempotency key, delay, priority)", W)
+        .get("/v1/worker/jobs", list, "List jobs, newest first (status, type, cursor)", A)
+        .post("/v1/worker/jobs/batch", enqueue_batch, "Enqueue 1 to 1000 jobs, all or nothing", W)
+        .post("/v1/worker/jobs/lease", lease, "Lease ready jobs (long poll with wait_ms)", W)
+        .get("/v1/worker/jobs/{job_id}", get_job, "One job", W)
+        .post("/v1/worker/jobs/{job_id}/heartbeat", heartbeat, "Extend a lease", W)
+        .post("/v1/worker/jobs/{job_id}/complete", complete, "Complete a leased job", W)
+        .post("/v1/worker/jobs/{job_id}/fail", fail, "Fail a leased job (retry with backoff when retryable)", W)
+        .get("/v1/worker/jobs/{job_id}/events", events, "A job's event history", A)
+        .post("/v1/worker/jobs/{job_id}/cancel", cancel, "Cancel a queued or leased job", A)
+        .post("/v1/worker/jobs/{job_id}/retry", retry, "Retry a failed or canceled job", A)
+        .get("/v1/worker/queues", queues, "Counts per job type and status", A)
 }

@@ -9,6 +9,9 @@ pub mod error;
 pub mod extract;
 pub mod health;
 pub mod jobs;
+pub mod openapi;
+pub mod telemetry;
+pub mod ui;
 pub mod workers;
 
 use crate::clock::SharedClock;
@@ -31,6 +34,7 @@ pub struct AppState {
     pub users: crate::service::users::UserService,
     pub broadcasts: crate::service::broadcasts::BroadcastService,
     pub inbox: crate::service::inbox::InboxService,
+    pub telemetry: crate::service::telemetry::TelemetryService,
     pub db: Db,
     pub clock: SharedClock,
     pub max_body_bytes: usize,
@@ -44,17 +48,34 @@ async fn method_not_allowed() -> ApiError {
     ApiError::method_not_allowed()
 }
 
-/// The whole router with its layers.
-pub fn router(state: AppState) -> Router {
-    let request_id = HeaderName::from_static("x-request-id");
-    Router::new()
-        .merge(health::router())
+/// Every documented route (the API and `/openapi.json` itself).
+pub fn api() -> openapi::Api {
+    health::router()
         .merge(auth::router())
         .merge(jobs::router())
         .merge(workers::router())
         .merge(users::router())
         .merge(broadcasts::router())
         .merge(inbox::router())
+        .merge(telemetry::router())
+        .get("/openapi.json", openapi_json, "This document", openapi::Access::Public)
+}
+
+async fn openapi_json() -> axum::Json<serde_json::Value> {
+    let (_, docs) = api().into_parts();
+    axum::Json(openapi::document(&docs))
+}
+
+/// The whole router with its layers.
+pub fn router(state: AppState) -> Router {
+    let request_id = HeaderName::from_static("x-request-id");
+    let (routes, _) = api().into_parts();
+    routes
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.telemetry.telemetry().clone(),
+            telemetry::track,
+        ))
+        .merge(ui::router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::disable())

@@ -13,8 +13,8 @@ use crate::service::users::MAX_BATCH;
 use crate::service::Error;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::{get, post};
-use axum::{Json, Router};
+use super::openapi::{Access, Api};
+use axum::Json;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
@@ -165,10 +165,13 @@ async fn user_inbox(State(st): State<AppState>, _a: Admin, UserIdPath(id): UserI
     inbox_view(&st, id, &q).await
 }
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/v1/admin/users", get(list))
-        .route("/v1/admin/users/batch", post(batch))
-        .route("/v1/admin/users/{user_id}", get(get_user).put(put_user).delete(delete_user))
-        .route("/v1/admin/users/{user_id}/notifications", get(user_inbox))
+pub fn router() -> Api {
+    let a = Access::Admin;
+    Api::new("users")
+        .get("/v1/admin/users", list, "List users (q searches id and email)", a)
+        .post("/v1/admin/users/batch", batch, "Upsert 1 to 10 000 users in one transaction", a)
+        .get("/v1/admin/users/{user_id}", get_user, "One user (soft-deleted ones too)", a)
+        .put("/v1/admin/users/{user_id}", put_user, "Upsert one user", a)
+        .delete("/v1/admin/users/{user_id}", delete_user, "Soft-delete a user", a)
+        .get("/v1/admin/users/{user_id}/notifications", user_inbox, "Any user's inbox", a)
 }

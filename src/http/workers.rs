@@ -6,8 +6,8 @@ use super::AppState;
 use crate::domain::time::{serde_ts, Ts};
 use crate::domain::WorkerProcess;
 use axum::extract::State;
-use axum::routing::get;
-use axum::{Json, Router};
+use super::openapi::{Access, Api};
+use axum::Json;
 use serde::Serialize;
 use serde_json::{json, Value};
 
@@ -57,6 +57,6 @@ async fn list(State(st): State<AppState>, _auth: Admin) -> ApiResult<Json<Value>
     Ok(Json(json!({ "items": items })))
 }
 
-pub fn router() -> Router<AppState> {
-    Router::new().route("/v1/admin/workers", get(list))
+pub fn router() -> Api {
+    Api::new("workers").get("/v1/admin/workers", list, "Worker processes and whether they are alive", Access::Admin)
 }

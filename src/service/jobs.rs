@@ -9,6 +9,7 @@ use crate::domain::{
 };
 use crate::queue::{Ready, ReadyQueue};
 use crate::storage::Db;
+use crate::telemetry::{counter, Telemetry};
 use chrono::Duration;
 use serde_json::Value;
 use std::sync::Arc;
@@ -24,6 +25,7 @@ pub struct JobService {
     db: Db,
     queue: Arc<ReadyQueue>,
     clock: SharedClock,
+    telemetry: Arc<Telemetry>,
 }
 
 fn hint(job: &Job) -> Ready {
@@ -35,7 +37,22 @@ fn hint(job: &Job) -> Ready {
 
 impl JobService {
     pub fn new(db: Db, queue: Arc<ReadyQueue>, clock: SharedClock) -> Self {
-        Self { db, queue, clock }
+        Self {
+            db,
+            queue,
+            clock,
+            telemetry: Telemetry::new(),
+        }
+    }
+
+    /// Counts this service's work into `telemetry` (the process's shared metrics).
+    pub fn with_telemetry(mut self, telemetry: Arc<Telemetry>) -> Self {
+        self.telemetry = telemetry;
+        self
+    }
+
+    pub fn telemetry(&self) -> &Arc<Telemetry> {
+        &self.telemetry
     }
 
     pub fn queue(&self) -> &Arc<ReadyQueue> {
@@ -94,6 +111,7 @@ impl JobService {
                 .map_err(|e| Error::from_store(e, NOT_FOUND))?;
             if !jobs.is_empty() {
                 self.queue.pop(jobs.len());
+                self.telemetry.jobs("started", jobs.len() as i64);
                 return Ok(jobs);
             }
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
@@ -119,10 +137,13 @@ impl JobService {
     #[instrument(skip_all, fields(job.id = %id))]
     pub async fn complete(&self, id: JobId, fence: Fence, result: Option<Value>) -> Result<Job> {
         let now = self.clock.now();
-        self.db
+        let job = self
+            .db
             .call(move |s| s.complete_job(id, &fence, result, now))
             .await
-            .map_err(|e| Error::from_store(e, NOT_FOUND))
+            .map_err(|e| Error::from_store(e, NOT_FOUND))?;
+        self.telemetry.jobs("completed", 1);
+        Ok(job)
     }
 
     #[instrument(skip_all, fields(job.id = %id))]
@@ -146,6 +167,10 @@ impl JobService {
             .call(move |s| s.fail_job(id, &fence, &failure, now))
             .await
             .map_err(|e| Error::from_store(e, NOT_FOUND))?;
+        self.telemetry.jobs("failed", 1);
+        if job.status == JobStatus::Queued {
+            self.telemetry.count(counter::RETRIES, job.job_type.as_str(), 1);
+        }
         self.announce([&job]);
         Ok(job)
     }
@@ -165,10 +190,17 @@ impl JobService {
     #[instrument(skip_all, fields(job.id = %id))]
     pub async fn cancel(&self, id: JobId) -> Result<Job> {
         let now = self.clock.now();
-        self.db
+        // An attempt in flight ends as `canceled` (a queued job was never started).
+        let was_leased = self.get(id).await?.status == JobStatus::Leased;
+        let job = self
+            .db
             .call(move |s| s.cancel_job(id, now))
             .await
-            .map_err(|e| Error::from_store(e, NOT_FOUND))
+            .map_err(|e| Error::from_store(e, NOT_FOUND))?;
+        if was_leased {
+            self.telemetry.jobs("canceled", 1);
+        }
+        Ok(job)
     }
 
     #[instrument(skip_all, fields(job.id = %id))]
@@ -211,6 +243,7 @@ impl JobService {
                 .await?;
             let n = got.len();
             total += n;
+            self.telemetry.jobs("failed", n as i64);
             let ready: Vec<Ready> = got
                 .into_iter()
                 .filter(|r| r.status == JobStatus::Queued)

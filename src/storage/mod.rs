@@ -14,6 +14,7 @@ use crate::domain::notify::{
     Broadcast, BroadcastDraft, BroadcastFilter, BroadcastPage, ChunkOutcome, Delivered,
     DirectNotification, InboxItem, InboxPage, NewUser, User, UserId,
 };
+use crate::domain::metrics::{BroadcastStats, MetricDeltas, MetricTotals};
 use serde_json::Value;
 use std::sync::Arc;
 use uuid::Uuid;
@@ -125,6 +126,13 @@ pub trait Store: Send + Sync + 'static {
     fn mark_all_read(&self, user: &UserId, now: Ts) -> Result<usize>;
     /// Retention: items older than `before`, and beyond `max_per_user` per user.
     fn prune_inbox(&self, before: Option<Ts>, max_per_user: Option<usize>, limit: usize) -> Result<usize>;
+
+    // ---- metrics ----
+    /// Adds a process's metric deltas to the shared totals.
+    fn add_metrics(&self, deltas: &MetricDeltas) -> Result<()>;
+    fn metric_totals(&self) -> Result<MetricTotals>;
+    /// Broadcasts per status, and recipients by result over all broadcasts.
+    fn broadcast_stats(&self) -> Result<BroadcastStats>;
 
     // ---- sessions ----
     fn create_session(&self, session: &Session) -> Result<()>;

@@ -1,17 +1,163 @@
-//! Logging: `tracing` with a level from the CLI (or `RUST_LOG`), as text or JSON.
+//! Telemetry: logging, the per-process metrics that are flushed to the store, the HTTP
+//! metrics of this process (an owned `prometheus` registry), the JSON summary and the
+//! Prometheus text.
 
-use crate::cli::{LogFormat, LogLevel};
-use tracing_subscriber::EnvFilter;
+mod logging;
+pub mod prometheus_text;
+pub mod summary;
 
-/// Installs the global subscriber once; later calls are no-ops.
-pub fn init_logging(level: LogLevel, format: LogFormat) {
-    let filter = EnvFilter::try_from_env("RUST_LOG")
-        .unwrap_or_else(|_| EnvFilter::new(format!("{},hyper=warn,tower_http=warn,refinery_core=warn", level.as_str())));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let _ = match format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
-    };
+pub use logging::init_logging;
+
+use crate::domain::metrics::{MetricDeltas, StageTotals};
+use crate::storage::Db;
+use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+/// Counter names kept in the store.
+pub mod counter {
+    /// Label = `started|completed|failed|canceled|tick_errors`.
+    pub const JOBS: &str = "jobs";
+    /// Label = job type.
+    pub const RETRIES: &str = "retries";
+    /// Label = job type.
+    pub const EXPIRED: &str = "leases_expired";
+}
+
+#[derive(Default)]
+struct Pending {
+    counters: HashMap<(&'static str, String), i64>,
+    stages: HashMap<String, StageTotals>,
+}
+
+/// This process's metrics: deltas waiting to be flushed to the store, and HTTP metrics.
+pub struct Telemetry {
+    pending: Mutex<Pending>,
+    registry: Registry,
+    http_requests: IntCounterVec,
+    http_duration: HistogramVec,
+}
+
+impl Telemetry {
+    pub fn new() -> Arc<Self> {
+        let registry = Registry::new();
+        let http_requests = IntCounterVec::new(
+            Opts::new("wp_lite_http_requests_total", "HTTP requests served by this process, by route template, method and status."),
+            &["route", "method", "status"],
+        )
+        .expect("valid metric");
+        let http_duration = HistogramVec::new(
+            HistogramOpts::new("wp_lite_http_request_duration_seconds", "HTTP request latency in this process, by route template and method."),
+            &["route", "method"],
+        )
+        .expect("valid metric");
+        registry.register(Box::new(http_requests.clone())).expect("register");
+        registry.register(Box::new(http_duration.clone())).expect("register");
+        Arc::new(Self {
+            pending: Mutex::default(),
+            registry,
+            http_requests,
+            http_duration,
+        })
+    }
+
+    /// Adds `n` to a counter kept in the store.
+    pub fn count(&self, name: &'static str, label: &str, n: i64) {
+        if n == 0 {
+            return;
+        }
+        let mut p = self.pending.lock().expect("telemetry lock");
+        *p.counters.entry((name, label.to_string())).or_default() += n;
+    }
+
+    /// Counts units of work (`started`, `completed`, `failed`, `canceled`, `tick_errors`).
+    pub fn jobs(&self, status: &str, n: i64) {
+        self.count(counter::JOBS, status, n);
+    }
+
+    /// Records one finished unit of `stage` that took `took`.
+    pub fn stage(&self, stage: &str, took: Duration) {
+        let mut p = self.pending.lock().expect("telemetry lock");
+        p.stages
+            .entry(stage.to_string())
+            .or_insert_with(|| StageTotals::new(stage))
+            .observe(took.as_secs_f64() * 1000.0);
+    }
+
+    /// Records one HTTP request.
+    pub fn http(&self, route: &str, method: &str, status: u16, took: Duration) {
+        self.http_requests
+            .with_label_values(&[route, method, &status.to_string()])
+            .inc();
+        self.http_duration
+            .with_label_values(&[route, method])
+            .observe(took.as_secs_f64());
+    }
+
+    /// This process's own metric families (HTTP).
+    pub fn gather_local(&self) -> Vec<prometheus::proto::MetricFamily> {
+        self.registry.gather()
+    }
+
+    fn take(&self) -> MetricDeltas {
+        let mut p = self.pending.lock().expect("telemetry lock");
+        let p = std::mem::take(&mut *p);
+        MetricDeltas {
+            counters: p.counters.into_iter().map(|((n, l), v)| (n.to_string(), l, v)).collect(),
+            stages: p.stages.into_values().collect(),
+        }
+    }
+
+    fn restore(&self, d: MetricDeltas) {
+        for (name, label, v) in d.counters {
+            let name: &'static str = match name.as_str() {
+                counter::JOBS => counter::JOBS,
+                counter::RETRIES => counter::RETRIES,
+                counter::EXPIRED => counter::EXPIRED,
+                _ => continue,
+            };
+            self.count(name, &label, v);
+        }
+        let mut p = self.pending.lock().expect("telemetry lock");
+        for s in d.stages {
+            p.stages.entry(s.stage.clone()).or_insert_with(|| StageTotals::new(&s.stage)).add(&s);
+        }
+    }
+
+    /// Adds what this process counted since the last flush to the store's totals.
+    pub async fn flush(&self, db: &Db) -> crate::storage::Result<()> {
+        let d = self.take();
+        if d.is_empty() {
+            return Ok(());
+        }
+        let sent = d.clone();
+        match db.call(move |s| s.add_metrics(&sent)).await {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                self.restore(d);
+                Err(e)
+            }
+        }
+    }
+
+    /// Flushes every `every` until `stop`, then once more.
+    pub fn spawn_flusher(self: Arc<Self>, db: Db, every: Duration, mut stop: watch::Receiver<bool>) -> JoinHandle<()> {
+        tokio::spawn(async move {
+            loop {
+                let stopping = tokio::select! {
+                    _ = tokio::time::sleep(every) => false,
+                    _ = crate::worker::stopped(&mut stop) => true,
+                };
+                if let Err(e) = self.flush(&db).await {
+                    tracing::warn!(error = %e, "could not flush metrics; will retry");
+                }
+                if stopping {
+                    return;
+                }
+            }
+        })
+    }
 }

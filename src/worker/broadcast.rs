@@ -88,6 +88,7 @@ pub struct BroadcastWorker {
     settings: Settings,
     owner: String,
     wake: Arc<Notify>,
+    telemetry: Arc<crate::telemetry::Telemetry>,
 }
 
 pub fn build(env: &WorkerEnv) -> Result<Built, WorkerConfigError> {
@@ -103,6 +104,7 @@ impl BroadcastWorker {
             settings,
             owner: format!("{NAME}@{}:{}:{}", super::liveness::host_name(), std::process::id(), uuid::Uuid::now_v7()),
             wake: env.broadcast_wake.clone(),
+            telemetry: env.jobs.telemetry().clone(),
         }
     }
 
@@ -124,6 +126,8 @@ impl BroadcastWorker {
             match step {
                 Ok(ChunkOutcome::Progress(_)) => tokio::task::yield_now().await,
                 Ok(ChunkOutcome::Finished(done)) => {
+                    self.telemetry.jobs(if done.status == BroadcastStatus::Sent { "completed" } else { "failed" }, 1);
+                    self.telemetry.stage(NAME, started.elapsed());
                     if done.total == 0 {
                         tracing::warn!(worker = NAME, broadcast.id = %id, "the audience of broadcast {id} resolved to no users");
                     }
@@ -152,6 +156,8 @@ impl BroadcastWorker {
                     let (owner, msg, now) = (self.owner.clone(), e.to_string(), self.clock.now());
                     let failed = self.db.call(move |s| s.fail_broadcast(id, &owner, &msg, now)).await?;
                     if let Some(f) = failed {
+                        self.telemetry.jobs("failed", 1);
+                        self.telemetry.stage(NAME, started.elapsed());
                         tracing::error!(
                             worker = NAME,
                             broadcast.id = %id,
@@ -178,6 +184,7 @@ impl BroadcastWorker {
             .call(move |s| s.claim_due_broadcasts(&owner, limit, lease_until, now))
             .await?;
         let mut first_error = None;
+        self.telemetry.jobs("started", claimed.len() as i64);
         for b in claimed {
             tracing::info!(worker = NAME, broadcast.id = %b.id, total = b.total, "broadcast {} claimed", b.id);
             if let Err(e) = self.deliver(b).await {

@@ -21,13 +21,25 @@ pub async fn run_worker(worker: Built, env: &WorkerEnv, once: bool, stop: watch:
         Built::Periodic(w) => {
             let stats = TickStats::default();
             let l = liveness.clone();
-            let on_tick = move |took, _failed| l.tick_done(took);
+            let t = env.jobs.telemetry().clone();
+            let on_tick = move |took, failed: bool| {
+                l.tick_done(took);
+                if failed {
+                    t.jobs("tick_errors", 1);
+                }
+            };
             periodic::run(w.as_ref(), &RealTicker, stop, timeout, once, &stats, &on_tick).await;
         }
         Built::Queue(w) => {
             let worker_id = format!("{name}@{}:{}", super::liveness::host_name(), std::process::id());
             let l = liveness.clone();
-            let on_job: queue_worker::OnJob = Arc::new(move |took, _outcome| l.tick_done(took));
+            let (t, stage) = (env.jobs.telemetry().clone(), name.clone());
+            let on_job: queue_worker::OnJob = Arc::new(move |took, outcome| {
+                l.tick_done(took);
+                if outcome != queue_worker::Outcome::Stopped {
+                    t.stage(&stage, took);
+                }
+            });
             let stats = Arc::new(QueueStats::default());
             queue_worker::run(w, env.jobs.clone(), worker_id, stop, timeout, once, stats, on_job).await;
         }

@@ -3,6 +3,7 @@
 mod broadcasts;
 mod inbox;
 mod jobs;
+mod metrics;
 mod users;
 mod sessions;
 mod workers;
@@ -20,6 +21,7 @@ use crate::domain::notify::{
     Broadcast, BroadcastDraft, BroadcastFilter, BroadcastPage, ChunkOutcome, Delivered,
     DirectNotification, InboxItem, InboxPage, NewUser, User, UserId,
 };
+use crate::domain::metrics::{BroadcastStats, MetricDeltas, MetricTotals};
 use r2d2_sqlite::SqliteConnectionManager;
 use uuid::Uuid;
 use rusqlite::Connection;
@@ -322,6 +324,19 @@ impl Store for SqliteStore {
 
     fn prune_inbox(&self, before: Option<Ts>, max_per_user: Option<usize>, limit: usize) -> Result<usize> {
         self.write(move |c| inbox::prune(c, before, max_per_user, limit))
+    }
+
+    fn add_metrics(&self, deltas: &MetricDeltas) -> Result<()> {
+        let d = deltas.clone();
+        self.write(move |c| metrics::add(c, &d))
+    }
+
+    fn metric_totals(&self) -> Result<MetricTotals> {
+        self.read(metrics::totals)
+    }
+
+    fn broadcast_stats(&self) -> Result<BroadcastStats> {
+        self.read(metrics::broadcast_stats)
     }
 
     fn create_session(&self, session: &Session) -> Result<()> {
