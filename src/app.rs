@@ -45,7 +45,11 @@ impl App {
     }
 
     /// Like `start`, with the workers of `registry` to choose from.
-    pub async fn start_with(config: Config, clock: SharedClock, registry: Registry) -> anyhow::Result<App> {
+    pub async fn start_with(
+        config: Config,
+        clock: SharedClock,
+        registry: Registry,
+    ) -> anyhow::Result<App> {
         let admin_token = resolve_admin_token(
             &config.database_url,
             config.admin_token.as_ref().map(|s| s.expose()),
@@ -54,7 +58,8 @@ impl App {
         let queue = Arc::new(ReadyQueue::new());
         let broadcast_wake = Arc::new(tokio::sync::Notify::new());
         let telemetry = crate::telemetry::Telemetry::new();
-        let jobs = JobService::new(db.clone(), queue, clock.clone()).with_telemetry(telemetry.clone());
+        let jobs =
+            JobService::new(db.clone(), queue, clock.clone()).with_telemetry(telemetry.clone());
         let auth = AuthService::new(
             db.clone(),
             clock.clone(),
@@ -79,9 +84,17 @@ impl App {
             auth,
             workers: crate::service::workers::WorkerService::new(db.clone(), clock.clone()),
             users: crate::service::users::UserService::new(db.clone(), clock.clone()),
-            broadcasts: crate::service::broadcasts::BroadcastService::new(db.clone(), clock.clone(), broadcast_wake.clone()),
+            broadcasts: crate::service::broadcasts::BroadcastService::new(
+                db.clone(),
+                clock.clone(),
+                broadcast_wake.clone(),
+            ),
             inbox: crate::service::inbox::InboxService::new(db.clone(), clock.clone()),
-            telemetry: crate::service::telemetry::TelemetryService::new(db.clone(), clock.clone(), telemetry.clone()),
+            telemetry: crate::service::telemetry::TelemetryService::new(
+                db.clone(),
+                clock.clone(),
+                telemetry.clone(),
+            ),
             db: db.clone(),
             clock: clock.clone(),
             max_body_bytes: config.max_body_bytes,
@@ -108,9 +121,16 @@ impl App {
             ),
             None => None,
         };
-        let mut background = vec![telemetry.clone().spawn_flusher(db.clone(), crate::commands::METRICS_FLUSH, stop_rx.clone())];
+        let mut background = vec![telemetry.clone().spawn_flusher(
+            db.clone(),
+            crate::commands::METRICS_FLUSH,
+            stop_rx.clone(),
+        )];
         if let Some(l) = metrics_listener {
-            let (r, mut stop) = (http::telemetry::metrics_router(state.clone()), stop_rx.clone());
+            let (r, mut stop) = (
+                http::telemetry::metrics_router(state.clone()),
+                stop_rx.clone(),
+            );
             tracing::info!(addr = %l.local_addr()?, "serving /metrics without auth");
             background.push(tokio::spawn(async move {
                 let _ = axum::serve(l, r)
@@ -158,7 +178,9 @@ impl App {
         let served = tokio::time::timeout(self.shutdown_timeout, self.server).await;
         // Workers get the shutdown timeout for work in hand, then release what they hold.
         for w in self.workers {
-            let _ = tokio::time::timeout(self.shutdown_timeout + std::time::Duration::from_secs(5), w).await;
+            let _ =
+                tokio::time::timeout(self.shutdown_timeout + std::time::Duration::from_secs(5), w)
+                    .await;
         }
         for b in self.background {
             let _ = b.await;
@@ -181,7 +203,11 @@ impl App {
 }
 
 /// The workers `serve` runs: always jobs.maintenance, plus the selection.
-fn choose_workers(registry: &Registry, selection: &WorkerSelection, env: &WorkerEnv) -> Result<Vec<Built>, ConfigError> {
+fn choose_workers(
+    registry: &Registry,
+    selection: &WorkerSelection,
+    env: &WorkerEnv,
+) -> Result<Vec<Built>, ConfigError> {
     let mut names: Vec<&str> = vec![maintenance::NAME];
     match selection {
         WorkerSelection::None => {}
@@ -192,15 +218,21 @@ fn choose_workers(registry: &Registry, selection: &WorkerSelection, env: &Worker
                 .filter(|e| e.in_serve_by_default && e.name != maintenance::NAME)
                 .map(|e| e.name),
         ),
-        WorkerSelection::Named(list) => names.extend(list.iter().map(String::as_str).filter(|n| *n != maintenance::NAME)),
+        WorkerSelection::Named(list) => names.extend(
+            list.iter()
+                .map(String::as_str)
+                .filter(|n| *n != maintenance::NAME),
+        ),
     }
     names
         .into_iter()
         .map(|name| {
-            let reg = registry.get(name).ok_or_else(|| ConfigError::UnknownWorker {
-                name: name.to_string(),
-                known: registry.names().join(", "),
-            })?;
+            let reg = registry
+                .get(name)
+                .ok_or_else(|| ConfigError::UnknownWorker {
+                    name: name.to_string(),
+                    known: registry.names().join(", "),
+                })?;
             reg.build(env).map_err(|e| ConfigError::Worker {
                 name: name.to_string(),
                 reason: e.0,

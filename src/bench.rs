@@ -173,7 +173,12 @@ async fn enqueue_batch(path: &Path, ops: usize) -> anyhow::Result<Outcome> {
 
 /// `workers` workers each lease up to 100 jobs at a time and complete them (the
 /// completions of one batch go out together and share group commits).
-async fn drain(svc: &JobService, name: &str, ops: usize, workers: usize) -> anyhow::Result<Outcome> {
+async fn drain(
+    svc: &JobService,
+    name: &str,
+    ops: usize,
+    workers: usize,
+) -> anyhow::Result<Outcome> {
     let start = Instant::now();
     let mut set = JoinSet::new();
     for w in 0..workers {
@@ -216,7 +221,12 @@ async fn drain(svc: &JobService, name: &str, ops: usize, workers: usize) -> anyh
     Ok(Outcome::new(name, ops, start.elapsed()))
 }
 
-async fn drain_fresh(path: &Path, name: &str, ops: usize, workers: usize) -> anyhow::Result<Outcome> {
+async fn drain_fresh(
+    path: &Path,
+    name: &str,
+    ops: usize,
+    workers: usize,
+) -> anyhow::Result<Outcome> {
     let svc = service(path).await?;
     fill(&svc, ops).await?;
     reset_peak_rss();
@@ -233,7 +243,9 @@ async fn drain_history(path: &Path, ops: usize, history: usize) -> anyhow::Resul
     fill(&svc, ops).await?;
     reset_peak_rss();
     let mut out = drain(&svc, "drain-1-history", ops, 1).await?;
-    out.compared_with = Some(format!("drain-1 (empty table; this run has {history} finished jobs)"));
+    out.compared_with = Some(format!(
+        "drain-1 (empty table; this run has {history} finished jobs)"
+    ));
     Ok(out)
 }
 
@@ -443,7 +455,9 @@ async fn run_one(dir: &Path, name: &str, ops: usize) -> anyhow::Result<Outcome> 
     let path = dir.join(format!("{name}.db"));
     reset_peak_rss();
     match name {
-        "raw-insert-single" | "raw-insert-batch" | "raw-claim-complete" => raw_scenario(&path, name, ops).await,
+        "raw-insert-single" | "raw-insert-batch" | "raw-claim-complete" => {
+            raw_scenario(&path, name, ops).await
+        }
         "enqueue-single" => enqueue_single(&path, ops).await,
         "enqueue-batch" => enqueue_batch(&path, ops).await,
         "drain-1" => drain_fresh(&path, name, ops, 1).await,
@@ -458,18 +472,27 @@ async fn run_one(dir: &Path, name: &str, ops: usize) -> anyhow::Result<Outcome> 
 }
 
 /// Runs the chosen scenarios and fills in the comparisons.
-pub async fn run_scenarios(names: &[String], ops: usize, dir: &Path) -> anyhow::Result<Vec<Outcome>> {
+pub async fn run_scenarios(
+    names: &[String],
+    ops: usize,
+    dir: &Path,
+) -> anyhow::Result<Vec<Outcome>> {
     let mut out: Vec<Outcome> = Vec::new();
     for name in names {
         eprintln!("running {name} …");
-        let o = run_one(dir, name, ops).await.with_context(|| format!("scenario {name}"))?;
+        let o = run_one(dir, name, ops)
+            .await
+            .with_context(|| format!("scenario {name}"))?;
         // Each scenario's files go once it is done, so the disk does not fill.
         for entry in std::fs::read_dir(dir)?.flatten() {
             let _ = std::fs::remove_file(entry.path());
         }
         out.push(o);
     }
-    let figures: Vec<(String, f64)> = out.iter().map(|o| (o.scenario.clone(), o.ops_per_s)).collect();
+    let figures: Vec<(String, f64)> = out
+        .iter()
+        .map(|o| (o.scenario.clone(), o.ops_per_s))
+        .collect();
     for o in &mut out {
         if let Some(base) = baseline(&o.scenario) {
             if let Some((_, raw)) = figures.iter().find(|(n, _)| n == base) {
@@ -483,7 +506,8 @@ pub async fn run_scenarios(names: &[String], ops: usize, dir: &Path) -> anyhow::
 }
 
 fn fmt_opt(v: Option<f64>, digits: usize) -> String {
-    v.map(|x| format!("{x:.digits$}")).unwrap_or_else(|| "–".into())
+    v.map(|x| format!("{x:.digits$}"))
+        .unwrap_or_else(|| "–".into())
 }
 
 /// The report as a Markdown table.
@@ -522,13 +546,31 @@ pub fn targets(out: &[Outcome]) -> String {
         s.push_str(&format!("| {name} | {figure} | {m} |\n"));
     };
     let pct = |n: &str, want: f64| {
-        get(n).and_then(|o| o.percent_of_raw).map(|p| (format!("{p:.0} %"), p >= want))
+        get(n)
+            .and_then(|o| o.percent_of_raw)
+            .map(|p| (format!("{p:.0} %"), p >= want))
     };
     for (n, label, want) in [
-        ("enqueue-single", "enqueue-single ≥ 100 % of raw single-INSERT transactions", 100.0),
-        ("enqueue-batch", "enqueue-batch ≥ 50 % of raw 1 000-row transactions", 50.0),
-        ("drain-4", "drain-4 ≥ 100 % of raw claim-one-and-complete", 100.0),
-        ("drain-1-history", "drain-1 with 1 000 000 finished jobs ≥ 80 % of drain-1", 80.0),
+        (
+            "enqueue-single",
+            "enqueue-single ≥ 100 % of raw single-INSERT transactions",
+            100.0,
+        ),
+        (
+            "enqueue-batch",
+            "enqueue-batch ≥ 50 % of raw 1 000-row transactions",
+            50.0,
+        ),
+        (
+            "drain-4",
+            "drain-4 ≥ 100 % of raw claim-one-and-complete",
+            100.0,
+        ),
+        (
+            "drain-1-history",
+            "drain-1 with 1 000 000 finished jobs ≥ 80 % of drain-1",
+            80.0,
+        ),
     ] {
         match pct(n, want) {
             Some((f, m)) => row(label, f, Some(m)),
@@ -547,13 +589,21 @@ pub fn targets(out: &[Outcome]) -> String {
         None => row("broadcast-fanout ≤ 5 s, ≥ 40 % of raw", "–".into(), None),
     }
     match get("http-roundtrip") {
-        Some(o) => row("http-roundtrip ≥ 10 000 jobs/s", format!("{:.0} jobs/s", o.ops_per_s), Some(o.ops_per_s >= 10_000.0)),
+        Some(o) => row(
+            "http-roundtrip ≥ 10 000 jobs/s",
+            format!("{:.0} jobs/s", o.ops_per_s),
+            Some(o.ops_per_s >= 10_000.0),
+        ),
         None => row("http-roundtrip ≥ 10 000 jobs/s", "–".into(), None),
     }
     match get("pickup-latency") {
         Some(o) => {
             let (p50, p99) = (o.p50_ms.unwrap_or(f64::MAX), o.p99_ms.unwrap_or(f64::MAX));
-            row("pickup-latency p50 ≤ 2 ms, p99 ≤ 10 ms", format!("p50 {p50:.2} ms, p99 {p99:.2} ms"), Some(p50 <= 2.0 && p99 <= 10.0));
+            row(
+                "pickup-latency p50 ≤ 2 ms, p99 ≤ 10 ms",
+                format!("p50 {p50:.2} ms, p99 {p99:.2} ms"),
+                Some(p50 <= 2.0 && p99 <= 10.0),
+            );
         }
         None => row("pickup-latency p50 ≤ 2 ms, p99 ≤ 10 ms", "–".into(), None),
     }
@@ -563,12 +613,23 @@ pub fn targets(out: &[Outcome]) -> String {
 fn machine() -> String {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string()))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
         .unwrap_or_else(|| "unknown CPU".into());
-    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
     let mem = std::fs::read_to_string("/proc/meminfo")
         .ok()
-        .and_then(|s| s.lines().next().and_then(|l| l.split_whitespace().nth(1)).and_then(|k| k.parse::<f64>().ok()))
+        .and_then(|s| {
+            s.lines()
+                .next()
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|k| k.parse::<f64>().ok())
+        })
         .map(|kb| format!("{:.0} GiB", kb / 1024.0 / 1024.0))
         .unwrap_or_default();
     format!(

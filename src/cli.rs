@@ -20,13 +20,23 @@ pub struct Cli {
 #[derive(Debug, Clone, Args)]
 pub struct GlobalOpts {
     /// Database: sqlite://PATH (relative or absolute) or postgres://user:pass@host:port/db.
-    #[arg(long, global = true, env = "WP_LITE_DATABASE_URL", default_value = "sqlite://wp-lite.db")]
+    #[arg(
+        long,
+        global = true,
+        env = "WP_LITE_DATABASE_URL",
+        default_value = "sqlite://wp-lite.db"
+    )]
     pub database_url: String,
     /// Log level (any case): error, warn, info, debug, trace [default: info; for `run` also WORKER_LOG_LEVEL]. RUST_LOG still works for fine filters.
     #[arg(long, global = true, env = "WP_LITE_LOG_LEVEL", ignore_case = true)]
     pub log_level: Option<LogLevel>,
     /// Log format.
-    #[arg(long, global = true, env = "WP_LITE_LOG_FORMAT", default_value = "text")]
+    #[arg(
+        long,
+        global = true,
+        env = "WP_LITE_LOG_FORMAT",
+        default_value = "text"
+    )]
     pub log_format: LogFormat,
     /// Do not apply pending migrations on start.
     #[arg(long, global = true, env = "WP_LITE_NO_MIGRATE")]
@@ -208,7 +218,11 @@ pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
         "m" => n * 60.0,
         "h" => n * 3600.0,
         "d" => n * 86400.0,
-        _ => return Err(format!("'{s}': unknown unit '{unit}' (use ms, s, m, h or d)")),
+        _ => {
+            return Err(format!(
+                "'{s}': unknown unit '{unit}' (use ms, s, m, h or d)"
+            ))
+        }
     };
     if !secs.is_finite() || secs < 0.0 {
         return Err(format!("'{s}' is not a valid duration"));
@@ -223,7 +237,10 @@ mod tests {
 
     #[test]
     fn durations() {
-        assert_eq!(parse_duration("7d").unwrap(), Duration::from_secs(7 * 86400));
+        assert_eq!(
+            parse_duration("7d").unwrap(),
+            Duration::from_secs(7 * 86400)
+        );
         assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
         assert_eq!(parse_duration("0").unwrap(), Duration::ZERO);
         assert!(parse_duration("5y").is_err());

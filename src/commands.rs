@@ -78,8 +78,14 @@ fn serve_config(database_url: &str, migrate: bool, a: ServeArgs) -> Config {
         bind: a.bind,
         metrics_bind: a.metrics_bind.filter(|m| !m.trim().is_empty()),
         admin_token: a.tokens.admin_token.map(Secret::new),
-        worker_token: a.worker_token.filter(|t| !t.trim().is_empty()).map(Secret::new),
-        jwt_secret: a.jwt_secret.filter(|t| !t.trim().is_empty()).map(Secret::new),
+        worker_token: a
+            .worker_token
+            .filter(|t| !t.trim().is_empty())
+            .map(Secret::new),
+        jwt_secret: a
+            .jwt_secret
+            .filter(|t| !t.trim().is_empty())
+            .map(Secret::new),
         max_body_bytes: a.max_body_bytes,
         session_ttl: a.session_ttl,
         workers: WorkerSelection::parse(a.workers.as_deref()),
@@ -113,7 +119,8 @@ async fn run(database_url: &str, migrate: bool, args: RunArgs) -> anyhow::Result
     let clock: SharedClock = Arc::new(SystemClock);
     let telemetry = crate::telemetry::Telemetry::new();
     let env = WorkerEnv {
-        jobs: JobService::new(db.clone(), Arc::new(ReadyQueue::new()), clock.clone()).with_telemetry(telemetry.clone()),
+        jobs: JobService::new(db.clone(), Arc::new(ReadyQueue::new()), clock.clone())
+            .with_telemetry(telemetry.clone()),
         db: db.clone(),
         clock,
         options: worker_options(&args.worker),
@@ -125,7 +132,9 @@ async fn run(database_url: &str, migrate: bool, args: RunArgs) -> anyhow::Result
     })?;
     let (stop, stop_rx) = watch::channel(false);
     // Counters and stage timings reach the store every few seconds and on stop.
-    let flusher = telemetry.clone().spawn_flusher(db.clone(), METRICS_FLUSH, stop_rx.clone());
+    let flusher = telemetry
+        .clone()
+        .spawn_flusher(db.clone(), METRICS_FLUSH, stop_rx.clone());
     let task = {
         let env = env.clone();
         tokio::spawn(async move { run_worker(worker, &env, args.once, stop_rx).await })

@@ -60,7 +60,10 @@ impl WorkerSelection {
             None | Some("") => WorkerSelection::Default,
             Some(v) if v.eq_ignore_ascii_case("none") => WorkerSelection::None,
             Some(v) => WorkerSelection::Named(
-                v.split(',').map(|n| n.trim().to_string()).filter(|n| !n.is_empty()).collect(),
+                v.split(',')
+                    .map(|n| n.trim().to_string())
+                    .filter(|n| !n.is_empty())
+                    .collect(),
             ),
         }
     }

@@ -27,7 +27,13 @@ fn format_of(args: &ImportArgs) -> anyhow::Result<ImportFormat> {
     if let Some(f) = args.format {
         return Ok(f);
     }
-    match args.file.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase).as_deref() {
+    match args
+        .file
+        .extension()
+        .and_then(|e| e.to_str())
+        .map(str::to_ascii_lowercase)
+        .as_deref()
+    {
         Some("csv") => Ok(ImportFormat::Csv),
         Some("jsonl" | "ndjson" | "json") => Ok(ImportFormat::Jsonl),
         _ => Err(UsageError(format!(
@@ -47,7 +53,11 @@ fn parse_bool(s: &str) -> Option<bool> {
 }
 
 /// Reads every row, calling `each(line, result)`.
-fn read_rows(path: &Path, format: ImportFormat, mut each: impl FnMut(u64, Result<NewUser, String>)) -> anyhow::Result<()> {
+fn read_rows(
+    path: &Path,
+    format: ImportFormat,
+    mut each: impl FnMut(u64, Result<NewUser, String>),
+) -> anyhow::Result<()> {
     let file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
     match format {
         ImportFormat::Jsonl => {
@@ -68,11 +78,17 @@ fn read_rows(path: &Path, format: ImportFormat, mut each: impl FnMut(u64, Result
         }
         ImportFormat::Csv => {
             let mut rdr = csv::ReaderBuilder::new().flexible(false).from_reader(file);
-            let headers: Vec<String> = rdr.headers()?.iter().map(|h| h.trim().to_string()).collect();
-            let id_col = headers
+            let headers: Vec<String> = rdr
+                .headers()?
                 .iter()
-                .position(|h| h == "id")
-                .ok_or_else(|| UsageError(format!("{}: the header row has no `id` column", path.display())))?;
+                .map(|h| h.trim().to_string())
+                .collect();
+            let id_col = headers.iter().position(|h| h == "id").ok_or_else(|| {
+                UsageError(format!(
+                    "{}: the header row has no `id` column",
+                    path.display()
+                ))
+            })?;
             for record in rdr.records() {
                 let record = match record {
                     Ok(r) => r,
@@ -98,12 +114,22 @@ fn read_rows(path: &Path, format: ImportFormat, mut each: impl FnMut(u64, Result
                 }
                 let result = (|| {
                     let active = active.ok_or("is_active: must be true, false, 1 or 0")?;
-                    let id = UserId::parse("id", record.get(id_col).unwrap_or("").trim()).map_err(|e| join(&[e]))?;
-                    let attributes = Attributes::parse("attributes", Some(Value::Object(attrs))).map_err(|e| join(&[e]))?;
-                    if email.as_deref().is_some_and(|e| !e.contains('@') || e.chars().count() > 320) {
+                    let id = UserId::parse("id", record.get(id_col).unwrap_or("").trim())
+                        .map_err(|e| join(&[e]))?;
+                    let attributes = Attributes::parse("attributes", Some(Value::Object(attrs)))
+                        .map_err(|e| join(&[e]))?;
+                    if email
+                        .as_deref()
+                        .is_some_and(|e| !e.contains('@') || e.chars().count() > 320)
+                    {
                         return Err("email: must be an email address".to_string());
                     }
-                    Ok(NewUser { id, email, attributes, is_active: active })
+                    Ok(NewUser {
+                        id,
+                        email,
+                        attributes,
+                        is_active: active,
+                    })
                 })()
                 .map_err(|e: String| e);
                 each(line, result);
@@ -114,7 +140,10 @@ fn read_rows(path: &Path, format: ImportFormat, mut each: impl FnMut(u64, Result
 }
 
 fn join(errs: &[FieldError]) -> String {
-    errs.iter().map(|e| format!("{}: {}", e.field, e.message)).collect::<Vec<_>>().join("; ")
+    errs.iter()
+        .map(|e| format!("{}: {}", e.field, e.message))
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 pub async fn run(db: &Db, args: &ImportArgs) -> anyhow::Result<()> {

@@ -1,26 +1,35 @@
 //! The `wp-lite` binary: parse the CLI, initialise logging, dispatch.
 
 use clap::Parser;
-use std::process::ExitCode;
 use clap::ValueEnum;
+use std::process::ExitCode;
 use wp_lite::cli::{Cli, Command, LogLevel};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // `run` also takes the original runner's WORKER_LOG_LEVEL.
     let worker_level = match (&cli.command, std::env::var("WORKER_LOG_LEVEL")) {
-        (Command::Run(_), Ok(v)) if !v.trim().is_empty() => match LogLevel::from_str(v.trim(), true) {
-            Ok(l) => Some(l),
-            Err(_) => {
-                eprintln!("error: WORKER_LOG_LEVEL='{v}' is not one of error, warn, info, debug, trace");
-                return ExitCode::from(2);
+        (Command::Run(_), Ok(v)) if !v.trim().is_empty() => {
+            match LogLevel::from_str(v.trim(), true) {
+                Ok(l) => Some(l),
+                Err(_) => {
+                    eprintln!("error: WORKER_LOG_LEVEL='{v}' is not one of error, warn, info, debug, trace");
+                    return ExitCode::from(2);
+                }
             }
-        },
+        }
         _ => None,
     };
-    let level = cli.global.log_level.or(worker_level).unwrap_or(LogLevel::Info);
+    let level = cli
+        .global
+        .log_level
+        .or(worker_level)
+        .unwrap_or(LogLevel::Info);
     wp_lite::telemetry::init_logging(level, cli.global.log_format);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");

@@ -46,7 +46,10 @@ impl JobType {
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'))
         {
-            return Err(FieldError::new(field, "may only contain A-Z a-z 0-9 . _ : -"));
+            return Err(FieldError::new(
+                field,
+                "may only contain A-Z a-z 0-9 . _ : -",
+            ));
         }
         Ok(Self(s.to_string()))
     }
@@ -238,7 +241,9 @@ impl Fence {
             (_, true, true, true) => Ok(()),
             // The token of the lease whose holder ended it (complete and fail keep it): a
             // second complete or fail.
-            (true, false, true, _) if job.status != JobStatus::Leased => Err(JobConflict::NotLeased),
+            (true, false, true, _) if job.status != JobStatus::Leased => {
+                Err(JobConflict::NotLeased)
+            }
             // The caller held a lease and it is gone: expired, requeued or re-leased.
             (true, _, _, _) => Err(JobConflict::LeaseLost),
             (false, true, _, false) => Err(JobConflict::LeaseLost),
@@ -335,8 +340,7 @@ pub fn json_equal(a: &Value, b: &Value) -> bool {
         }
         (Value::Object(x), Value::Object(y)) => {
             x.len() == y.len()
-                && x
-                    .iter()
+                && x.iter()
                     .all(|(k, v)| y.get(k).is_some_and(|w| json_equal(v, w)))
         }
         _ => a == b,
@@ -378,7 +382,12 @@ impl Job {
     }
 
     /// The owner extends its lease.
-    pub fn heartbeat(&mut self, fence: &Fence, lease_until: Ts, now: Ts) -> Result<NewEvent, JobConflict> {
+    pub fn heartbeat(
+        &mut self,
+        fence: &Fence,
+        lease_until: Ts,
+        now: Ts,
+    ) -> Result<NewEvent, JobConflict> {
         fence.check(self, now)?;
         self.lease_until = Some(lease_until);
         self.updated_at = now;
@@ -389,7 +398,12 @@ impl Job {
     }
 
     /// The owner reports success.
-    pub fn complete(&mut self, fence: &Fence, result: Option<Value>, now: Ts) -> Result<Vec<NewEvent>, JobConflict> {
+    pub fn complete(
+        &mut self,
+        fence: &Fence,
+        result: Option<Value>,
+        now: Ts,
+    ) -> Result<Vec<NewEvent>, JobConflict> {
         fence.check(self, now)?;
         self.status = JobStatus::Succeeded;
         self.result = result;
@@ -403,7 +417,12 @@ impl Job {
 
     /// The owner reports failure: requeued with backoff when retryable and attempts
     /// remain, failed for good otherwise.
-    pub fn fail(&mut self, fence: &Fence, failure: &Failure, now: Ts) -> Result<Vec<NewEvent>, JobConflict> {
+    pub fn fail(
+        &mut self,
+        fence: &Fence,
+        failure: &Failure,
+        now: Ts,
+    ) -> Result<Vec<NewEvent>, JobConflict> {
         fence.check(self, now)?;
         let retry = failure.retryable && self.attempts < self.max_attempts;
         self.last_error = Some(failure.error.clone());
@@ -440,7 +459,10 @@ impl Job {
         self.status = JobStatus::Canceled;
         self.clear_lease();
         self.updated_at = now;
-        Ok(vec![NewEvent::new("canceled", serde_json::json!({ "from": was.as_str() }))])
+        Ok(vec![NewEvent::new(
+            "canceled",
+            serde_json::json!({ "from": was.as_str() }),
+        )])
     }
 
     /// An admin sends a failed or canceled job back to the queue, available at once.
@@ -470,7 +492,10 @@ impl Job {
         self.available_at = now;
         self.clear_lease();
         self.updated_at = now;
-        Ok(vec![NewEvent::new("released", serde_json::json!({ "worker_id": fence.worker_id }))])
+        Ok(vec![NewEvent::new(
+            "released",
+            serde_json::json!({ "worker_id": fence.worker_id }),
+        )])
     }
 
     /// The lease ran out without a heartbeat: queued again at once, or failed when no
@@ -509,7 +534,10 @@ mod tests {
 
     #[test]
     fn json_equal_compares_numbers_by_value_and_ignores_key_order() {
-        assert!(json_equal(&json!({"a": 1, "b": [1.0]}), &json!({"b": [1], "a": 1.0})));
+        assert!(json_equal(
+            &json!({"a": 1, "b": [1.0]}),
+            &json!({"b": [1], "a": 1.0})
+        ));
         assert!(!json_equal(&json!({"a": 1}), &json!({"a": 2})));
         assert!(!json_equal(&json!({"a": 1}), &json!({"a": 1, "b": 1})));
     }

@@ -29,7 +29,10 @@ impl StageTotals {
         self.count += 1;
         self.sum_ms += ms;
         let secs = ms / 1000.0;
-        let i = STAGE_BUCKETS.iter().position(|b| secs <= *b).unwrap_or(STAGE_BUCKETS.len());
+        let i = STAGE_BUCKETS
+            .iter()
+            .position(|b| secs <= *b)
+            .unwrap_or(STAGE_BUCKETS.len());
         self.buckets[i] += 1;
     }
     pub fn add(&mut self, other: &StageTotals) {

@@ -31,10 +31,16 @@ impl FieldError {
 pub fn bounded_text(field: &str, value: &str, min: usize, max: usize) -> Result<(), FieldError> {
     let n = value.chars().count();
     if n < min {
-        return Err(FieldError::new(field, format!("must be at least {min} characters")));
+        return Err(FieldError::new(
+            field,
+            format!("must be at least {min} characters"),
+        ));
     }
     if n > max {
-        return Err(FieldError::new(field, format!("must be at most {max} characters")));
+        return Err(FieldError::new(
+            field,
+            format!("must be at most {max} characters"),
+        ));
     }
     Ok(())
 }

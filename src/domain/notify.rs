@@ -16,7 +16,10 @@ impl UserId {
             return Err(FieldError::new(field, "must be 1 to 128 characters"));
         }
         if s.chars().any(char::is_control) {
-            return Err(FieldError::new(field, "must not contain control characters"));
+            return Err(FieldError::new(
+                field,
+                "must not contain control characters",
+            ));
         }
         Ok(Self(s.to_string()))
     }
@@ -34,8 +37,16 @@ pub struct Attributes(pub Map<String, Value>);
 
 /// Attribute names: 1–64 characters of `[A-Za-z0-9_.-]` (they become JSON paths).
 pub fn attribute_name(field: &str, k: &str) -> Result<(), FieldError> {
-    if k.is_empty() || k.len() > 64 || !k.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-')) {
-        return Err(FieldError::new(field, "attribute names are 1 to 64 characters of A-Z a-z 0-9 _ . -"));
+    if k.is_empty()
+        || k.len() > 64
+        || !k
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+    {
+        return Err(FieldError::new(
+            field,
+            "attribute names are 1 to 64 characters of A-Z a-z 0-9 _ . -",
+        ));
     }
     Ok(())
 }
@@ -55,15 +66,24 @@ impl Attributes {
                 for (k, v) in &m {
                     attribute_name(field, k)?;
                     if !scalar(v) {
-                        return Err(FieldError::new(format!("{field}.{k}"), "must be a string, number or boolean"));
+                        return Err(FieldError::new(
+                            format!("{field}.{k}"),
+                            "must be a string, number or boolean",
+                        ));
                     }
                     if v.as_str().is_some_and(|s| s.chars().count() > 1000) {
-                        return Err(FieldError::new(format!("{field}.{k}"), "must be at most 1000 characters"));
+                        return Err(FieldError::new(
+                            format!("{field}.{k}"),
+                            "must be at most 1000 characters",
+                        ));
                     }
                 }
                 Ok(Self(m))
             }
-            Some(_) => Err(FieldError::new(field, "must be an object of strings, numbers or booleans")),
+            Some(_) => Err(FieldError::new(
+                field,
+                "must be an object of strings, numbers or booleans",
+            )),
         }
     }
 }
@@ -111,23 +131,33 @@ impl Audience {
     /// Parses `{"type": …}`; errors name the problem.
     pub fn parse(v: &Value) -> Result<Self, FieldError> {
         let f = "audience";
-        let obj = v.as_object().ok_or_else(|| FieldError::new(f, "must be an object with a type"))?;
+        let obj = v
+            .as_object()
+            .ok_or_else(|| FieldError::new(f, "must be an object with a type"))?;
         match obj.get("type").and_then(Value::as_str) {
             Some("all_users") => Ok(Audience::AllUsers),
             Some("explicit_users") => {
                 let ids = match obj.get("user_ids") {
                     None | Some(Value::Null) => {
-                        return Err(FieldError::new("audience.user_ids", "explicit_users audience requires user_ids"))
+                        return Err(FieldError::new(
+                            "audience.user_ids",
+                            "explicit_users audience requires user_ids",
+                        ))
                     }
                     Some(Value::Array(a)) => a,
-                    Some(_) => return Err(FieldError::new("audience.user_ids", "must be a list of user ids")),
+                    Some(_) => {
+                        return Err(FieldError::new(
+                            "audience.user_ids",
+                            "must be a list of user ids",
+                        ))
+                    }
                 };
                 let mut seen = std::collections::HashSet::new();
                 let mut out = Vec::new();
                 for (i, id) in ids.iter().enumerate() {
-                    let s = id
-                        .as_str()
-                        .ok_or_else(|| FieldError::new(format!("audience.user_ids[{i}]"), "must be a string"))?;
+                    let s = id.as_str().ok_or_else(|| {
+                        FieldError::new(format!("audience.user_ids[{i}]"), "must be a string")
+                    })?;
                     if s.trim().is_empty() {
                         continue;
                     }
@@ -137,33 +167,59 @@ impl Audience {
                     }
                 }
                 if out.is_empty() {
-                    return Err(FieldError::new("audience.user_ids", "explicit_users audience requires at least one user id"));
+                    return Err(FieldError::new(
+                        "audience.user_ids",
+                        "explicit_users audience requires at least one user id",
+                    ));
                 }
                 if out.len() > MAX_EXPLICIT_USERS {
-                    return Err(FieldError::new("audience.user_ids", "at most 100000 user ids"));
+                    return Err(FieldError::new(
+                        "audience.user_ids",
+                        "at most 100000 user ids",
+                    ));
                 }
                 Ok(Audience::ExplicitUsers(out))
             }
             Some("segment") => {
                 let filters = match obj.get("filters") {
                     Some(Value::Object(m)) if !m.is_empty() => m,
-                    _ => return Err(FieldError::new("audience.filters", "segment audience requires a non-empty filters object")),
+                    _ => {
+                        return Err(FieldError::new(
+                            "audience.filters",
+                            "segment audience requires a non-empty filters object",
+                        ))
+                    }
                 };
                 let mut conds = Vec::new();
                 for (k, v) in filters {
                     attribute_name("audience.filters", k)?;
                     let field = format!("audience.filters.{k}");
-                    let any_of = match v {
-                        Value::Array(a) if !a.is_empty() && a.iter().all(scalar) => a.clone(),
-                        Value::Array(_) => return Err(FieldError::new(field, "a list must be non-empty and hold strings, numbers or booleans")),
-                        v if scalar(v) => vec![v.clone()],
-                        _ => return Err(FieldError::new(field, "must be a string, number, boolean or a list of them")),
-                    };
-                    conds.push(Condition { attribute: k.clone(), any_of });
+                    let any_of =
+                        match v {
+                            Value::Array(a) if !a.is_empty() && a.iter().all(scalar) => a.clone(),
+                            Value::Array(_) => return Err(FieldError::new(
+                                field,
+                                "a list must be non-empty and hold strings, numbers or booleans",
+                            )),
+                            v if scalar(v) => vec![v.clone()],
+                            _ => {
+                                return Err(FieldError::new(
+                                    field,
+                                    "must be a string, number, boolean or a list of them",
+                                ))
+                            }
+                        };
+                    conds.push(Condition {
+                        attribute: k.clone(),
+                        any_of,
+                    });
                 }
                 Ok(Audience::Segment(conds))
             }
-            Some(other) => Err(FieldError::new("audience.type", format!("unknown audience type '{other}' (all_users, explicit_users, segment)"))),
+            Some(other) => Err(FieldError::new(
+                "audience.type",
+                format!("unknown audience type '{other}' (all_users, explicit_users, segment)"),
+            )),
             None => Err(FieldError::new("audience.type", "audience requires a type")),
         }
     }
@@ -179,7 +235,11 @@ impl Audience {
             Audience::Segment(conds) => {
                 let mut m = Map::new();
                 for c in conds {
-                    let v = if c.any_of.len() == 1 { c.any_of[0].clone() } else { Value::Array(c.any_of.clone()) };
+                    let v = if c.any_of.len() == 1 {
+                        c.any_of[0].clone()
+                    } else {
+                        Value::Array(c.any_of.clone())
+                    };
                     m.insert(c.attribute.clone(), v);
                 }
                 serde_json::json!({ "type": "segment", "filters": m })

@@ -6,6 +6,7 @@
 
 use super::error::{ApiError, ApiResult};
 use super::extract::JsonBody;
+use super::openapi::{Access, Api};
 use super::AppState;
 use crate::domain::time;
 use crate::service::auth::{same_secret, Principal};
@@ -14,7 +15,6 @@ use axum::extract::{FromRef, FromRequestParts, State};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
-use super::openapi::{Access, Api};
 use axum::Json;
 use serde::Deserialize;
 use serde_json::json;
@@ -37,7 +37,10 @@ pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
 }
 
 fn is_mutation(method: &Method) -> bool {
-    matches!(*method, Method::POST | Method::PUT | Method::PATCH | Method::DELETE)
+    matches!(
+        *method,
+        Method::POST | Method::PUT | Method::PATCH | Method::DELETE
+    )
 }
 
 fn csrf_ok(headers: &HeaderMap, session: &Session) -> bool {
@@ -61,7 +64,10 @@ async fn authenticate(parts: &Parts, state: &AppState) -> ApiResult<Principal> {
         let token = v
             .to_str()
             .ok()
-            .and_then(|s| s.strip_prefix("Bearer ").or_else(|| s.strip_prefix("bearer ")))
+            .and_then(|s| {
+                s.strip_prefix("Bearer ")
+                    .or_else(|| s.strip_prefix("bearer "))
+            })
             .map(str::trim);
         return token
             .and_then(|t| state.auth.bearer(t))
@@ -74,11 +80,9 @@ async fn authenticate(parts: &Parts, state: &AppState) -> ApiResult<Principal> {
         };
     }
     if let Some(c) = cookie(headers, SESSION_COOKIE) {
-        let session = state
-            .auth
-            .session(c)
-            .await?
-            .ok_or_else(|| ApiError::unauthorized("the session has expired or is unknown; log in again"))?;
+        let session = state.auth.session(c).await?.ok_or_else(|| {
+            ApiError::unauthorized("the session has expired or is unknown; log in again")
+        })?;
         if is_mutation(&parts.method) && !csrf_ok(headers, &session) {
             return Err(csrf_failed());
         }
@@ -141,7 +145,10 @@ fn set_cookie(name: &str, value: &str, max_age: i64, http_only: bool) -> HeaderV
     .expect("cookie values are hex")
 }
 
-async fn login(State(state): State<AppState>, JsonBody(body): JsonBody<LoginBody>) -> ApiResult<Response> {
+async fn login(
+    State(state): State<AppState>,
+    JsonBody(body): JsonBody<LoginBody>,
+) -> ApiResult<Response> {
     let s = state.auth.login(&body.token).await?;
     let max_age = (s.expires_at - state.clock.now()).num_seconds().max(0);
     let mut resp = Json(json!({
@@ -150,8 +157,14 @@ async fn login(State(state): State<AppState>, JsonBody(body): JsonBody<LoginBody
     }))
     .into_response();
     let h = resp.headers_mut();
-    h.append(header::SET_COOKIE, set_cookie(SESSION_COOKIE, &s.cookie, max_age, true));
-    h.append(header::SET_COOKIE, set_cookie(CSRF_COOKIE, &s.csrf_token, max_age, false));
+    h.append(
+        header::SET_COOKIE,
+        set_cookie(SESSION_COOKIE, &s.cookie, max_age, true),
+    );
+    h.append(
+        header::SET_COOKIE,
+        set_cookie(CSRF_COOKIE, &s.csrf_token, max_age, false),
+    );
     Ok(resp)
 }
 
@@ -173,8 +186,18 @@ async fn logout(State(state): State<AppState>, headers: HeaderMap) -> ApiResult<
 
 pub fn router() -> Api {
     Api::new("auth")
-        .post("/v1/auth/login", login, "Log in with the admin token: session cookie + CSRF token", Access::Public)
-        .post("/v1/auth/logout", logout, "End the session (needs X-CSRF-Token)", Access::Public)
+        .post(
+            "/v1/auth/login",
+            login,
+            "Log in with the admin token: session cookie + CSRF token",
+            Access::Public,
+        )
+        .post(
+            "/v1/auth/logout",
+            logout,
+            "End the session (needs X-CSRF-Token)",
+            Access::Public,
+        )
 }
 
 /// An end user, from `Authorization: Bearer <HS256 JWT>`.
@@ -193,9 +216,14 @@ where
             .headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|s| s.strip_prefix("Bearer ").or_else(|| s.strip_prefix("bearer ")))
+            .and_then(|s| {
+                s.strip_prefix("Bearer ")
+                    .or_else(|| s.strip_prefix("bearer "))
+            })
             .map(str::trim)
-            .ok_or_else(|| ApiError::unauthorized("a user token is required: Authorization: Bearer <JWT>"))?;
+            .ok_or_else(|| {
+                ApiError::unauthorized("a user token is required: Authorization: Bearer <JWT>")
+            })?;
         Ok(EndUser(state.auth.verify_user(token)?))
     }
 }

@@ -4,15 +4,17 @@
 use super::auth::Admin;
 use super::error::{ApiError, ApiResult};
 use super::extract::{page_limit, page_offset, JsonBody, PathString, QueryPairs};
+use super::openapi::{Access, Api};
 use super::AppState;
-use crate::domain::notify::{Audience, Broadcast, BroadcastDraft, BroadcastFilter, BroadcastStatus};
+use crate::domain::notify::{
+    Audience, Broadcast, BroadcastDraft, BroadcastFilter, BroadcastStatus,
+};
 use crate::domain::time::{self, serde_ts, Ts};
 use crate::domain::{bounded_text, FieldError};
 use crate::service::Error;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use super::openapi::{Access, Api};
 use axum::Json;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -73,13 +75,21 @@ struct DraftBody {
     scheduled_at: Option<String>,
 }
 
-fn required_text(errs: &mut Vec<FieldError>, field: &str, v: Option<String>, max: usize) -> Option<String> {
+fn required_text(
+    errs: &mut Vec<FieldError>,
+    field: &str,
+    v: Option<String>,
+    max: usize,
+) -> Option<String> {
     match v {
         None => {
             errs.push(FieldError::new(field, "is required"));
             None
         }
-        Some(t) => bounded_text(field, &t, 1, max).map(|_| t).map_err(|e| errs.push(e)).ok(),
+        Some(t) => bounded_text(field, &t, 1, max)
+            .map(|_| t)
+            .map_err(|e| errs.push(e))
+            .ok(),
     }
 }
 
@@ -88,7 +98,10 @@ fn timestamp(errs: &mut Vec<FieldError>, field: &str, v: Option<&str>) -> Option
     match time::parse(s) {
         Some(t) => Some(t),
         None => {
-            errs.push(FieldError::new(field, "must be an RFC 3339 timestamp with an offset"));
+            errs.push(FieldError::new(
+                field,
+                "must be an RFC 3339 timestamp with an offset",
+            ));
             None
         }
     }
@@ -108,7 +121,10 @@ impl DraftBody {
         };
         let created_by = match self.created_by {
             None => None,
-            Some(c) => bounded_text("created_by", &c, 1, 200).map(|_| c).map_err(|e| errs.push(e)).ok(),
+            Some(c) => bounded_text("created_by", &c, 1, 200)
+                .map(|_| c)
+                .map_err(|e| errs.push(e))
+                .ok(),
         };
         let scheduled_at = timestamp(&mut errs, "scheduled_at", self.scheduled_at.as_deref());
         if !errs.is_empty() {
@@ -127,12 +143,20 @@ impl DraftBody {
 }
 
 fn broadcast_id(raw: &str) -> ApiResult<Uuid> {
-    Uuid::try_parse(raw.trim()).map_err(|_| ApiError::invalid_field("broadcast_id", "must be a UUID"))
+    Uuid::try_parse(raw.trim())
+        .map_err(|_| ApiError::invalid_field("broadcast_id", "must be a UUID"))
 }
 
-async fn create(State(st): State<AppState>, _a: Admin, JsonBody(body): JsonBody<DraftBody>) -> ApiResult<Response> {
+async fn create(
+    State(st): State<AppState>,
+    _a: Admin,
+    JsonBody(body): JsonBody<DraftBody>,
+) -> ApiResult<Response> {
     let (draft, created_by) = body.parse()?;
-    let b = st.broadcasts.create(draft, created_by.unwrap_or_else(|| "admin".into())).await?;
+    let b = st
+        .broadcasts
+        .create(draft, created_by.unwrap_or_else(|| "admin".into()))
+        .await?;
     Ok((StatusCode::CREATED, Json(BroadcastView::from(b))).into_response())
 }
 
@@ -143,17 +167,32 @@ async fn list(State(st): State<AppState>, _a: Admin, q: QueryPairs) -> ApiResult
     for v in q.all("statuses").into_iter().chain(q.all("status")) {
         for s in v.split(',').map(str::trim).filter(|s| !s.is_empty()) {
             statuses.push(s.parse::<BroadcastStatus>().map_err(|_| {
-                ApiError::invalid_field("statuses", "must be draft, scheduled, sending, sent, failed or cancelled")
+                ApiError::invalid_field(
+                    "statuses",
+                    "must be draft, scheduled, sending, sent, failed or cancelled",
+                )
             })?);
         }
     }
-    let search = q.get("q").map(str::trim).filter(|s| !s.is_empty()).map(String::from);
+    let search = q
+        .get("q")
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(String::from);
     if search.as_deref().is_some_and(|s| s.chars().count() > 200) {
-        return Err(ApiError::invalid_field("q", "must be at most 200 characters"));
+        return Err(ApiError::invalid_field(
+            "q",
+            "must be at most 200 characters",
+        ));
     }
     let page = st
         .broadcasts
-        .list(BroadcastFilter { statuses, q: search, limit, offset })
+        .list(BroadcastFilter {
+            statuses,
+            q: search,
+            limit,
+            offset,
+        })
         .await?;
     let counts: serde_json::Map<String, Value> = page
         .status_counts
@@ -168,7 +207,11 @@ async fn list(State(st): State<AppState>, _a: Admin, q: QueryPairs) -> ApiResult
     })))
 }
 
-async fn get_one(State(st): State<AppState>, _a: Admin, PathString(id): PathString) -> ApiResult<Json<BroadcastView>> {
+async fn get_one(
+    State(st): State<AppState>,
+    _a: Admin,
+    PathString(id): PathString,
+) -> ApiResult<Json<BroadcastView>> {
     Ok(Json(st.broadcasts.get(broadcast_id(&id)?).await?.into()))
 }
 
@@ -183,13 +226,23 @@ async fn replace(
     Ok(Json(st.broadcasts.replace(id, draft).await?.into()))
 }
 
-async fn delete(State(st): State<AppState>, _a: Admin, PathString(id): PathString) -> ApiResult<StatusCode> {
+async fn delete(
+    State(st): State<AppState>,
+    _a: Admin,
+    PathString(id): PathString,
+) -> ApiResult<StatusCode> {
     st.broadcasts.delete(broadcast_id(&id)?).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn send_now(State(st): State<AppState>, _a: Admin, PathString(id): PathString) -> ApiResult<Json<BroadcastView>> {
-    Ok(Json(st.broadcasts.send_now(broadcast_id(&id)?).await?.into()))
+async fn send_now(
+    State(st): State<AppState>,
+    _a: Admin,
+    PathString(id): PathString,
+) -> ApiResult<Json<BroadcastView>> {
+    Ok(Json(
+        st.broadcasts.send_now(broadcast_id(&id)?).await?.into(),
+    ))
 }
 
 #[derive(Deserialize)]
@@ -212,10 +265,19 @@ async fn schedule(
     if !errs.is_empty() {
         return Err(Error::invalid(errs).into());
     }
-    Ok(Json(st.broadcasts.schedule(id, at.expect("checked")).await?.into()))
+    Ok(Json(
+        st.broadcasts
+            .schedule(id, at.expect("checked"))
+            .await?
+            .into(),
+    ))
 }
 
-async fn cancel(State(st): State<AppState>, _a: Admin, PathString(id): PathString) -> ApiResult<Json<BroadcastView>> {
+async fn cancel(
+    State(st): State<AppState>,
+    _a: Admin,
+    PathString(id): PathString,
+) -> ApiResult<Json<BroadcastView>> {
     Ok(Json(st.broadcasts.cancel(broadcast_id(&id)?).await?.into()))
 }
 
@@ -223,14 +285,49 @@ fn routes(prefix: &str) -> Api {
     let a = Access::Admin;
     let p = |s: &str| format!("{prefix}{s}");
     Api::new("broadcasts")
-        .post(&p(""), create, "Create a broadcast (draft, or scheduled with scheduled_at)", a)
-        .get(&p(""), list, "List broadcasts (statuses, q, status_counts, recipients)", a)
+        .post(
+            &p(""),
+            create,
+            "Create a broadcast (draft, or scheduled with scheduled_at)",
+            a,
+        )
+        .get(
+            &p(""),
+            list,
+            "List broadcasts (statuses, q, status_counts, recipients)",
+            a,
+        )
         .get(&p("/{id}"), get_one, "One broadcast with its counters", a)
-        .put(&p("/{id}"), replace, "Replace title, body, audience, schedule (draft or scheduled)", a)
-        .delete(&p("/{id}"), delete, "Delete a draft or cancelled broadcast", a)
-        .post(&p("/{id}/actions/send-now"), send_now, "Send now (a worker in this process starts at once)", a)
-        .post(&p("/{id}/actions/schedule"), schedule, "Schedule at scheduled_at", a)
-        .post(&p("/{id}/actions/cancel"), cancel, "Cancel (also stops a sending broadcast)", a)
+        .put(
+            &p("/{id}"),
+            replace,
+            "Replace title, body, audience, schedule (draft or scheduled)",
+            a,
+        )
+        .delete(
+            &p("/{id}"),
+            delete,
+            "Delete a draft or cancelled broadcast",
+            a,
+        )
+        .post(
+            &p("/{id}/actions/send-now"),
+            send_now,
+            "Send now (a worker in this process starts at once)",
+            a,
+        )
+        .post(
+            &p("/{id}/actions/schedule"),
+            schedule,
+            "Schedule at scheduled_at",
+            a,
+        )
+        .post(
+            &p("/{id}/actions/cancel"),
+            cancel,
+            "Cancel (also stops a sending broadcast)",
+            a,
+        )
 }
 
 pub fn router() -> Api {

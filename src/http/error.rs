@@ -69,16 +69,26 @@ impl From<Error> for ApiError {
                 fields,
             },
             Error::NotFound(code, msg) => Self::new(StatusCode::NOT_FOUND, code, msg),
-            Error::Conflict(c) => Self::new(StatusCode::CONFLICT, c.code(), conflict_message(c.code())),
+            Error::Conflict(c) => {
+                Self::new(StatusCode::CONFLICT, c.code(), conflict_message(c.code()))
+            }
             Error::Unauthorized(m) => Self::unauthorized(m),
             Error::Forbidden(code, m) => Self::new(StatusCode::FORBIDDEN, code, m),
             ref e @ Error::Unavailable(_) => {
                 tracing::warn!(error = %log_chain(e), "store unavailable");
-                Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "the store is unavailable; try again")
+                Self::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "unavailable",
+                    "the store is unavailable; try again",
+                )
             }
             ref e @ Error::Internal(_) => {
                 tracing::error!(error = %log_chain(e), "internal error");
-                Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error")
+                Self::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    "internal error",
+                )
             }
         }
     }

@@ -12,10 +12,17 @@ use serde::de::DeserializeOwned;
 
 /// Parses item `i` of the list `field` (a batch): it must be an object, since serde would
 /// also fill a struct from an array of its fields.
-pub fn object_item<T: DeserializeOwned>(field: &str, i: usize, v: serde_json::Value) -> Result<T, crate::domain::FieldError> {
+pub fn object_item<T: DeserializeOwned>(
+    field: &str,
+    i: usize,
+    v: serde_json::Value,
+) -> Result<T, crate::domain::FieldError> {
     use crate::domain::FieldError;
     if !v.is_object() {
-        return Err(FieldError::new(format!("{field}[{i}]"), "must be an object"));
+        return Err(FieldError::new(
+            format!("{field}[{i}]"),
+            "must be an object",
+        ));
     }
     serde_path_to_error::deserialize(v).map_err(|e| {
         let path = e.path().to_string();
@@ -30,8 +37,14 @@ fn is_json(content_type: Option<&header::HeaderValue>) -> bool {
     let Some(ct) = content_type.and_then(|v| v.to_str().ok()) else {
         return false;
     };
-    let essence = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
-    essence == "application/json" || (essence.starts_with("application/") && essence.ends_with("+json"))
+    let essence = ct
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    essence == "application/json"
+        || (essence.starts_with("application/") && essence.ends_with("+json"))
 }
 
 fn too_large(limit: usize) -> ApiError {
@@ -161,7 +174,9 @@ pub fn page_offset(v: Option<&str>) -> Result<usize, ApiError> {
             .ok()
             .filter(|n| (0..=1_000_000).contains(n))
             .map(|n| n as usize)
-            .ok_or_else(|| ApiError::invalid_field("offset", "must be an integer from 0 to 1000000")),
+            .ok_or_else(|| {
+                ApiError::invalid_field("offset", "must be an integer from 0 to 1000000")
+            }),
     }
 }
 
@@ -197,10 +212,17 @@ impl<S: Send + Sync> FromRequestParts<S> for QueryPairs {
 
 impl QueryPairs {
     pub fn get(&self, key: &str) -> Option<&str> {
-        self.0.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+        self.0
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
     }
     pub fn all(&self, key: &str) -> Vec<&str> {
-        self.0.iter().filter(|(k, _)| k == key).map(|(_, v)| v.as_str()).collect()
+        self.0
+            .iter()
+            .filter(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+            .collect()
     }
 }
 

@@ -1,10 +1,10 @@
 //! `/healthz` (the process runs) and `/readyz` (the store answers and is migrated).
 
+use super::openapi::{Access, Api};
 use super::AppState;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use super::openapi::{Access, Api};
 use axum::Json;
 use serde_json::json;
 
@@ -30,6 +30,16 @@ async fn readyz(State(st): State<AppState>) -> Response {
 
 pub fn router() -> Api {
     Api::new("health")
-        .get("/healthz", healthz, "200 while the process runs", Access::Public)
-        .get("/readyz", readyz, "200 when the store answers and is migrated", Access::Public)
+        .get(
+            "/healthz",
+            healthz,
+            "200 while the process runs",
+            Access::Public,
+        )
+        .get(
+            "/readyz",
+            readyz,
+            "200 when the store answers and is migrated",
+            Access::Public,
+        )
 }

@@ -3,11 +3,11 @@
 use super::auth::EndUser;
 use super::error::{ApiError, ApiResult};
 use super::extract::{page_limit, page_offset, PathString, QueryPairs};
+use super::openapi::{Access, Api};
 use super::AppState;
 use crate::domain::notify::{InboxItem, UserId};
 use crate::domain::time::{serde_ts, Ts};
 use axum::extract::State;
-use super::openapi::{Access, Api};
 use axum::Json;
 use serde::Serialize;
 use serde_json::{json, Value};
@@ -59,11 +59,19 @@ pub async fn inbox_view(st: &AppState, user: UserId, q: &QueryPairs) -> ApiResul
     })))
 }
 
-async fn list(State(st): State<AppState>, EndUser(user): EndUser, q: QueryPairs) -> ApiResult<Json<Value>> {
+async fn list(
+    State(st): State<AppState>,
+    EndUser(user): EndUser,
+    q: QueryPairs,
+) -> ApiResult<Json<Value>> {
     inbox_view(&st, user, &q).await
 }
 
-async fn read(State(st): State<AppState>, EndUser(user): EndUser, PathString(raw): PathString) -> ApiResult<Json<ItemView>> {
+async fn read(
+    State(st): State<AppState>,
+    EndUser(user): EndUser,
+    PathString(raw): PathString,
+) -> ApiResult<Json<ItemView>> {
     let id = raw
         .parse::<i64>()
         .ok()
@@ -76,15 +84,38 @@ async fn read_all(State(st): State<AppState>, EndUser(user): EndUser) -> ApiResu
     Ok(Json(json!({ "updated": st.inbox.read_all(user).await? })))
 }
 
-async fn unread_count(State(st): State<AppState>, EndUser(user): EndUser) -> ApiResult<Json<Value>> {
+async fn unread_count(
+    State(st): State<AppState>,
+    EndUser(user): EndUser,
+) -> ApiResult<Json<Value>> {
     Ok(Json(json!({ "unread": st.inbox.unread(user).await? })))
 }
 
 pub fn router() -> Api {
     let u = Access::User;
     Api::new("inbox")
-        .get("/v1/notifications", list, "The user's inbox, newest first", u)
-        .post("/v1/notifications/read/{id}", read, "Mark one item read (idempotent)", u)
-        .post("/v1/notifications/read-all", read_all, "Mark every item read", u)
-        .get("/v1/notifications/unread-count", unread_count, "How many items are unread", u)
+        .get(
+            "/v1/notifications",
+            list,
+            "The user's inbox, newest first",
+            u,
+        )
+        .post(
+            "/v1/notifications/read/{id}",
+            read,
+            "Mark one item read (idempotent)",
+            u,
+        )
+        .post(
+            "/v1/notifications/read-all",
+            read_all,
+            "Mark every item read",
+            u,
+        )
+        .get(
+            "/v1/notifications/unread-count",
+            unread_count,
+            "How many items are unread",
+            u,
+        )
 }

@@ -4,17 +4,17 @@
 use super::auth::{Admin, WorkerOrAdmin};
 use super::error::{ApiError, ApiResult};
 use super::extract::{object_item, page_limit, JobIdPath, JsonBody, QueryParams};
+use super::openapi::{Access, Api};
 use super::AppState;
 use crate::domain::time::{self, serde_ts, Ts};
 use crate::domain::{
-    bounded_text, in_range, Claim, Enqueued, FieldError, Fence, Job, JobEvent, JobFilter, JobMeta,
-    JobId, JobStatus, JobType, NewJob, QueueStats,
+    bounded_text, in_range, Claim, Enqueued, Fence, FieldError, Job, JobEvent, JobFilter, JobId,
+    JobMeta, JobStatus, JobType, NewJob, QueueStats,
 };
 use crate::service::Error;
 use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use super::openapi::{Access, Api};
 use axum::Json;
 use chrono::Duration;
 use serde::{Deserialize, Serialize};
@@ -107,7 +107,12 @@ pub struct EnqueueBody {
     budget_tag: Option<String>,
 }
 
-fn opaque(errs: &mut Vec<FieldError>, field: &str, v: Option<String>, max: usize) -> Option<String> {
+fn opaque(
+    errs: &mut Vec<FieldError>,
+    field: &str,
+    v: Option<String>,
+    max: usize,
+) -> Option<String> {
     let v = v?;
     match bounded_text(field, &v, 0, max) {
         Ok(()) => Some(v),
@@ -120,7 +125,9 @@ fn opaque(errs: &mut Vec<FieldError>, field: &str, v: Option<String>, max: usize
 
 /// `"10"`, `"10.5"`, `"0.005"`: digits, optionally a point and 1–6 more digits.
 fn is_decimal(s: &str) -> bool {
-    let digits = |p: &str, max: usize| !p.is_empty() && p.len() <= max && p.bytes().all(|b| b.is_ascii_digit());
+    let digits = |p: &str, max: usize| {
+        !p.is_empty() && p.len() <= max && p.bytes().all(|b| b.is_ascii_digit())
+    };
     match s.split_once('.') {
         None => digits(s, 15),
         Some((int, frac)) => digits(int, 15) && digits(frac, 6),
@@ -152,7 +159,10 @@ impl EnqueueBody {
         let input = match self.input {
             Some(v @ Value::Object(_)) => Some(v),
             None | Some(Value::Null) => {
-                errs.push(FieldError::new(f("input"), "is required and must be a JSON object"));
+                errs.push(FieldError::new(
+                    f("input"),
+                    "is required and must be a JSON object",
+                ));
                 None
             }
             Some(_) => {
@@ -168,13 +178,19 @@ impl EnqueueBody {
             .ok();
         let available_at = match (self.available_at.as_deref(), self.delay_seconds) {
             (Some(_), Some(_)) => {
-                errs.push(FieldError::new(f("delay_seconds"), "give either available_at or delay_seconds, not both"));
+                errs.push(FieldError::new(
+                    f("delay_seconds"),
+                    "give either available_at or delay_seconds, not both",
+                ));
                 None
             }
             (Some(s), None) => match time::parse(s) {
                 Some(t) => Some(t),
                 None => {
-                    errs.push(FieldError::new(f("available_at"), "must be an RFC 3339 timestamp with an offset"));
+                    errs.push(FieldError::new(
+                        f("available_at"),
+                        "must be an RFC 3339 timestamp with an offset",
+                    ));
                     None
                 }
             },
@@ -186,7 +202,10 @@ impl EnqueueBody {
         };
         let cost_cap_eur = opaque(errs, &f("cost_cap_eur"), self.cost_cap_eur, 64);
         if cost_cap_eur.as_deref().is_some_and(|c| !is_decimal(c)) {
-            errs.push(FieldError::new(f("cost_cap_eur"), "must be a decimal string such as \"10.50\""));
+            errs.push(FieldError::new(
+                f("cost_cap_eur"),
+                "must be a decimal string such as \"10.50\"",
+            ));
         }
         let meta = JobMeta {
             idempotency_key: opaque(errs, &f("idempotency_key"), self.idempotency_key, 255),
@@ -289,11 +308,18 @@ async fn enqueue_batch(
     errs.truncate(50);
     check(errs)?;
     let out = st.jobs.enqueue(new).await?;
-    let jobs: Vec<JobView> = out.into_iter().map(|e| JobView::new(e.into_job(), false)).collect();
+    let jobs: Vec<JobView> = out
+        .into_iter()
+        .map(|e| JobView::new(e.into_job(), false))
+        .collect();
     Ok((StatusCode::CREATED, Json(json!({ "jobs": jobs }))).into_response())
 }
 
-async fn get_job(State(st): State<AppState>, _auth: WorkerOrAdmin, JobIdPath(id): JobIdPath) -> ApiResult<Json<JobView>> {
+async fn get_job(
+    State(st): State<AppState>,
+    _auth: WorkerOrAdmin,
+    JobIdPath(id): JobIdPath,
+) -> ApiResult<Json<JobView>> {
     Ok(view(st.jobs.get(id).await?))
 }
 
@@ -327,14 +353,22 @@ async fn lease(
         job_types
             .iter()
             .enumerate()
-            .filter_map(|(i, t)| JobType::parse(&format!("job_types[{i}]"), t).map_err(|e| errs.push(e)).ok())
+            .filter_map(|(i, t)| {
+                JobType::parse(&format!("job_types[{i}]"), t)
+                    .map_err(|e| errs.push(e))
+                    .ok()
+            })
             .collect()
     };
-    let limit = in_range("limit", b.limit.unwrap_or(1), 1, 100).map_err(|e| errs.push(e)).ok();
+    let limit = in_range("limit", b.limit.unwrap_or(1), 1, 100)
+        .map_err(|e| errs.push(e))
+        .ok();
     let lease = in_range("lease_seconds", b.lease_seconds.unwrap_or(600), 1, 3600)
         .map_err(|e| errs.push(e))
         .ok();
-    let wait = in_range("wait_ms", b.wait_ms.unwrap_or(0), 0, 30_000).map_err(|e| errs.push(e)).ok();
+    let wait = in_range("wait_ms", b.wait_ms.unwrap_or(0), 0, 30_000)
+        .map_err(|e| errs.push(e))
+        .ok();
     check(errs)?;
     let claim = Claim {
         worker_id: worker.expect("checked"),
@@ -434,7 +468,10 @@ async fn fail(
             errs.push(FieldError::new("error", "is required"));
             None
         }
-        Some(e) => bounded_text("error", &e, 1, 10_000).map(|_| e).map_err(|e| errs.push(e)).ok(),
+        Some(e) => bounded_text("error", &e, 1, 10_000)
+            .map(|_| e)
+            .map_err(|e| errs.push(e))
+            .ok(),
     };
     let details = match b.details {
         None | Some(Value::Null) => None,
@@ -451,7 +488,13 @@ async fn fail(
     };
     let job = st
         .jobs
-        .fail(id, fence, error.expect("checked"), b.retryable.unwrap_or(false), details)
+        .fail(
+            id,
+            fence,
+            error.expect("checked"),
+            b.retryable.unwrap_or(false),
+            details,
+        )
         .await?;
     Ok(view(job))
 }
@@ -473,7 +516,10 @@ async fn list(
     let status = match q.status.as_deref().filter(|s| !s.is_empty()) {
         None => None,
         Some(s) => Some(s.parse::<JobStatus>().map_err(|_| {
-            ApiError::invalid_field("status", "must be one of queued, leased, succeeded, failed, canceled")
+            ApiError::invalid_field(
+                "status",
+                "must be one of queued, leased, succeeded, failed, canceled",
+            )
         })?),
     };
     let job_type = match q.job_type.as_deref().filter(|s| !s.is_empty()) {
@@ -486,7 +532,9 @@ async fn list(
             i64::from_str_radix(c, 16)
                 .ok()
                 .filter(|n| *n > 0)
-                .ok_or_else(|| ApiError::invalid_field("cursor", "is not a cursor this API gave out"))?,
+                .ok_or_else(|| {
+                    ApiError::invalid_field("cursor", "is not a cursor this API gave out")
+                })?,
         ),
     };
     let filter = JobFilter {
@@ -496,7 +544,11 @@ async fn list(
         before_seq,
     };
     let page = st.jobs.list(filter).await?;
-    let items: Vec<JobView> = page.items.into_iter().map(|j| JobView::new(j, false)).collect();
+    let items: Vec<JobView> = page
+        .items
+        .into_iter()
+        .map(|j| JobView::new(j, false))
+        .collect();
     Ok(Json(json!({
         "items": items,
         "next_cursor": page.next_seq.map(|s| format!("{s:x}")),
@@ -523,16 +575,34 @@ impl From<JobEvent> for EventView {
     }
 }
 
-async fn events(State(st): State<AppState>, _auth: Admin, JobIdPath(id): JobIdPath) -> ApiResult<Json<Value>> {
-    let items: Vec<EventView> = st.jobs.events(id).await?.into_iter().map(Into::into).collect();
+async fn events(
+    State(st): State<AppState>,
+    _auth: Admin,
+    JobIdPath(id): JobIdPath,
+) -> ApiResult<Json<Value>> {
+    let items: Vec<EventView> = st
+        .jobs
+        .events(id)
+        .await?
+        .into_iter()
+        .map(Into::into)
+        .collect();
     Ok(Json(json!({ "items": items })))
 }
 
-async fn cancel(State(st): State<AppState>, _auth: Admin, JobIdPath(id): JobIdPath) -> ApiResult<Json<JobView>> {
+async fn cancel(
+    State(st): State<AppState>,
+    _auth: Admin,
+    JobIdPath(id): JobIdPath,
+) -> ApiResult<Json<JobView>> {
     Ok(view(st.jobs.cancel(id).await?))
 }
 
-async fn retry(State(st): State<AppState>, _auth: Admin, JobIdPath(id): JobIdPath) -> ApiResult<Json<JobView>> {
+async fn retry(
+    State(st): State<AppState>,
+    _auth: Admin,
+    JobIdPath(id): JobIdPath,
+) -> ApiResult<Json<JobView>> {
     Ok(view(st.jobs.retry(id).await?))
 }
 
@@ -557,16 +627,71 @@ async fn queues(State(st): State<AppState>, _auth: Admin) -> ApiResult<Json<Valu
 pub fn router() -> Api {
     use Access::{Admin as A, Worker as W};
     Api::new("jobs")
-        .post("/v1/worker/jobs", enqueue, "Enqueue a job (idempotency key, delay, priority)", W)
-        .get("/v1/worker/jobs", list, "List jobs, newest first (status, type, cursor)", A)
-        .post("/v1/worker/jobs/batch", enqueue_batch, "Enqueue 1 to 1000 jobs, all or nothing", W)
-        .post("/v1/worker/jobs/lease", lease, "Lease ready jobs (long poll with wait_ms)", W)
+        .post(
+            "/v1/worker/jobs",
+            enqueue,
+            "Enqueue a job (idempotency key, delay, priority)",
+            W,
+        )
+        .get(
+            "/v1/worker/jobs",
+            list,
+            "List jobs, newest first (status, type, cursor)",
+            A,
+        )
+        .post(
+            "/v1/worker/jobs/batch",
+            enqueue_batch,
+            "Enqueue 1 to 1000 jobs, all or nothing",
+            W,
+        )
+        .post(
+            "/v1/worker/jobs/lease",
+            lease,
+            "Lease ready jobs (long poll with wait_ms)",
+            W,
+        )
         .get("/v1/worker/jobs/{job_id}", get_job, "One job", W)
-        .post("/v1/worker/jobs/{job_id}/heartbeat", heartbeat, "Extend a lease", W)
-        .post("/v1/worker/jobs/{job_id}/complete", complete, "Complete a leased job", W)
-        .post("/v1/worker/jobs/{job_id}/fail", fail, "Fail a leased job (retry with backoff when retryable)", W)
-        .get("/v1/worker/jobs/{job_id}/events", events, "A job's event history", A)
-        .post("/v1/worker/jobs/{job_id}/cancel", cancel, "Cancel a queued or leased job", A)
-        .post("/v1/worker/jobs/{job_id}/retry", retry, "Retry a failed or canceled job", A)
-        .get("/v1/worker/queues", queues, "Counts per job type and status", A)
+        .post(
+            "/v1/worker/jobs/{job_id}/heartbeat",
+            heartbeat,
+            "Extend a lease",
+            W,
+        )
+        .post(
+            "/v1/worker/jobs/{job_id}/complete",
+            complete,
+            "Complete a leased job",
+            W,
+        )
+        .post(
+            "/v1/worker/jobs/{job_id}/fail",
+            fail,
+            "Fail a leased job (retry with backoff when retryable)",
+            W,
+        )
+        .get(
+            "/v1/worker/jobs/{job_id}/events",
+            events,
+            "A job's event history",
+            A,
+        )
+        .post(
+            "/v1/worker/jobs/{job_id}/cancel",
+            cancel,
+            "Cancel a queued or leased job",
+            A,
+        )
+        .post(
+            "/v1/worker/jobs/{job_id}/retry",
+            retry,
+            "Retry a failed or canceled job",
+            A,
+        )
+        .get(
+            "/v1/worker/queues",
+            queues,
+            "Counts per job type and status",
+            A,
+        )
 }

@@ -3,15 +3,15 @@
 
 pub mod auth;
 pub mod broadcasts;
-pub mod inbox;
-pub mod users;
 pub mod error;
 pub mod extract;
 pub mod health;
+pub mod inbox;
 pub mod jobs;
 pub mod openapi;
 pub mod telemetry;
 pub mod ui;
+pub mod users;
 pub mod workers;
 
 use crate::clock::SharedClock;
@@ -58,7 +58,12 @@ pub fn api() -> openapi::Api {
         .merge(broadcasts::router())
         .merge(inbox::router())
         .merge(telemetry::router())
-        .get("/openapi.json", openapi_json, "This document", openapi::Access::Public)
+        .get(
+            "/openapi.json",
+            openapi_json,
+            "This document",
+            openapi::Access::Public,
+        )
 }
 
 async fn openapi_json() -> axum::Json<serde_json::Value> {

@@ -39,7 +39,13 @@ pub struct Api {
 
 macro_rules! method_fn {
     ($name:ident, $axum:ident, $verb:literal) => {
-        pub fn $name<H, T>(mut self, path: &str, handler: H, summary: &'static str, access: Access) -> Self
+        pub fn $name<H, T>(
+            mut self,
+            path: &str,
+            handler: H,
+            summary: &'static str,
+            access: Access,
+        ) -> Self
         where
             H: Handler<T, AppState>,
             T: 'static,
@@ -96,7 +102,9 @@ pub fn document(docs: &[RouteDoc]) -> Value {
         let security = match d.access {
             Access::Public => json!([]),
             Access::Worker => json!([{ "bearer": [] }]),
-            Access::Admin => json!([{ "bearer": [] }, { "adminKey": [] }, { "session": [], "csrf": [] }]),
+            Access::Admin => {
+                json!([{ "bearer": [] }, { "adminKey": [] }, { "session": [], "csrf": [] }])
+            }
             Access::User => json!([{ "userJwt": [] }]),
         };
         let mut op = json!({

@@ -3,6 +3,7 @@
 
 use super::auth::Admin;
 use super::error::ApiResult;
+use super::openapi::{Access, Api};
 use super::AppState;
 use crate::telemetry::Telemetry;
 use axum::extract::{MatchedPath, Request, State};
@@ -10,7 +11,6 @@ use axum::http::header;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use super::openapi::{Access, Api};
 use axum::{Json, Router};
 use serde_json::Value;
 use std::sync::Arc;
@@ -43,10 +43,30 @@ async fn open_metrics(State(st): State<AppState>) -> ApiResult<Response> {
 pub fn router() -> Api {
     let a = Access::Admin;
     Api::new("telemetry")
-        .get("/v1/admin/telemetry/summary", summary, "Workers, queues and broadcasts at a glance (all processes)", a)
-        .get("/v1/admin/telemetry/workers/summary", workers_summary, "Just the workers part of the summary", a)
-        .get("/v1/admin/telemetry/prometheus", prometheus, "Prometheus text format 0.0.4", a)
-        .get("/v1/metrics", prometheus, "Prometheus text (the original platform's path)", a)
+        .get(
+            "/v1/admin/telemetry/summary",
+            summary,
+            "Workers, queues and broadcasts at a glance (all processes)",
+            a,
+        )
+        .get(
+            "/v1/admin/telemetry/workers/summary",
+            workers_summary,
+            "Just the workers part of the summary",
+            a,
+        )
+        .get(
+            "/v1/admin/telemetry/prometheus",
+            prometheus,
+            "Prometheus text format 0.0.4",
+            a,
+        )
+        .get(
+            "/v1/metrics",
+            prometheus,
+            "Prometheus text (the original platform's path)",
+            a,
+        )
 }
 
 /// The router of the `--metrics-bind` listener.

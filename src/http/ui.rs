@@ -27,7 +27,9 @@ async fn index() -> Response {
     let mut r = file("text/html; charset=utf-8", INDEX);
     r.headers_mut().insert(
         header::CONTENT_SECURITY_POLICY,
-        header::HeaderValue::from_static("default-src 'self'; img-src 'self' data:; frame-ancestors 'none'"),
+        header::HeaderValue::from_static(
+            "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'",
+        ),
     );
     r
 }
@@ -39,6 +41,12 @@ pub fn router() -> Router<AppState> {
         .route("/ui", get(|| async { Redirect::temporary("/ui/") }))
         .route("/ui/", get(index))
         .route("/ui/index.html", get(index))
-        .route("/ui/app.js", get(|| async { file("text/javascript; charset=utf-8", APP_JS) }))
-        .route("/ui/style.css", get(|| async { file("text/css; charset=utf-8", STYLE) }))
+        .route(
+            "/ui/app.js",
+            get(|| async { file("text/javascript; charset=utf-8", APP_JS) }),
+        )
+        .route(
+            "/ui/style.css",
+            get(|| async { file("text/css; charset=utf-8", STYLE) }),
+        )
 }

@@ -5,6 +5,7 @@ use super::auth::Admin;
 use super::error::{ApiError, ApiResult};
 use super::extract::{object_item, page_limit, page_offset, JsonBody, QueryPairs, UserIdPath};
 use super::inbox::inbox_view;
+use super::openapi::{Access, Api};
 use super::AppState;
 use crate::domain::notify::{Attributes, NewUser, User, UserId};
 use crate::domain::time::{serde_ts, Ts};
@@ -13,7 +14,6 @@ use crate::service::users::MAX_BATCH;
 use crate::service::Error;
 use axum::extract::State;
 use axum::http::StatusCode;
-use super::openapi::{Access, Api};
 use axum::Json;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -57,7 +57,12 @@ pub struct UserBody {
 
 impl UserBody {
     /// Parses into a `NewUser`; `id` comes from the path when given.
-    pub fn parse(self, prefix: &str, path_id: Option<UserId>, errs: &mut Vec<FieldError>) -> Option<NewUser> {
+    pub fn parse(
+        self,
+        prefix: &str,
+        path_id: Option<UserId>,
+        errs: &mut Vec<FieldError>,
+    ) -> Option<NewUser> {
         let before = errs.len();
         let f = |n: &str| format!("{prefix}{n}");
         let id = match (path_id, self.id.as_deref()) {
@@ -76,7 +81,9 @@ impl UserBody {
                 errs.push(FieldError::new(f("email"), "must be an email address"));
             }
         }
-        let attributes = Attributes::parse(&f("attributes"), self.attributes).map_err(|e| errs.push(e)).ok();
+        let attributes = Attributes::parse(&f("attributes"), self.attributes)
+            .map_err(|e| errs.push(e))
+            .ok();
         if errs.len() != before {
             return None;
         }
@@ -114,10 +121,17 @@ struct BatchBody {
     users: Option<Vec<Value>>,
 }
 
-async fn batch(State(st): State<AppState>, _a: Admin, JsonBody(body): JsonBody<BatchBody>) -> ApiResult<Json<Value>> {
+async fn batch(
+    State(st): State<AppState>,
+    _a: Admin,
+    JsonBody(body): JsonBody<BatchBody>,
+) -> ApiResult<Json<Value>> {
     let items = body.users.unwrap_or_default();
     if items.is_empty() || items.len() > MAX_BATCH {
-        return Err(ApiError::invalid_field("users", "must hold 1 to 10000 users"));
+        return Err(ApiError::invalid_field(
+            "users",
+            "must hold 1 to 10000 users",
+        ));
     }
     let mut errs = Vec::new();
     let users: Vec<NewUser> = items
@@ -140,9 +154,16 @@ async fn batch(State(st): State<AppState>, _a: Admin, JsonBody(body): JsonBody<B
 async fn list(State(st): State<AppState>, _a: Admin, q: QueryPairs) -> ApiResult<Json<Value>> {
     let limit = page_limit(q.get("limit"))?;
     let offset = page_offset(q.get("offset"))?;
-    let search = q.get("q").map(str::trim).filter(|s| !s.is_empty()).map(String::from);
+    let search = q
+        .get("q")
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(String::from);
     if search.as_deref().is_some_and(|s| s.chars().count() > 200) {
-        return Err(ApiError::invalid_field("q", "must be at most 200 characters"));
+        return Err(ApiError::invalid_field(
+            "q",
+            "must be at most 200 characters",
+        ));
     }
     let (users, total) = st.users.list(search, limit, offset).await?;
     let items: Vec<UserView> = users.into_iter().map(Into::into).collect();
@@ -152,26 +173,64 @@ async fn list(State(st): State<AppState>, _a: Admin, q: QueryPairs) -> ApiResult
     })))
 }
 
-async fn get_user(State(st): State<AppState>, _a: Admin, UserIdPath(id): UserIdPath) -> ApiResult<Json<UserView>> {
+async fn get_user(
+    State(st): State<AppState>,
+    _a: Admin,
+    UserIdPath(id): UserIdPath,
+) -> ApiResult<Json<UserView>> {
     Ok(Json(st.users.get(id).await?.into()))
 }
 
-async fn delete_user(State(st): State<AppState>, _a: Admin, UserIdPath(id): UserIdPath) -> ApiResult<StatusCode> {
+async fn delete_user(
+    State(st): State<AppState>,
+    _a: Admin,
+    UserIdPath(id): UserIdPath,
+) -> ApiResult<StatusCode> {
     st.users.delete(id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn user_inbox(State(st): State<AppState>, _a: Admin, UserIdPath(id): UserIdPath, q: QueryPairs) -> ApiResult<Json<Value>> {
+async fn user_inbox(
+    State(st): State<AppState>,
+    _a: Admin,
+    UserIdPath(id): UserIdPath,
+    q: QueryPairs,
+) -> ApiResult<Json<Value>> {
     inbox_view(&st, id, &q).await
 }
 
 pub fn router() -> Api {
     let a = Access::Admin;
     Api::new("users")
-        .get("/v1/admin/users", list, "List users (q searches id and email)", a)
-        .post("/v1/admin/users/batch", batch, "Upsert 1 to 10 000 users in one transaction", a)
-        .get("/v1/admin/users/{user_id}", get_user, "One user (soft-deleted ones too)", a)
+        .get(
+            "/v1/admin/users",
+            list,
+            "List users (q searches id and email)",
+            a,
+        )
+        .post(
+            "/v1/admin/users/batch",
+            batch,
+            "Upsert 1 to 10 000 users in one transaction",
+            a,
+        )
+        .get(
+            "/v1/admin/users/{user_id}",
+            get_user,
+            "One user (soft-deleted ones too)",
+            a,
+        )
         .put("/v1/admin/users/{user_id}", put_user, "Upsert one user", a)
-        .delete("/v1/admin/users/{user_id}", delete_user, "Soft-delete a user", a)
-        .get("/v1/admin/users/{user_id}/notifications", user_inbox, "Any user's inbox", a)
+        .delete(
+            "/v1/admin/users/{user_id}",
+            delete_user,
+            "Soft-delete a user",
+            a,
+        )
+        .get(
+            "/v1/admin/users/{user_id}/notifications",
+            user_inbox,
+            "Any user's inbox",
+            a,
+        )
 }

@@ -2,11 +2,11 @@
 
 use super::auth::Admin;
 use super::error::ApiResult;
+use super::openapi::{Access, Api};
 use super::AppState;
 use crate::domain::time::{serde_ts, Ts};
 use crate::domain::WorkerProcess;
 use axum::extract::State;
-use super::openapi::{Access, Api};
 use axum::Json;
 use serde::Serialize;
 use serde_json::{json, Value};
@@ -58,5 +58,10 @@ async fn list(State(st): State<AppState>, _auth: Admin) -> ApiResult<Json<Value>
 }
 
 pub fn router() -> Api {
-    Api::new("workers").get("/v1/admin/workers", list, "Worker processes and whether they are alive", Access::Admin)
+    Api::new("workers").get(
+        "/v1/admin/workers",
+        list,
+        "Worker processes and whether they are alive",
+        Access::Admin,
+    )
 }

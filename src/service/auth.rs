@@ -93,7 +93,9 @@ impl AuthService {
     pub fn verify_user(&self, token: &str) -> Result<crate::domain::notify::UserId> {
         use jsonwebtoken::{decode, Algorithm, DecodingKey, Validation};
         let secret = self.jwt_secret.as_ref().ok_or_else(|| {
-            Error::Unauthorized("user tokens are not accepted: this server has no --jwt-secret configured".into())
+            Error::Unauthorized(
+                "user tokens are not accepted: this server has no --jwt-secret configured".into(),
+            )
         })?;
         let mut v = Validation::new(Algorithm::HS256);
         v.validate_exp = false; // checked below against the injected clock

@@ -3,7 +3,9 @@
 
 use super::{Error, Result};
 use crate::clock::SharedClock;
-use crate::domain::notify::{Broadcast, BroadcastDraft, BroadcastFilter, BroadcastPage, BroadcastStatus};
+use crate::domain::notify::{
+    Broadcast, BroadcastDraft, BroadcastFilter, BroadcastPage, BroadcastStatus,
+};
 use crate::domain::Ts;
 use crate::storage::Db;
 use std::sync::Arc;

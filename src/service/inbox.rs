@@ -17,7 +17,10 @@ impl InboxService {
     }
 
     pub async fn page(&self, user: UserId, limit: usize, offset: usize) -> Result<InboxPage> {
-        Ok(self.db.call(move |s| s.inbox_page(&user, limit, offset)).await?)
+        Ok(self
+            .db
+            .call(move |s| s.inbox_page(&user, limit, offset))
+            .await?)
     }
 
     pub async fn unread(&self, user: UserId) -> Result<i64> {
@@ -45,7 +48,11 @@ impl InboxService {
     }
 
     /// Retention, in bounded batches.
-    pub async fn prune(&self, retention_days: Option<u32>, max_per_user: Option<usize>) -> Result<usize> {
+    pub async fn prune(
+        &self,
+        retention_days: Option<u32>,
+        max_per_user: Option<usize>,
+    ) -> Result<usize> {
         let before = retention_days.map(|d| self.clock.now() - chrono::Duration::days(d as i64));
         let mut total = 0;
         loop {

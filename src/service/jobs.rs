@@ -169,7 +169,8 @@ impl JobService {
             .map_err(|e| Error::from_store(e, NOT_FOUND))?;
         self.telemetry.jobs("failed", 1);
         if job.status == JobStatus::Queued {
-            self.telemetry.count(counter::RETRIES, job.job_type.as_str(), 1);
+            self.telemetry
+                .count(counter::RETRIES, job.job_type.as_str(), 1);
         }
         self.announce([&job]);
         Ok(job)

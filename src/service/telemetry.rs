@@ -19,7 +19,12 @@ pub struct TelemetryService {
 impl TelemetryService {
     pub fn new(db: Db, clock: SharedClock, telemetry: Arc<Telemetry>) -> Self {
         let workers = super::workers::WorkerService::new(db.clone(), clock.clone());
-        Self { db, clock, telemetry, workers }
+        Self {
+            db,
+            clock,
+            telemetry,
+            workers,
+        }
     }
 
     pub fn telemetry(&self) -> &Arc<Telemetry> {
@@ -33,14 +38,28 @@ impl TelemetryService {
         let now = self.clock.now();
         let (totals, queues, broadcasts) = self
             .db
-            .call(move |s| Ok((s.metric_totals()?, s.queue_stats(now)?, s.broadcast_stats()?)))
+            .call(move |s| {
+                Ok((
+                    s.metric_totals()?,
+                    s.queue_stats(now)?,
+                    s.broadcast_stats()?,
+                ))
+            })
             .await?;
         let processes = self.workers.processes().await?;
-        Ok(Snapshot { totals, queues, processes, broadcasts })
+        Ok(Snapshot {
+            totals,
+            queues,
+            processes,
+            broadcasts,
+        })
     }
 
     pub async fn prometheus(&self) -> Result<String> {
         let snap = self.snapshot().await?;
-        Ok(crate::telemetry::prometheus_text::render(&snap, self.telemetry.gather_local()))
+        Ok(crate::telemetry::prometheus_text::render(
+            &snap,
+            self.telemetry.gather_local(),
+        ))
     }
 }

@@ -46,7 +46,12 @@ impl UserService {
             .map_err(|e| Error::from_store(e, NOT_FOUND))
     }
 
-    pub async fn list(&self, q: Option<String>, limit: usize, offset: usize) -> Result<(Vec<User>, i64)> {
+    pub async fn list(
+        &self,
+        q: Option<String>,
+        limit: usize,
+        offset: usize,
+    ) -> Result<(Vec<User>, i64)> {
         Ok(self
             .db
             .call(move |s| s.list_users(q.as_deref(), limit, offset))

@@ -23,7 +23,10 @@ impl WorkerService {
     pub async fn processes(&self) -> Result<Vec<(WorkerProcess, bool)>> {
         let now = self.clock.now();
         let since = now - FORGET_AFTER;
-        let list = self.db.call(move |s| s.list_worker_processes(since)).await?;
+        let list = self
+            .db
+            .call(move |s| s.list_worker_processes(since))
+            .await?;
         Ok(list
             .into_iter()
             .map(|p| {

@@ -6,15 +6,15 @@
 pub mod blocking;
 pub mod sqlite;
 
-use crate::domain::{
-    Claim, Enqueued, Failure, Fence, Job, JobConflict, JobEvent, JobFilter, JobId, JobPage,
-    NewJob, QueueStats, Reclaimed, Ts, WorkerProcess,
-};
+use crate::domain::metrics::{BroadcastStats, MetricDeltas, MetricTotals};
 use crate::domain::notify::{
     Broadcast, BroadcastDraft, BroadcastFilter, BroadcastPage, ChunkOutcome, Delivered,
     DirectNotification, InboxItem, InboxPage, NewUser, User, UserId,
 };
-use crate::domain::metrics::{BroadcastStats, MetricDeltas, MetricTotals};
+use crate::domain::{
+    Claim, Enqueued, Failure, Fence, Job, JobConflict, JobEvent, JobFilter, JobId, JobPage, NewJob,
+    QueueStats, Reclaimed, Ts, WorkerProcess,
+};
 use serde_json::Value;
 use std::sync::Arc;
 use uuid::Uuid;
@@ -111,11 +111,30 @@ pub trait Store: Send + Sync + 'static {
     /// Only `draft` or `cancelled`.
     fn delete_broadcast(&self, id: Uuid, now: Ts) -> Result<()>;
     /// Atomically claims due broadcasts (and ones whose claim expired) for `owner`.
-    fn claim_due_broadcasts(&self, owner: &str, limit: usize, lease_until: Ts, now: Ts) -> Result<Vec<Broadcast>>;
+    fn claim_due_broadcasts(
+        &self,
+        owner: &str,
+        limit: usize,
+        lease_until: Ts,
+        now: Ts,
+    ) -> Result<Vec<Broadcast>>;
     /// Delivers the next chunk; receipts, counters, cursor and claim renewal commit together.
-    fn deliver_broadcast_chunk(&self, id: Uuid, owner: &str, chunk: usize, lease_until: Ts, now: Ts) -> Result<ChunkOutcome>;
+    fn deliver_broadcast_chunk(
+        &self,
+        id: Uuid,
+        owner: &str,
+        chunk: usize,
+        lease_until: Ts,
+        now: Ts,
+    ) -> Result<ChunkOutcome>;
     /// Ends a broadcast that cannot be delivered (`None` if the claim no longer holds).
-    fn fail_broadcast(&self, id: Uuid, owner: &str, error: &str, now: Ts) -> Result<Option<Broadcast>>;
+    fn fail_broadcast(
+        &self,
+        id: Uuid,
+        owner: &str,
+        error: &str,
+        now: Ts,
+    ) -> Result<Option<Broadcast>>;
 
     // ---- inbox ----
     fn deliver_direct(&self, n: &DirectNotification, now: Ts) -> Result<Delivered>;
@@ -125,7 +144,12 @@ pub trait Store: Send + Sync + 'static {
     fn mark_read(&self, user: &UserId, item: i64, now: Ts) -> Result<InboxItem>;
     fn mark_all_read(&self, user: &UserId, now: Ts) -> Result<usize>;
     /// Retention: items older than `before`, and beyond `max_per_user` per user.
-    fn prune_inbox(&self, before: Option<Ts>, max_per_user: Option<usize>, limit: usize) -> Result<usize>;
+    fn prune_inbox(
+        &self,
+        before: Option<Ts>,
+        max_per_user: Option<usize>,
+        limit: usize,
+    ) -> Result<usize>;
 
     // ---- metrics ----
     /// Adds a process's metric deltas to the shared totals.
@@ -165,7 +189,10 @@ pub fn parse_url(url: &str) -> std::result::Result<Target, UrlError> {
     if url.starts_with("sqlite::memory:") || url == "sqlite://:memory:" {
         return Err(UrlError::Memory);
     }
-    if let Some(rest) = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")) {
+    if let Some(rest) = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))
+    {
         let path = rest.split('?').next().unwrap_or_default();
         if path.is_empty() {
             return Err(UrlError::EmptyPath(url.into()));
@@ -233,7 +260,10 @@ mod tests {
 
     #[test]
     fn urls() {
-        assert!(matches!(parse_url("sqlite::memory:"), Err(UrlError::Memory)));
+        assert!(matches!(
+            parse_url("sqlite::memory:"),
+            Err(UrlError::Memory)
+        ));
         assert!(matches!(parse_url("mysql://x"), Err(UrlError::Scheme(_))));
         assert_eq!(
             parse_url("sqlite://wp.db").unwrap(),
@@ -243,6 +273,9 @@ mod tests {
             parse_url("sqlite:///tmp/a.db").unwrap(),
             Target::Sqlite("/tmp/a.db".into())
         );
-        assert_eq!(redact_url("postgres://u:secret@h/db"), "postgres://u:***@h/db");
+        assert_eq!(
+            redact_url("postgres://u:secret@h/db"),
+            "postgres://u:***@h/db"
+        );
     }
 }

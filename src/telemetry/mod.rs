@@ -45,17 +45,27 @@ impl Telemetry {
     pub fn new() -> Arc<Self> {
         let registry = Registry::new();
         let http_requests = IntCounterVec::new(
-            Opts::new("wp_lite_http_requests_total", "HTTP requests served by this process, by route template, method and status."),
+            Opts::new(
+                "wp_lite_http_requests_total",
+                "HTTP requests served by this process, by route template, method and status.",
+            ),
             &["route", "method", "status"],
         )
         .expect("valid metric");
         let http_duration = HistogramVec::new(
-            HistogramOpts::new("wp_lite_http_request_duration_seconds", "HTTP request latency in this process, by route template and method."),
+            HistogramOpts::new(
+                "wp_lite_http_request_duration_seconds",
+                "HTTP request latency in this process, by route template and method.",
+            ),
             &["route", "method"],
         )
         .expect("valid metric");
-        registry.register(Box::new(http_requests.clone())).expect("register");
-        registry.register(Box::new(http_duration.clone())).expect("register");
+        registry
+            .register(Box::new(http_requests.clone()))
+            .expect("register");
+        registry
+            .register(Box::new(http_duration.clone()))
+            .expect("register");
         Arc::new(Self {
             pending: Mutex::default(),
             registry,
@@ -106,7 +116,11 @@ impl Telemetry {
         let mut p = self.pending.lock().expect("telemetry lock");
         let p = std::mem::take(&mut *p);
         MetricDeltas {
-            counters: p.counters.into_iter().map(|((n, l), v)| (n.to_string(), l, v)).collect(),
+            counters: p
+                .counters
+                .into_iter()
+                .map(|((n, l), v)| (n.to_string(), l, v))
+                .collect(),
             stages: p.stages.into_values().collect(),
         }
     }
@@ -123,7 +137,10 @@ impl Telemetry {
         }
         let mut p = self.pending.lock().expect("telemetry lock");
         for s in d.stages {
-            p.stages.entry(s.stage.clone()).or_insert_with(|| StageTotals::new(&s.stage)).add(&s);
+            p.stages
+                .entry(s.stage.clone())
+                .or_insert_with(|| StageTotals::new(&s.stage))
+                .add(&s);
         }
     }
 
@@ -144,7 +161,12 @@ impl Telemetry {
     }
 
     /// Flushes every `every` until `stop`, then once more.
-    pub fn spawn_flusher(self: Arc<Self>, db: Db, every: Duration, mut stop: watch::Receiver<bool>) -> JoinHandle<()> {
+    pub fn spawn_flusher(
+        self: Arc<Self>,
+        db: Db,
+        every: Duration,
+        mut stop: watch::Receiver<bool>,
+    ) -> JoinHandle<()> {
         tokio::spawn(async move {
             loop {
                 let stopping = tokio::select! {

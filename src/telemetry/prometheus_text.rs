@@ -5,7 +5,9 @@
 use super::counter;
 use super::summary::Snapshot;
 use crate::domain::metrics::STAGE_BUCKETS;
-use prometheus::proto::{Bucket, Counter, Gauge, Histogram, LabelPair, Metric, MetricFamily, MetricType};
+use prometheus::proto::{
+    Bucket, Counter, Gauge, Histogram, LabelPair, Metric, MetricFamily, MetricType,
+};
 use prometheus::{Encoder, TextEncoder};
 use std::collections::BTreeMap;
 
@@ -55,18 +57,31 @@ pub fn render(s: &Snapshot, local: Vec<MetricFamily>) -> String {
         .iter()
         .map(|st| counter(&[("status", st)], s.counter(counter::JOBS, st) as f64))
         .collect();
-    fams.push(family("ai_worker_jobs_total", "Units of work (job attempts and broadcast claims) by outcome, all processes.", COUNTER, jobs));
+    fams.push(family(
+        "ai_worker_jobs_total",
+        "Units of work (job attempts and broadcast claims) by outcome, all processes.",
+        COUNTER,
+        jobs,
+    ));
     fams.push(family(
         "ai_worker_stage_avg_ms",
         "Average duration of a finished unit of each stage (stage = worker name), in milliseconds.",
         GAUGE,
-        s.totals.stages.iter().map(|t| gauge(&[("stage", &t.stage)], t.avg_ms())).collect(),
+        s.totals
+            .stages
+            .iter()
+            .map(|t| gauge(&[("stage", &t.stage)], t.avg_ms()))
+            .collect(),
     ));
     fams.push(family(
         "ai_worker_stage_total",
         "Finished units of each stage (stage = worker name).",
         COUNTER,
-        s.totals.stages.iter().map(|t| counter(&[("stage", &t.stage)], t.count as f64)).collect(),
+        s.totals
+            .stages
+            .iter()
+            .map(|t| counter(&[("stage", &t.stage)], t.count as f64))
+            .collect(),
     ));
     fams.push(family(
         "ai_worker_job_duration_ms_avg",
@@ -100,7 +115,12 @@ pub fn render(s: &Snapshot, local: Vec<MetricFamily>) -> String {
             m
         })
         .collect();
-    fams.push(family("wp_lite_stage_duration_seconds", "Duration of finished units of work by stage.", HISTOGRAM, histograms));
+    fams.push(family(
+        "wp_lite_stage_duration_seconds",
+        "Duration of finished units of work by stage.",
+        HISTOGRAM,
+        histograms,
+    ));
 
     let mut depth = Vec::new();
     let mut oldest = Vec::new();
@@ -113,14 +133,38 @@ pub fn render(s: &Snapshot, local: Vec<MetricFamily>) -> String {
             ("failed", q.failed),
             ("canceled", q.canceled),
         ] {
-            depth.push(gauge(&[("type", &q.job_type), ("status", status)], n as f64));
+            depth.push(gauge(
+                &[("type", &q.job_type), ("status", status)],
+                n as f64,
+            ));
         }
-        oldest.push(gauge(&[("type", &q.job_type)], q.oldest_queued_age_seconds.unwrap_or(0.0)));
-        expired.push(counter(&[("type", &q.job_type)], q.leases_expired_total as f64));
+        oldest.push(gauge(
+            &[("type", &q.job_type)],
+            q.oldest_queued_age_seconds.unwrap_or(0.0),
+        ));
+        expired.push(counter(
+            &[("type", &q.job_type)],
+            q.leases_expired_total as f64,
+        ));
     }
-    fams.push(family("wp_lite_jobs", "Jobs in the store by type and status.", GAUGE, depth));
-    fams.push(family("wp_lite_queue_oldest_age_seconds", "How long the oldest ready job of each type has waited (0 when none).", GAUGE, oldest));
-    fams.push(family("wp_lite_leases_expired_total", "Job leases that expired without a heartbeat, by type.", COUNTER, expired));
+    fams.push(family(
+        "wp_lite_jobs",
+        "Jobs in the store by type and status.",
+        GAUGE,
+        depth,
+    ));
+    fams.push(family(
+        "wp_lite_queue_oldest_age_seconds",
+        "How long the oldest ready job of each type has waited (0 when none).",
+        GAUGE,
+        oldest,
+    ));
+    fams.push(family(
+        "wp_lite_leases_expired_total",
+        "Job leases that expired without a heartbeat, by type.",
+        COUNTER,
+        expired,
+    ));
     let retries = s
         .totals
         .counters
@@ -128,7 +172,12 @@ pub fn render(s: &Snapshot, local: Vec<MetricFamily>) -> String {
         .filter(|(n, _, _)| n == counter::RETRIES)
         .map(|(_, t, v)| counter(&[("type", t)], *v as f64))
         .collect();
-    fams.push(family("wp_lite_job_retries_total", "Failed job attempts requeued for another try, by type.", COUNTER, retries));
+    fams.push(family(
+        "wp_lite_job_retries_total",
+        "Failed job attempts requeued for another try, by type.",
+        COUNTER,
+        retries,
+    ));
 
     let b = &s.broadcasts;
     fams.push(family(
@@ -148,7 +197,11 @@ pub fn render(s: &Snapshot, local: Vec<MetricFamily>) -> String {
         crate::domain::notify::BroadcastStatus::ALL
             .iter()
             .map(|st| {
-                let n = b.status_counts.iter().find(|(k, _)| k == st.as_str()).map_or(0, |(_, n)| *n);
+                let n = b
+                    .status_counts
+                    .iter()
+                    .find(|(k, _)| k == st.as_str())
+                    .map_or(0, |(_, n)| *n);
                 gauge(&[("status", st.as_str())], n as f64)
             })
             .collect(),
@@ -170,8 +223,18 @@ pub fn render(s: &Snapshot, local: Vec<MetricFamily>) -> String {
         alive.push(gauge(&[("worker", w)], *a as f64));
         silent.push(gauge(&[("worker", w)], *sl as f64));
     }
-    fams.push(family("wp_lite_worker_processes_alive", "Worker processes that reported within three heartbeat periods.", GAUGE, alive));
-    fams.push(family("wp_lite_worker_processes_silent", "Worker processes that stopped reporting without a clean stop (seen in the last day).", GAUGE, silent));
+    fams.push(family(
+        "wp_lite_worker_processes_alive",
+        "Worker processes that reported within three heartbeat periods.",
+        GAUGE,
+        alive,
+    ));
+    fams.push(family(
+        "wp_lite_worker_processes_silent",
+        "Worker processes that stopped reporting without a clean stop (seen in the last day).",
+        GAUGE,
+        silent,
+    ));
 
     fams.extend(local);
     fams.retain(|f| !f.get_metric().is_empty());

@@ -45,18 +45,32 @@ impl Snapshot {
         }
         jobs.insert(
             "retries".into(),
-            json!(self.totals.counters.iter().filter(|(n, _, _)| n == counter::RETRIES).map(|(_, _, v)| v).sum::<i64>()),
+            json!(self
+                .totals
+                .counters
+                .iter()
+                .filter(|(n, _, _)| n == counter::RETRIES)
+                .map(|(_, _, v)| v)
+                .sum::<i64>()),
         );
         let stages: Map<String, Value> = self
             .totals
             .stages
             .iter()
-            .map(|s| (s.stage.clone(), json!({ "count": s.count, "avg_ms": round(s.avg_ms()) })))
+            .map(|s| {
+                (
+                    s.stage.clone(),
+                    json!({ "count": s.count, "avg_ms": round(s.avg_ms()) }),
+                )
+            })
             .collect();
         let processes: Vec<Value> = self
             .processes
             .iter()
-            .map(|(p, alive)| serde_json::to_value(crate::http::workers::ProcessView::new(p.clone(), *alive)).unwrap_or(Value::Null))
+            .map(|(p, alive)| {
+                serde_json::to_value(crate::http::workers::ProcessView::new(p.clone(), *alive))
+                    .unwrap_or(Value::Null)
+            })
             .collect();
         json!({
             "jobs": jobs,
@@ -67,11 +81,20 @@ impl Snapshot {
     }
 
     pub fn json(&self) -> Value {
-        let queues: Vec<Value> = self.queues.iter().map(crate::http::jobs::queue_view).collect();
+        let queues: Vec<Value> = self
+            .queues
+            .iter()
+            .map(crate::http::jobs::queue_view)
+            .collect();
         let status_counts: Map<String, Value> = BroadcastStatus::ALL
             .iter()
             .map(|s| {
-                let n = self.broadcasts.status_counts.iter().find(|(k, _)| k == s.as_str()).map_or(0, |(_, n)| *n);
+                let n = self
+                    .broadcasts
+                    .status_counts
+                    .iter()
+                    .find(|(k, _)| k == s.as_str())
+                    .map_or(0, |(_, n)| *n);
                 (s.as_str().to_string(), json!(n))
             })
             .collect();

@@ -15,7 +15,8 @@ use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 
 pub const NAME: &str = "notifications.broadcast";
-pub const DESCRIPTION: &str = "delivers due notification broadcasts into every targeted user's inbox, in resumable chunks";
+pub const DESCRIPTION: &str =
+    "delivers due notification broadcasts into every targeted user's inbox, in resumable chunks";
 
 /// Recipients per chunk: one transaction each.
 pub const CHUNK: usize = 10_000;
@@ -36,7 +37,9 @@ fn seconds(name: &str, raw: &str, min: f64) -> Result<Duration, WorkerConfigErro
         .parse()
         .map_err(|_| WorkerConfigError(format!("{name}='{raw}' is not a number")))?;
     if !v.is_finite() || v < min {
-        return Err(WorkerConfigError(format!("{name}='{raw}' must be a number >= {min}")));
+        return Err(WorkerConfigError(format!(
+            "{name}='{raw}' must be a number >= {min}"
+        )));
     }
     Ok(Duration::from_secs_f64(v))
 }
@@ -63,7 +66,11 @@ impl Settings {
                 .parse::<usize>()
                 .ok()
                 .filter(|n| *n >= 1)
-                .ok_or_else(|| WorkerConfigError(format!("NOTIFICATIONS_BROADCAST_BATCH_LIMIT='{v}' must be an integer >= 1")))?,
+                .ok_or_else(|| {
+                    WorkerConfigError(format!(
+                        "NOTIFICATIONS_BROADCAST_BATCH_LIMIT='{v}' must be an integer >= 1"
+                    ))
+                })?,
             None => 5,
         };
         let immediate = match var("NOTIFICATIONS_BROADCAST_IMMEDIATE") {
@@ -78,7 +85,13 @@ impl Settings {
             },
             None => true,
         };
-        Ok(Self { interval, jitter, batch_limit, immediate, lease })
+        Ok(Self {
+            interval,
+            jitter,
+            batch_limit,
+            immediate,
+            lease,
+        })
     }
 }
 
@@ -93,7 +106,9 @@ pub struct BroadcastWorker {
 
 pub fn build(env: &WorkerEnv) -> Result<Built, WorkerConfigError> {
     let settings = Settings::from_lookup(|n| std::env::var(n).ok())?;
-    Ok(Built::Periodic(Arc::new(BroadcastWorker::new(env, settings))))
+    Ok(Built::Periodic(Arc::new(BroadcastWorker::new(
+        env, settings,
+    ))))
 }
 
 impl BroadcastWorker {
@@ -102,7 +117,12 @@ impl BroadcastWorker {
             db: env.db.clone(),
             clock: env.clock.clone(),
             settings,
-            owner: format!("{NAME}@{}:{}:{}", super::liveness::host_name(), std::process::id(), uuid::Uuid::now_v7()),
+            owner: format!(
+                "{NAME}@{}:{}:{}",
+                super::liveness::host_name(),
+                std::process::id(),
+                uuid::Uuid::now_v7()
+            ),
             wake: env.broadcast_wake.clone(),
             telemetry: env.jobs.telemetry().clone(),
         }
@@ -126,7 +146,14 @@ impl BroadcastWorker {
             match step {
                 Ok(ChunkOutcome::Progress(_)) => tokio::task::yield_now().await,
                 Ok(ChunkOutcome::Finished(done)) => {
-                    self.telemetry.jobs(if done.status == BroadcastStatus::Sent { "completed" } else { "failed" }, 1);
+                    self.telemetry.jobs(
+                        if done.status == BroadcastStatus::Sent {
+                            "completed"
+                        } else {
+                            "failed"
+                        },
+                        1,
+                    );
                     self.telemetry.stage(NAME, started.elapsed());
                     if done.total == 0 {
                         tracing::warn!(worker = NAME, broadcast.id = %id, "the audience of broadcast {id} resolved to no users");
@@ -150,11 +177,15 @@ impl BroadcastWorker {
                 }
                 Err(e @ (StoreError::Busy | StoreError::Unavailable(_))) => {
                     // Transient: the claim expires and a later tick resumes from the cursor.
-                    return Err(anyhow::Error::new(e).context(format!("delivering broadcast {id}; it will resume")));
+                    return Err(anyhow::Error::new(e)
+                        .context(format!("delivering broadcast {id}; it will resume")));
                 }
                 Err(e) => {
                     let (owner, msg, now) = (self.owner.clone(), e.to_string(), self.clock.now());
-                    let failed = self.db.call(move |s| s.fail_broadcast(id, &owner, &msg, now)).await?;
+                    let failed = self
+                        .db
+                        .call(move |s| s.fail_broadcast(id, &owner, &msg, now))
+                        .await?;
                     if let Some(f) = failed {
                         self.telemetry.jobs("failed", 1);
                         self.telemetry.stage(NAME, started.elapsed());
@@ -178,7 +209,11 @@ impl BroadcastWorker {
     /// One tick: claim due broadcasts and deliver each.
     pub async fn run_tick(&self) -> anyhow::Result<()> {
         let now = self.clock.now();
-        let (owner, limit, lease_until) = (self.owner.clone(), self.settings.batch_limit, now + self.lease());
+        let (owner, limit, lease_until) = (
+            self.owner.clone(),
+            self.settings.batch_limit,
+            now + self.lease(),
+        );
         let claimed = self
             .db
             .call(move |s| s.claim_due_broadcasts(&owner, limit, lease_until, now))
@@ -226,7 +261,10 @@ mod tests {
     use std::collections::HashMap;
 
     fn lookup(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
-        let m: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let m: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         move |k| m.get(k).cloned()
     }
 
@@ -236,7 +274,11 @@ mod tests {
         assert_eq!(s.interval, Duration::from_secs(30));
         assert_eq!(s.batch_limit, 5);
         assert!(s.immediate);
-        let s = Settings::from_lookup(lookup(&[("NOTIFICATIONS_BROADCAST_IMMEDIATE", "FALSE"), ("NOTIFICATIONS_BROADCAST_INTERVAL", "0.5")])).unwrap();
+        let s = Settings::from_lookup(lookup(&[
+            ("NOTIFICATIONS_BROADCAST_IMMEDIATE", "FALSE"),
+            ("NOTIFICATIONS_BROADCAST_INTERVAL", "0.5"),
+        ]))
+        .unwrap();
         assert!(!s.immediate);
         assert_eq!(s.interval, Duration::from_millis(500));
         for (k, v) in [

@@ -58,15 +58,26 @@ impl Maintenance {
                 let r = chrono::Duration::from_std(r).unwrap_or(chrono::Duration::MAX);
                 let n = self.jobs.prune(r).await?;
                 if n > 0 {
-                    tracing::info!(worker = NAME, pruned = n, "finished jobs past retention pruned");
+                    tracing::info!(
+                        worker = NAME,
+                        pruned = n,
+                        "finished jobs past retention pruned"
+                    );
                 }
             }
             crate::service::auth::prune_sessions(&self.db, self.clock.now()).await?;
             if self.inbox_retention_days.is_some() || self.inbox_max_per_user.is_some() {
-                let inbox = crate::service::inbox::InboxService::new(self.db.clone(), self.clock.clone());
-                let n = inbox.prune(self.inbox_retention_days, self.inbox_max_per_user).await?;
+                let inbox =
+                    crate::service::inbox::InboxService::new(self.db.clone(), self.clock.clone());
+                let n = inbox
+                    .prune(self.inbox_retention_days, self.inbox_max_per_user)
+                    .await?;
                 if n > 0 {
-                    tracing::info!(worker = NAME, pruned = n, "inbox items past retention pruned");
+                    tracing::info!(
+                        worker = NAME,
+                        pruned = n,
+                        "inbox items past retention pruned"
+                    );
                 }
             }
         }

@@ -155,16 +155,31 @@ impl Registry {
     /// The built-in workers. Adding one is one line here plus its module.
     pub fn builtin() -> Self {
         let mut r = Self::default();
-        r.register(maintenance::NAME, maintenance::DESCRIPTION, true, maintenance::build);
-        r.register(broadcast::NAME, broadcast::DESCRIPTION, true, broadcast::build);
+        r.register(
+            maintenance::NAME,
+            maintenance::DESCRIPTION,
+            true,
+            maintenance::build,
+        );
+        r.register(
+            broadcast::NAME,
+            broadcast::DESCRIPTION,
+            true,
+            broadcast::build,
+        );
         r.register(send::NAME, send::DESCRIPTION, true, send::build);
         r.register(demo::NAME, demo::DESCRIPTION, false, demo::build);
         r
     }
 
     /// Registers a worker (tests and embedders may add their own).
-    pub fn register<F>(&mut self, name: &'static str, description: &'static str, in_serve_by_default: bool, build: F)
-    where
+    pub fn register<F>(
+        &mut self,
+        name: &'static str,
+        description: &'static str,
+        in_serve_by_default: bool,
+        build: F,
+    ) where
         F: Fn(&WorkerEnv) -> Result<Built, WorkerConfigError> + Send + Sync + 'static,
     {
         self.entries.retain(|e| e.name != name);

@@ -70,7 +70,12 @@ pub enum Ended {
 pub type OnTick<'a> = &'a (dyn Fn(Duration, bool) + Send + Sync);
 
 /// Sleeps `d` (ended early by a wake-up); returns true when asked to stop.
-async fn sleep_or_stop(ticker: &dyn Ticker, d: Duration, wake: Option<&Notify>, stop: &mut watch::Receiver<bool>) -> bool {
+async fn sleep_or_stop(
+    ticker: &dyn Ticker,
+    d: Duration,
+    wake: Option<&Notify>,
+    stop: &mut watch::Receiver<bool>,
+) -> bool {
     let woken = async {
         match wake {
             Some(n) => n.notified().await,
@@ -97,7 +102,16 @@ pub async fn run(
 ) -> Ended {
     let spec = worker.spec();
     let wake = worker.wake();
-    if !once && !spec.immediate && sleep_or_stop(ticker, spec.next_delay(ticker.random()), wake.as_deref(), &mut stop).await {
+    if !once
+        && !spec.immediate
+        && sleep_or_stop(
+            ticker,
+            spec.next_delay(ticker.random()),
+            wake.as_deref(),
+            &mut stop,
+        )
+        .await
+    {
         return Ended::Stopped;
     }
     loop {
@@ -115,20 +129,36 @@ pub async fn run(
             }
         };
         let Some(result) = result else {
-            tracing::warn!(worker = worker.name(), "the tick did not finish within the shutdown timeout; abandoned");
+            tracing::warn!(
+                worker = worker.name(),
+                "the tick did not finish within the shutdown timeout; abandoned"
+            );
             return Ended::Abandoned;
         };
         stats.ticks.fetch_add(1, Ordering::Relaxed);
         let failed = result.is_err();
         if let Err(e) = result {
             let n = stats.errors.fetch_add(1, Ordering::Relaxed) + 1;
-            tracing::error!(worker = worker.name(), error = format!("{e:#}"), tick_errors = n, "tick failed; continuing");
+            tracing::error!(
+                worker = worker.name(),
+                error = format!("{e:#}"),
+                tick_errors = n,
+                "tick failed; continuing"
+            );
         }
         on_tick(started.elapsed(), failed);
         if once {
             return Ended::Once;
         }
-        if stopping || sleep_or_stop(ticker, spec.next_delay(ticker.random()), wake.as_deref(), &mut stop).await {
+        if stopping
+            || sleep_or_stop(
+                ticker,
+                spec.next_delay(ticker.random()),
+                wake.as_deref(),
+                &mut stop,
+            )
+            .await
+        {
             return Ended::Stopped;
         }
     }

@@ -98,7 +98,10 @@ async fn run_job(
         Some(Err(err)) => {
             let retryable = matches!(err, HandlerError::Retryable(_));
             tracing::warn!(worker = worker.name(), job.id = %id, error = %err, retryable, "job failed");
-            match jobs.fail(id, fence.clone(), err.to_string(), retryable, None).await {
+            match jobs
+                .fail(id, fence.clone(), err.to_string(), retryable, None)
+                .await
+            {
                 Ok(_) => Outcome::Failed,
                 Err(e) => {
                     tracing::warn!(worker = worker.name(), job.id = %id, error = %e, "could not record the failure");
@@ -112,6 +115,7 @@ async fn run_job(
 }
 
 /// Runs the worker until `stop` turns true, or (with `once`) until nothing is left.
+#[allow(clippy::too_many_arguments)]
 pub async fn run(
     worker: Arc<dyn QueueHandler>,
     jobs: JobService,
@@ -171,15 +175,28 @@ pub async fn run(
         }
         idle = MIN_POLL;
         for job in leased {
-            let permit = permits.clone().acquire_owned().await.expect("semaphore open");
+            let permit = permits
+                .clone()
+                .acquire_owned()
+                .await
+                .expect("semaphore open");
             let fence = Fence {
                 worker_id: worker_id.clone(),
                 lease_token: job.lease_token.clone(),
             };
-            held.lock().expect("held lock").insert(job.id, fence.clone());
+            held.lock()
+                .expect("held lock")
+                .insert(job.id, fence.clone());
             tracing::debug!(worker = worker.name(), job.id = %job.id, job_type = %job.job_type, attempt = job.attempts, "job started");
             stats.started.fetch_add(1, Ordering::Relaxed);
-            let (w, j, s, h, st, cb) = (worker.clone(), jobs.clone(), spec.clone(), held.clone(), stats.clone(), on_job.clone());
+            let (w, j, s, h, st, cb) = (
+                worker.clone(),
+                jobs.clone(),
+                spec.clone(),
+                held.clone(),
+                stats.clone(),
+                on_job.clone(),
+            );
             running.spawn(async move {
                 let started = Instant::now();
                 let outcome = run_job(w, j, job, fence, s, h).await;
@@ -209,7 +226,9 @@ pub async fn run(
     for (id, fence) in left {
         match jobs.release(id, fence).await {
             Ok(_) => tracing::info!(worker = worker.name(), job.id = %id, "lease released"),
-            Err(e) => tracing::warn!(worker = worker.name(), job.id = %id, error = %e, "could not release the lease"),
+            Err(e) => {
+                tracing::warn!(worker = worker.name(), job.id = %id, error = %e, "could not release the lease")
+            }
         }
     }
 }

@@ -13,7 +13,12 @@ use tokio::sync::watch;
 pub async fn run_worker(worker: Built, env: &WorkerEnv, once: bool, stop: watch::Receiver<bool>) {
     let name = worker.name().to_string();
     tracing::info!(worker = %name, "starting worker '{name}'");
-    let liveness = Liveness::new(env.db.clone(), env.clock.clone(), &name, env.options.heartbeat);
+    let liveness = Liveness::new(
+        env.db.clone(),
+        env.clock.clone(),
+        &name,
+        env.options.heartbeat,
+    );
     liveness.report(Some("running")).await;
     let beat = liveness.clone().spawn_heartbeat(stop.clone());
     let timeout = env.options.shutdown_timeout;
@@ -28,10 +33,23 @@ pub async fn run_worker(worker: Built, env: &WorkerEnv, once: bool, stop: watch:
                     t.jobs("tick_errors", 1);
                 }
             };
-            periodic::run(w.as_ref(), &RealTicker, stop, timeout, once, &stats, &on_tick).await;
+            periodic::run(
+                w.as_ref(),
+                &RealTicker,
+                stop,
+                timeout,
+                once,
+                &stats,
+                &on_tick,
+            )
+            .await;
         }
         Built::Queue(w) => {
-            let worker_id = format!("{name}@{}:{}", super::liveness::host_name(), std::process::id());
+            let worker_id = format!(
+                "{name}@{}:{}",
+                super::liveness::host_name(),
+                std::process::id()
+            );
             let l = liveness.clone();
             let (t, stage) = (env.jobs.telemetry().clone(), name.clone());
             let on_job: queue_worker::OnJob = Arc::new(move |took, outcome| {
@@ -41,7 +59,17 @@ pub async fn run_worker(worker: Built, env: &WorkerEnv, once: bool, stop: watch:
                 }
             });
             let stats = Arc::new(QueueStats::default());
-            queue_worker::run(w, env.jobs.clone(), worker_id, stop, timeout, once, stats, on_job).await;
+            queue_worker::run(
+                w,
+                env.jobs.clone(),
+                worker_id,
+                stop,
+                timeout,
+                once,
+                stats,
+                on_job,
+            )
+            .await;
         }
     }
     tracing::info!(worker = %name, "stopping worker '{name}'");

@@ -2,7 +2,10 @@
 //! `{"user_id", "title", "body", "meta"?, "event_id"?}`. Durable and retried like any
 //! job; a job whose `event_id` was already delivered succeeds as a no-op and says so.
 
-use super::{job_types, BoxFuture, Built, HandlerError, QueueHandler, QueueSpec, Worker, WorkerConfigError, WorkerEnv};
+use super::{
+    job_types, BoxFuture, Built, HandlerError, QueueHandler, QueueSpec, Worker, WorkerConfigError,
+    WorkerEnv,
+};
 use crate::domain::bounded_text;
 use crate::domain::notify::{DirectNotification, UserId};
 use crate::domain::Job;
@@ -30,7 +33,9 @@ pub fn parse_input(input: &Value) -> Result<DirectNotification, String> {
     let text = |k: &str, max: usize, required: bool| -> Result<Option<String>, String> {
         match input.get(k) {
             None | Some(Value::Null) if !required => Ok(None),
-            Some(Value::String(s)) => bounded_text(k, s, 1, max).map(|_| Some(s.clone())).map_err(|e| format!("{}: {}", e.field, e.message)),
+            Some(Value::String(s)) => bounded_text(k, s, 1, max)
+                .map(|_| Some(s.clone()))
+                .map_err(|e| format!("{}: {}", e.field, e.message)),
             _ => Err(format!("{k}: is required and must be a string")),
         }
     };
@@ -41,7 +46,8 @@ pub fn parse_input(input: &Value) -> Result<DirectNotification, String> {
         Some(_) => return Err("meta: must be an object".into()),
     };
     Ok(DirectNotification {
-        user_id: UserId::parse("user_id", &user).map_err(|e| format!("{}: {}", e.field, e.message))?,
+        user_id: UserId::parse("user_id", &user)
+            .map_err(|e| format!("{}: {}", e.field, e.message))?,
         title: text("title", 200, true)?.unwrap_or_default(),
         body: text("body", 10_000, true)?.unwrap_or_default(),
         meta,

@@ -44,10 +44,12 @@ fn row_to_broadcast(r: &Row<'_>) -> rusqlite::Result<Broadcast> {
 }
 
 fn load(c: &Connection, id: &str) -> Result<Broadcast> {
-    c.prepare_cached(&format!("SELECT {COLS} FROM broadcasts WHERE id = ?1 AND deleted_at IS NULL"))
-        .and_then(|mut s| s.query_row([id], row_to_broadcast).optional())
-        .map_err(map_err)?
-        .ok_or(StoreError::NotFound)
+    c.prepare_cached(&format!(
+        "SELECT {COLS} FROM broadcasts WHERE id = ?1 AND deleted_at IS NULL"
+    ))
+    .and_then(|mut s| s.query_row([id], row_to_broadcast).optional())
+    .map_err(map_err)?
+    .ok_or(StoreError::NotFound)
 }
 
 pub fn get(c: &Connection, id: uuid::Uuid) -> Result<Broadcast> {
@@ -60,10 +62,13 @@ fn write_recipients(c: &Connection, id: &str, audience: &Audience) -> Result<()>
         .map_err(map_err)?;
     if let Audience::ExplicitUsers(ids) = audience {
         let mut st = c
-            .prepare_cached("INSERT INTO broadcast_recipients (broadcast_id, pos, user_id) VALUES (?1, ?2, ?3)")
+            .prepare_cached(
+                "INSERT INTO broadcast_recipients (broadcast_id, pos, user_id) VALUES (?1, ?2, ?3)",
+            )
             .map_err(map_err)?;
         for (i, u) in ids.iter().enumerate() {
-            st.execute(params![id, (i + 1) as i64, u.as_str()]).map_err(map_err)?;
+            st.execute(params![id, (i + 1) as i64, u.as_str()])
+                .map_err(map_err)?;
         }
     }
     Ok(())
@@ -115,7 +120,11 @@ fn guarded(c: &Connection, id: &str, sql: &str, args: Vec<Sql>) -> Result<Broadc
 
 pub fn replace(c: &Connection, id: uuid::Uuid, d: &BroadcastDraft, now: Ts) -> Result<Broadcast> {
     let id = id.to_string();
-    let status = if d.scheduled_at.is_some() { "scheduled" } else { "draft" };
+    let status = if d.scheduled_at.is_some() {
+        "scheduled"
+    } else {
+        "draft"
+    };
     let b = guarded(
         c,
         &id,
@@ -176,7 +185,10 @@ pub fn delete(c: &Connection, id: uuid::Uuid, now: Ts) -> Result<()> {
 }
 
 fn like_pattern(q: &str) -> String {
-    let escaped = q.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_");
+    let escaped = q
+        .replace('\\', "\\\\")
+        .replace('%', "\\%")
+        .replace('_', "\\_");
     format!("%{escaped}%")
 }
 
@@ -185,12 +197,25 @@ pub fn list(c: &Connection, f: &BroadcastFilter) -> Result<BroadcastPage> {
     let q_filter = "deleted_at IS NULL AND (?1 IS NULL OR title LIKE ?1 ESCAPE '\\' \
                     OR body LIKE ?1 ESCAPE '\\' OR created_by LIKE ?1 ESCAPE '\\')";
     let counts: Vec<(String, i64)> = c
-        .prepare_cached(&format!("SELECT status, COUNT(*) FROM broadcasts WHERE {q_filter} GROUP BY status"))
-        .and_then(|mut s| s.query_map([pattern.clone()], |r| Ok((r.get(0)?, r.get(1)?)))?.collect())
+        .prepare_cached(&format!(
+            "SELECT status, COUNT(*) FROM broadcasts WHERE {q_filter} GROUP BY status"
+        ))
+        .and_then(|mut s| {
+            s.query_map([pattern.clone()], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect()
+        })
         .map_err(map_err)?;
     let status_counts = BroadcastStatus::ALL
         .iter()
-        .map(|st| (*st, counts.iter().find(|(s, _)| s == st.as_str()).map_or(0, |(_, n)| *n)))
+        .map(|st| {
+            (
+                *st,
+                counts
+                    .iter()
+                    .find(|(s, _)| s == st.as_str())
+                    .map_or(0, |(_, n)| *n),
+            )
+        })
         .collect();
     let mut status_filter = String::new();
     let mut args: Vec<Sql> = vec![pattern];
@@ -220,7 +245,10 @@ pub fn list(c: &Connection, f: &BroadcastFilter) -> Result<BroadcastPage> {
              ORDER BY seq DESC LIMIT ?{lim} OFFSET ?{}",
             lim + 1
         ))
-        .and_then(|mut s| s.query_map(params_from_iter(args), row_to_broadcast)?.collect())
+        .and_then(|mut s| {
+            s.query_map(params_from_iter(args), row_to_broadcast)?
+                .collect()
+        })
         .map_err(map_err)?;
     Ok(BroadcastPage {
         items,
@@ -240,7 +268,10 @@ fn segment_sql(conds: &[Condition], args: &mut Vec<Sql>) -> String {
             args.push(path.clone().into());
             let p = args.len();
             match v {
-                Value::Bool(b) => any.push(format!("json_type(attributes, ?{p}) = '{}'", if *b { "true" } else { "false" })),
+                Value::Bool(b) => any.push(format!(
+                    "json_type(attributes, ?{p}) = '{}'",
+                    if *b { "true" } else { "false" }
+                )),
                 Value::Number(n) => {
                     args.push(match n.as_i64() {
                         Some(i) => i.into(),
@@ -286,7 +317,12 @@ fn load_delivery(c: &Connection, id: &str, owner: &str) -> Result<Option<Deliver
             "SELECT seq, audience, snapshot_max, cursor FROM broadcasts
              WHERE id = ?1 AND status = 'sending' AND lease_owner = ?2 AND deleted_at IS NULL",
         )
-        .and_then(|mut s| s.query_row(params![id, owner], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))).optional())
+        .and_then(|mut s| {
+            s.query_row(params![id, owner], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+            })
+            .optional()
+        })
         .map_err(map_err)?;
     Ok(row.map(|(seq, audience, snapshot_max, cursor)| Delivery {
         seq,
@@ -321,14 +357,22 @@ fn snapshot(c: &Connection, d: &Delivery) -> Result<()> {
             (max, total)
         }
     };
-    c.prepare_cached("UPDATE broadcasts SET snapshot_max = ?2, total = ?3, cursor = 0 WHERE seq = ?1")
-        .and_then(|mut s| s.execute(params![d.seq, max, total]))
-        .map_err(map_err)?;
+    c.prepare_cached(
+        "UPDATE broadcasts SET snapshot_max = ?2, total = ?3, cursor = 0 WHERE seq = ?1",
+    )
+    .and_then(|mut s| s.execute(params![d.seq, max, total]))
+    .map_err(map_err)?;
     Ok(())
 }
 
 /// Claims due broadcasts (scheduled and due, or sending with an expired claim) for `owner`.
-pub fn claim_due(c: &Connection, owner: &str, limit: usize, lease_until: Ts, now: Ts) -> Result<Vec<Broadcast>> {
+pub fn claim_due(
+    c: &Connection,
+    owner: &str,
+    limit: usize,
+    lease_until: Ts,
+    now: Ts,
+) -> Result<Vec<Broadcast>> {
     let ids: Vec<String> = c
         .prepare_cached(
             "UPDATE broadcasts SET status = 'sending', lease_owner = ?1, lease_until = ?2,
@@ -341,8 +385,11 @@ pub fn claim_due(c: &Connection, owner: &str, limit: usize, lease_until: Ts, now
              RETURNING id",
         )
         .and_then(|mut s| {
-            s.query_map(params![owner, to_ms(&lease_until), to_ms(&now), limit as i64], |r| r.get(0))?
-                .collect()
+            s.query_map(
+                params![owner, to_ms(&lease_until), to_ms(&now), limit as i64],
+                |r| r.get(0),
+            )?
+            .collect()
         })
         .map_err(map_err)?;
     let mut out = Vec::with_capacity(ids.len());
@@ -359,7 +406,14 @@ pub fn claim_due(c: &Connection, owner: &str, limit: usize, lease_until: Ts, now
 
 /// Delivers the next chunk of up to `chunk` recipients, renewing the claim; finishes the
 /// broadcast when the audience is exhausted.
-pub fn deliver_chunk(c: &Connection, id: uuid::Uuid, owner: &str, chunk: usize, lease_until: Ts, now: Ts) -> Result<ChunkOutcome> {
+pub fn deliver_chunk(
+    c: &Connection,
+    id: uuid::Uuid,
+    owner: &str,
+    chunk: usize,
+    lease_until: Ts,
+    now: Ts,
+) -> Result<ChunkOutcome> {
     let id = id.to_string();
     let Some(d) = load_delivery(c, &id, owner)? else {
         return Ok(ChunkOutcome::Stopped);
@@ -392,7 +446,12 @@ pub fn deliver_chunk(c: &Connection, id: uuid::Uuid, owner: &str, chunk: usize, 
                 .and_then(|mut s| s.query_row(params_from_iter(args), |r| r.get(0)).optional())
                 .map_err(map_err)?;
             let boundary = found.unwrap_or(max);
-            let mut args: Vec<Sql> = vec![d.id.clone().into(), now_ms.into(), d.cursor.into(), boundary.into()];
+            let mut args: Vec<Sql> = vec![
+                d.id.clone().into(),
+                now_ms.into(),
+                d.cursor.into(),
+                boundary.into(),
+            ];
             let cond = audience_where(audience, &mut args);
             let inserted = c
                 .prepare_cached(&format!(
@@ -411,7 +470,16 @@ pub fn deliver_chunk(c: &Connection, id: uuid::Uuid, owner: &str, chunk: usize, 
              lease_until = ?5, updated_at = ?6
          WHERE seq = ?1",
     )
-    .and_then(|mut s| s.execute(params![d.seq, inserted, skipped, boundary, to_ms(&lease_until), now_ms]))
+    .and_then(|mut s| {
+        s.execute(params![
+            d.seq,
+            inserted,
+            skipped,
+            boundary,
+            to_ms(&lease_until),
+            now_ms
+        ])
+    })
     .map_err(map_err)?;
     if !done {
         return Ok(ChunkOutcome::Progress(load(c, &id)?));
@@ -432,7 +500,13 @@ pub fn deliver_chunk(c: &Connection, id: uuid::Uuid, owner: &str, chunk: usize, 
 }
 
 /// Ends a broadcast that could not be delivered: whatever was not delivered is failed.
-pub fn fail(c: &Connection, id: uuid::Uuid, owner: &str, error: &str, now: Ts) -> Result<Option<Broadcast>> {
+pub fn fail(
+    c: &Connection,
+    id: uuid::Uuid,
+    owner: &str,
+    error: &str,
+    now: Ts,
+) -> Result<Option<Broadcast>> {
     let id = id.to_string();
     let n = c
         .prepare_cached(

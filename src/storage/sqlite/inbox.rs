@@ -28,7 +28,11 @@ fn row_to_item(r: &Row<'_>) -> rusqlite::Result<InboxItem> {
         id,
         title: r.get(6)?,
         message: r.get(7)?,
-        kind: if broadcast_id.is_some() { "broadcast" } else { "direct" },
+        kind: if broadcast_id.is_some() {
+            "broadcast"
+        } else {
+            "direct"
+        },
         created_at: from_ms(r.get(1)?),
         read_at: r.get::<_, Option<i64>>(2)?.map(from_ms),
         meta: meta.and_then(|m| serde_json::from_str(&m).ok()),
@@ -41,16 +45,31 @@ pub fn deliver_direct(c: &Connection, n: &DirectNotification, now: Ts) -> Result
     if let Some(key) = &n.event_id {
         let existing: Option<i64> = c
             .prepare_cached("SELECT id FROM inbox_items WHERE user_id = ?1 AND event_key = ?2")
-            .and_then(|mut s| s.query_row(params![n.user_id.as_str(), key], |r| r.get(0)).optional())
+            .and_then(|mut s| {
+                s.query_row(params![n.user_id.as_str(), key], |r| r.get(0))
+                    .optional()
+            })
             .map_err(map_err)?;
         if let Some(item_id) = existing {
-            return Ok(Delivered { item_id, created: false });
+            return Ok(Delivered {
+                item_id,
+                created: false,
+            });
         }
     }
     let now = to_ms(&now);
-    c.prepare_cached("INSERT INTO notification_contents (title, body, meta, created_at) VALUES (?1, ?2, ?3, ?4)")
-        .and_then(|mut s| s.execute(params![n.title, n.body, n.meta.as_ref().map(|m| m.to_string()), now]))
-        .map_err(map_err)?;
+    c.prepare_cached(
+        "INSERT INTO notification_contents (title, body, meta, created_at) VALUES (?1, ?2, ?3, ?4)",
+    )
+    .and_then(|mut s| {
+        s.execute(params![
+            n.title,
+            n.body,
+            n.meta.as_ref().map(|m| m.to_string()),
+            now
+        ])
+    })
+    .map_err(map_err)?;
     let content_id = c.last_insert_rowid();
     c.prepare_cached(
         "INSERT INTO inbox_items (user_id, content_id, event_key, created_at) VALUES (?1, ?2, ?3, ?4)",
@@ -79,19 +98,30 @@ pub fn unread(c: &Connection, user: &UserId) -> Result<i64> {
 
 pub fn page(c: &Connection, user: &UserId, limit: usize, offset: usize) -> Result<InboxPage> {
     let items = c
-        .prepare_cached(&format!("{ITEM} WHERE i.user_id = ?1 ORDER BY i.id DESC LIMIT ?2 OFFSET ?3"))
+        .prepare_cached(&format!(
+            "{ITEM} WHERE i.user_id = ?1 ORDER BY i.id DESC LIMIT ?2 OFFSET ?3"
+        ))
         .and_then(|mut s| {
-            s.query_map(params![user.as_str(), limit as i64, offset as i64], row_to_item)?
-                .collect()
+            s.query_map(
+                params![user.as_str(), limit as i64, offset as i64],
+                row_to_item,
+            )?
+            .collect()
         })
         .map_err(map_err)?;
     let (total, unread) = counts(c, user)?;
-    Ok(InboxPage { items, total, unread })
+    Ok(InboxPage {
+        items,
+        total,
+        unread,
+    })
 }
 
 pub fn mark_read(c: &Connection, user: &UserId, item: i64, now: Ts) -> Result<InboxItem> {
     let n = c
-        .prepare_cached("UPDATE inbox_items SET read_at = COALESCE(read_at, ?3) WHERE id = ?1 AND user_id = ?2")
+        .prepare_cached(
+            "UPDATE inbox_items SET read_at = COALESCE(read_at, ?3) WHERE id = ?1 AND user_id = ?2",
+        )
         .and_then(|mut s| s.execute(params![item, user.as_str(), to_ms(&now)]))
         .map_err(map_err)?;
     if n == 0 {
@@ -110,7 +140,12 @@ pub fn mark_all_read(c: &Connection, user: &UserId, now: Ts) -> Result<usize> {
 
 /// Deletes at most `limit` items older than `before`, and items beyond the newest
 /// `max_per_user` of each user.
-pub fn prune(c: &Connection, before: Option<Ts>, max_per_user: Option<usize>, limit: usize) -> Result<usize> {
+pub fn prune(
+    c: &Connection,
+    before: Option<Ts>,
+    max_per_user: Option<usize>,
+    limit: usize,
+) -> Result<usize> {
     let mut deleted = 0;
     if let Some(before) = before {
         // Ids grow with time, so the old items are the lowest ids.
@@ -124,7 +159,9 @@ pub fn prune(c: &Connection, before: Option<Ts>, max_per_user: Option<usize>, li
     }
     if let Some(max) = max_per_user.filter(|m| *m > 0) {
         let over: Vec<String> = c
-            .prepare_cached("SELECT user_id FROM inbox_items GROUP BY user_id HAVING COUNT(*) > ?1 LIMIT 100")
+            .prepare_cached(
+                "SELECT user_id FROM inbox_items GROUP BY user_id HAVING COUNT(*) > ?1 LIMIT 100",
+            )
             .and_then(|mut s| s.query_map([max as i64], |r| r.get(0))?.collect())
             .map_err(map_err)?;
         for user in over {

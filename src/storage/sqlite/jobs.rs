@@ -205,7 +205,15 @@ fn enqueue_one(c: &Connection, nj: NewJob, now: Ts) -> Result<Enqueued> {
         }
         Err(e) => return Err(map_err(e)),
     }
-    add_event(c, job.id, now, &NewEvent { event: "queued", details: None })?;
+    add_event(
+        c,
+        job.id,
+        now,
+        &NewEvent {
+            event: "queued",
+            details: None,
+        },
+    )?;
     Ok(Enqueued::Created(job))
 }
 
@@ -213,7 +221,9 @@ pub fn claim(c: &Connection, claim: &Claim, now: Ts) -> Result<Vec<Job>> {
     let type_filter = if claim.types.is_empty() {
         String::new()
     } else {
-        let marks: Vec<String> = (0..claim.types.len()).map(|i| format!("?{}", i + 5)).collect();
+        let marks: Vec<String> = (0..claim.types.len())
+            .map(|i| format!("?{}", i + 5))
+            .collect();
         format!("AND type IN ({})", marks.join(", "))
     };
     let sql = format!(
@@ -257,7 +267,9 @@ pub fn claim(c: &Connection, claim: &Claim, now: Ts) -> Result<Vec<Job>> {
 
 pub fn heartbeat(c: &Connection, id: JobId, fence: &Fence, until: Ts, now: Ts) -> Result<Job> {
     let (seq, mut job) = load(c, id)?;
-    let ev = job.heartbeat(fence, until, now).map_err(StoreError::Conflict)?;
+    let ev = job
+        .heartbeat(fence, until, now)
+        .map_err(StoreError::Conflict)?;
     save(c, seq, &job)?;
     // Coalesce: a run of heartbeats is one event row whose count and time move.
     let last: Option<(i64, String, Option<String>)> = c
@@ -285,7 +297,13 @@ pub fn heartbeat(c: &Connection, id: JobId, fence: &Fence, until: Ts, now: Ts) -
     Ok(job)
 }
 
-pub fn complete(c: &Connection, id: JobId, fence: &Fence, result: Option<Value>, now: Ts) -> Result<Job> {
+pub fn complete(
+    c: &Connection,
+    id: JobId,
+    fence: &Fence,
+    result: Option<Value>,
+    now: Ts,
+) -> Result<Job> {
     transition(c, id, now, |j| j.complete(fence, result, now))
 }
 
@@ -329,7 +347,11 @@ pub fn list(c: &Connection, f: &JobFilter) -> Result<JobPage> {
         .map_err(map_err)?;
     let more = items.len() > limit;
     items.truncate(limit);
-    let next_seq = if more { items.last().map(|(s, _)| *s) } else { None };
+    let next_seq = if more {
+        items.last().map(|(s, _)| *s)
+    } else {
+        None
+    };
     Ok(JobPage {
         items: items.into_iter().map(|(_, j)| j).collect(),
         next_seq,
@@ -357,7 +379,10 @@ pub fn queue_stats(c: &Connection, now: Ts) -> Result<Vec<QueueStats>> {
     let mut by_type: BTreeMap<String, QueueStats> = BTreeMap::new();
     let counts: Vec<(String, String, i64)> = c
         .prepare_cached("SELECT type, status, COUNT(*) FROM jobs GROUP BY type, status")
-        .and_then(|mut s| s.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?.collect())
+        .and_then(|mut s| {
+            s.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                .collect()
+        })
         .map_err(map_err)?;
     for (t, status, n) in counts {
         let q = stats_entry(&mut by_type, &t);
@@ -375,7 +400,10 @@ pub fn queue_stats(c: &Connection, now: Ts) -> Result<Vec<QueueStats>> {
             "SELECT type, MIN(available_at) FROM jobs
              WHERE status = 'queued' AND available_at <= ?1 GROUP BY type",
         )
-        .and_then(|mut s| s.query_map([to_ms(&now)], |r| Ok((r.get(0)?, r.get(1)?)))?.collect())
+        .and_then(|mut s| {
+            s.query_map([to_ms(&now)], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect()
+        })
         .map_err(map_err)?;
     for (t, at) in oldest {
         stats_entry(&mut by_type, &t).oldest_queued_age_seconds =
@@ -419,7 +447,10 @@ pub fn reclaim_expired(c: &Connection, now: Ts, limit: usize) -> Result<Vec<Recl
             "SELECT {COLS} FROM jobs WHERE status = 'leased' AND lease_until < ?1
              ORDER BY lease_until LIMIT ?2"
         ))
-        .and_then(|mut s| s.query_map(params![to_ms(&now), limit as i64], row_to_job)?.collect())
+        .and_then(|mut s| {
+            s.query_map(params![to_ms(&now), limit as i64], row_to_job)?
+                .collect()
+        })
         .map_err(map_err)?;
     let mut out = Vec::with_capacity(expired.len());
     for (seq, mut job) in expired {

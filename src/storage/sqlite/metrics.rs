@@ -18,13 +18,17 @@ pub fn add(c: &Connection, d: &MetricDeltas) -> Result<()> {
     for s in &d.stages {
         let existing: Option<(i64, f64, String)> = c
             .prepare_cached("SELECT count, sum_ms, buckets FROM metric_stages WHERE stage = ?1")
-            .and_then(|mut q| q.query_row([&s.stage], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).optional())
+            .and_then(|mut q| {
+                q.query_row([&s.stage], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                    .optional()
+            })
             .map_err(map_err)?;
         let mut total = StageTotals::new(&s.stage);
         if let Some((count, sum_ms, buckets)) = existing {
             total.count = count;
             total.sum_ms = sum_ms;
-            total.buckets = serde_json::from_str(&buckets).unwrap_or_else(|_| total.buckets.clone());
+            total.buckets =
+                serde_json::from_str(&buckets).unwrap_or_else(|_| total.buckets.clone());
         }
         total.add(s);
         c.prepare_cached(
@@ -48,7 +52,10 @@ pub fn add(c: &Connection, d: &MetricDeltas) -> Result<()> {
 pub fn totals(c: &Connection) -> Result<MetricTotals> {
     let counters = c
         .prepare_cached("SELECT name, label, value FROM metric_counters ORDER BY name, label")
-        .and_then(|mut s| s.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?.collect())
+        .and_then(|mut s| {
+            s.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                .collect()
+        })
         .map_err(map_err)?;
     let stages = c
         .prepare_cached("SELECT stage, count, sum_ms, buckets FROM metric_stages ORDER BY stage")
@@ -70,7 +77,9 @@ pub fn totals(c: &Connection) -> Result<MetricTotals> {
 
 pub fn broadcast_stats(c: &Connection) -> Result<BroadcastStats> {
     let status_counts = c
-        .prepare_cached("SELECT status, COUNT(*) FROM broadcasts WHERE deleted_at IS NULL GROUP BY status")
+        .prepare_cached(
+            "SELECT status, COUNT(*) FROM broadcasts WHERE deleted_at IS NULL GROUP BY status",
+        )
         .and_then(|mut s| s.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect())
         .map_err(map_err)?;
     // Sums over every broadcast ever (deleted ones too), so they never go backwards.
@@ -78,5 +87,10 @@ pub fn broadcast_stats(c: &Connection) -> Result<BroadcastStats> {
         .prepare_cached("SELECT COALESCE(SUM(sent), 0), COALESCE(SUM(failed), 0), COALESCE(SUM(skipped), 0) FROM broadcasts")
         .and_then(|mut s| s.query_row([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))))
         .map_err(map_err)?;
-    Ok(BroadcastStats { status_counts, sent, failed, skipped })
+    Ok(BroadcastStats {
+        status_counts,
+        sent,
+        failed,
+        skipped,
+    })
 }

@@ -4,30 +4,28 @@ mod broadcasts;
 mod inbox;
 mod jobs;
 mod metrics;
-mod users;
+pub mod raw;
 mod sessions;
+mod users;
 mod workers;
 mod writer;
-pub mod raw;
 
-use super::{
-    OpenError, OpenOptions, Result, Session, Store, StoreError,
-};
-use crate::domain::{
-    Claim, Enqueued, Failure, Fence, Job, JobEvent, JobFilter, JobId, JobPage, NewJob,
-    QueueStats, Reclaimed, Ts, WorkerProcess,
-};
+use super::{OpenError, OpenOptions, Result, Session, Store, StoreError};
+use crate::domain::metrics::{BroadcastStats, MetricDeltas, MetricTotals};
 use crate::domain::notify::{
     Broadcast, BroadcastDraft, BroadcastFilter, BroadcastPage, ChunkOutcome, Delivered,
     DirectNotification, InboxItem, InboxPage, NewUser, User, UserId,
 };
-use crate::domain::metrics::{BroadcastStats, MetricDeltas, MetricTotals};
+use crate::domain::{
+    Claim, Enqueued, Failure, Fence, Job, JobEvent, JobFilter, JobId, JobPage, NewJob, QueueStats,
+    Reclaimed, Ts, WorkerProcess,
+};
 use r2d2_sqlite::SqliteConnectionManager;
-use uuid::Uuid;
 use rusqlite::Connection;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+use uuid::Uuid;
 use writer::Writer;
 
 mod embedded {
@@ -181,7 +179,13 @@ impl Store for SqliteStore {
         self.write(move |c| jobs::heartbeat(c, id, &fence, lease_until, now))
     }
 
-    fn complete_job(&self, id: JobId, fence: &Fence, result: Option<Value>, now: Ts) -> Result<Job> {
+    fn complete_job(
+        &self,
+        id: JobId,
+        fence: &Fence,
+        result: Option<Value>,
+        now: Ts,
+    ) -> Result<Job> {
         let fence = fence.clone();
         self.write(move |c| jobs::complete(c, id, &fence, result, now))
     }
@@ -284,17 +288,36 @@ impl Store for SqliteStore {
         self.write(move |c| broadcasts::delete(c, id, now))
     }
 
-    fn claim_due_broadcasts(&self, owner: &str, limit: usize, lease_until: Ts, now: Ts) -> Result<Vec<Broadcast>> {
+    fn claim_due_broadcasts(
+        &self,
+        owner: &str,
+        limit: usize,
+        lease_until: Ts,
+        now: Ts,
+    ) -> Result<Vec<Broadcast>> {
         let owner = owner.to_string();
         self.write(move |c| broadcasts::claim_due(c, &owner, limit, lease_until, now))
     }
 
-    fn deliver_broadcast_chunk(&self, id: Uuid, owner: &str, chunk: usize, lease_until: Ts, now: Ts) -> Result<ChunkOutcome> {
+    fn deliver_broadcast_chunk(
+        &self,
+        id: Uuid,
+        owner: &str,
+        chunk: usize,
+        lease_until: Ts,
+        now: Ts,
+    ) -> Result<ChunkOutcome> {
         let owner = owner.to_string();
         self.write(move |c| broadcasts::deliver_chunk(c, id, &owner, chunk, lease_until, now))
     }
 
-    fn fail_broadcast(&self, id: Uuid, owner: &str, error: &str, now: Ts) -> Result<Option<Broadcast>> {
+    fn fail_broadcast(
+        &self,
+        id: Uuid,
+        owner: &str,
+        error: &str,
+        now: Ts,
+    ) -> Result<Option<Broadcast>> {
         let (owner, error) = (owner.to_string(), error.to_string());
         self.write(move |c| broadcasts::fail(c, id, &owner, &error, now))
     }
@@ -322,7 +345,12 @@ impl Store for SqliteStore {
         self.write(move |c| inbox::mark_all_read(c, &user, now))
     }
 
-    fn prune_inbox(&self, before: Option<Ts>, max_per_user: Option<usize>, limit: usize) -> Result<usize> {
+    fn prune_inbox(
+        &self,
+        before: Option<Ts>,
+        max_per_user: Option<usize>,
+        limit: usize,
+    ) -> Result<usize> {
         self.write(move |c| inbox::prune(c, before, max_per_user, limit))
     }
 

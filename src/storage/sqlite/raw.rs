@@ -66,8 +66,8 @@ pub fn claim_complete(path: &Path, ops: usize) -> rusqlite::Result<Duration> {
                       ORDER BY priority, available_at, created_at LIMIT 1)
          RETURNING seq",
     )?;
-    let mut complete =
-        conn.prepare_cached("UPDATE jobs SET status = 'succeeded', updated_at = ?2 WHERE seq = ?1")?;
+    let mut complete = conn
+        .prepare_cached("UPDATE jobs SET status = 'succeeded', updated_at = ?2 WHERE seq = ?1")?;
     loop {
         let now = now_ms() + 1000;
         let seq: Option<i64> = claim.query_row([now], |r| r.get(0)).ok();

@@ -58,11 +58,19 @@ pub fn get(c: &Connection, id: &UserId) -> Result<User> {
 }
 
 fn like_pattern(q: &str) -> String {
-    let escaped = q.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_");
+    let escaped = q
+        .replace('\\', "\\\\")
+        .replace('%', "\\%")
+        .replace('_', "\\_");
     format!("%{escaped}%")
 }
 
-pub fn list(c: &Connection, q: Option<&str>, limit: usize, offset: usize) -> Result<(Vec<User>, i64)> {
+pub fn list(
+    c: &Connection,
+    q: Option<&str>,
+    limit: usize,
+    offset: usize,
+) -> Result<(Vec<User>, i64)> {
     let pattern = q.map(like_pattern);
     let filter = "(?1 IS NULL OR id LIKE ?1 ESCAPE '\\' OR email LIKE ?1 ESCAPE '\\')";
     let total: i64 = c
