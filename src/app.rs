@@ -11,6 +11,7 @@ use crate::storage::{self, Db, OpenOptions};
 use crate::worker::runner::run_worker;
 use crate::worker::{maintenance, Built, Registry, WorkerEnv};
 use anyhow::Context;
+use axum::serve::ListenerExt;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::sync::watch;
@@ -140,6 +141,10 @@ impl App {
         }
         let mut server_stop = stop_rx;
         let server = tokio::spawn(async move {
+            // Small JSON requests and answers: never wait for Nagle.
+            let listener = listener.tap_io(|tcp| {
+                let _ = tcp.set_nodelay(true);
+            });
             axum::serve(listener, router)
                 .with_graceful_shutdown(async move {
                     let _ = server_stop.wait_for(|s| *s).await;
