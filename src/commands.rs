@@ -130,6 +130,9 @@ async fn run(database_url: &str, migrate: bool, args: RunArgs) -> anyhow::Result
         name: reg.name.to_string(),
         reason: e.0,
     })?;
+    // Listen before any work starts, and keep listening: a second signal that comes
+    // right after the first must not be lost.
+    let mut signals = ShutdownSignals::new();
     let (stop, stop_rx) = watch::channel(false);
     // Counters and stage timings reach the store every few seconds and on stop.
     let flusher = telemetry
@@ -140,18 +143,18 @@ async fn run(database_url: &str, migrate: bool, args: RunArgs) -> anyhow::Result
         tokio::spawn(async move { run_worker(worker, &env, args.once, stop_rx).await })
     };
     tokio::pin!(task);
-    tokio::select! {
-        r = &mut task => r?,
-        _ = shutdown_signal() => {
-            tracing::info!("stop requested: finishing work in hand (a second signal exits at once)");
-            let _ = stop.send(true);
-            tokio::spawn(async {
-                shutdown_signal().await;
-                tracing::warn!("second signal: exiting at once");
-                std::process::exit(130);
-            });
-            (&mut task).await?;
+    let signaled = tokio::select! {
+        r = &mut task => {
+            r?;
+            false
         }
+        _ = signals.recv() => true,
+    };
+    if signaled {
+        tracing::info!("stop requested: finishing work in hand (a second signal exits at once)");
+        exit_on_second_signal(signals);
+        let _ = stop.send(true);
+        (&mut task).await?;
     }
     let _ = stop.send(true);
     let _ = flusher.await;
@@ -164,33 +167,73 @@ async fn run(database_url: &str, migrate: bool, args: RunArgs) -> anyhow::Result
 
 async fn serve(database_url: &str, migrate: bool, args: ServeArgs) -> anyhow::Result<()> {
     let config = serve_config(database_url, migrate, args);
+    let mut signals = ShutdownSignals::new();
     let app = App::start(config, Arc::new(SystemClock)).await?;
-    shutdown_signal().await;
+    signals.recv().await;
     tracing::info!("stopping: finishing work in hand (a second signal exits at once)");
-    tokio::spawn(async {
-        shutdown_signal().await;
-        tracing::warn!("second signal: exiting at once");
-        std::process::exit(130);
-    });
+    exit_on_second_signal(signals);
     app.stop().await?;
     tracing::info!("stopped");
     Ok(())
 }
 
-/// Completes at SIGINT or SIGTERM.
-pub async fn shutdown_signal() {
+/// SIGINT and SIGTERM, listened to from creation on: a signal that arrives while nobody
+/// is waiting is kept for the next `recv`, so a quick second signal is never lost.
+pub struct ShutdownSignals {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        let mut term = signal(SignalKind::terminate()).expect("install SIGTERM handler");
-        let mut int = signal(SignalKind::interrupt()).expect("install SIGINT handler");
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = int.recv() => {}
+    term: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    int: tokio::signal::unix::Signal,
+}
+
+impl ShutdownSignals {
+    pub fn new() -> Self {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            Self {
+                term: signal(SignalKind::terminate()).expect("install SIGTERM handler"),
+                int: signal(SignalKind::interrupt()).expect("install SIGINT handler"),
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            Self {}
         }
     }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
+
+    /// Completes at the next SIGINT or SIGTERM (or one that came since the last call).
+    pub async fn recv(&mut self) {
+        #[cfg(unix)]
+        {
+            tokio::select! {
+                _ = self.term.recv() => {}
+                _ = self.int.recv() => {}
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
+}
+
+impl Default for ShutdownSignals {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// After the first signal: the next one ends the process at once (exit 130).
+fn exit_on_second_signal(mut signals: ShutdownSignals) {
+    tokio::spawn(async move {
+        signals.recv().await;
+        tracing::warn!("second signal: exiting at once");
+        std::process::exit(130);
+    });
+}
+
+/// Completes at SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    ShutdownSignals::new().recv().await
 }

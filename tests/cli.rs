@@ -1,10 +1,18 @@
-//! The real binary: help, migrate, bad URLs, exit codes, tokens, serve and signals, and
-//! two OS processes writing one database file.
+//! The real binary: help, migrate, bad URLs, exit codes, tokens, serve and signals, two
+//! OS processes writing one database file, and the workers: `wp-lite workers`, `wp-lite
+//! run` (unknown names, `--once`, SIGTERM, a second SIGTERM, two processes draining one
+//! database) and liveness of a killed process.
 
+use chrono::Utc;
 use serde_json::{json, Value};
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use wp_lite::domain::{Claim, Enqueued, JobId, JobMeta, JobStatus, JobType, NewJob};
+use wp_lite::storage::{self, OpenOptions, Store};
 
 const BIN: &str = env!("CARGO_BIN_EXE_wp-lite");
 
@@ -70,7 +78,10 @@ fn bad_database_urls_exit_2_with_a_reason() {
     for (url, needle) in [
         ("sqlite::memory:", "memory"),
         ("mysql://root@localhost/x", "unsupported"),
-        ("postgres://user:hunter2@127.0.0.1:1/db", "not available in this build"),
+        (
+            "postgres://user:hunter2@127.0.0.1:1/db",
+            "not available in this build",
+        ),
     ] {
         let o = wp(dir.path(), &["--database-url", url, "migrate"]);
         assert_eq!(o.status.code(), Some(2), "{url}: {}", text(&o));
@@ -84,7 +95,12 @@ fn bad_database_urls_exit_2_with_a_reason() {
 fn usage_errors_exit_2_and_log_level_ignores_case() {
     let dir = tempfile::tempdir().unwrap();
     assert_eq!(wp(dir.path(), &["no-such-command"]).status.code(), Some(2));
-    assert_eq!(wp(dir.path(), &["--log-level", "loud", "workers"]).status.code(), Some(2));
+    assert_eq!(
+        wp(dir.path(), &["--log-level", "loud", "workers"])
+            .status
+            .code(),
+        Some(2)
+    );
     let o = wp(dir.path(), &["--log-level=INFO", "workers"]);
     assert!(o.status.success(), "{}", text(&o));
     assert!(String::from_utf8_lossy(&o.stdout).contains("jobs.maintenance"));
@@ -185,7 +201,11 @@ async fn serve_uses_the_generated_token_and_stops_cleanly_on_sigterm() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
-    let r = http.get(format!("{}/readyz", server.base)).send().await.unwrap();
+    let r = http
+        .get(format!("{}/readyz", server.base))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     let status = tokio::task::spawn_blocking(move || server.terminate())
         .await
@@ -259,7 +279,7 @@ async fn two_processes_write_one_database_without_errors() {
     for item in items {
         let c: usize = item["type"].as_str().unwrap()[1..].parse().unwrap();
         let counts = &item["counts"];
-        if c % 2 == 0 {
+        if c.is_multiple_of(2) {
             assert_eq!(counts["succeeded"], PER_CLIENT as i64, "{item}");
         } else {
             assert_eq!(counts["queued"], PER_CLIENT as i64, "{item}");
@@ -270,4 +290,440 @@ async fn two_processes_write_one_database_without_errors() {
         .unwrap();
     assert_eq!(sa.code(), Some(0));
     assert_eq!(sb.code(), Some(0));
+}
+
+// ---- workers and `wp-lite run` ----
+
+fn db_url(dir: &Path) -> String {
+    format!("sqlite://{}", dir.join("wp.db").display())
+}
+
+/// Opens (and migrates) the test's database through the library.
+fn open_store(dir: &Path) -> Arc<dyn Store> {
+    storage::open(&db_url(dir), &OpenOptions { migrate: true }).expect("open the database")
+}
+
+fn new_job(job_type: &str, input: Value) -> NewJob {
+    NewJob {
+        id: None,
+        job_type: JobType::parse("type", job_type).unwrap(),
+        priority: 5,
+        max_attempts: 3,
+        available_at: None,
+        meta: JobMeta::default(),
+        input,
+    }
+}
+
+/// Enqueues `demo.sleep` jobs with these inputs; returns their ids in order.
+fn enqueue_demo(store: &Arc<dyn Store>, inputs: Vec<Value>) -> Vec<JobId> {
+    let jobs = inputs
+        .into_iter()
+        .map(|i| new_job("demo.sleep", i))
+        .collect();
+    store
+        .enqueue_jobs(jobs, Utc::now())
+        .unwrap()
+        .into_iter()
+        .map(|e| match e {
+            Enqueued::Created(j) => j.id,
+            Enqueued::Replayed(_) => panic!("replayed"),
+        })
+        .collect()
+}
+
+fn event_names(store: &Arc<dyn Store>, id: JobId) -> Vec<String> {
+    store
+        .job_events(id)
+        .unwrap()
+        .into_iter()
+        .map(|e| e.event)
+        .collect()
+}
+
+/// A `wp-lite run` child with a JSON debug log read line by line on a thread.
+struct Runner {
+    child: Child,
+    log: mpsc::Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl Runner {
+    fn start(dir: &Path, args: &[&str]) -> Runner {
+        let url = db_url(dir);
+        let mut child = Command::new(BIN)
+            .current_dir(dir)
+            .args([
+                "--database-url",
+                &url,
+                "--log-format",
+                "json",
+                "--log-level",
+                "debug",
+                "run",
+            ])
+            .args(args)
+            .env_remove("WP_LITE_DATABASE_URL")
+            .env_remove("RUST_LOG")
+            .env_remove("WORKER_NAME")
+            .env_remove("WORKER_LOG_LEVEL")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn wp-lite run");
+        let stderr = child.stderr.take().unwrap();
+        let (tx, log) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Runner {
+            child,
+            log,
+            seen: Vec::new(),
+        }
+    }
+
+    fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    /// Waits (bounded) for a log line whose message starts with `prefix`.
+    fn wait_for_log(&mut self, prefix: &str, within: Duration) -> Value {
+        let deadline = Instant::now() + within;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.log.recv_timeout(left) {
+                Ok(line) => {
+                    self.seen.push(line.clone());
+                    if let Ok(v) = serde_json::from_str::<Value>(&line) {
+                        if v["message"].as_str().is_some_and(|m| m.starts_with(prefix)) {
+                            return v;
+                        }
+                    }
+                }
+                Err(e) => panic!(
+                    "no log line '{prefix}…' within {within:?} ({e}); the log so far:\n{}",
+                    self.seen.join("\n")
+                ),
+            }
+        }
+    }
+
+    /// Waits (bounded) for the child to exit.
+    fn wait_exit(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Every log line, including what is still buffered (call after the child exited).
+    fn full_log(&mut self) -> String {
+        while let Ok(line) = self.log.recv_timeout(Duration::from_secs(2)) {
+            self.seen.push(line);
+        }
+        self.seen.join("\n")
+    }
+}
+
+impl Drop for Runner {
+    fn drop(&mut self) {
+        // A failed test must not leave the child running.
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+#[test]
+fn workers_lists_the_built_in_workers_with_descriptions() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = wp(dir.path(), &["workers"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let out = String::from_utf8_lossy(&o.stdout).to_string();
+    for (name, description) in [
+        (
+            "jobs.maintenance",
+            wp_lite::worker::maintenance::DESCRIPTION,
+        ),
+        ("demo.sleep", wp_lite::worker::demo::DESCRIPTION),
+    ] {
+        let line = out
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(name))
+            .unwrap_or_else(|| panic!("`wp-lite workers` does not list {name}:\n{out}"));
+        let rest = line[name.len()..].trim();
+        assert!(!rest.is_empty(), "{name} has no description: {line}");
+        assert_eq!(rest, description, "{line}");
+    }
+    assert!(
+        out.contains("lease"),
+        "jobs.maintenance says what it does: {out}"
+    );
+    assert!(
+        out.contains("sleeps"),
+        "demo.sleep says what it does: {out}"
+    );
+}
+
+#[test]
+fn run_with_an_unknown_name_exits_2_and_lists_the_known_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = wp(dir.path(), &["run", "--name", "nope"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    let err = String::from_utf8_lossy(&o.stderr).to_string();
+    for needle in ["nope", "jobs.maintenance", "demo.sleep"] {
+        assert!(err.contains(needle), "stderr lacks {needle}: {err}");
+    }
+    // The same through WORKER_NAME.
+    let o = Command::new(BIN)
+        .current_dir(dir.path())
+        .arg("run")
+        .env("WORKER_NAME", "nope.either")
+        .env_remove("WP_LITE_DATABASE_URL")
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    let err = String::from_utf8_lossy(&o.stderr).to_string();
+    assert!(
+        err.contains("nope.either") && err.contains("demo.sleep"),
+        "{err}"
+    );
+}
+
+#[test]
+fn run_maintenance_once_reclaims_an_expired_lease() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_store(dir.path());
+    // A job leased an hour ago for a minute, by a worker that has gone.
+    let an_hour_ago = Utc::now() - chrono::Duration::hours(1);
+    let created = store
+        .enqueue_jobs(vec![new_job("email.send", json!({}))], an_hour_ago)
+        .unwrap();
+    let id = created[0].job().id;
+    let claim = Claim {
+        worker_id: "gone-worker".into(),
+        types: vec![],
+        limit: 1,
+        lease: chrono::Duration::seconds(60),
+    };
+    let leased = store.claim_jobs(&claim, an_hour_ago).unwrap();
+    assert_eq!(leased.len(), 1);
+    assert_eq!(store.get_job(id).unwrap().status, JobStatus::Leased);
+    store.close();
+    drop(store);
+
+    let url = db_url(dir.path());
+    let o = wp(
+        dir.path(),
+        &[
+            "--database-url",
+            &url,
+            "run",
+            "--name",
+            "jobs.maintenance",
+            "--once",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+
+    let store = open_store(dir.path());
+    let job = store.get_job(id).unwrap();
+    assert_eq!(job.status, JobStatus::Queued, "{job:?}");
+    assert_eq!(job.last_error.as_deref(), Some("lease_expired"));
+    assert_eq!(job.lease_owner, None);
+    let events = event_names(&store, id);
+    assert_eq!(
+        events.last().map(String::as_str),
+        Some("expired"),
+        "{events:?}"
+    );
+    store.close();
+}
+
+#[test]
+fn sigterm_stops_run_within_the_shutdown_timeout_and_releases_the_lease() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_store(dir.path());
+    let id = enqueue_demo(&store, vec![json!({ "ms": 600_000 })])[0];
+    store.close();
+    drop(store);
+
+    let mut runner = Runner::start(
+        dir.path(),
+        &["--name", "demo.sleep", "--shutdown-timeout", "1s"],
+    );
+    let started = runner.wait_for_log("job started", Duration::from_secs(60));
+    assert_eq!(started["job.id"], id.to_string(), "{started}");
+    let asked = Instant::now();
+    signal(runner.pid(), "TERM");
+    let status = runner
+        .wait_exit(Duration::from_secs(20))
+        .expect("wp-lite run did not stop after SIGTERM");
+    let took = asked.elapsed();
+    let log = runner.full_log();
+    assert_eq!(status.code(), Some(0), "{log}");
+    assert!(
+        took < Duration::from_secs(10),
+        "stopping took {took:?} with --shutdown-timeout 1s"
+    );
+    assert!(log.contains("starting worker 'demo.sleep'"), "{log}");
+    assert!(log.contains("stopping worker 'demo.sleep'"), "{log}");
+
+    let store = open_store(dir.path());
+    let job = store.get_job(id).unwrap();
+    assert_eq!(
+        job.status,
+        JobStatus::Queued,
+        "the lease was not given back: {job:?}"
+    );
+    assert_eq!(job.lease_owner, None);
+    assert!(
+        job.available_at <= Utc::now(),
+        "released jobs are available at once"
+    );
+    let events = event_names(&store, id);
+    assert_eq!(events, ["queued", "leased", "released"]);
+    store.close();
+}
+
+#[test]
+fn a_second_sigterm_during_a_stuck_job_exits_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_store(dir.path());
+    enqueue_demo(&store, vec![json!({ "ms": 600_000 })]);
+    store.close();
+    drop(store);
+
+    let mut runner = Runner::start(
+        dir.path(),
+        &["--name", "demo.sleep", "--shutdown-timeout", "120s"],
+    );
+    runner.wait_for_log("job started", Duration::from_secs(60));
+    signal(runner.pid(), "TERM");
+    runner.wait_for_log("stop requested", Duration::from_secs(10));
+    let asked = Instant::now();
+    signal(runner.pid(), "TERM");
+    let status = runner
+        .wait_exit(Duration::from_secs(10))
+        .expect("a second SIGTERM did not end wp-lite run at once (the shutdown timeout is 120 s)");
+    assert!(asked.elapsed() < Duration::from_secs(10));
+    let log = runner.full_log();
+    assert_eq!(status.code(), Some(130), "{log}");
+}
+
+#[test]
+fn two_run_processes_drain_one_database_and_never_run_a_job_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_store(dir.path());
+    let ids = enqueue_demo(&store, (0..300).map(|i| json!({ "ms": i % 4 })).collect());
+    store.close();
+    drop(store);
+
+    let mut a = Runner::start(dir.path(), &["--name", "demo.sleep", "--once"]);
+    let mut b = Runner::start(dir.path(), &["--name", "demo.sleep", "--once"]);
+    for r in [&mut a, &mut b] {
+        let status = r
+            .wait_exit(Duration::from_secs(180))
+            .expect("wp-lite run --once did not finish");
+        let log = r.full_log();
+        assert_eq!(status.code(), Some(0), "{log}");
+    }
+
+    let store = open_store(dir.path());
+    let mut by_worker = std::collections::BTreeMap::<String, usize>::new();
+    for id in &ids {
+        let job = store.get_job(*id).unwrap();
+        assert_eq!(job.status, JobStatus::Succeeded, "{job:?}");
+        assert_eq!(job.attempts, 1, "{job:?}");
+        let events = store.job_events(*id).unwrap();
+        let leases: Vec<_> = events.iter().filter(|e| e.event == "leased").collect();
+        assert_eq!(
+            leases.len(),
+            1,
+            "job {id} was leased {} times: {events:?}",
+            leases.len()
+        );
+        let worker = leases[0]
+            .details
+            .as_ref()
+            .and_then(|d| d["worker_id"].as_str())
+            .unwrap_or("?")
+            .to_string();
+        *by_worker.entry(worker).or_default() += 1;
+    }
+    eprintln!("jobs per worker process: {by_worker:?}");
+    store.close();
+}
+
+#[test]
+fn a_killed_run_process_turns_not_alive() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_store(dir.path());
+    let mut runner = Runner::start(
+        dir.path(),
+        &["--name", "demo.sleep", "--worker-heartbeat", "200ms"],
+    );
+    let pid = runner.pid() as i64;
+    let row = |store: &Arc<dyn Store>| {
+        store
+            .list_worker_processes(Utc::now() - chrono::Duration::hours(1))
+            .unwrap()
+            .into_iter()
+            .find(|p| p.pid == pid)
+    };
+
+    // Bounded polls: liveness has no event to wait for but the row itself.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let alive = loop {
+        if let Some(p) = row(&store).filter(|p| p.alive(Utc::now())) {
+            break p;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "wp-lite run never showed as alive"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(alive.name, "demo.sleep");
+    assert_eq!(alive.state, "running");
+    assert_eq!(alive.heartbeat_ms, 200);
+    // Still alive a few beats later: it keeps reporting.
+    std::thread::sleep(Duration::from_millis(1_000));
+    let p = row(&store).unwrap();
+    assert!(p.alive(Utc::now()), "a running process went silent: {p:?}");
+    assert!(p.last_heartbeat_at > alive.last_heartbeat_at, "{p:?}");
+
+    signal(runner.pid(), "KILL");
+    let _ = runner
+        .wait_exit(Duration::from_secs(10))
+        .expect("SIGKILL ends it");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let dead = loop {
+        let p = row(&store).unwrap();
+        if !p.alive(Utc::now()) {
+            break p;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "a killed process still shows as alive: {p:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    // Not a clean stop: it is the missed heartbeats that tell.
+    assert_eq!(dead.state, "running", "{dead:?}");
+    store.close();
 }

@@ -212,6 +212,7 @@ where
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         let state = AppState::from_ref(state);
+        state.auth.require_user_tokens()?;
         let token = parts
             .headers
             .get(header::AUTHORIZATION)

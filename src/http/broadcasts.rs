@@ -3,7 +3,7 @@
 
 use super::auth::Admin;
 use super::error::{ApiError, ApiResult};
-use super::extract::{page_limit, page_offset, JsonBody, PathString, QueryPairs};
+use super::extract::{page_limit, page_offset, search_query, JsonBody, PathString, QueryPairs};
 use super::openapi::{Access, Api};
 use super::AppState;
 use crate::domain::notify::{
@@ -174,17 +174,7 @@ async fn list(State(st): State<AppState>, _a: Admin, q: QueryPairs) -> ApiResult
             })?);
         }
     }
-    let search = q
-        .get("q")
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(String::from);
-    if search.as_deref().is_some_and(|s| s.chars().count() > 200) {
-        return Err(ApiError::invalid_field(
-            "q",
-            "must be at most 200 characters",
-        ));
-    }
+    let search = search_query(&q)?;
     let page = st
         .broadcasts
         .list(BroadcastFilter {

@@ -239,3 +239,68 @@ impl<S: Send + Sync> FromRequestParts<S> for PathString {
             .map_err(|e| ApiError::invalid(format!("invalid path: {}", e.body_text())))
     }
 }
+
+/// Turns collected field errors into one 400 (the first 50 are listed).
+pub fn fields_ok(mut errs: Vec<crate::domain::FieldError>) -> Result<(), ApiError> {
+    if errs.is_empty() {
+        return Ok(());
+    }
+    errs.truncate(50);
+    Err(crate::service::Error::invalid(errs).into())
+}
+
+/// Parses the items of a batch (`{"<field>": [ … 1 to max objects … ]}`), each with `parse`,
+/// collecting every item's field errors under `<field>[i].`.
+pub fn parse_batch<B, T>(
+    field: &str,
+    items: Option<Vec<serde_json::Value>>,
+    max: usize,
+    mut parse: impl FnMut(B, &str, &mut Vec<crate::domain::FieldError>) -> Option<T>,
+) -> Result<Vec<T>, ApiError>
+where
+    B: DeserializeOwned,
+{
+    let items = items.unwrap_or_default();
+    if items.is_empty() || items.len() > max {
+        return Err(ApiError::invalid_field(field, &format!("must hold 1 to {max} items")));
+    }
+    let mut errs = Vec::new();
+    let out = items
+        .into_iter()
+        .enumerate()
+        .filter_map(|(i, v)| match object_item::<B>(field, i, v) {
+            Ok(b) => parse(b, &format!("{field}[{i}]."), &mut errs),
+            Err(e) => {
+                errs.push(e);
+                None
+            }
+        })
+        .collect();
+    fields_ok(errs)?;
+    Ok(out)
+}
+
+/// The `q` search parameter: trimmed, empty = none, at most 200 characters.
+pub fn search_query(q: &QueryPairs) -> Result<Option<String>, ApiError> {
+    let search = q.get("q").map(str::trim).filter(|s| !s.is_empty()).map(String::from);
+    if search.as_deref().is_some_and(|s| s.chars().count() > 200) {
+        return Err(ApiError::invalid_field("q", "must be at most 200 characters"));
+    }
+    Ok(search)
+}
+
+/// An optional JSON object field (`null` and absent are none).
+pub fn optional_object(
+    errs: &mut Vec<crate::domain::FieldError>,
+    field: &str,
+    v: Option<serde_json::Value>,
+) -> Option<serde_json::Value> {
+    match v {
+        None | Some(serde_json::Value::Null) => None,
+        Some(v @ serde_json::Value::Object(_)) => Some(v),
+        Some(_) => {
+            errs.push(crate::domain::FieldError::new(field, "must be a JSON object or null"));
+            None
+        }
+    }
+}

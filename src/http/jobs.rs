@@ -3,7 +3,7 @@
 
 use super::auth::{Admin, WorkerOrAdmin};
 use super::error::{ApiError, ApiResult};
-use super::extract::{object_item, page_limit, JobIdPath, JsonBody, QueryParams};
+use super::extract::{fields_ok, optional_object, page_limit, parse_batch, JobIdPath, JsonBody, QueryParams};
 use super::openapi::{Access, Api};
 use super::AppState;
 use crate::domain::time::{self, serde_ts, Ts};
@@ -230,13 +230,6 @@ impl EnqueueBody {
     }
 }
 
-fn check(errs: Vec<FieldError>) -> ApiResult<()> {
-    if errs.is_empty() {
-        Ok(())
-    } else {
-        Err(Error::invalid(errs).into())
-    }
-}
 
 fn worker_id(errs: &mut Vec<FieldError>, v: Option<String>) -> Option<String> {
     match v {
@@ -264,7 +257,7 @@ async fn enqueue(
 ) -> ApiResult<Response> {
     let mut errs = Vec::new();
     let new = body.parse("", st.clock.now(), &mut errs);
-    check(errs)?;
+    fields_ok(errs)?;
     let out = st.jobs.enqueue(vec![new.expect("checked")]).await?;
     let one = out.into_iter().next().expect("one job in, one out");
     Ok(match one {
@@ -288,25 +281,10 @@ async fn enqueue_batch(
     _auth: WorkerOrAdmin,
     JsonBody(body): JsonBody<BatchBody>,
 ) -> ApiResult<Response> {
-    let items = body.jobs.unwrap_or_default();
-    if items.is_empty() || items.len() > 1000 {
-        return Err(ApiError::invalid_field("jobs", "must hold 1 to 1000 jobs"));
-    }
     let now = st.clock.now();
-    let mut errs = Vec::new();
-    let new: Vec<NewJob> = items
-        .into_iter()
-        .enumerate()
-        .filter_map(|(i, v)| match object_item::<EnqueueBody>("jobs", i, v) {
-            Ok(b) => b.parse(&format!("jobs[{i}]."), now, &mut errs),
-            Err(e) => {
-                errs.push(e);
-                None
-            }
-        })
-        .collect();
-    errs.truncate(50);
-    check(errs)?;
+    let new: Vec<NewJob> = parse_batch("jobs", body.jobs, 1000, |b: EnqueueBody, prefix, errs| {
+        b.parse(prefix, now, errs)
+    })?;
     let out = st.jobs.enqueue(new).await?;
     let jobs: Vec<JobView> = out
         .into_iter()
@@ -369,7 +347,7 @@ async fn lease(
     let wait = in_range("wait_ms", b.wait_ms.unwrap_or(0), 0, 30_000)
         .map_err(|e| errs.push(e))
         .ok();
-    check(errs)?;
+    fields_ok(errs)?;
     let claim = Claim {
         worker_id: worker.expect("checked"),
         types,
@@ -401,7 +379,7 @@ async fn heartbeat(
         .map_err(|e| errs.push(e))
         .ok();
     let token = lease_token(&mut errs, b.lease_token);
-    check(errs)?;
+    fields_ok(errs)?;
     let fence = Fence {
         worker_id: worker.expect("checked"),
         lease_token: token,
@@ -429,15 +407,8 @@ async fn complete(
     let mut errs = Vec::new();
     let worker = worker_id(&mut errs, b.worker_id);
     let token = lease_token(&mut errs, b.lease_token);
-    let result = match b.result {
-        None | Some(Value::Null) => None,
-        Some(v @ Value::Object(_)) => Some(v),
-        Some(_) => {
-            errs.push(FieldError::new("result", "must be a JSON object or null"));
-            None
-        }
-    };
-    check(errs)?;
+    let result = optional_object(&mut errs, "result", b.result);
+    fields_ok(errs)?;
     let fence = Fence {
         worker_id: worker.expect("checked"),
         lease_token: token,
@@ -473,15 +444,8 @@ async fn fail(
             .map_err(|e| errs.push(e))
             .ok(),
     };
-    let details = match b.details {
-        None | Some(Value::Null) => None,
-        Some(v @ Value::Object(_)) => Some(v),
-        Some(_) => {
-            errs.push(FieldError::new("details", "must be a JSON object"));
-            None
-        }
-    };
-    check(errs)?;
+    let details = optional_object(&mut errs, "details", b.details);
+    fields_ok(errs)?;
     let fence = Fence {
         worker_id: worker.expect("checked"),
         lease_token: token,

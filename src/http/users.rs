@@ -2,8 +2,8 @@
 //! an admin view of any user's inbox.
 
 use super::auth::Admin;
-use super::error::{ApiError, ApiResult};
-use super::extract::{object_item, page_limit, page_offset, JsonBody, QueryPairs, UserIdPath};
+use super::error::ApiResult;
+use super::extract::{fields_ok, page_limit, page_offset, parse_batch, search_query, JsonBody, QueryPairs, UserIdPath};
 use super::inbox::inbox_view;
 use super::openapi::{Access, Api};
 use super::AppState;
@@ -11,7 +11,6 @@ use crate::domain::notify::{Attributes, NewUser, User, UserId};
 use crate::domain::time::{serde_ts, Ts};
 use crate::domain::{bounded_text, FieldError};
 use crate::service::users::MAX_BATCH;
-use crate::service::Error;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
@@ -96,13 +95,6 @@ impl UserBody {
     }
 }
 
-fn check(errs: Vec<FieldError>) -> ApiResult<()> {
-    if errs.is_empty() {
-        Ok(())
-    } else {
-        Err(Error::invalid(errs).into())
-    }
-}
 
 async fn put_user(
     State(st): State<AppState>,
@@ -112,7 +104,7 @@ async fn put_user(
 ) -> ApiResult<Json<UserView>> {
     let mut errs = Vec::new();
     let user = body.parse("", Some(id), &mut errs);
-    check(errs)?;
+    fields_ok(errs)?;
     Ok(Json(st.users.upsert(user.expect("checked")).await?.into()))
 }
 
@@ -126,27 +118,9 @@ async fn batch(
     _a: Admin,
     JsonBody(body): JsonBody<BatchBody>,
 ) -> ApiResult<Json<Value>> {
-    let items = body.users.unwrap_or_default();
-    if items.is_empty() || items.len() > MAX_BATCH {
-        return Err(ApiError::invalid_field(
-            "users",
-            "must hold 1 to 10000 users",
-        ));
-    }
-    let mut errs = Vec::new();
-    let users: Vec<NewUser> = items
-        .into_iter()
-        .enumerate()
-        .filter_map(|(i, v)| match object_item::<UserBody>("users", i, v) {
-            Ok(u) => u.parse(&format!("users[{i}]."), None, &mut errs),
-            Err(e) => {
-                errs.push(e);
-                None
-            }
-        })
-        .collect();
-    errs.truncate(50);
-    check(errs)?;
+    let users: Vec<NewUser> = parse_batch("users", body.users, MAX_BATCH, |u: UserBody, prefix, errs| {
+        u.parse(prefix, None, errs)
+    })?;
     let n = st.users.upsert_many(users).await?;
     Ok(Json(json!({ "upserted": n })))
 }
@@ -154,17 +128,7 @@ async fn batch(
 async fn list(State(st): State<AppState>, _a: Admin, q: QueryPairs) -> ApiResult<Json<Value>> {
     let limit = page_limit(q.get("limit"))?;
     let offset = page_offset(q.get("offset"))?;
-    let search = q
-        .get("q")
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(String::from);
-    if search.as_deref().is_some_and(|s| s.chars().count() > 200) {
-        return Err(ApiError::invalid_field(
-            "q",
-            "must be at most 200 characters",
-        ));
-    }
+    let search = search_query(&q)?;
     let (users, total) = st.users.list(search, limit, offset).await?;
     let items: Vec<UserView> = users.into_iter().map(Into::into).collect();
     Ok(Json(json!({

@@ -88,15 +88,26 @@ impl AuthService {
         }
     }
 
+    /// The JWT secret, or the 401 that says none is configured.
+    fn user_secret(&self) -> Result<&Secret> {
+        self.jwt_secret.as_ref().ok_or_else(|| {
+            Error::Unauthorized(
+                "user tokens are not accepted: this server has no --jwt-secret configured".into(),
+            )
+        })
+    }
+
+    /// Fails with a 401 saying so when no `--jwt-secret` is configured (checked before
+    /// looking for a token, so that a client without one learns why too).
+    pub fn require_user_tokens(&self) -> Result<()> {
+        self.user_secret().map(|_| ())
+    }
+
     /// Verifies an end user's HS256 JWT (`sub` = user id, `exp` required) against the
     /// injected clock.
     pub fn verify_user(&self, token: &str) -> Result<crate::domain::notify::UserId> {
         use jsonwebtoken::{decode, Algorithm, DecodingKey, Validation};
-        let secret = self.jwt_secret.as_ref().ok_or_else(|| {
-            Error::Unauthorized(
-                "user tokens are not accepted: this server has no --jwt-secret configured".into(),
-            )
-        })?;
+        let secret = self.user_secret()?;
         let mut v = Validation::new(Algorithm::HS256);
         v.validate_exp = false; // checked below against the injected clock
         v.set_required_spec_claims(&["exp", "sub"]);

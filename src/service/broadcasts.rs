@@ -18,7 +18,8 @@ const NOT_FOUND: &str = "broadcast_not_found";
 pub struct BroadcastService {
     db: Db,
     clock: SharedClock,
-    /// Wakes an in-process `notifications.broadcast` worker (send-now).
+    /// Wakes an in-process `notifications.broadcast` worker (send-now). `notify_one`
+    /// keeps a permit when the worker is busy in a tick, so a wake-up is never lost.
     wake: Arc<Notify>,
 }
 
@@ -60,7 +61,7 @@ impl BroadcastService {
         let stored = b.clone();
         self.db.call(move |s| s.create_broadcast(&stored)).await?;
         if b.status == BroadcastStatus::Scheduled && b.scheduled_at <= Some(now) {
-            self.wake.notify_waiters();
+            self.wake.notify_one();
         }
         Ok(b)
     }
@@ -85,7 +86,7 @@ impl BroadcastService {
             .await
             .map_err(|e| Error::from_store(e, NOT_FOUND))?;
         if b.status == BroadcastStatus::Scheduled && b.scheduled_at <= Some(now) {
-            self.wake.notify_waiters();
+            self.wake.notify_one();
         }
         Ok(b)
     }
@@ -99,7 +100,7 @@ impl BroadcastService {
             .await
             .map_err(|e| Error::from_store(e, NOT_FOUND))?;
         if at <= now {
-            self.wake.notify_waiters();
+            self.wake.notify_one();
         }
         Ok(b)
     }

@@ -8,3 +8,5 @@ mod auth;
 mod bad_input;
 mod concurrency;
 mod jobs;
+mod notifications;
+mod openapi;

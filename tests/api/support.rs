@@ -8,10 +8,15 @@ use serde_json::{json, Value};
 use std::sync::Arc;
 use wp_lite::app::App;
 use wp_lite::clock::ManualClock;
-use wp_lite::config::{Config, Secret};
+use wp_lite::config::{Config, Secret, WorkerSelection};
+use wp_lite::storage::Db;
+use wp_lite::worker::broadcast::{BroadcastWorker, Settings};
+use wp_lite::worker::{WorkerEnv, WorkerOptions};
 
 pub const ADMIN: &str = "admin-token-for-tests-0123456789abcdef";
 pub const WORKER: &str = "worker-token-for-tests-0123456789abcdef";
+/// The HS256 secret end-user JWTs are signed with (`Opts::jwt_secret` by default).
+pub const JWT_SECRET: &str = "jwt-secret-for-tests-0123456789abcdef";
 
 pub struct TestApp {
     pub app: Option<App>,
@@ -26,6 +31,11 @@ pub struct TestApp {
 pub struct Opts {
     pub max_body_bytes: usize,
     pub worker_token: bool,
+    /// `--jwt-secret` (None = not configured).
+    pub jwt_secret: Option<&'static str>,
+    /// Which workers run in the process besides jobs.maintenance. Tests that step
+    /// delivery themselves use `WorkerSelection::None`.
+    pub workers: WorkerSelection,
 }
 
 impl Default for Opts {
@@ -33,6 +43,8 @@ impl Default for Opts {
         Self {
             max_body_bytes: 1_048_576,
             worker_token: true,
+            jwt_secret: Some(JWT_SECRET),
+            workers: WorkerSelection::Default,
         }
     }
 }
@@ -48,6 +60,8 @@ pub async fn spawn_with(opts: Opts) -> TestApp {
     config.admin_token = Some(Secret::new(ADMIN));
     config.worker_token = opts.worker_token.then(|| Secret::new(WORKER));
     config.max_body_bytes = opts.max_body_bytes;
+    config.jwt_secret = opts.jwt_secret.map(Secret::new);
+    config.workers = opts.workers;
     // The tests step maintenance themselves through the service; keep the loop quiet.
     config.worker_options.maintenance_interval = std::time::Duration::from_secs(3600);
     let clock = ManualClock::new(Utc.with_ymd_and_hms(2026, 1, 1, 12, 0, 0).unwrap());
@@ -405,4 +419,88 @@ impl TestApp {
             .await;
         assert_eq!(j["status"], "queued");
     }
+}
+
+impl TestApp {
+    /// The application's store.
+    pub fn db(&self) -> Db {
+        self.app.as_ref().unwrap().state().db.clone()
+    }
+
+    /// A `notifications.broadcast` worker on this app's store and clock, to be stepped
+    /// with `run_tick()` (spawn the app with `WorkerSelection::None` so that no in-process
+    /// worker races it).
+    pub fn broadcast_worker(&self) -> BroadcastWorker {
+        let st = self.app.as_ref().unwrap().state();
+        let env = WorkerEnv {
+            jobs: st.jobs.clone(),
+            db: st.db.clone(),
+            clock: st.clock.clone(),
+            options: WorkerOptions::default(),
+            broadcast_wake: Arc::new(tokio::sync::Notify::new()),
+        };
+        let settings = Settings {
+            interval: std::time::Duration::from_secs(30),
+            jitter: std::time::Duration::ZERO,
+            batch_limit: 5,
+            immediate: false,
+            lease: std::time::Duration::from_secs(60),
+        };
+        BroadcastWorker::new(&env, settings)
+    }
+
+    /// One tick of a fresh broadcast worker: delivers every due broadcast to the end.
+    pub async fn deliver_due(&self) {
+        self.broadcast_worker()
+            .run_tick()
+            .await
+            .expect("broadcast tick");
+    }
+
+    /// An HS256 user JWT for `sub` that expires `exp_in` seconds after the test clock.
+    pub fn user_jwt(&self, sub: &str, exp_in: i64) -> String {
+        jwt(JWT_SECRET, sub, self.now().timestamp() + exp_in)
+    }
+
+    /// Upserts users through `POST /v1/admin/users/batch`, 10 000 at a time.
+    pub async fn put_users(&self, users: Vec<Value>) {
+        for chunk in users.chunks(10_000) {
+            let r = self
+                .admin(
+                    Method::POST,
+                    "/v1/admin/users/batch",
+                    Some(json!({ "users": chunk })),
+                )
+                .await;
+            assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+            assert_eq!(r.body["upserted"], chunk.len());
+        }
+    }
+
+    /// `n` active users `{prefix}{i}` (i from 0) with no attributes.
+    pub async fn put_plain_users(&self, prefix: &str, n: usize) {
+        let users = (0..n)
+            .map(|i| json!({ "id": format!("{prefix}{i}") }))
+            .collect();
+        self.put_users(users).await;
+    }
+}
+
+/// An HS256 JWT with `sub` and `exp` signed with `secret`.
+pub fn jwt(secret: &str, sub: &str, exp: i64) -> String {
+    jwt_claims(
+        jsonwebtoken::Algorithm::HS256,
+        secret,
+        json!({ "sub": sub, "exp": exp }),
+    )
+}
+
+/// A JWT with arbitrary claims, signed with `alg` (an HMAC algorithm) and `secret`.
+pub fn jwt_claims(alg: jsonwebtoken::Algorithm, secret: &str, claims: Value) -> String {
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(alg),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()).expect("an HMAC key"),
+    )
+    .expect("encode a JWT")
 }

@@ -2,7 +2,7 @@
 //! resumable delivery (`INSERT … SELECT` from the audience; each chunk's receipts,
 //! counters and cursor commit in one transaction).
 
-use super::map_err;
+use super::{like_pattern, map_err};
 use crate::domain::notify::{
     Audience, Broadcast, BroadcastDraft, BroadcastFilter, BroadcastPage, BroadcastStatus,
     ChunkOutcome, Condition,
@@ -184,13 +184,6 @@ pub fn delete(c: &Connection, id: uuid::Uuid, now: Ts) -> Result<()> {
     Ok(())
 }
 
-fn like_pattern(q: &str) -> String {
-    let escaped = q
-        .replace('\\', "\\\\")
-        .replace('%', "\\%")
-        .replace('_', "\\_");
-    format!("%{escaped}%")
-}
 
 pub fn list(c: &Connection, f: &BroadcastFilter) -> Result<BroadcastPage> {
     let pattern: Sql = f.q.as_deref().map(like_pattern).into();

@@ -116,6 +116,12 @@ fn migrate(conn: &mut Connection) -> std::result::Result<(), OpenError> {
     Err(OpenError::Migrate(last))
 }
 
+/// A `LIKE … ESCAPE '\\'` pattern matching `q` anywhere, with `%` and `_` taken literally.
+pub(crate) fn like_pattern(q: &str) -> String {
+    let escaped = q.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_");
+    format!("%{escaped}%")
+}
+
 /// Maps rusqlite errors to the backend-independent kinds.
 pub(crate) fn map_err(e: rusqlite::Error) -> StoreError {
     use rusqlite::ErrorCode;

@@ -1,6 +1,6 @@
 //! Users on SQLite.
 
-use super::map_err;
+use super::{like_pattern, map_err};
 use crate::domain::notify::{Attributes, NewUser, User, UserId};
 use crate::domain::time::{from_ms, to_ms, Ts};
 use crate::storage::{Result, StoreError};
@@ -57,13 +57,6 @@ pub fn get(c: &Connection, id: &UserId) -> Result<User> {
         .ok_or(StoreError::NotFound)
 }
 
-fn like_pattern(q: &str) -> String {
-    let escaped = q
-        .replace('\\', "\\\\")
-        .replace('%', "\\%")
-        .replace('_', "\\_");
-    format!("%{escaped}%")
-}
 
 pub fn list(
     c: &Connection,
