@@ -262,7 +262,10 @@ where
 {
     let items = items.unwrap_or_default();
     if items.is_empty() || items.len() > max {
-        return Err(ApiError::invalid_field(field, &format!("must hold 1 to {max} items")));
+        return Err(ApiError::invalid_field(
+            field,
+            &format!("must hold 1 to {max} items"),
+        ));
     }
     let mut errs = Vec::new();
     let out = items
@@ -282,9 +285,16 @@ where
 
 /// The `q` search parameter: trimmed, empty = none, at most 200 characters.
 pub fn search_query(q: &QueryPairs) -> Result<Option<String>, ApiError> {
-    let search = q.get("q").map(str::trim).filter(|s| !s.is_empty()).map(String::from);
+    let search = q
+        .get("q")
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(String::from);
     if search.as_deref().is_some_and(|s| s.chars().count() > 200) {
-        return Err(ApiError::invalid_field("q", "must be at most 200 characters"));
+        return Err(ApiError::invalid_field(
+            "q",
+            "must be at most 200 characters",
+        ));
     }
     Ok(search)
 }
@@ -299,7 +309,10 @@ pub fn optional_object(
         None | Some(serde_json::Value::Null) => None,
         Some(v @ serde_json::Value::Object(_)) => Some(v),
         Some(_) => {
-            errs.push(crate::domain::FieldError::new(field, "must be a JSON object or null"));
+            errs.push(crate::domain::FieldError::new(
+                field,
+                "must be a JSON object or null",
+            ));
             None
         }
     }

@@ -3,7 +3,9 @@
 
 use super::auth::{Admin, WorkerOrAdmin};
 use super::error::{ApiError, ApiResult};
-use super::extract::{fields_ok, optional_object, page_limit, parse_batch, JobIdPath, JsonBody, QueryParams};
+use super::extract::{
+    fields_ok, optional_object, page_limit, parse_batch, JobIdPath, JsonBody, QueryParams,
+};
 use super::openapi::{Access, Api};
 use super::AppState;
 use crate::domain::time::{self, serde_ts, Ts};
@@ -229,7 +231,6 @@ impl EnqueueBody {
         })
     }
 }
-
 
 fn worker_id(errs: &mut Vec<FieldError>, v: Option<String>) -> Option<String> {
     match v {

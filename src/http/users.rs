@@ -3,7 +3,9 @@
 
 use super::auth::Admin;
 use super::error::ApiResult;
-use super::extract::{fields_ok, page_limit, page_offset, parse_batch, search_query, JsonBody, QueryPairs, UserIdPath};
+use super::extract::{
+    fields_ok, page_limit, page_offset, parse_batch, search_query, JsonBody, QueryPairs, UserIdPath,
+};
 use super::inbox::inbox_view;
 use super::openapi::{Access, Api};
 use super::AppState;
@@ -95,7 +97,6 @@ impl UserBody {
     }
 }
 
-
 async fn put_user(
     State(st): State<AppState>,
     _a: Admin,
@@ -118,9 +119,12 @@ async fn batch(
     _a: Admin,
     JsonBody(body): JsonBody<BatchBody>,
 ) -> ApiResult<Json<Value>> {
-    let users: Vec<NewUser> = parse_batch("users", body.users, MAX_BATCH, |u: UserBody, prefix, errs| {
-        u.parse(prefix, None, errs)
-    })?;
+    let users: Vec<NewUser> = parse_batch(
+        "users",
+        body.users,
+        MAX_BATCH,
+        |u: UserBody, prefix, errs| u.parse(prefix, None, errs),
+    )?;
     let n = st.users.upsert_many(users).await?;
     Ok(Json(json!({ "upserted": n })))
 }

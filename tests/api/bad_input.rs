@@ -52,8 +52,7 @@ impl Table {
         path: &str,
         token: &'static str,
         body: Body,
-        status: u16,
-        code: &'static str,
+        (status, code): (u16, &'static str),
     ) {
         self.cases.push(Case {
             name: name.into(),
@@ -72,8 +71,7 @@ impl Table {
             path,
             WORKER,
             Body::Json(body),
-            400,
-            "invalid_payload",
+            (400, "invalid_payload"),
         );
     }
 }
@@ -258,8 +256,7 @@ async fn malformed_input_on_every_route_is_a_4xx_never_a_500() {
                 path,
                 tok,
                 Body::Raw(JSON, bytes),
-                400,
-                "invalid_payload",
+                (400, "invalid_payload"),
             );
         }
         // Media type.
@@ -279,8 +276,7 @@ async fn malformed_input_on_every_route_is_a_4xx_never_a_500() {
                 path,
                 tok,
                 Body::Raw(ct, good_bytes.clone()),
-                415,
-                "unsupported_media_type",
+                (415, "unsupported_media_type"),
             );
         }
         t.add(
@@ -289,8 +285,7 @@ async fn malformed_input_on_every_route_is_a_4xx_never_a_500() {
             path,
             tok,
             Body::None,
-            415,
-            "unsupported_media_type",
+            (415, "unsupported_media_type"),
         );
     }
 
@@ -682,8 +677,7 @@ async fn malformed_input_on_every_route_is_a_4xx_never_a_500() {
             "/v1/auth/login",
             WORKER,
             Body::Json(body),
-            400,
-            "invalid_payload",
+            (400, "invalid_payload"),
         );
     }
     t.add(
@@ -692,8 +686,7 @@ async fn malformed_input_on_every_route_is_a_4xx_never_a_500() {
         "/v1/auth/login",
         WORKER,
         Body::Json(json!({ "token": long() })),
-        401,
-        "unauthorized",
+        (401, "unauthorized"),
     );
 
     // ---- every path-id route: malformed ids ----
@@ -757,8 +750,7 @@ async fn malformed_input_on_every_route_is_a_4xx_never_a_500() {
                 &path,
                 tok,
                 body,
-                400,
-                "invalid_payload",
+                (400, "invalid_payload"),
             );
         }
     }
@@ -785,8 +777,7 @@ async fn malformed_input_on_every_route_is_a_4xx_never_a_500() {
             &format!("/v1/worker/jobs?{q}"),
             ADMIN,
             Body::None,
-            400,
-            "invalid_payload",
+            (400, "invalid_payload"),
         );
     }
 

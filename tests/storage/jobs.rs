@@ -55,7 +55,9 @@ fn enqueue_get_and_idempotency() {
         a.meta.idempotency_key = Some("k".into());
         a.input = json!({"x": 1, "y": [1, 2]});
         let out = s.enqueue_jobs(vec![a.clone()], t0()).unwrap();
-        let Enqueued::Created(created) = &out[0] else { panic!("created") };
+        let Enqueued::Created(created) = &out[0] else {
+            panic!("created")
+        };
         assert_eq!(s.get_job(created.id).unwrap(), *created, "{}", b.name);
         // Equal input (numbers by value, other key order) replays.
         let mut again = a.clone();
@@ -65,14 +67,23 @@ fn enqueue_get_and_idempotency() {
         // A different input conflicts; the same key on another type is independent.
         let mut other = a.clone();
         other.input = json!({"x": 2});
-        assert_eq!(conflict(s.enqueue_jobs(vec![other], t0())), JobConflict::IdempotencyConflict);
+        assert_eq!(
+            conflict(s.enqueue_jobs(vec![other], t0())),
+            JobConflict::IdempotencyConflict
+        );
         let mut other_type = a.clone();
         other_type.job_type = JobType::parse("type", "sms").unwrap();
-        assert!(matches!(s.enqueue_jobs(vec![other_type], t0()).unwrap()[0], Enqueued::Created(_)));
+        assert!(matches!(
+            s.enqueue_jobs(vec![other_type], t0()).unwrap()[0],
+            Enqueued::Created(_)
+        ));
         // Duplicate ids conflict; unknown ids are not found.
         let mut d = job("email");
         d.id = Some(created.id);
-        assert_eq!(conflict(s.enqueue_jobs(vec![d], t0())), JobConflict::DuplicateJobId);
+        assert_eq!(
+            conflict(s.enqueue_jobs(vec![d], t0())),
+            JobConflict::DuplicateJobId
+        );
         assert!(matches!(s.get_job(JobId::new()), Err(StoreError::NotFound)));
     });
 }
@@ -86,9 +97,21 @@ fn batches_are_all_or_nothing() {
         first.id = Some(id);
         let mut dup = job("a");
         dup.id = Some(id);
-        assert_eq!(conflict(s.enqueue_jobs(vec![job("a"), first, dup], t0())), JobConflict::DuplicateJobId);
-        let page = s.list_jobs(&JobFilter { limit: 50, ..Default::default() }).unwrap();
-        assert!(page.items.is_empty(), "{}: a failed batch left jobs behind", b.name);
+        assert_eq!(
+            conflict(s.enqueue_jobs(vec![job("a"), first, dup], t0())),
+            JobConflict::DuplicateJobId
+        );
+        let page = s
+            .list_jobs(&JobFilter {
+                limit: 50,
+                ..Default::default()
+            })
+            .unwrap();
+        assert!(
+            page.items.is_empty(),
+            "{}: a failed batch left jobs behind",
+            b.name
+        );
     });
 }
 
@@ -105,13 +128,20 @@ fn claims_follow_priority_then_time_and_skip_delayed_jobs() {
         delayed.available_at = Some(t0() + Duration::seconds(30));
         let other = job("b");
         s.enqueue_jobs(vec![low], t0()).unwrap();
-        s.enqueue_jobs(vec![high], t0() + Duration::milliseconds(1)).unwrap();
-        s.enqueue_jobs(vec![delayed, other], t0() + Duration::milliseconds(2)).unwrap();
+        s.enqueue_jobs(vec![high], t0() + Duration::milliseconds(1))
+            .unwrap();
+        s.enqueue_jobs(vec![delayed, other], t0() + Duration::milliseconds(2))
+            .unwrap();
         let now = t0() + Duration::seconds(1);
         let mut c = claim("w", 10);
         c.types = vec![JobType::parse("t", "a").unwrap()];
         let got = s.claim_jobs(&c, now).unwrap();
-        assert_eq!(got.iter().map(|j| j.priority).collect::<Vec<_>>(), vec![1, 9], "{}", b.name);
+        assert_eq!(
+            got.iter().map(|j| j.priority).collect::<Vec<_>>(),
+            vec![1, 9],
+            "{}",
+            b.name
+        );
         for j in &got {
             assert_eq!(j.status, JobStatus::Leased);
             assert_eq!(j.attempts, 1);
@@ -136,34 +166,73 @@ fn fencing_heartbeat_complete_and_fail() {
         let got = s.claim_jobs(&claim("w", 2), t0()).unwrap();
         let (j1, j2) = (&got[0], &got[1]);
         let tok = j1.lease_token.as_deref();
-        assert_eq!(conflict(s.complete_job(j1.id, &fence("other", None), None, t0())), JobConflict::NotLeased);
-        assert_eq!(conflict(s.complete_job(j1.id, &fence("w", Some("bad")), None, t0())), JobConflict::LeaseLost);
+        assert_eq!(
+            conflict(s.complete_job(j1.id, &fence("other", None), None, t0())),
+            JobConflict::NotLeased
+        );
+        assert_eq!(
+            conflict(s.complete_job(j1.id, &fence("w", Some("bad")), None, t0())),
+            JobConflict::LeaseLost
+        );
         // Heartbeats move the lease and coalesce into one event row.
         for i in 1..=5 {
             let until = t0() + Duration::seconds(60 + i);
-            let h = s.heartbeat_job(j1.id, &fence("w", tok), until, t0() + Duration::seconds(i)).unwrap();
+            let h = s
+                .heartbeat_job(j1.id, &fence("w", tok), until, t0() + Duration::seconds(i))
+                .unwrap();
             assert_eq!(h.lease_until, Some(until));
         }
         let events = s.job_events(j1.id).unwrap();
         let beats: Vec<_> = events.iter().filter(|e| e.event == "heartbeat").collect();
         assert_eq!(beats.len(), 1, "{}: {events:?}", b.name);
         assert_eq!(beats[0].details.as_ref().unwrap()["count"], 5);
-        let done = s.complete_job(j1.id, &fence("w", tok), Some(json!({"ok": true})), t0()).unwrap();
+        let done = s
+            .complete_job(j1.id, &fence("w", tok), Some(json!({"ok": true})), t0())
+            .unwrap();
         assert_eq!(done.status, JobStatus::Succeeded);
         assert_eq!(done.result, Some(json!({"ok": true})));
-        assert_eq!(conflict(s.complete_job(j1.id, &fence("w", tok), None, t0())), JobConflict::NotLeased);
+        assert_eq!(
+            conflict(s.complete_job(j1.id, &fence("w", tok), None, t0())),
+            JobConflict::NotLeased
+        );
         // A retryable failure requeues with backoff; the event history says so.
-        let failure = Failure { error: "boom".into(), retryable: true, details: None, jitter: 0.0 };
-        let f = s.fail_job(j2.id, &fence("w", None), &failure, t0()).unwrap();
+        let failure = Failure {
+            error: "boom".into(),
+            retryable: true,
+            details: None,
+            jitter: 0.0,
+        };
+        let f = s
+            .fail_job(j2.id, &fence("w", None), &failure, t0())
+            .unwrap();
         assert_eq!(f.status, JobStatus::Queued);
         assert_eq!(f.available_at, t0() + Duration::seconds(30));
         assert_eq!(f.last_error.as_deref(), Some("boom"));
-        let names: Vec<String> = s.job_events(j2.id).unwrap().into_iter().map(|e| e.event).collect();
+        let names: Vec<String> = s
+            .job_events(j2.id)
+            .unwrap()
+            .into_iter()
+            .map(|e| e.event)
+            .collect();
         assert_eq!(names, ["queued", "leased", "failed", "requeued"]);
         // A non-retryable failure is final and keeps the details.
-        let again = s.claim_jobs(&claim("w", 1), t0() + Duration::seconds(31)).unwrap();
-        let fatal = Failure { error: "bad".into(), retryable: false, details: Some(json!({"k": 1})), jitter: 0.0 };
-        let f = s.fail_job(again[0].id, &fence("w", None), &fatal, t0() + Duration::seconds(31)).unwrap();
+        let again = s
+            .claim_jobs(&claim("w", 1), t0() + Duration::seconds(31))
+            .unwrap();
+        let fatal = Failure {
+            error: "bad".into(),
+            retryable: false,
+            details: Some(json!({"k": 1})),
+            jitter: 0.0,
+        };
+        let f = s
+            .fail_job(
+                again[0].id,
+                &fence("w", None),
+                &fatal,
+                t0() + Duration::seconds(31),
+            )
+            .unwrap();
         assert_eq!(f.status, JobStatus::Failed);
         assert_eq!(f.result.unwrap()["details"]["k"], 1);
     });
@@ -176,20 +245,31 @@ fn expired_leases_are_reclaimed_and_fenced() {
         let mut last = job("a");
         last.max_attempts = 1;
         s.enqueue_jobs(vec![job("a")], t0()).unwrap();
-        s.enqueue_jobs(vec![last], t0() + Duration::milliseconds(1)).unwrap();
+        s.enqueue_jobs(vec![last], t0() + Duration::milliseconds(1))
+            .unwrap();
         let at = t0() + Duration::seconds(1);
         let got = s.claim_jobs(&claim("w", 2), at).unwrap();
         assert_eq!(got.len(), 2, "{}", b.name);
         // The leases (60 s) end at t0 + 61 s.
-        assert!(s.reclaim_expired_leases(t0() + Duration::seconds(60), 10).unwrap().is_empty());
-        let back = s.reclaim_expired_leases(t0() + Duration::seconds(62), 10).unwrap();
+        assert!(s
+            .reclaim_expired_leases(t0() + Duration::seconds(60), 10)
+            .unwrap()
+            .is_empty());
+        let back = s
+            .reclaim_expired_leases(t0() + Duration::seconds(62), 10)
+            .unwrap();
         assert_eq!(back.len(), 2, "{}", b.name);
         let j = s.get_job(got[0].id).unwrap();
         assert_eq!(j.status, JobStatus::Queued);
         assert_eq!(j.last_error.as_deref(), Some("lease_expired"));
         assert_eq!(s.get_job(got[1].id).unwrap().status, JobStatus::Failed);
         let tok = got[0].lease_token.as_deref();
-        let late = s.complete_job(got[0].id, &fence("w", tok), None, t0() + Duration::seconds(63));
+        let late = s.complete_job(
+            got[0].id,
+            &fence("w", tok),
+            None,
+            t0() + Duration::seconds(63),
+        );
         assert_eq!(conflict(late), JobConflict::LeaseLost);
         let stats = s.queue_stats(t0() + Duration::seconds(63)).unwrap();
         assert_eq!(stats[0].leases_expired_total, 2);
@@ -206,15 +286,34 @@ fn cancel_retry_and_release() {
         let j = s.claim_jobs(&claim("w", 1), t0()).unwrap().remove(0);
         let c = s.cancel_job(j.id, t0()).unwrap();
         assert_eq!(c.status, JobStatus::Canceled);
-        assert_eq!(conflict(s.heartbeat_job(j.id, &fence("w", None), t0(), t0())), JobConflict::Canceled);
-        assert_eq!(conflict(s.cancel_job(j.id, t0())), JobConflict::InvalidStatus);
+        assert_eq!(
+            conflict(s.heartbeat_job(j.id, &fence("w", None), t0(), t0())),
+            JobConflict::Canceled
+        );
+        assert_eq!(
+            conflict(s.cancel_job(j.id, t0())),
+            JobConflict::InvalidStatus
+        );
         let r = s.retry_job(j.id, t0()).unwrap();
-        assert_eq!((r.status, r.attempts, r.max_attempts), (JobStatus::Queued, 1, 3));
-        assert_eq!(conflict(s.retry_job(j.id, t0())), JobConflict::InvalidStatus);
+        assert_eq!(
+            (r.status, r.attempts, r.max_attempts),
+            (JobStatus::Queued, 1, 3)
+        );
+        assert_eq!(
+            conflict(s.retry_job(j.id, t0())),
+            JobConflict::InvalidStatus
+        );
         let again = s.claim_jobs(&claim("w", 1), t0()).unwrap().remove(0);
         assert_eq!(again.attempts, 2);
-        let rel = s.release_job(again.id, &fence("w", again.lease_token.as_deref()), t0()).unwrap();
-        assert_eq!((rel.status, rel.attempts), (JobStatus::Queued, 1), "{}", b.name);
+        let rel = s
+            .release_job(again.id, &fence("w", again.lease_token.as_deref()), t0())
+            .unwrap();
+        assert_eq!(
+            (rel.status, rel.attempts),
+            (JobStatus::Queued, 1),
+            "{}",
+            b.name
+        );
     });
 }
 
@@ -223,12 +322,19 @@ fn listing_pages_newest_first_and_prune_respects_retention() {
     each_backend(|b| {
         let s = &b.store;
         for i in 0..7 {
-            s.enqueue_jobs(vec![job("a")], t0() + Duration::milliseconds(i)).unwrap();
+            s.enqueue_jobs(vec![job("a")], t0() + Duration::milliseconds(i))
+                .unwrap();
         }
         let mut seen = Vec::new();
         let mut before = None;
         loop {
-            let page = s.list_jobs(&JobFilter { limit: 3, before_seq: before, ..Default::default() }).unwrap();
+            let page = s
+                .list_jobs(&JobFilter {
+                    limit: 3,
+                    before_seq: before,
+                    ..Default::default()
+                })
+                .unwrap();
             seen.extend(page.items.iter().map(|j| j.created_at));
             match page.next_seq {
                 Some(n) => before = Some(n),
@@ -244,13 +350,27 @@ fn listing_pages_newest_first_and_prune_respects_retention() {
             s.complete_job(j.id, &fence("w", None), None, at).unwrap();
         }
         let filtered = s
-            .list_jobs(&JobFilter { limit: 50, status: Some(JobStatus::Succeeded), ..Default::default() })
+            .list_jobs(&JobFilter {
+                limit: 50,
+                status: Some(JobStatus::Succeeded),
+                ..Default::default()
+            })
             .unwrap();
         assert_eq!(filtered.items.len(), 2);
         assert_eq!(s.prune_finished_jobs(at, 100).unwrap(), 0);
-        assert_eq!(s.prune_finished_jobs(at + Duration::seconds(1), 1).unwrap(), 1);
-        assert_eq!(s.prune_finished_jobs(at + Duration::seconds(1), 100).unwrap(), 1);
-        assert!(matches!(s.job_events(done[0].id), Err(StoreError::NotFound)));
+        assert_eq!(
+            s.prune_finished_jobs(at + Duration::seconds(1), 1).unwrap(),
+            1
+        );
+        assert_eq!(
+            s.prune_finished_jobs(at + Duration::seconds(1), 100)
+                .unwrap(),
+            1
+        );
+        assert!(matches!(
+            s.job_events(done[0].id),
+            Err(StoreError::NotFound)
+        ));
         assert_eq!(s.ready_job_ids(at, 100).unwrap().len(), 5);
     });
 }
@@ -276,7 +396,10 @@ fn concurrent_claims_never_hand_out_a_job_twice() {
                 })
             })
             .collect();
-        let all: Vec<JobId> = handles.into_iter().flat_map(|h| h.join().unwrap()).collect();
+        let all: Vec<JobId> = handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap())
+            .collect();
         let unique: HashSet<_> = all.iter().collect();
         assert_eq!(all.len(), 500, "{}", b.name);
         assert_eq!(unique.len(), 500);

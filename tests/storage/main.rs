@@ -28,7 +28,9 @@ fn sqlite() -> Backend {
 
 fn postgres() -> Option<Backend> {
     let Ok(url) = std::env::var("WP_LITE_TEST_POSTGRES_URL") else {
-        eprintln!("storage conformance: PostgreSQL half SKIPPED (WP_LITE_TEST_POSTGRES_URL is not set)");
+        eprintln!(
+            "storage conformance: PostgreSQL half SKIPPED (WP_LITE_TEST_POSTGRES_URL is not set)"
+        );
         return None;
     };
     match storage::open(&url, &OpenOptions { migrate: true }) {

@@ -17,11 +17,18 @@ fn sessions_are_found_until_they_expire_or_are_deleted() {
         s.create_session(&session).unwrap();
         let found = s.find_session("h1", now).unwrap().expect("found");
         assert_eq!(found.csrf_token, "c1", "{}", b.name);
-        assert!(s.find_session("h1", now + Duration::hours(2)).unwrap().is_none());
+        assert!(s
+            .find_session("h1", now + Duration::hours(2))
+            .unwrap()
+            .is_none());
         assert!(s.find_session("other", now).unwrap().is_none());
         assert_eq!(s.prune_sessions(now + Duration::hours(2)).unwrap(), 1);
         assert!(s.find_session("h1", now).unwrap().is_none());
-        s.create_session(&Session { token_hash: "h2".into(), ..session }).unwrap();
+        s.create_session(&Session {
+            token_hash: "h2".into(),
+            ..session
+        })
+        .unwrap();
         s.delete_session("h2").unwrap();
         assert!(s.find_session("h2", now).unwrap().is_none());
     });

@@ -184,7 +184,6 @@ pub fn delete(c: &Connection, id: uuid::Uuid, now: Ts) -> Result<()> {
     Ok(())
 }
 
-
 pub fn list(c: &Connection, f: &BroadcastFilter) -> Result<BroadcastPage> {
     let pattern: Sql = f.q.as_deref().map(like_pattern).into();
     let q_filter = "deleted_at IS NULL AND (?1 IS NULL OR title LIKE ?1 ESCAPE '\\' \

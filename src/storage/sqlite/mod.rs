@@ -118,7 +118,10 @@ fn migrate(conn: &mut Connection) -> std::result::Result<(), OpenError> {
 
 /// A `LIKE … ESCAPE '\\'` pattern matching `q` anywhere, with `%` and `_` taken literally.
 pub(crate) fn like_pattern(q: &str) -> String {
-    let escaped = q.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_");
+    let escaped = q
+        .replace('\\', "\\\\")
+        .replace('%', "\\%")
+        .replace('_', "\\_");
     format!("%{escaped}%")
 }
 

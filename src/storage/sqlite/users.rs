@@ -57,7 +57,6 @@ pub fn get(c: &Connection, id: &UserId) -> Result<User> {
         .ok_or(StoreError::NotFound)
 }
 
-
 pub fn list(
     c: &Connection,
     q: Option<&str>,
