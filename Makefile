@@ -15,6 +15,10 @@ run: build ## Run the service on $(DATABASE_URL) at http://127.0.0.1:8000
 test: ## Run every test (unit, HTTP, storage conformance, CLI)
 	$(CARGO) test --locked --all-targets -- --test-threads=4
 
+test-ui: ## Browser test of the page (headless Debian chromium via playwright-core; needs node + npm)
+	$(CARGO) build --locked
+	cd tests/ui && npm ci && node --test
+
 lint: ## cargo fmt --check and clippy with warnings as errors
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --locked --all-targets -- -D warnings
@@ -22,4 +26,4 @@ lint: ## cargo fmt --check and clippy with warnings as errors
 bench: build ## Run the benchmarks and write BENCHMARKS.md
 	./target/release/wp-lite bench --markdown BENCHMARKS.md
 
-.PHONY: help build run test lint bench
+.PHONY: help build run test test-ui lint bench

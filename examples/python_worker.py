@@ -119,7 +119,8 @@ def run_job(job):
         return
     try:
         call("POST", f"/v1/worker/jobs/{job['job_id']}/{outcome[0]}", outcome[1])
-        print(f"job {job['job_id']} {outcome[0]}d", flush=True)
+        print(f"job {job['job_id']} {'completed' if outcome[0] == 'complete' else 'failed'}",
+              flush=True)
     except ApiError as e:
         print(f"job {job['job_id']}: {e}", flush=True)
 

@@ -31,6 +31,8 @@ pub const SCENARIOS: &[&str] = &[
     "pickup-latency",
     "raw-insert-select",
     "broadcast-fanout",
+    "inbox-list-10",
+    "inbox-list-10000",
 ];
 
 /// One line of the report (the `--json` fields of SPEC §9).
@@ -77,6 +79,7 @@ fn baseline(scenario: &str) -> Option<&'static str> {
         "drain-1" | "drain-4" => Some("raw-claim-complete"),
         "drain-1-history" => Some("drain-1"),
         "broadcast-fanout" => Some("raw-insert-select"),
+        "inbox-list-10000" => Some("inbox-list-10"),
         _ => None,
     }
 }
@@ -439,6 +442,40 @@ async fn broadcast_fanout(path: &Path, users: usize) -> anyhow::Result<Outcome> 
     Ok(Outcome::new("broadcast-fanout", users, elapsed))
 }
 
+/// The first page (50 items, with total and unread counts) of an inbox holding `items`
+/// notifications, fetched `ops` times through the inbox service; p50/p99 per page.
+async fn inbox_list(path: &Path, items: usize, ops: usize) -> anyhow::Result<Outcome> {
+    use crate::domain::notify::{DirectNotification, UserId};
+    use crate::service::inbox::InboxService;
+    let db = open_store(&format!("sqlite://{}", path.display()), true).await?;
+    let inbox = InboxService::new(db, Arc::new(SystemClock));
+    let user = UserId::parse("user", "bench-user").map_err(|e| anyhow::anyhow!(e.message))?;
+    for i in 0..items {
+        inbox
+            .deliver(DirectNotification {
+                user_id: user.clone(),
+                title: format!("n{i}"),
+                body: "body".into(),
+                meta: None,
+                event_id: None,
+            })
+            .await?;
+    }
+    let mut lat = Vec::with_capacity(ops);
+    let start = Instant::now();
+    for _ in 0..ops {
+        let t = Instant::now();
+        let page = inbox.page(user.clone(), 50, 0).await?;
+        anyhow::ensure!(page.total as usize == items, "inbox holds {} of {items}", page.total);
+        lat.push(t.elapsed().as_secs_f64() * 1000.0);
+    }
+    let mut out = Outcome::new(&format!("inbox-list-{items}"), ops, start.elapsed());
+    lat.sort_by(|a, b| a.total_cmp(b));
+    out.p50_ms = percentile(&lat, 0.50);
+    out.p99_ms = percentile(&lat, 0.99);
+    Ok(out)
+}
+
 async fn raw_scenario(path: &Path, name: &str, ops: usize) -> anyhow::Result<Outcome> {
     let p: PathBuf = path.to_path_buf();
     let n = name.to_string();
@@ -467,6 +504,8 @@ async fn run_one(dir: &Path, name: &str, ops: usize) -> anyhow::Result<Outcome> 
         "pickup-latency" => pickup_latency(&path, (ops / 100).clamp(100, 2000)).await,
         "raw-insert-select" => raw_insert_select(&path, fanout_users(ops)).await,
         "broadcast-fanout" => broadcast_fanout(&path, fanout_users(ops)).await,
+        "inbox-list-10" => inbox_list(&path, 10, (ops / 20).clamp(200, 5000)).await,
+        "inbox-list-10000" => inbox_list(&path, 10_000, (ops / 20).clamp(200, 5000)).await,
         other => anyhow::bail!("unknown scenario '{other}'"),
     }
 }
@@ -588,6 +627,14 @@ pub fn targets(out: &[Outcome]) -> String {
         }
         None => row("broadcast-fanout ≤ 5 s, ≥ 40 % of raw", "–".into(), None),
     }
+    match (get("inbox-list-10"), get("inbox-list-10000")) {
+        (Some(a), Some(b)) => row(
+            "inbox page of a 10 000-item inbox ≈ a 10-item one (p50 within 2×)",
+            format!("p50 {:.2} ms vs {:.2} ms", b.p50_ms.unwrap_or(0.0), a.p50_ms.unwrap_or(0.0)),
+            Some(b.p50_ms.unwrap_or(f64::MAX) <= 2.0 * a.p50_ms.unwrap_or(0.0).max(0.05)),
+        ),
+        _ => row("inbox page of a 10 000-item inbox ≈ a 10-item one", "–".into(), None),
+    }
     match get("http-roundtrip") {
         Some(o) => row(
             "http-roundtrip ≥ 10 000 jobs/s",
@@ -700,5 +747,7 @@ const NOTES: &str = "## How to read it\n\n\
   by the `notifications.broadcast` worker in chunks of 10 000 (each chunk's receipts, counters and cursor in one \
   transaction), timed until `sent`; `raw-insert-select` is one plain `INSERT … SELECT` of the same rows into \
   the same table with the same indexes, in one transaction.\n\
+- `inbox-list-N`: the first page of an inbox of N items (with its total and unread counts), read \
+  through the inbox service; `inbox-list-10000` is compared with `inbox-list-10`.\n\
 - `pickup-latency`: a long-poll leaser waits (`wait_ms`); the time from sending an enqueue to the lease \
   answer arriving, both over HTTP.\n";

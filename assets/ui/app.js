@@ -86,8 +86,8 @@ function renderWorkers(procs) {
     const status = p.alive ? "alive" : (p.state === "stopped" ? "stopped" : "silent");
     return `<tr data-worker="${esc(p.name)}" data-status="${status}">
       <td><b>${esc(p.name)}</b></td><td><span class="badge ${status}">${status}</span></td>
-      <td>${esc(p.host)} · ${p.pid}</td><td>${ago(p.last_tick_at)}</td><td>${p.last_tick_ms ?? "–"}</td>
-      <td>${ago(p.last_heartbeat_at)}</td></tr>`;
+      <td class="opt">${esc(p.host)} · ${p.pid}</td><td>${ago(p.last_tick_at)}</td><td class="opt">${p.last_tick_ms ?? "–"}</td>
+      <td class="opt">${ago(p.last_heartbeat_at)}</td></tr>`;
   });
   $("workers-table").tBodies[0].innerHTML = rows.join("");
   $("workers-empty").hidden = procs.length > 0;
@@ -96,9 +96,9 @@ function renderWorkers(procs) {
 function renderQueues(queues) {
   $("queues-table").tBodies[0].innerHTML = queues.map((q) => `<tr>
     <td><b>${esc(q.type)}</b></td><td>${num(q.counts.queued)}</td><td>${num(q.counts.leased)}</td>
-    <td>${num(q.counts.succeeded)}</td><td>${num(q.counts.failed)}</td><td>${num(q.counts.canceled)}</td>
-    <td>${q.oldest_queued_age_seconds == null ? "–" : q.oldest_queued_age_seconds.toFixed(1) + " s"}</td>
-    <td>${num(q.leases_expired_total)}</td></tr>`).join("");
+    <td>${num(q.counts.succeeded)}</td><td>${num(q.counts.failed)}</td><td class="opt">${num(q.counts.canceled)}</td>
+    <td class="opt">${q.oldest_queued_age_seconds == null ? "–" : q.oldest_queued_age_seconds.toFixed(1) + " s"}</td>
+    <td class="opt">${num(q.leases_expired_total)}</td></tr>`).join("");
   $("queues-empty").hidden = queues.length > 0;
   const sum = (k) => queues.reduce((a, q) => a + q.counts[k], 0);
   state.samples.push({ queued: sum("queued"), leased: sum("leased"), failed: sum("failed") });
@@ -113,11 +113,12 @@ function drawChart() {
   const s = state.samples; if (s.length < 2) return;
   const max = Math.max(1, ...s.map((x) => Math.max(x.queued, x.leased, x.failed)));
   ctx.strokeStyle = "#e3e6ec"; ctx.lineWidth = 1;
-  for (let i = 1; i < 4; i++) { const y = (h * i) / 4; ctx.beginPath(); ctx.moveTo(0, y); ctx.lineTo(w, y); ctx.stroke(); }
+  const top = 18 * devicePixelRatio;
+  for (let i = 0; i < 4; i++) { const y = top + ((h - top - 4 * devicePixelRatio) * i) / 4; ctx.beginPath(); ctx.moveTo(0, y); ctx.lineTo(w, y); ctx.stroke(); }
   const line = (key, color) => {
     ctx.strokeStyle = color; ctx.lineWidth = 2 * devicePixelRatio; ctx.beginPath();
     s.forEach((p, i) => {
-      const x = (i / (s.length - 1)) * w, y = h - (p[key] / max) * (h - 8) - 4;
+      const x = (i / (s.length - 1)) * w, y = h - (p[key] / max) * (h - 22 * devicePixelRatio) - 4 * devicePixelRatio;
       i ? ctx.lineTo(x, y) : ctx.moveTo(x, y);
     });
     ctx.stroke();
@@ -133,8 +134,8 @@ async function renderJobs() {
     const actions = [];
     if (j.status === "failed" || j.status === "canceled") actions.push(`<button class="small" data-retry="${j.job_id}">Retry</button>`);
     if (j.status === "queued" || j.status === "leased") actions.push(`<button class="small danger" data-cancel-job="${j.job_id}">Cancel</button>`);
-    return `<tr data-job="${j.job_id}"><td><code title="${j.job_id}">${j.job_id.slice(0, 8)}…</code></td><td>${esc(j.type)}</td>
-      <td>${j.attempts}/${j.max_attempts}</td><td class="err">${esc(j.last_error || "")}</td><td>${ago(j.updated_at)}</td>
+    return `<tr data-job="${j.job_id}"><td class="opt"><code title="${j.job_id}">${j.job_id.slice(0, 8)}…</code></td><td>${esc(j.type)}</td>
+      <td>${j.attempts}/${j.max_attempts}</td><td class="err">${esc(j.last_error || "")}</td><td class="opt">${ago(j.updated_at)}</td>
       <td>${actions.join(" ")}</td></tr>`;
   }).join("");
   $("jobs-empty").hidden = data.items.length > 0;
@@ -155,12 +156,14 @@ async function renderBroadcasts() {
     const actions = [];
     if (b.status === "draft" || b.status === "scheduled") actions.push(`<button class="small" data-send="${b.id}">Send now</button>`);
     if (["draft", "scheduled", "sending"].includes(b.status)) actions.push(`<button class="small secondary" data-cancel-bc="${b.id}">Cancel</button>`);
-    return `<tr data-broadcast="${b.id}" data-status="${b.status}"><td><b>${esc(b.title)}</b></td>
+    return `<tr data-broadcast="${b.id}" data-status="${b.status}"><td class="title"><b>${esc(b.title)}</b></td>
       <td><span class="badge ${b.status}">${b.status}</span></td>
-      <td><span class="progress ${b.status === "sent" ? "done" : ""}"><span style="width:${pct}%"></span></span>
+      <td><span class="progress ${b.status === "sent" ? "done" : ""}" role="progressbar" aria-valuenow="${pct}" aria-valuemin="0" aria-valuemax="100"><span data-pct="${pct}"></span></span>
         <span class="pct">${num(b.sent)} / ${num(b.total)}${b.skipped ? ` · ${num(b.skipped)} skipped` : ""}${b.failed ? ` · ${num(b.failed)} failed` : ""}</span></td>
-      <td>${audienceText(b.audience)}</td><td>${ago(b.created_at)}</td><td>${actions.join(" ")}</td></tr>`;
+      <td class="opt">${audienceText(b.audience)}</td><td class="opt">${ago(b.created_at)}</td><td class="actions-cell">${actions.join(" ")}</td></tr>`;
   }).join("");
+  // Widths through the CSSOM: the page's CSP blocks inline style attributes.
+  for (const bar of $("broadcasts-table").querySelectorAll(".progress > span[data-pct]")) bar.style.width = `${bar.dataset.pct}%`;
   $("broadcasts-empty").hidden = data.items.length > 0;
 }
 
@@ -185,6 +188,7 @@ document.addEventListener("click", async (e) => {
 });
 
 $("job-status").addEventListener("change", () => renderJobs().catch(() => {}));
+window.addEventListener("resize", drawChart);
 
 $("bc-audience").addEventListener("change", () => {
   const v = $("bc-audience").value;

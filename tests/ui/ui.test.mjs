@@ -1,0 +1,233 @@
+// The observability page in headless Chromium (Debian's, driven by playwright-core)
+// against the real binary: log in, see a live worker, create a broadcast, send it now,
+// watch it reach `sent`, retry a failed job. Screenshots go to artifacts/ui.png and
+// artifacts/ui-phone.png (390 px wide).
+//
+//   cargo build && cd tests/ui && npm ci && node --test
+//
+// WP_LITE_BIN picks the binary (default target/debug/wp-lite); CHROMIUM_PATH the browser
+// (default /usr/bin/chromium).
+
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { spawn, execFileSync } from "node:child_process";
+import { createInterface } from "node:readline";
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import { chromium } from "playwright-core";
+
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
+const BIN = process.env.WP_LITE_BIN || path.join(ROOT, "target/debug/wp-lite");
+const CHROMIUM = process.env.CHROMIUM_PATH || "/usr/bin/chromium";
+const ARTIFACTS = path.join(ROOT, "artifacts");
+
+// A clean environment for the binary: nothing configured from outside.
+function env(extra = {}) {
+  const e = { ...process.env, ...extra };
+  for (const k of ["WP_LITE_DATABASE_URL", "WP_LITE_ADMIN_TOKEN", "WP_LITE_WORKERS", "RUST_LOG", "WP_LITE_BIND"]) delete e[k];
+  return { ...e, ...extra };
+}
+
+function wp(dbUrl, args) {
+  return execFileSync(BIN, ["--database-url", dbUrl, ...args], { env: env(), encoding: "utf8", stdio: ["ignore", "pipe", "pipe"] });
+}
+
+/** Starts `wp-lite serve` and resolves with { child, base } once it logs "wp-lite serving". */
+function serve(dbUrl, extraEnv) {
+  const child = spawn(BIN, ["--database-url", dbUrl, "--log-format", "json", "serve", "--bind", "127.0.0.1:0"], {
+    env: env(extraEnv),
+    stdio: ["ignore", "ignore", "pipe"],
+  });
+  const log = [];
+  return new Promise((resolve, reject) => {
+    const lines = createInterface({ input: child.stderr });
+    let found = false;
+    lines.on("line", (line) => {
+      log.push(line);
+      if (found) return;
+      try {
+        const v = JSON.parse(line);
+        if (v.message === "wp-lite serving") {
+          found = true;
+          resolve({ child, base: `http://${v.addr}`, log });
+        }
+      } catch { /* not JSON */ }
+    });
+    child.on("exit", (code) => {
+      if (!found) reject(new Error(`serve exited (${code}) before listening:\n${log.join("\n")}`));
+    });
+    child.on("error", reject);
+  });
+}
+
+/** Bounded poll: resolves with fn()'s first truthy value, fails after `ms`. */
+async function until(what, fn, ms = 30_000) {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    const v = await fn();
+    if (v) return v;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+test("the observability page: log in, live worker, broadcast sent, failed job retried", { timeout: 180_000 }, async (t) => {
+  assert.ok(fs.existsSync(BIN), `${BIN} does not exist: run \`cargo build\` first (or set WP_LITE_BIN)`);
+  assert.ok(fs.existsSync(CHROMIUM), `${CHROMIUM} does not exist: apt-get install chromium (or set CHROMIUM_PATH)`);
+  fs.mkdirSync(ARTIFACTS, { recursive: true });
+
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "wp-lite-ui-"));
+  t.after(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const dbUrl = `sqlite://${path.join(dir, "wp.db")}`;
+
+  // Users first, through the CLI; then the token the server will use.
+  const csv = path.join(dir, "users.csv");
+  fs.writeFileSync(csv, "id,email,plan\nada,ada@example.com,pro\ngrace,grace@example.com,free\nlinus,,pro\n");
+  assert.match(wp(dbUrl, ["users", "import", csv]), /imported 3 users/);
+  const token = wp(dbUrl, ["admin-token"]).trim();
+  assert.ok(token.length >= 32, "admin token");
+
+  // A 1 s heartbeat so that the workers table shows last ticks by screenshot time.
+  const server = await serve(dbUrl, { NOTIFICATIONS_BROADCAST_INTERVAL: "0.5", WP_LITE_WORKER_HEARTBEAT: "1s" });
+  let exited = null;
+  server.child.on("exit", (code, sig) => (exited = { code, sig }));
+  t.after(async () => {
+    if (exited) return;
+    server.child.kill("SIGTERM");
+    await until("serve to stop", () => exited, 30_000).catch(() => server.child.kill("SIGKILL"));
+  });
+  const { base } = server;
+
+  const call = async (method, p, body) => {
+    const res = await fetch(base + p, {
+      method,
+      headers: { Authorization: `Bearer ${token}`, ...(body ? { "Content-Type": "application/json" } : {}) },
+      body: body ? JSON.stringify(body) : undefined,
+    });
+    const text = await res.text();
+    return { status: res.status, body: text ? JSON.parse(text) : null };
+  };
+
+  // One failed job: enqueued, leased and failed for good over HTTP.
+  let r = await call("POST", "/v1/worker/jobs", { type: "ui.report", input: { page: 1 } });
+  assert.equal(r.status, 201, JSON.stringify(r.body));
+  const jobId = r.body.job_id;
+  r = await call("POST", "/v1/worker/jobs/lease", { worker_id: "ui-test", job_types: ["ui.report"], lease_seconds: 300 });
+  assert.equal(r.body.jobs.length, 1, JSON.stringify(r.body));
+  r = await call("POST", `/v1/worker/jobs/${jobId}/fail`, {
+    worker_id: "ui-test", lease_token: r.body.jobs[0].lease_token, error: "renderer crashed", retryable: false,
+  });
+  assert.equal(r.body.status, "failed", JSON.stringify(r.body));
+
+  const browser = await chromium.launch({
+    executablePath: CHROMIUM,
+    headless: true,
+    // playwright-core gives every launch a fresh temporary profile (--user-data-dir).
+    args: [
+      "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+      "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    ],
+  });
+  t.after(() => browser.close());
+  const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
+  const problems = [];
+  page.on("pageerror", (e) => problems.push(`page error: ${e.message}`));
+  // Before logging in the page asks whether a session exists: that one 401 is expected.
+  // Every other error response is a problem (the console repeats them as "Failed to load
+  // resource", so those lines are left to this handler).
+  let loggedIn = false;
+  page.on("response", (res) => {
+    const expected = !loggedIn && res.status() === 401;
+    if (res.status() >= 400 && !expected) problems.push(`${res.status()} ${res.request().method()} ${res.url()}`);
+  });
+  page.on("console", (m) => {
+    if (m.type() === "error" && !m.text().startsWith("Failed to load resource")) problems.push(`console: ${m.text()}`);
+  });
+  page.on("requestfailed", (q) => problems.push(`request failed: ${q.url()}`));
+  page.on("request", (q) => { if (!q.url().startsWith(base)) problems.push(`left the server: ${q.url()}`); });
+
+  // Log in through the form.
+  await page.goto(`${base}/`);
+  assert.equal(new URL(page.url()).pathname, "/ui/", "/ redirects to the page");
+  await page.locator("#login-view").waitFor({ state: "visible" }); // after the session probe
+  await page.locator("#token").fill(token);
+  loggedIn = true;
+  await page.locator("#login-button").click();
+
+  // A live worker (serve runs its workers in-process).
+  const alive = page.locator('#workers-table tbody tr[data-status="alive"]');
+  await alive.first().waitFor({ timeout: 30_000 });
+  const workerNames = await page.locator("#workers-table tbody tr[data-status=alive]").evaluateAll((rows) => rows.map((r) => r.dataset.worker));
+  assert.ok(workerNames.includes("notifications.broadcast"), `alive workers: ${workerNames}`);
+  assert.match(await alive.first().locator(".badge").innerText(), /alive/);
+
+  // Create a broadcast through the form (only the audience's own fields show).
+  assert.equal(await page.locator("#bc-ids-wrap").isVisible(), false, "user ids field shown for all_users");
+  assert.equal(await page.locator("#bc-filters-wrap").isVisible(), false, "segment field shown for all_users");
+  await page.locator("#bc-audience").selectOption("explicit_users");
+  assert.equal(await page.locator("#bc-ids-wrap").isVisible(), true, "user ids field hidden for explicit_users");
+  const title = `Release notes ${Date.now()}`;
+  await page.locator("#bc-title").fill(title);
+  await page.locator("#bc-body").fill("Version 2 is out: faster queues and a new dashboard.");
+  await page.locator("#bc-audience").selectOption("all_users");
+  await page.locator("#bc-create").click();
+  const row = page.locator("#broadcasts-table tbody tr[data-broadcast]", { hasText: title });
+  await row.waitFor({ timeout: 15_000 });
+  assert.equal(await row.getAttribute("data-status"), "draft");
+  const bcId = await row.getAttribute("data-broadcast");
+
+  // Send now and watch it reach `sent` with the bar at 100 %.
+  await page.locator(`button[data-send="${bcId}"]`).click();
+  const sent = page.locator(`#broadcasts-table tr[data-broadcast="${bcId}"][data-status="sent"]`);
+  await sent.waitFor({ timeout: 30_000 });
+  assert.equal(await sent.locator(".badge").innerText(), "sent");
+  const width = await sent.locator(".progress > span").evaluate((el) => el.style.width);
+  assert.equal(width, "100%");
+  assert.match(await sent.locator(".pct").innerText(), /3 \/ 3/);
+  r = await call("GET", `/v1/admin/notifications/broadcasts/${bcId}`);
+  assert.deepEqual([r.body.status, r.body.total, r.body.sent], ["sent", 3, 3], JSON.stringify(r.body));
+
+  // The failed job: switch the list to failed, click Retry, and it is queued again.
+  await page.locator("#job-status").selectOption("failed");
+  const retry = page.locator(`#jobs-table tr[data-job="${jobId}"] button[data-retry="${jobId}"]`);
+  await retry.waitFor({ timeout: 15_000 });
+  assert.match(await page.locator(`#jobs-table tr[data-job="${jobId}"]`).innerText(), /renderer crashed/);
+  await retry.click();
+  await page.locator("#flash", { hasText: "Job queued again" }).waitFor({ timeout: 15_000 });
+  const job = await until("the job to be queued again", async () => {
+    const j = await call("GET", `/v1/worker/jobs/${jobId}`);
+    return j.body.status === "queued" ? j.body : null;
+  });
+  assert.equal(job.status, "queued");
+  await page.locator("#job-status").selectOption("queued");
+  await page.locator(`#jobs-table tr[data-job="${jobId}"]`).waitFor({ timeout: 15_000 });
+
+  // The stats and the queue table show what happened.
+  await until("the stats to show the failed attempt", async () => Number(await page.locator("#stat-failed").innerText()) >= 1);
+  assert.match(await page.locator("#queues-table tbody").innerText(), /ui\.report/);
+
+  // Screenshots: a laptop, then a phone. At phone width nothing makes the page wider
+  // than the screen (wide tables scroll inside their card).
+  await page.waitForTimeout(2_500); // let the chart collect a few samples for the picture
+  await page.evaluate(() => window.scrollTo(0, 0)); // the sticky header belongs at the top
+  await page.screenshot({ path: path.join(ARTIFACTS, "ui.png"), fullPage: true });
+  await page.setViewportSize({ width: 390, height: 844 });
+  await page.waitForTimeout(300);
+  const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+  await page.evaluate(() => window.scrollTo(0, 0));
+  await page.screenshot({ path: path.join(ARTIFACTS, "ui-phone.png"), fullPage: true });
+  assert.ok(overflow <= 0, `the page is ${overflow} px wider than a 390 px phone`);
+  for (const id of ["#bc-create", "#job-status", "#logout"]) {
+    const box = await page.locator(id).boundingBox();
+    assert.ok(box && box.x >= 0 && box.x + box.width <= 390, `${id} is off screen at 390 px: ${JSON.stringify(box)}`);
+  }
+
+  assert.deepEqual(problems, [], "the page had errors or left the server");
+
+  // The server stops cleanly.
+  server.child.kill("SIGTERM");
+  const end = await until("serve to stop", () => exited, 30_000);
+  assert.equal(end.code, 0, server.log.slice(-20).join("\n"));
+});
