@@ -1,6 +1,7 @@
 //! The SQLite backend: bundled SQLite, WAL, an r2d2 pool for reads and one writer thread.
 
 mod broadcasts;
+mod checkpoint;
 mod inbox;
 mod jobs;
 mod metrics;
@@ -50,6 +51,7 @@ pub(crate) fn configure(conn: &Connection) -> rusqlite::Result<()> {
 pub struct SqliteStore {
     pool: r2d2::Pool<SqliteConnectionManager>,
     writer: Writer,
+    checkpointer: checkpoint::Checkpointer,
     #[allow(dead_code)]
     path: PathBuf,
 }
@@ -76,9 +78,13 @@ impl SqliteStore {
             .connection_timeout(Duration::from_secs(30))
             .build(manager)
             .map_err(|e| OpenError::Open(e.to_string()))?;
+        // Checkpoints run beside the writer, never inside a commit.
+        conn.execute_batch("PRAGMA wal_autocheckpoint = 0;").map_err(open_err)?;
+        let checkpointer = checkpoint::Checkpointer::start(path).map_err(open_err)?;
         Ok(Self {
             pool,
             writer: Writer::start(conn),
+            checkpointer,
             path: path.to_path_buf(),
         })
     }
@@ -168,6 +174,7 @@ impl Store for SqliteStore {
 
     fn close(&self) {
         self.writer.close();
+        self.checkpointer.close();
     }
 
     fn enqueue_jobs(&self, new: Vec<NewJob>, now: Ts) -> Result<Vec<Enqueued>> {
@@ -398,5 +405,6 @@ impl Store for SqliteStore {
 impl Drop for SqliteStore {
     fn drop(&mut self) {
         self.writer.close();
+        self.checkpointer.close();
     }
 }
