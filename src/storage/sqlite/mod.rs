@@ -38,6 +38,8 @@ const READ_POOL_SIZE: u32 = 8;
 /// Pragmas every connection gets.
 pub(crate) fn configure(conn: &Connection) -> rusqlite::Result<()> {
     conn.busy_timeout(Duration::from_secs(5))?;
+    // Every statement the store uses stays prepared (the default cache holds only 16).
+    conn.set_prepared_statement_cache_capacity(256);
     conn.execute_batch(
         "PRAGMA journal_mode = WAL;
          PRAGMA synchronous = NORMAL;
