@@ -466,7 +466,11 @@ async fn inbox_list(path: &Path, items: usize, ops: usize) -> anyhow::Result<Out
     for _ in 0..ops {
         let t = Instant::now();
         let page = inbox.page(user.clone(), 50, 0).await?;
-        anyhow::ensure!(page.total as usize == items, "inbox holds {} of {items}", page.total);
+        anyhow::ensure!(
+            page.total as usize == items,
+            "inbox holds {} of {items}",
+            page.total
+        );
         lat.push(t.elapsed().as_secs_f64() * 1000.0);
     }
     let mut out = Outcome::new(&format!("inbox-list-{items}"), ops, start.elapsed());
@@ -630,10 +634,18 @@ pub fn targets(out: &[Outcome]) -> String {
     match (get("inbox-list-10"), get("inbox-list-10000")) {
         (Some(a), Some(b)) => row(
             "inbox page of a 10 000-item inbox ≈ a 10-item one (p50 within 2×)",
-            format!("p50 {:.2} ms vs {:.2} ms", b.p50_ms.unwrap_or(0.0), a.p50_ms.unwrap_or(0.0)),
+            format!(
+                "p50 {:.2} ms vs {:.2} ms",
+                b.p50_ms.unwrap_or(0.0),
+                a.p50_ms.unwrap_or(0.0)
+            ),
             Some(b.p50_ms.unwrap_or(f64::MAX) <= 2.0 * a.p50_ms.unwrap_or(0.0).max(0.05)),
         ),
-        _ => row("inbox page of a 10 000-item inbox ≈ a 10-item one", "–".into(), None),
+        _ => row(
+            "inbox page of a 10 000-item inbox ≈ a 10-item one",
+            "–".into(),
+            None,
+        ),
     }
     match get("http-roundtrip") {
         Some(o) => row(

@@ -81,7 +81,8 @@ impl SqliteStore {
             .build(manager)
             .map_err(|e| OpenError::Open(e.to_string()))?;
         // Checkpoints run beside the writer, never inside a commit.
-        conn.execute_batch("PRAGMA wal_autocheckpoint = 0;").map_err(open_err)?;
+        conn.execute_batch("PRAGMA wal_autocheckpoint = 0;")
+            .map_err(open_err)?;
         let checkpointer = checkpoint::Checkpointer::start(path).map_err(open_err)?;
         Ok(Self {
             pool,
