@@ -24,6 +24,6 @@ lint: ## cargo fmt --check and clippy with warnings as errors
 	$(CARGO) clippy --locked --all-targets -- -D warnings
 
 bench: build ## Run the benchmarks and write BENCHMARKS.md
-	./target/release/wp-lite bench --markdown BENCHMARKS.md
+	./target/release/wp-lite --log-level warn bench --markdown BENCHMARKS.md
 
 .PHONY: help build run test test-ui lint bench
