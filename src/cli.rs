@@ -140,7 +140,7 @@ pub struct WorkerArgs {
     #[arg(long, env = "WP_LITE_WORKER_HEARTBEAT", default_value = "5s", value_parser = parse_duration)]
     pub worker_heartbeat: std::time::Duration,
     /// Delete inbox items older than this many days (off by default).
-    #[arg(long, env = "WP_LITE_INBOX_RETENTION_DAYS", value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, env = "WP_LITE_INBOX_RETENTION_DAYS", value_parser = clap::value_parser!(u32).range(1..=36500))]
     pub inbox_retention_days: Option<u32>,
     /// Keep at most this many inbox items per user (off by default).
     #[arg(long, env = "WP_LITE_INBOX_MAX_PER_USER", value_parser = clap::value_parser!(u64).range(1..))]
@@ -226,6 +226,9 @@ pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
     };
     if !secs.is_finite() || secs < 0.0 {
         return Err(format!("'{s}' is not a valid duration"));
+    }
+    if secs > 100.0 * 365.0 * 86400.0 {
+        return Err(format!("'{s}' is longer than 100 years"));
     }
     Ok(std::time::Duration::from_secs_f64(secs))
 }

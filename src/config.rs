@@ -139,7 +139,7 @@ pub fn resolve_admin_token(
     };
     match std::fs::read_to_string(&path) {
         Ok(s) if !s.trim().is_empty() => return Ok(Secret::new(s.trim())),
-        Ok(_) => {}
+        Ok(_) => std::fs::remove_file(&path).map_err(io)?,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(io(e)),
     }
@@ -147,7 +147,15 @@ pub fn resolve_admin_token(
         std::fs::create_dir_all(dir).map_err(io)?;
     }
     let token = crate::service::auth::generate_token();
-    write_private(&path, &token).map_err(io)?;
+    match write_private(&path, &token) {
+        Ok(()) => {}
+        // Another process created it first: use theirs, so every process agrees.
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            let theirs = std::fs::read_to_string(&path).map_err(io)?;
+            return Ok(Secret::new(theirs.trim()));
+        }
+        Err(e) => return Err(io(e)),
+    }
     tracing::info!(path = %path.display(), "generated an admin token (read it with `wp-lite admin-token`)");
     Ok(Secret::new(token))
 }
@@ -158,8 +166,7 @@ fn write_private(path: &std::path::Path, content: &str) -> std::io::Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
     let mut f = std::fs::OpenOptions::new()
         .write(true)
-        .create(true)
-        .truncate(true)
+        .create_new(true)
         .mode(0o600)
         .open(path)?;
     f.write_all(content.as_bytes())?;

@@ -53,7 +53,11 @@ impl InboxService {
         retention_days: Option<u32>,
         max_per_user: Option<usize>,
     ) -> Result<usize> {
-        let before = retention_days.map(|d| self.clock.now() - chrono::Duration::days(d as i64));
+        let before = retention_days.and_then(|d| {
+            self.clock
+                .now()
+                .checked_sub_signed(chrono::Duration::days(d as i64))
+        });
         let mut total = 0;
         loop {
             let n = self

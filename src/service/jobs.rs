@@ -267,7 +267,9 @@ impl JobService {
     /// is never held for long; returns how many.
     pub async fn prune(&self, retention: Duration) -> Result<usize> {
         const BATCH: usize = 1000;
-        let before = self.clock.now() - retention;
+        let Some(before) = self.clock.now().checked_sub_signed(retention) else {
+            return Ok(0);
+        };
         let mut total = 0;
         loop {
             let n = self

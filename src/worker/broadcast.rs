@@ -172,6 +172,9 @@ impl BroadcastWorker {
                     return Ok(());
                 }
                 Ok(ChunkOutcome::Stopped) => {
+                    // Cancelled while sending (or taken over after our claim expired): this
+                    // unit of work ends here.
+                    self.telemetry.jobs("canceled", 1);
                     tracing::info!(worker = NAME, broadcast.id = %id, "broadcast {id} stopped (cancelled or claimed elsewhere)");
                     return Ok(());
                 }

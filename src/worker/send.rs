@@ -76,7 +76,11 @@ impl QueueHandler for SendWorker {
     fn handle(&self, job: Job) -> BoxFuture<'static, Result<Option<Value>, HandlerError>> {
         let inbox = self.inbox.clone();
         Box::pin(async move {
-            let n = parse_input(&job.input).map_err(HandlerError::Fatal)?;
+            let mut n = parse_input(&job.input).map_err(HandlerError::Fatal)?;
+            // Delivering and completing are two commits: a retry after a crash in between
+            // must find the item it already made, so a job without an event id is keyed by
+            // its own id.
+            n.event_id.get_or_insert_with(|| format!("job:{}", job.id));
             let delivered = inbox.deliver(n).await.map_err(|e| match e {
                 Error::Invalid { message, .. } => HandlerError::Fatal(message),
                 other => HandlerError::Retryable(other.to_string()),

@@ -2,6 +2,7 @@
 //! PostgreSQL when `WP_LITE_TEST_POSTGRES_URL` is set and the backend is in this build
 //! (each run says whether the PostgreSQL half ran or was skipped, and why).
 
+mod inbox;
 mod jobs;
 mod sessions;
 

@@ -384,3 +384,33 @@ async fn stopping_releases_the_leases_of_unfinished_jobs() {
     assert_eq!(job.lease_owner, None);
     assert_eq!(env.events(id), ["queued", "leased", "released"]);
 }
+
+/// `notifications.send` delivers and then completes in two commits; a retry of the same
+/// job (after a crash between them) must find the item it already made.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retried_send_job_without_event_id_delivers_once() {
+    use wp_lite::domain::notify::UserId;
+    use wp_lite::worker::{send, Built, WorkerEnv, WorkerOptions};
+    let e = env();
+    let worker_env = WorkerEnv {
+        jobs: e.jobs.clone(),
+        db: Db::new(e.store.clone()),
+        clock: Arc::new(SystemClock),
+        options: WorkerOptions::default(),
+        broadcast_wake: Arc::default(),
+    };
+    let Built::Queue(handler) = send::build(&worker_env).unwrap() else {
+        panic!("notifications.send is a queue worker");
+    };
+    let id = e
+        .enqueue(json!({ "user_id": "ann", "title": "t", "body": "b" }))
+        .await;
+    let job = e.job(id);
+    let first = handler.handle(job.clone()).await.unwrap().unwrap();
+    let again = handler.handle(job).await.unwrap().unwrap();
+    assert_eq!(first["delivered"], true);
+    assert_eq!(again["duplicate"], true);
+    assert_eq!(first["item_id"], again["item_id"]);
+    let ann = UserId::parse("u", "ann").unwrap();
+    assert_eq!(e.store.inbox_page(&ann, 50, 0).unwrap().total, 1);
+}

@@ -303,6 +303,17 @@ struct Delivery {
     cursor: i64,
 }
 
+/// A stored audience, read back for delivery. One that no longer parses is an error (the
+/// broadcast fails) rather than a wider audience.
+fn parse_stored_audience(raw: &str) -> Result<Audience> {
+    serde_json::from_str::<Value>(raw)
+        .ok()
+        .and_then(|v| Audience::parse(&v).ok())
+        .ok_or_else(|| {
+            StoreError::Backend(format!("the stored audience cannot be read: {raw:.200}"))
+        })
+}
+
 fn load_delivery(c: &Connection, id: &str, owner: &str) -> Result<Option<Delivery>> {
     let row: Option<(i64, String, Option<i64>, i64)> = c
         .prepare_cached(
@@ -316,16 +327,16 @@ fn load_delivery(c: &Connection, id: &str, owner: &str) -> Result<Option<Deliver
             .optional()
         })
         .map_err(map_err)?;
-    Ok(row.map(|(seq, audience, snapshot_max, cursor)| Delivery {
-        seq,
-        id: id.to_string(),
-        audience: serde_json::from_str::<Value>(&audience)
-            .ok()
-            .and_then(|v| Audience::parse(&v).ok())
-            .unwrap_or(Audience::AllUsers),
-        snapshot_max,
-        cursor,
-    }))
+    row.map(|(seq, audience, snapshot_max, cursor)| {
+        Ok(Delivery {
+            seq,
+            id: id.to_string(),
+            audience: parse_stored_audience(&audience)?,
+            snapshot_max,
+            cursor,
+        })
+    })
+    .transpose()
 }
 
 /// Fixes the audience bound and the total the first time a broadcast is claimed.
@@ -412,6 +423,7 @@ pub fn deliver_chunk(
     };
     let max = d.snapshot_max.unwrap_or(0);
     let now_ms = to_ms(&now);
+    let last_item = super::inbox::last_item_id(c)?;
     let (boundary, inserted, processed) = match &d.audience {
         Audience::ExplicitUsers(_) => {
             let boundary = (d.cursor + chunk as i64).min(max);
@@ -455,6 +467,9 @@ pub fn deliver_chunk(
             (boundary, inserted, inserted)
         }
     };
+    if inserted > 0 {
+        super::inbox::count_new_items(c, last_item)?;
+    }
     let skipped = processed - inserted;
     let done = boundary >= max;
     c.prepare_cached(

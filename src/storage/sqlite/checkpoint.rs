@@ -43,9 +43,22 @@ impl Checkpointer {
     }
 }
 
+/// WAL pages beyond which a checkpoint that could not catch up is forced to (it then
+/// waits briefly for the writer, and the WAL starts over).
+const FORCE_ABOVE_PAGES: i64 = 16_384;
+
 fn checkpoint(conn: &Connection) {
-    if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
-        tracing::debug!(error = %e, "WAL checkpoint skipped");
+    let passive = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+        Ok((r.get::<_, i64>(1)?, r.get::<_, i64>(2)?))
+    });
+    match passive {
+        Ok((log, done)) if log > FORCE_ABOVE_PAGES && done < log => {
+            if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(RESTART)", [], |_| Ok(())) {
+                tracing::debug!(error = %e, "forced WAL checkpoint skipped");
+            }
+        }
+        Ok(_) => {}
+        Err(e) => tracing::debug!(error = %e, "WAL checkpoint skipped"),
     }
 }
 

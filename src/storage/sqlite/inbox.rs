@@ -41,6 +41,27 @@ fn row_to_item(r: &Row<'_>) -> rusqlite::Result<InboxItem> {
     })
 }
 
+/// The highest item id so far: items inserted after this call have larger ids.
+pub(super) fn last_item_id(c: &Connection) -> Result<i64> {
+    c.prepare_cached("SELECT COALESCE(MAX(id), 0) FROM inbox_items")
+        .and_then(|mut s| s.query_row([], |r| r.get(0)))
+        .map_err(map_err)
+}
+
+/// Counts every item inserted after `after_id` into its user's totals (one unread each).
+/// The upsert takes the new rows one by one, so a user with several new items counts
+/// each of them.
+pub(super) fn count_new_items(c: &Connection, after_id: i64) -> Result<()> {
+    c.prepare_cached(
+        "INSERT INTO inbox_counts (user_id, total, unread)
+         SELECT user_id, 1, 1 FROM inbox_items WHERE id > ?1
+         ON CONFLICT (user_id) DO UPDATE SET total = total + 1, unread = unread + 1",
+    )
+    .and_then(|mut s| s.execute([after_id]))
+    .map(|_| ())
+    .map_err(map_err)
+}
+
 pub fn deliver_direct(c: &Connection, n: &DirectNotification, now: Ts) -> Result<Delivered> {
     if let Some(key) = &n.event_id {
         let existing: Option<i64> = c
@@ -58,6 +79,7 @@ pub fn deliver_direct(c: &Connection, n: &DirectNotification, now: Ts) -> Result
         }
     }
     let now = to_ms(&now);
+    let before = last_item_id(c)?;
     c.prepare_cached(
         "INSERT INTO notification_contents (title, body, meta, created_at) VALUES (?1, ?2, ?3, ?4)",
     )
@@ -76,24 +98,28 @@ pub fn deliver_direct(c: &Connection, n: &DirectNotification, now: Ts) -> Result
     )
     .and_then(|mut s| s.execute(params![n.user_id.as_str(), content_id, n.event_id, now]))
     .map_err(map_err)?;
+    count_new_items(c, before)?;
     Ok(Delivered {
         item_id: c.last_insert_rowid(),
         created: true,
     })
 }
 
+/// (total, unread) of a user's inbox, from the kept counts.
 fn counts(c: &Connection, user: &UserId) -> Result<(i64, i64)> {
-    let total: i64 = c
-        .prepare_cached("SELECT COUNT(*) FROM inbox_items WHERE user_id = ?1")
-        .and_then(|mut s| s.query_row([user.as_str()], |r| r.get(0)))
-        .map_err(map_err)?;
-    Ok((total, unread(c, user)?))
+    Ok(
+        c.prepare_cached("SELECT total, unread FROM inbox_counts WHERE user_id = ?1")
+            .and_then(|mut s| {
+                s.query_row([user.as_str()], |r| Ok((r.get(0)?, r.get(1)?)))
+                    .optional()
+            })
+            .map_err(map_err)?
+            .unwrap_or((0, 0)),
+    )
 }
 
 pub fn unread(c: &Connection, user: &UserId) -> Result<i64> {
-    c.prepare_cached("SELECT COUNT(*) FROM inbox_items WHERE user_id = ?1 AND read_at IS NULL")
-        .and_then(|mut s| s.query_row([user.as_str()], |r| r.get(0)))
-        .map_err(map_err)
+    counts(c, user).map(|(_, unread)| unread)
 }
 
 pub fn page(c: &Connection, user: &UserId, limit: usize, offset: usize) -> Result<InboxPage> {
@@ -118,24 +144,58 @@ pub fn page(c: &Connection, user: &UserId, limit: usize, offset: usize) -> Resul
 }
 
 pub fn mark_read(c: &Connection, user: &UserId, item: i64, now: Ts) -> Result<InboxItem> {
-    let n = c
+    let newly = c
         .prepare_cached(
-            "UPDATE inbox_items SET read_at = COALESCE(read_at, ?3) WHERE id = ?1 AND user_id = ?2",
+            "UPDATE inbox_items SET read_at = ?3 WHERE id = ?1 AND user_id = ?2 AND read_at IS NULL",
         )
         .and_then(|mut s| s.execute(params![item, user.as_str(), to_ms(&now)]))
         .map_err(map_err)?;
-    if n == 0 {
-        return Err(StoreError::NotFound);
+    if newly == 1 {
+        c.prepare_cached("UPDATE inbox_counts SET unread = MAX(unread - 1, 0) WHERE user_id = ?1")
+            .and_then(|mut s| s.execute([user.as_str()]))
+            .map_err(map_err)?;
     }
-    c.prepare_cached(&format!("{ITEM} WHERE i.id = ?1"))
-        .and_then(|mut s| s.query_row([item], row_to_item))
-        .map_err(map_err)
+    c.prepare_cached(&format!("{ITEM} WHERE i.id = ?1 AND i.user_id = ?2"))
+        .and_then(|mut s| {
+            s.query_row(params![item, user.as_str()], row_to_item)
+                .optional()
+        })
+        .map_err(map_err)?
+        .ok_or(StoreError::NotFound)
 }
 
 pub fn mark_all_read(c: &Connection, user: &UserId, now: Ts) -> Result<usize> {
-    c.prepare_cached("UPDATE inbox_items SET read_at = ?2 WHERE user_id = ?1 AND read_at IS NULL")
+    let n = c
+        .prepare_cached(
+            "UPDATE inbox_items SET read_at = ?2 WHERE user_id = ?1 AND read_at IS NULL",
+        )
         .and_then(|mut s| s.execute(params![user.as_str(), to_ms(&now)]))
-        .map_err(map_err)
+        .map_err(map_err)?;
+    c.prepare_cached("UPDATE inbox_counts SET unread = 0 WHERE user_id = ?1")
+        .and_then(|mut s| s.execute([user.as_str()]))
+        .map_err(map_err)?;
+    Ok(n)
+}
+
+/// Takes deleted items (user, was unread) out of the kept counts.
+fn uncount(c: &Connection, deleted: Vec<(String, bool)>) -> Result<usize> {
+    let mut per_user: std::collections::HashMap<String, (i64, i64)> =
+        std::collections::HashMap::new();
+    for (user, unread) in &deleted {
+        let e = per_user.entry(user.clone()).or_default();
+        e.0 += 1;
+        e.1 += i64::from(*unread);
+    }
+    let mut st = c
+        .prepare_cached(
+            "UPDATE inbox_counts SET total = MAX(total - ?2, 0), unread = MAX(unread - ?3, 0)
+             WHERE user_id = ?1",
+        )
+        .map_err(map_err)?;
+    for (user, (total, unread)) in per_user {
+        st.execute(params![user, total, unread]).map_err(map_err)?;
+    }
+    Ok(deleted.len())
 }
 
 /// Deletes at most `limit` items older than `before`, and items beyond the newest
@@ -149,13 +209,18 @@ pub fn prune(
     let mut deleted = 0;
     if let Some(before) = before {
         // Ids grow with time, so the old items are the lowest ids.
-        deleted += c
+        let gone: Vec<(String, bool)> = c
             .prepare_cached(
                 "DELETE FROM inbox_items WHERE id IN (SELECT id FROM inbox_items ORDER BY id LIMIT ?2)
-                   AND created_at < ?1",
+                   AND created_at < ?1
+                 RETURNING user_id, read_at IS NULL",
             )
-            .and_then(|mut s| s.execute(params![to_ms(&before), limit as i64]))
+            .and_then(|mut s| {
+                s.query_map(params![to_ms(&before), limit as i64], |r| Ok((r.get(0)?, r.get(1)?)))?
+                    .collect()
+            })
             .map_err(map_err)?;
+        deleted += uncount(c, gone)?;
     }
     if let Some(max) = max_per_user.filter(|m| *m > 0) {
         let over: Vec<String> = c
@@ -165,13 +230,18 @@ pub fn prune(
             .and_then(|mut s| s.query_map([max as i64], |r| r.get(0))?.collect())
             .map_err(map_err)?;
         for user in over {
-            deleted += c
+            let gone: Vec<(String, bool)> = c
                 .prepare_cached(
                     "DELETE FROM inbox_items WHERE user_id = ?1 AND id < (
-                         SELECT id FROM inbox_items WHERE user_id = ?1 ORDER BY id DESC LIMIT 1 OFFSET ?2)",
+                         SELECT id FROM inbox_items WHERE user_id = ?1 ORDER BY id DESC LIMIT 1 OFFSET ?2)
+                     RETURNING user_id, read_at IS NULL",
                 )
-                .and_then(|mut s| s.execute(params![user, (max - 1) as i64]))
+                .and_then(|mut s| {
+                    s.query_map(params![user, (max - 1) as i64], |r| Ok((r.get(0)?, r.get(1)?)))?
+                        .collect()
+                })
                 .map_err(map_err)?;
+            deleted += uncount(c, gone)?;
             if deleted >= limit {
                 break;
             }

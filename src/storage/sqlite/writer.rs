@@ -109,8 +109,22 @@ fn run_group(conn: &Connection, group: Vec<Op>) {
         }
         return;
     }
-    let mut replies = Vec::with_capacity(group.len());
-    for op in group {
+    let mut replies: Vec<Reply> = Vec::with_capacity(group.len());
+    let mut ops = group.into_iter();
+    while let Some(op) = ops.next() {
+        if conn.is_autocommit() {
+            // SQLite rolled the whole transaction back itself (I/O error, disk full, …):
+            // nothing of this group is committed, so fail the rest without running them.
+            let lost = || StoreError::Backend("the transaction was rolled back by SQLite".into());
+            for op in std::iter::once(op).chain(ops.by_ref()) {
+                let (_, reply) = op(Err(lost()));
+                reply(None);
+            }
+            for reply in replies {
+                reply(Some(lost()));
+            }
+            return;
+        }
         if let Err(e) = exec(conn, "SAVEPOINT op") {
             let (_, reply) = op(Err(e));
             replies.push(reply);
@@ -132,7 +146,13 @@ fn run_group(conn: &Connection, group: Vec<Op>) {
             }
         }
     }
-    let commit = commit(conn);
+    let commit = if conn.is_autocommit() {
+        Err(StoreError::Backend(
+            "the transaction was rolled back by SQLite".into(),
+        ))
+    } else {
+        commit(conn)
+    };
     for reply in replies {
         reply(commit.as_ref().err().map(clone_err));
     }
