@@ -3,7 +3,10 @@
 //! run` (unknown names, `--once`, SIGTERM, a second SIGTERM, two processes draining one
 //! database) and liveness of a killed process.
 
+mod common;
+
 use chrono::Utc;
+use common::signal;
 use serde_json::{json, Value};
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -147,39 +150,14 @@ impl Server {
             cmd.env(k, v);
         }
         let mut child = cmd.spawn().expect("spawn serve");
-        let stderr = child.stderr.take().unwrap();
-        let mut lines = BufReader::new(stderr).lines();
-        let addr = loop {
-            let line = lines
-                .next()
-                .expect("serve exited before listening")
-                .expect("read log");
-            if let Ok(v) = serde_json::from_str::<Value>(&line) {
-                if v["message"] == "wp-lite serving" {
-                    break v["addr"].as_str().unwrap().to_string();
-                }
-            }
-        };
-        // Keep draining the log so the child never blocks on a full pipe.
-        std::thread::spawn(move || for _ in lines {});
-        Server {
-            child,
-            base: format!("http://{addr}"),
-        }
+        let base = common::serving_base(&mut child);
+        Server { child, base }
     }
 
     fn terminate(mut self) -> std::process::ExitStatus {
-        let pid = self.child.id() as i32;
-        signal(pid, "TERM");
-        self.child.wait().unwrap()
+        signal(self.child.id(), "TERM");
+        common::wait_bounded(&mut self.child, 60, "serve after SIGTERM")
     }
-}
-
-fn signal(pid: i32, sig: &str) {
-    Command::new("kill")
-        .args([format!("-{sig}"), pid.to_string()])
-        .status()
-        .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -388,8 +366,8 @@ impl Runner {
         }
     }
 
-    fn pid(&self) -> i32 {
-        self.child.id() as i32
+    fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// Waits (bounded) for a log line whose message starts with `prefix`.

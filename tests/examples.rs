@@ -3,6 +3,9 @@
 //! failure and retryable failures that go back to the queue — and stops cleanly on SIGINT.
 //! Skipped (with a message) only where python3 is not installed.
 
+mod common;
+
+use common::signal;
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader};
@@ -27,15 +30,6 @@ impl Drop for Proc {
     }
 }
 
-fn signal(pid: u32, sig: &str) {
-    let ok = Command::new("kill")
-        .args([format!("-{sig}"), pid.to_string()])
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok, "kill -{sig} {pid}");
-}
-
 /// `wp-lite serve --workers none` (nothing in it handles `py.demo`); returns the child and
 /// its base URL, read from the JSON log.
 fn serve(dir: &Path) -> (Proc, String) {
@@ -51,20 +45,8 @@ fn serve(dir: &Path) -> (Proc, String) {
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn wp-lite serve");
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let addr = loop {
-        let line = lines
-            .next()
-            .expect("serve exited before listening")
-            .expect("read the log");
-        if let Ok(v) = serde_json::from_str::<Value>(&line) {
-            if v["message"] == "wp-lite serving" {
-                break v["addr"].as_str().unwrap().to_string();
-            }
-        }
-    };
-    std::thread::spawn(move || for _ in lines {});
-    (Proc(child), format!("http://{addr}"))
+    let base = common::serving_base(&mut child);
+    (Proc(child), base)
 }
 
 fn python3_available() -> bool {

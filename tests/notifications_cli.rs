@@ -7,9 +7,12 @@
 //! Nothing here waits a fixed time for something to happen: processes are stepped with
 //! `--once`, and what must be observed is polled with a deadline.
 
+mod common;
+
+use common::{signal, wait_bounded};
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::Arc;
@@ -160,30 +163,6 @@ fn assert_one_receipt_each(store: &Arc<dyn Store>, users: &[String], broadcasts:
     }
 }
 
-/// Waits for a child with a deadline; kills it and fails when it does not exit in time.
-fn wait_bounded(child: &mut Child, secs: u64, what: &str) -> std::process::ExitStatus {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("{what} did not exit within {secs} s");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-fn signal(pid: u32, sig: &str) {
-    let ok = Command::new("kill")
-        .args([format!("-{sig}"), pid.to_string()])
-        .status()
-        .unwrap();
-    assert!(ok.success());
-}
-
 /// A `wp-lite serve` child; its address is read from its JSON log.
 struct Server {
     child: Child,
@@ -201,25 +180,8 @@ impl Server {
             cmd.env(k, v);
         }
         let mut child = cmd.spawn().expect("spawn serve");
-        let stderr = child.stderr.take().unwrap();
-        let mut lines = BufReader::new(stderr).lines();
-        let addr = loop {
-            let line = lines
-                .next()
-                .expect("serve exited before listening")
-                .expect("read log");
-            if let Ok(v) = serde_json::from_str::<Value>(&line) {
-                if v["message"] == "wp-lite serving" {
-                    break v["addr"].as_str().unwrap().to_string();
-                }
-            }
-        };
-        // Keep draining the log so the child never blocks on a full pipe.
-        std::thread::spawn(move || for _ in lines {});
-        Server {
-            child,
-            base: format!("http://{addr}"),
-        }
+        let base = common::serving_base(&mut child);
+        Server { child, base }
     }
 
     fn terminate(mut self) -> std::process::ExitStatus {

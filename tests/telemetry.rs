@@ -9,9 +9,11 @@
 //! promtool comes from Debian's `prometheus` package (`.ci/run` installs it). Without it
 //! the promtool checks fail, unless `WP_LITE_SKIP_PROMTOOL=1` is set.
 
+mod common;
+
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 
@@ -85,25 +87,10 @@ impl Server {
             .stderr(Stdio::piped())
             .spawn()
             .expect("spawn wp-lite serve");
-        let stderr = child.stderr.take().unwrap();
-        let mut lines = BufReader::new(stderr).lines();
-        let mut seen = Vec::new();
-        let addr = loop {
-            let Some(Ok(line)) = lines.next() else {
-                panic!("serve exited before listening:\n{}", seen.join("\n"));
-            };
-            if let Ok(v) = serde_json::from_str::<Value>(&line) {
-                if v["message"] == "wp-lite serving" {
-                    break v["addr"].as_str().unwrap().to_string();
-                }
-            }
-            seen.push(line);
-        };
-        // Keep draining the log so the child never blocks on a full pipe.
-        std::thread::spawn(move || for _ in lines {});
+        let base = common::serving_base(&mut child);
         Server {
             child,
-            base: format!("http://{addr}"),
+            base,
             metrics: format!("http://{metrics_addr}"),
         }
     }
@@ -114,11 +101,8 @@ impl Server {
 
     /// SIGTERM, then waits for the exit status.
     fn terminate(mut self) -> std::process::ExitStatus {
-        Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        self.child.wait().unwrap()
+        common::signal(self.child.id(), "TERM");
+        common::wait_bounded(&mut self.child, 60, "serve after SIGTERM")
     }
 }
 
