@@ -4,7 +4,9 @@
 //! called only through [`blocking::Db`], the one sync→async seam. `now` is always passed in.
 
 pub mod blocking;
+pub mod postgres;
 pub mod sqlite;
+pub mod writer;
 
 use crate::domain::metrics::{BroadcastStats, MetricDeltas, MetricTotals};
 use crate::domain::notify::{
@@ -49,6 +51,18 @@ pub struct Session {
     pub expires_at: Ts,
 }
 
+/// What a wake-up from another process or node is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wake {
+    /// Jobs may be ready to lease.
+    Jobs,
+    /// A broadcast may be due.
+    Broadcasts,
+}
+
+/// Called (on a store thread) when a wake-up arrives; must be quick and not block.
+pub type WakeFn = Arc<dyn Fn(Wake) + Send + Sync>;
+
 /// The whole store: every feature's methods. One implementation per backend.
 pub trait Store: Send + Sync + 'static {
     /// How many calls may usefully run at once (the seam's semaphore size).
@@ -59,6 +73,11 @@ pub trait Store: Send + Sync + 'static {
     fn latest_schema_version(&self) -> i64;
     /// Flushes and stops background threads; later calls fail with `Unavailable`.
     fn close(&self);
+    /// Asks to be woken when another process or node makes work ready. A backend that
+    /// cannot tell (SQLite) never calls; waiting callers poll on a bounded interval anyway.
+    fn subscribe(&self, wake: WakeFn) {
+        let _ = wake;
+    }
 
     // ---- jobs ----
     /// Enqueues all or nothing, applying idempotency per (type, key) and job id uniqueness.
@@ -250,7 +269,10 @@ pub fn open(url: &str, opts: &OpenOptions) -> std::result::Result<Arc<dyn Store>
             let store = sqlite::SqliteStore::open(&path, opts)?;
             Ok(Arc::new(store))
         }
-        Target::Postgres(u) => Err(OpenError::NotInBuild(redact_url(&u))),
+        Target::Postgres(u) => {
+            let store = postgres::PgStore::open(&u, opts)?;
+            Ok(Arc::new(store))
+        }
     }
 }
 

@@ -14,6 +14,7 @@ pub struct Backend {
     pub name: &'static str,
     pub store: Arc<dyn Store>,
     _dir: Option<tempfile::TempDir>,
+    _schema: Option<PgSchema>,
 }
 
 fn sqlite() -> Backend {
@@ -24,27 +25,65 @@ fn sqlite() -> Backend {
         name: "sqlite",
         store,
         _dir: Some(dir),
+        _schema: None,
+    }
+}
+
+/// A fresh schema of its own for one test, dropped when the test is done.
+pub struct PgSchema {
+    base: String,
+    pub name: String,
+}
+
+impl PgSchema {
+    pub fn new(base: &str) -> Self {
+        static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos();
+        Self {
+            base: base.to_string(),
+            name: format!("wpt_{}_{n}_{nanos}", std::process::id()),
+        }
+    }
+
+    /// The URL that puts the store in this schema.
+    pub fn url(&self) -> String {
+        let sep = if self.base.contains('?') { '&' } else { '?' };
+        format!("{}{sep}schema={}", self.base, self.name)
+    }
+}
+
+impl Drop for PgSchema {
+    fn drop(&mut self) {
+        if let Ok(mut c) = postgres::Client::connect(&self.base, postgres::NoTls) {
+            let _ = c.batch_execute(&format!("DROP SCHEMA IF EXISTS \"{}\" CASCADE", self.name));
+        }
     }
 }
 
 fn postgres() -> Option<Backend> {
-    let Ok(url) = std::env::var("WP_LITE_TEST_POSTGRES_URL") else {
+    let Ok(base) = std::env::var("WP_LITE_TEST_POSTGRES_URL") else {
         eprintln!(
             "storage conformance: PostgreSQL half SKIPPED (WP_LITE_TEST_POSTGRES_URL is not set)"
         );
         return None;
     };
-    match storage::open(&url, &OpenOptions { migrate: true }) {
+    let schema = PgSchema::new(&base);
+    match storage::open(&schema.url(), &OpenOptions { migrate: true }) {
         Ok(store) => {
-            eprintln!("storage conformance: PostgreSQL half RAN");
+            eprintln!("storage conformance: PostgreSQL half RAN (schema {})", schema.name);
             Some(Backend {
                 name: "postgres",
                 store,
                 _dir: None,
+                _schema: Some(schema),
             })
         }
         Err(OpenError::NotInBuild(_)) => {
-            eprintln!("storage conformance: PostgreSQL half SKIPPED (the PostgreSQL backend is not in this build yet)");
+            eprintln!("storage conformance: PostgreSQL half SKIPPED (the PostgreSQL backend is not in this build)");
             None
         }
         Err(e) => panic!("WP_LITE_TEST_POSTGRES_URL is set but PostgreSQL cannot be opened: {e}"),

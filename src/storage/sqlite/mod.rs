@@ -9,7 +9,6 @@ pub mod raw;
 mod sessions;
 mod users;
 mod workers;
-mod writer;
 
 use super::{OpenError, OpenOptions, Result, Session, Store, StoreError};
 use crate::domain::metrics::{BroadcastStats, MetricDeltas, MetricTotals};
@@ -27,7 +26,8 @@ use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use uuid::Uuid;
-use writer::Writer;
+use crate::storage::writer::{TxConn, Writer};
+use std::time::Instant;
 
 mod embedded {
     refinery::embed_migrations!("migrations/sqlite");
@@ -53,7 +53,7 @@ pub(crate) fn configure(conn: &Connection) -> rusqlite::Result<()> {
 
 pub struct SqliteStore {
     pool: r2d2::Pool<SqliteConnectionManager>,
-    writer: Writer,
+    writer: Writer<Connection>,
     checkpointer: checkpoint::Checkpointer,
     #[allow(dead_code)]
     path: PathBuf,
@@ -87,7 +87,7 @@ impl SqliteStore {
         let checkpointer = checkpoint::Checkpointer::start(path).map_err(open_err)?;
         Ok(Self {
             pool,
-            writer: Writer::start(conn),
+            writer: Writer::start("wp-lite-sqlite-writer", vec![conn], None),
             checkpointer,
             path: path.to_path_buf(),
         })
@@ -106,7 +106,7 @@ impl SqliteStore {
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T> + Send + 'static,
     {
-        self.writer.call(f)
+        self.writer.call(move |c: &mut Connection| f(c))
     }
 }
 
@@ -124,6 +124,64 @@ fn migrate(conn: &mut Connection) -> std::result::Result<(), OpenError> {
         }
     }
     Err(OpenError::Migrate(last))
+}
+
+/// How long the writer keeps retrying a database locked by another process.
+const BUSY_PATIENCE: Duration = Duration::from_secs(30);
+
+fn exec(conn: &Connection, sql: &str) -> Result<()> {
+    conn.prepare_cached(sql)
+        .and_then(|mut s| s.execute([]))
+        .map(|_| ())
+        .map_err(map_err)
+}
+
+/// Retries an operation that met `SQLITE_BUSY` (another process holds the write lock
+/// beyond `busy_timeout`) until `BUSY_PATIENCE` runs out.
+fn retry_busy(mut f: impl FnMut() -> Result<()>) -> Result<()> {
+    let start = Instant::now();
+    let mut pause = Duration::from_millis(2);
+    loop {
+        match f() {
+            Err(StoreError::Busy) if start.elapsed() < BUSY_PATIENCE => {
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(Duration::from_millis(100));
+            }
+            other => return other,
+        }
+    }
+}
+
+/// The writer's transactions: `BEGIN IMMEDIATE`, so `SQLITE_BUSY` from another process is
+/// met (and retried) here and never reaches a client.
+impl TxConn for Connection {
+    fn begin(&mut self) -> Result<()> {
+        retry_busy(|| exec(self, "BEGIN IMMEDIATE"))
+    }
+    fn commit(&mut self) -> Result<()> {
+        let res = retry_busy(|| exec(self, "COMMIT"));
+        if res.is_err() {
+            let _ = exec(self, "ROLLBACK");
+        }
+        res
+    }
+    fn rollback(&mut self) {
+        if !self.is_autocommit() {
+            let _ = exec(self, "ROLLBACK");
+        }
+    }
+    fn savepoint(&mut self) -> Result<()> {
+        exec(self, "SAVEPOINT op")
+    }
+    fn rollback_to_savepoint(&mut self) -> Result<()> {
+        exec(self, "ROLLBACK TO op")
+    }
+    fn release_savepoint(&mut self) -> Result<()> {
+        exec(self, "RELEASE op")
+    }
+    fn in_transaction(&mut self) -> bool {
+        !self.is_autocommit()
+    }
 }
 
 /// A `LIKE … ESCAPE '\\'` pattern matching `q` anywhere, with `%` and `_` taken literally.

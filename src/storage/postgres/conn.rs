@@ -1,0 +1,178 @@
+//! A PostgreSQL connection with a per-connection statement cache, the r2d2 manager that
+//! hands them out, and the writer's transaction control.
+
+use crate::storage::writer::TxConn;
+use crate::storage::{Result, StoreError};
+use postgres::types::ToSql;
+use postgres::{Client, NoTls, Row, Statement};
+use r2d2_postgres::PostgresConnectionManager;
+use super::listener::Channels;
+use crate::storage::Wake;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// Query parameters.
+pub type Params<'a> = [&'a (dyn ToSql + Sync)];
+
+/// One connection; every statement the store runs stays prepared on it.
+pub struct PgConn {
+    client: Client,
+    channels: Arc<Channels>,
+    stmts: HashMap<String, Statement>,
+    broken: bool,
+}
+
+impl PgConn {
+    pub fn new(client: Client, channels: Arc<Channels>) -> Self {
+        Self {
+            client,
+            channels,
+            stmts: HashMap::new(),
+            broken: false,
+        }
+    }
+
+    pub fn client(&mut self) -> &mut Client {
+        &mut self.client
+    }
+
+    fn prepared(&mut self, sql: &str) -> Result<Statement> {
+        if let Some(s) = self.stmts.get(sql) {
+            return Ok(s.clone());
+        }
+        let s = self.client.prepare(sql).map_err(map_err)?;
+        self.stmts.insert(sql.to_string(), s.clone());
+        Ok(s)
+    }
+
+    pub fn query(&mut self, sql: &str, params: &Params<'_>) -> Result<Vec<Row>> {
+        let s = self.prepared(sql)?;
+        self.client.query(&s, params).map_err(map_err)
+    }
+
+    /// Exactly one row, or `NotFound`.
+    pub fn query_one(&mut self, sql: &str, params: &Params<'_>) -> Result<Row> {
+        self.query_opt(sql, params)?.ok_or(StoreError::NotFound)
+    }
+
+    pub fn query_opt(&mut self, sql: &str, params: &Params<'_>) -> Result<Option<Row>> {
+        let s = self.prepared(sql)?;
+        self.client.query_opt(&s, params).map_err(map_err)
+    }
+
+    pub fn execute(&mut self, sql: &str, params: &Params<'_>) -> Result<u64> {
+        let s = self.prepared(sql)?;
+        self.client.execute(&s, params).map_err(map_err)
+    }
+
+    /// Statements without parameters or results, in one round trip.
+    pub fn batch(&mut self, sql: &str) -> Result<()> {
+        self.client.batch_execute(sql).map_err(map_err)
+    }
+
+    /// Wakes listeners on every node once this transaction commits.
+    pub fn notify(&mut self, w: Wake) -> Result<()> {
+        let name = self.channels.name(w).to_string();
+        self.execute("SELECT pg_notify($1, '')", &[&name]).map(|_| ())
+    }
+
+    fn control(&mut self, sql: &str) -> Result<()> {
+        let r = self.batch(sql);
+        if r.is_err() {
+            self.broken = true;
+        }
+        r
+    }
+}
+
+impl TxConn for PgConn {
+    fn begin(&mut self) -> Result<()> {
+        self.broken = false;
+        self.control("BEGIN")
+    }
+    fn commit(&mut self) -> Result<()> {
+        let r = self.batch("COMMIT");
+        if r.is_err() {
+            self.rollback();
+        }
+        r
+    }
+    fn rollback(&mut self) {
+        let _ = self.batch("ROLLBACK");
+    }
+    fn savepoint(&mut self) -> Result<()> {
+        self.control("SAVEPOINT op")
+    }
+    fn rollback_to_savepoint(&mut self) -> Result<()> {
+        self.control("ROLLBACK TO SAVEPOINT op")
+    }
+    /// Fails (and marks the transaction lost) if the operation left it aborted, so an
+    /// operation that swallowed an SQL error can never be reported committed.
+    fn release_savepoint(&mut self) -> Result<()> {
+        self.control("RELEASE SAVEPOINT op")
+    }
+    fn in_transaction(&mut self) -> bool {
+        !self.broken && !self.client.is_closed()
+    }
+}
+
+/// The r2d2 manager: r2d2_postgres's, handing out [`PgConn`]s.
+pub struct Manager {
+    pub inner: PostgresConnectionManager<NoTls>,
+    pub channels: Arc<Channels>,
+}
+
+impl r2d2::ManageConnection for Manager {
+    type Connection = PgConn;
+    type Error = postgres::Error;
+
+    fn connect(&self) -> std::result::Result<PgConn, postgres::Error> {
+        self.inner
+            .connect()
+            .map(|c| PgConn::new(c, self.channels.clone()))
+    }
+
+    fn is_valid(&self, conn: &mut PgConn) -> std::result::Result<(), postgres::Error> {
+        self.inner.is_valid(&mut conn.client)
+    }
+
+    fn has_broken(&self, conn: &mut PgConn) -> bool {
+        conn.broken || conn.client.is_closed()
+    }
+}
+
+/// Maps PostgreSQL errors to the backend-independent kinds.
+pub fn map_err(e: postgres::Error) -> StoreError {
+    use postgres::error::SqlState;
+    if e.is_closed() {
+        return StoreError::Unavailable(e.to_string());
+    }
+    match e.code() {
+        Some(c)
+            if *c == SqlState::T_R_DEADLOCK_DETECTED
+                || *c == SqlState::T_R_SERIALIZATION_FAILURE
+                || *c == SqlState::LOCK_NOT_AVAILABLE =>
+        {
+            StoreError::Busy
+        }
+        Some(c)
+            if *c == SqlState::ADMIN_SHUTDOWN
+                || *c == SqlState::CRASH_SHUTDOWN
+                || *c == SqlState::CANNOT_CONNECT_NOW
+                || *c == SqlState::TOO_MANY_CONNECTIONS =>
+        {
+            StoreError::Unavailable(e.to_string())
+        }
+        None if std::error::Error::source(&e).is_some_and(|s| s.is::<std::io::Error>()) => {
+            StoreError::Unavailable(e.to_string())
+        }
+        _ => StoreError::Backend(db_message(&e)),
+    }
+}
+
+fn db_message(e: &postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("{}: {}", db.code().code(), db.message()),
+        None => e.to_string(),
+    }
+}

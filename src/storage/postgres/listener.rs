@@ -1,0 +1,141 @@
+//! LISTEN/NOTIFY: one thread per store holds a connection that listens on the store's
+//! channels and calls the subscribers when another node (or this one) made work ready.
+//! If the connection drops it reconnects with backoff, waking everyone on reconnect (a
+//! notification may have been missed); meanwhile the callers' bounded polling covers.
+
+use crate::storage::{Wake, WakeFn};
+use postgres::fallible_iterator::FallibleIterator;
+use postgres::{Config, NoTls};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+/// The channel names of one store (they carry the schema, so stores in different schemas
+/// of one database do not wake each other).
+#[derive(Debug, Clone)]
+pub struct Channels {
+    pub jobs: String,
+    pub broadcasts: String,
+}
+
+impl Channels {
+    pub fn for_schema(schema: &str) -> Self {
+        Self {
+            jobs: format!("wp_lite_jobs.{schema}"),
+            broadcasts: format!("wp_lite_broadcasts.{schema}"),
+        }
+    }
+
+    pub fn name(&self, w: Wake) -> &str {
+        match w {
+            Wake::Jobs => &self.jobs,
+            Wake::Broadcasts => &self.broadcasts,
+        }
+    }
+
+    fn which(&self, channel: &str) -> Option<Wake> {
+        if channel == self.jobs {
+            Some(Wake::Jobs)
+        } else if channel == self.broadcasts {
+            Some(Wake::Broadcasts)
+        } else {
+            None
+        }
+    }
+}
+
+fn quote_ident(s: &str) -> String {
+    format!("\"{}\"", s.replace('"', "\"\""))
+}
+
+pub type Subscribers = Arc<Mutex<Vec<WakeFn>>>;
+
+pub struct Listener {
+    stop: Arc<AtomicBool>,
+    handle: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Listener {
+    pub fn start(config: Config, channels: Channels, subs: Subscribers) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let s = stop.clone();
+        let handle = std::thread::Builder::new()
+            .name("wp-lite-pg-listener".into())
+            .spawn(move || run(config, channels, subs, s))
+            .expect("spawn the PostgreSQL listener thread");
+        Self {
+            stop,
+            handle: Mutex::new(Some(handle)),
+        }
+    }
+
+    pub fn close(&self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(h) = self.handle.lock().expect("listener lock").take() {
+            let _ = h.join();
+        }
+    }
+}
+
+fn deliver(subs: &Subscribers, w: Wake) {
+    let subs = subs.lock().expect("subscribers lock").clone();
+    for f in subs {
+        f(w);
+    }
+}
+
+const POLL: Duration = Duration::from_millis(250);
+
+fn run(config: Config, channels: Channels, subs: Subscribers, stop: Arc<AtomicBool>) {
+    let mut backoff = Duration::from_millis(100);
+    while !stop.load(Ordering::SeqCst) {
+        let mut client = match config.connect(NoTls) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(error = %e, "the PostgreSQL listener cannot connect; waiting workers fall back to polling");
+                std::thread::sleep(backoff);
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+                continue;
+            }
+        };
+        let listen = format!(
+            "LISTEN {}; LISTEN {};",
+            quote_ident(&channels.jobs),
+            quote_ident(&channels.broadcasts)
+        );
+        if let Err(e) = client.batch_execute(&listen) {
+            tracing::warn!(error = %e, "LISTEN failed");
+            std::thread::sleep(backoff);
+            continue;
+        }
+        backoff = Duration::from_millis(100);
+        tracing::debug!("listening for wake-ups from other nodes");
+        // Something may have happened while we were not listening.
+        deliver(&subs, Wake::Jobs);
+        deliver(&subs, Wake::Broadcasts);
+        'conn: while !stop.load(Ordering::SeqCst) {
+            let mut notes = client.notifications();
+            let mut it = notes.timeout_iter(POLL);
+            loop {
+                match it.next().transpose() {
+                    Some(Ok(n)) => {
+                        if let Some(w) = channels.which(n.channel()) {
+                            deliver(&subs, w);
+                        }
+                    }
+                    Some(Err(e)) => {
+                        tracing::warn!(error = %e, "the PostgreSQL listener lost its connection; reconnecting");
+                        break 'conn;
+                    }
+                    None => break,
+                }
+            }
+            drop(it);
+            drop(notes);
+            if client.is_closed() {
+                break;
+            }
+        }
+    }
+}

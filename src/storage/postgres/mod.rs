@@ -1,0 +1,485 @@
+//! The PostgreSQL backend: the `postgres` crate, an r2d2 pool for reads, group-commit
+//! writer threads (several transactions in flight, each carrying many writes), and a
+//! LISTEN/NOTIFY listener that wakes waiting leasers and workers on every node.
+//!
+//! Every call arrives through the one sync→async seam (`storage::Db`), so the sync client
+//! never runs on a tokio worker thread. Claims use `FOR UPDATE SKIP LOCKED`, so several
+//! nodes never lease one job twice and never wait on each other's claimed rows.
+
+mod broadcasts;
+mod conn;
+mod inbox;
+mod jobs;
+mod listener;
+mod metrics;
+pub mod raw;
+mod sessions;
+mod users;
+mod workers;
+
+use super::{OpenError, OpenOptions, Result, Session, Store, StoreError, WakeFn};
+use crate::domain::metrics::{BroadcastStats, MetricDeltas, MetricTotals};
+use crate::domain::notify::{
+    Broadcast, BroadcastDraft, BroadcastFilter, BroadcastPage, ChunkOutcome, Delivered,
+    DirectNotification, InboxItem, InboxPage, NewUser, User, UserId,
+};
+use crate::domain::{
+    Claim, Enqueued, Failure, Fence, Job, JobEvent, JobFilter, JobId, JobPage, NewJob, QueueStats,
+    Reclaimed, Ts, WorkerProcess,
+};
+use crate::storage::writer::{Connect, Writer};
+pub use conn::PgConn;
+use conn::{map_err, Manager};
+use listener::{Channels, Listener, Subscribers};
+use postgres::{Client, Config, NoTls};
+use r2d2_postgres::PostgresConnectionManager;
+use serde_json::Value;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use uuid::Uuid;
+
+mod embedded {
+    refinery::embed_migrations!("migrations/postgres");
+}
+
+/// Read connections per node.
+const READ_POOL_SIZE: u32 = 16;
+/// Writer connections per node: transactions in flight at once, each a group commit.
+const WRITERS: usize = 4;
+
+/// A PostgreSQL URL split into the driver's config and wp-lite's own `schema` parameter.
+pub struct PgTarget {
+    pub config: Config,
+    pub schema: Option<String>,
+}
+
+/// Parses `postgres://…[?schema=NAME]`. `schema` (letters, digits, `_`) puts every table
+/// in that schema, created if missing — several wp-lite installs can share one database.
+pub fn parse_target(url: &str) -> std::result::Result<PgTarget, OpenError> {
+    let (base, query) = match url.split_once('?') {
+        Some((b, q)) => (b, q),
+        None => (url, ""),
+    };
+    let mut schema = None;
+    let mut rest = Vec::new();
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        match pair.split_once('=') {
+            Some(("schema", v)) => schema = Some(v.to_string()),
+            _ => rest.push(pair),
+        }
+    }
+    let url = if rest.is_empty() {
+        base.to_string()
+    } else {
+        format!("{base}?{}", rest.join("&"))
+    };
+    let redacted = super::redact_url(&url);
+    let mut config: Config = url
+        .parse()
+        .map_err(|e| OpenError::Open(format!("{redacted}: {e}")))?;
+    if let Some(s) = &schema {
+        if s.is_empty() || !s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            return Err(OpenError::Open(format!(
+                "schema '{s}' in {redacted}: use letters, digits and _"
+            )));
+        }
+        config.options(&format!("-c search_path={s}"));
+    }
+    if config.get_connect_timeout().is_none() {
+        config.connect_timeout(Duration::from_secs(10));
+    }
+    if config.get_application_name().is_none() {
+        config.application_name("wp-lite");
+    }
+    Ok(PgTarget { config, schema })
+}
+
+/// Connects one plain client (for migrations, copy and the raw benchmarks).
+pub fn connect(target: &PgTarget) -> std::result::Result<Client, OpenError> {
+    let mut client = target
+        .config
+        .connect(NoTls)
+        .map_err(|e| OpenError::Open(format!("cannot connect to PostgreSQL: {e}")))?;
+    if let Some(s) = &target.schema {
+        // Under a lock: two nodes creating the schema at once would otherwise collide.
+        let sql = format!(
+            "SELECT pg_advisory_lock(hashtext('wp-lite schema {s}'));
+             CREATE SCHEMA IF NOT EXISTS \"{s}\";
+             SELECT pg_advisory_unlock(hashtext('wp-lite schema {s}'));"
+        );
+        client
+            .batch_execute(&sql)
+            .map_err(|e| OpenError::Open(format!("creating schema {s}: {e}")))?;
+    }
+    Ok(client)
+}
+
+pub struct PgStore {
+    pool: r2d2::Pool<Manager>,
+    writer: Writer<PgConn>,
+    config: Config,
+    channels: Arc<Channels>,
+    subscribers: Subscribers,
+    listener: Mutex<Option<Listener>>,
+}
+
+impl PgStore {
+    pub fn open(url: &str, opts: &OpenOptions) -> std::result::Result<Self, OpenError> {
+        let target = parse_target(url)?;
+        let mut client = connect(&target)?;
+        if opts.migrate {
+            migrate(&mut client)?;
+        }
+        let schema: String = client
+            .query_one("SELECT current_schema()", &[])
+            .ok()
+            .and_then(|r| r.get::<_, Option<String>>(0))
+            .unwrap_or_else(|| "public".into());
+        let channels = Arc::new(Channels::for_schema(&schema));
+        let manager = Manager {
+            inner: PostgresConnectionManager::new(target.config.clone(), NoTls),
+            channels: channels.clone(),
+        };
+        let pool = r2d2::Pool::builder()
+            .max_size(READ_POOL_SIZE)
+            .min_idle(Some(2))
+            .connection_timeout(Duration::from_secs(30))
+            .build(manager)
+            .map_err(|e| OpenError::Open(format!("PostgreSQL pool: {e}")))?;
+        let config = target.config.clone();
+        let ch = channels.clone();
+        let reconnect: Arc<Connect<PgConn>> = Arc::new(Box::new(move || {
+            config
+                .connect(NoTls)
+                .map(|c| PgConn::new(c, ch.clone()))
+                .map_err(map_err)
+        }));
+        let mut conns = vec![PgConn::new(client, channels.clone())];
+        for _ in 1..WRITERS {
+            conns.push(reconnect().map_err(|e| OpenError::Open(e.to_string()))?);
+        }
+        Ok(Self {
+            pool,
+            writer: Writer::start("wp-lite-pg-writer", conns, Some(reconnect)),
+            config: target.config,
+            channels,
+            subscribers: Arc::default(),
+            listener: Mutex::new(None),
+        })
+    }
+
+    fn read<T>(&self, f: impl FnOnce(&mut PgConn) -> Result<T>) -> Result<T> {
+        let mut conn = self
+            .pool
+            .get()
+            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        f(&mut conn)
+    }
+
+    fn write<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut PgConn) -> Result<T> + Send + 'static,
+    {
+        self.writer.call(f)
+    }
+}
+
+/// Applies pending migrations under an advisory lock, so nodes starting at once take turns
+/// and the later ones find the work done.
+fn migrate(client: &mut Client) -> std::result::Result<(), OpenError> {
+    let err = |e: postgres::Error| OpenError::Migrate(e.to_string());
+    client
+        .batch_execute("SELECT pg_advisory_lock(hashtext('wp-lite migrate ' || current_schema()))")
+        .map_err(err)?;
+    let res = embedded::migrations::runner()
+        .set_grouped(true)
+        .run(client)
+        .map(|_| ())
+        .map_err(|e| OpenError::Migrate(e.to_string()));
+    let unlock = client
+        .batch_execute("SELECT pg_advisory_unlock(hashtext('wp-lite migrate ' || current_schema()))")
+        .map_err(err);
+    res.and(unlock)
+}
+
+impl Store for PgStore {
+    fn max_concurrency(&self) -> usize {
+        64
+    }
+
+    fn schema_version(&self) -> Result<i64> {
+        self.read(|c| {
+            let exists = c
+                .query_one("SELECT to_regclass('refinery_schema_history') IS NOT NULL", &[])?
+                .get::<_, bool>(0);
+            if !exists {
+                return Ok(0);
+            }
+            Ok(c
+                .query_one(
+                    "SELECT COALESCE(MAX(version), 0)::BIGINT FROM refinery_schema_history",
+                    &[],
+                )?
+                .get(0))
+        })
+    }
+
+    fn latest_schema_version(&self) -> i64 {
+        embedded::migrations::runner()
+            .get_migrations()
+            .iter()
+            .map(|m| m.version() as i64)
+            .max()
+            .unwrap_or(0)
+    }
+
+    fn close(&self) {
+        if let Some(l) = self.listener.lock().expect("listener lock").take() {
+            l.close();
+        }
+        self.writer.close();
+    }
+
+    fn subscribe(&self, wake: WakeFn) {
+        self.subscribers.lock().expect("subscribers lock").push(wake);
+        let mut l = self.listener.lock().expect("listener lock");
+        if l.is_none() {
+            *l = Some(Listener::start(
+                self.config.clone(),
+                (*self.channels).clone(),
+                self.subscribers.clone(),
+            ));
+        }
+    }
+
+    fn enqueue_jobs(&self, new: Vec<NewJob>, now: Ts) -> Result<Vec<Enqueued>> {
+        self.write(move |c| jobs::enqueue(c, new, now))
+    }
+
+    fn get_job(&self, id: JobId) -> Result<Job> {
+        self.read(|c| jobs::get(c, id))
+    }
+
+    fn claim_jobs(&self, claim: &Claim, now: Ts) -> Result<Vec<Job>> {
+        let claim = claim.clone();
+        self.write(move |c| jobs::claim(c, &claim, now))
+    }
+
+    fn heartbeat_job(&self, id: JobId, fence: &Fence, lease_until: Ts, now: Ts) -> Result<Job> {
+        let fence = fence.clone();
+        self.write(move |c| jobs::heartbeat(c, id, &fence, lease_until, now))
+    }
+
+    fn complete_job(
+        &self,
+        id: JobId,
+        fence: &Fence,
+        result: Option<Value>,
+        now: Ts,
+    ) -> Result<Job> {
+        let fence = fence.clone();
+        self.write(move |c| jobs::complete(c, id, &fence, result, now))
+    }
+
+    fn fail_job(&self, id: JobId, fence: &Fence, failure: &Failure, now: Ts) -> Result<Job> {
+        let (fence, failure) = (fence.clone(), failure.clone());
+        self.write(move |c| jobs::fail(c, id, &fence, &failure, now))
+    }
+
+    fn cancel_job(&self, id: JobId, now: Ts) -> Result<Job> {
+        self.write(move |c| jobs::cancel(c, id, now))
+    }
+
+    fn retry_job(&self, id: JobId, now: Ts) -> Result<Job> {
+        self.write(move |c| jobs::retry(c, id, now))
+    }
+
+    fn release_job(&self, id: JobId, fence: &Fence, now: Ts) -> Result<Job> {
+        let fence = fence.clone();
+        self.write(move |c| jobs::release(c, id, &fence, now))
+    }
+
+    fn list_jobs(&self, filter: &JobFilter) -> Result<JobPage> {
+        self.read(|c| jobs::list(c, filter))
+    }
+
+    fn job_events(&self, id: JobId) -> Result<Vec<JobEvent>> {
+        self.read(|c| jobs::events(c, id))
+    }
+
+    fn queue_stats(&self, now: Ts) -> Result<Vec<QueueStats>> {
+        self.read(|c| jobs::queue_stats(c, now))
+    }
+
+    fn ready_job_ids(&self, now: Ts, limit: usize) -> Result<Vec<(JobId, String)>> {
+        self.read(|c| jobs::ready_ids(c, now, limit))
+    }
+
+    fn reclaim_expired_leases(&self, now: Ts, limit: usize) -> Result<Vec<Reclaimed>> {
+        self.write(move |c| jobs::reclaim_expired(c, now, limit))
+    }
+
+    fn prune_finished_jobs(&self, before: Ts, limit: usize) -> Result<usize> {
+        self.write(move |c| jobs::prune_finished(c, before, limit))
+    }
+
+    fn record_worker_process(&self, p: &WorkerProcess) -> Result<()> {
+        let p = p.clone();
+        self.write(move |c| workers::record(c, &p))
+    }
+
+    fn list_worker_processes(&self, since: Ts) -> Result<Vec<WorkerProcess>> {
+        self.read(|c| workers::list(c, since))
+    }
+
+    fn upsert_users(&self, users: Vec<NewUser>, now: Ts) -> Result<usize> {
+        self.write(move |c| users::upsert(c, &users, now))
+    }
+
+    fn get_user(&self, id: &UserId) -> Result<User> {
+        self.read(|c| users::get(c, id))
+    }
+
+    fn list_users(&self, q: Option<&str>, limit: usize, offset: usize) -> Result<(Vec<User>, i64)> {
+        self.read(|c| users::list(c, q, limit, offset))
+    }
+
+    fn delete_user(&self, id: &UserId, now: Ts) -> Result<()> {
+        let id = id.clone();
+        self.write(move |c| users::soft_delete(c, &id, now))
+    }
+
+    fn create_broadcast(&self, b: &Broadcast) -> Result<()> {
+        let b = b.clone();
+        self.write(move |c| broadcasts::create(c, &b))
+    }
+
+    fn get_broadcast(&self, id: Uuid) -> Result<Broadcast> {
+        self.read(|c| broadcasts::get(c, id))
+    }
+
+    fn list_broadcasts(&self, filter: &BroadcastFilter) -> Result<BroadcastPage> {
+        self.read(|c| broadcasts::list(c, filter))
+    }
+
+    fn replace_broadcast(&self, id: Uuid, draft: &BroadcastDraft, now: Ts) -> Result<Broadcast> {
+        let d = draft.clone();
+        self.write(move |c| broadcasts::replace(c, id, &d, now))
+    }
+
+    fn schedule_broadcast(&self, id: Uuid, at: Ts, now: Ts) -> Result<Broadcast> {
+        self.write(move |c| broadcasts::schedule(c, id, at, now))
+    }
+
+    fn cancel_broadcast(&self, id: Uuid, now: Ts) -> Result<Broadcast> {
+        self.write(move |c| broadcasts::cancel(c, id, now))
+    }
+
+    fn delete_broadcast(&self, id: Uuid, now: Ts) -> Result<()> {
+        self.write(move |c| broadcasts::delete(c, id, now))
+    }
+
+    fn claim_due_broadcasts(
+        &self,
+        owner: &str,
+        limit: usize,
+        lease_until: Ts,
+        now: Ts,
+    ) -> Result<Vec<Broadcast>> {
+        let owner = owner.to_string();
+        self.write(move |c| broadcasts::claim_due(c, &owner, limit, lease_until, now))
+    }
+
+    fn deliver_broadcast_chunk(
+        &self,
+        id: Uuid,
+        owner: &str,
+        chunk: usize,
+        lease_until: Ts,
+        now: Ts,
+    ) -> Result<ChunkOutcome> {
+        let owner = owner.to_string();
+        self.write(move |c| broadcasts::deliver_chunk(c, id, &owner, chunk, lease_until, now))
+    }
+
+    fn fail_broadcast(
+        &self,
+        id: Uuid,
+        owner: &str,
+        error: &str,
+        now: Ts,
+    ) -> Result<Option<Broadcast>> {
+        let (owner, error) = (owner.to_string(), error.to_string());
+        self.write(move |c| broadcasts::fail(c, id, &owner, &error, now))
+    }
+
+    fn deliver_direct(&self, n: &DirectNotification, now: Ts) -> Result<Delivered> {
+        let n = n.clone();
+        self.write(move |c| inbox::deliver_direct(c, &n, now))
+    }
+
+    fn inbox_page(&self, user: &UserId, limit: usize, offset: usize) -> Result<InboxPage> {
+        self.read(|c| inbox::page(c, user, limit, offset))
+    }
+
+    fn unread_count(&self, user: &UserId) -> Result<i64> {
+        self.read(|c| inbox::unread(c, user))
+    }
+
+    fn mark_read(&self, user: &UserId, item: i64, now: Ts) -> Result<InboxItem> {
+        let user = user.clone();
+        self.write(move |c| inbox::mark_read(c, &user, item, now))
+    }
+
+    fn mark_all_read(&self, user: &UserId, now: Ts) -> Result<usize> {
+        let user = user.clone();
+        self.write(move |c| inbox::mark_all_read(c, &user, now))
+    }
+
+    fn prune_inbox(
+        &self,
+        before: Option<Ts>,
+        max_per_user: Option<usize>,
+        limit: usize,
+    ) -> Result<usize> {
+        self.write(move |c| inbox::prune(c, before, max_per_user, limit))
+    }
+
+    fn add_metrics(&self, deltas: &MetricDeltas) -> Result<()> {
+        let d = deltas.clone();
+        self.write(move |c| metrics::add(c, &d))
+    }
+
+    fn metric_totals(&self) -> Result<MetricTotals> {
+        self.read(metrics::totals)
+    }
+
+    fn broadcast_stats(&self) -> Result<BroadcastStats> {
+        self.read(metrics::broadcast_stats)
+    }
+
+    fn create_session(&self, session: &Session) -> Result<()> {
+        let s = session.clone();
+        self.write(move |c| sessions::create(c, &s))
+    }
+
+    fn find_session(&self, token_hash: &str, now: Ts) -> Result<Option<Session>> {
+        self.read(|c| sessions::find(c, token_hash, now))
+    }
+
+    fn delete_session(&self, token_hash: &str) -> Result<()> {
+        let h = token_hash.to_string();
+        self.write(move |c| sessions::delete(c, &h))
+    }
+
+    fn prune_sessions(&self, now: Ts) -> Result<usize> {
+        self.write(move |c| sessions::prune(c, now))
+    }
+}
+
+impl Drop for PgStore {
+    fn drop(&mut self) {
+        self.close();
+    }
+}

@@ -1,0 +1,1 @@
+//! Raw PostgreSQL limits for the benchmarks.

@@ -1,0 +1,215 @@
+//! Group commit, for both backends: writer threads fed by one crossbeam channel. A writer
+//! takes every operation waiting (up to a bound), runs each in its own savepoint inside one
+//! transaction, commits once, and only then answers each caller — so many small writes
+//! share one commit (one fsync), and a caller hears "done" only once its write is durable.
+//! A failing operation rolls back to its savepoint and fails alone.
+//!
+//! SQLite has one writer thread (it allows one writer at a time anyway). PostgreSQL runs
+//! several on one channel — several transactions in flight, each grouping many writes.
+
+use super::{Result, StoreError};
+use crossbeam_channel::{Receiver, Sender};
+use std::panic::AssertUnwindSafe;
+use std::sync::Mutex;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+/// A connection the writer can drive transactions on.
+pub trait TxConn: Send + 'static {
+    fn begin(&mut self) -> Result<()>;
+    fn commit(&mut self) -> Result<()>;
+    fn rollback(&mut self);
+    fn savepoint(&mut self) -> Result<()>;
+    fn rollback_to_savepoint(&mut self) -> Result<()>;
+    fn release_savepoint(&mut self) -> Result<()>;
+    /// False once the transaction was lost underneath (rolled back by the database itself,
+    /// or the connection broke): nothing of the group can commit any more.
+    fn in_transaction(&mut self) -> bool;
+}
+
+/// Makes (or remakes, after a broken connection) a writer's connection.
+pub type Connect<C> = Box<dyn Fn() -> Result<C> + Send + Sync>;
+
+/// Answers the caller once the transaction's fate is known (`Some(err)` if the commit failed).
+type Reply = Box<dyn FnOnce(Option<StoreError>) + Send>;
+/// An operation: runs on the writer's connection (or is told why it could not), says
+/// whether it succeeded, and hands back how to answer.
+type Op<C> = Box<dyn FnOnce(std::result::Result<&mut C, StoreError>) -> (bool, Reply) + Send>;
+
+/// The most operations one transaction takes.
+const MAX_GROUP: usize = 512;
+
+pub struct Writer<C: TxConn> {
+    tx: Mutex<Option<Sender<Op<C>>>>,
+    handles: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl<C: TxConn> Writer<C> {
+    /// Starts one writer thread per connection, all taking from one queue. `reconnect`
+    /// replaces a connection that broke.
+    pub fn start(name: &str, conns: Vec<C>, reconnect: Option<std::sync::Arc<Connect<C>>>) -> Self {
+        let (tx, rx) = crossbeam_channel::unbounded::<Op<C>>();
+        let handles = conns
+            .into_iter()
+            .enumerate()
+            .map(|(i, conn)| {
+                let rx = rx.clone();
+                let reconnect = reconnect.clone();
+                std::thread::Builder::new()
+                    .name(format!("{name}-{i}"))
+                    .spawn(move || run(conn, rx, reconnect))
+                    .expect("spawn a writer thread")
+            })
+            .collect();
+        Self {
+            tx: Mutex::new(Some(tx)),
+            handles: Mutex::new(handles),
+        }
+    }
+
+    /// Runs `f` in a writer's next transaction and waits until it has committed.
+    pub fn call<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut C) -> Result<T> + Send + 'static,
+    {
+        let (rtx, rrx) = crossbeam_channel::bounded::<Result<T>>(1);
+        let op: Op<C> = Box::new(move |conn| {
+            let res = match conn {
+                Ok(c) => f(c),
+                Err(e) => Err(e),
+            };
+            let ok = res.is_ok();
+            let reply: Reply = Box::new(move |commit_err| {
+                let out = match (res, commit_err) {
+                    (Ok(_), Some(e)) => Err(e),
+                    (r, _) => r,
+                };
+                let _ = rtx.send(out);
+            });
+            (ok, reply)
+        });
+        let sender = self
+            .tx
+            .lock()
+            .expect("writer lock")
+            .clone()
+            .ok_or_else(|| StoreError::Unavailable("store closed".into()))?;
+        sender
+            .send(op)
+            .map_err(|_| StoreError::Unavailable("the writer has stopped".into()))?;
+        drop(sender);
+        rrx.recv()
+            .map_err(|_| StoreError::Backend("the write was abandoned by the writer".into()))?
+    }
+
+    /// Stops taking operations, finishes those queued, and joins the threads.
+    pub fn close(&self) {
+        self.tx.lock().expect("writer lock").take();
+        let handles = std::mem::take(&mut *self.handles.lock().expect("writer lock"));
+        for h in handles {
+            let _ = h.join();
+        }
+    }
+}
+
+fn run<C: TxConn>(conn: C, rx: Receiver<Op<C>>, reconnect: Option<std::sync::Arc<Connect<C>>>) {
+    let mut conn = Some(conn);
+    while let Ok(first) = rx.recv() {
+        let mut group = Vec::with_capacity(16);
+        group.push(first);
+        while group.len() < MAX_GROUP {
+            match rx.try_recv() {
+                Ok(op) => group.push(op),
+                Err(_) => break,
+            }
+        }
+        if conn.is_none() {
+            conn = reconnect.as_ref().and_then(|f| match f() {
+                Ok(c) => Some(c),
+                Err(e) => {
+                    tracing::warn!(error = %e, "a writer could not reconnect");
+                    None
+                }
+            });
+        }
+        let Some(c) = conn.as_mut() else {
+            fail_all(group, || StoreError::Unavailable("no database connection".into()));
+            std::thread::sleep(Duration::from_millis(100));
+            continue;
+        };
+        if !run_group(c, group) && reconnect.is_some() {
+            conn = None;
+        }
+    }
+}
+
+fn fail_all<C: TxConn>(group: Vec<Op<C>>, err: impl Fn() -> StoreError) {
+    for op in group {
+        let (_, reply) = op(Err(err()));
+        reply(None);
+    }
+}
+
+/// Runs one group in one transaction; false when the connection looks broken.
+fn run_group<C: TxConn>(conn: &mut C, group: Vec<Op<C>>) -> bool {
+    if let Err(e) = conn.begin() {
+        fail_all(group, || clone_err(&e));
+        return false;
+    }
+    let lost = || StoreError::Unavailable("the transaction was lost (rolled back by the database)".into());
+    let mut replies: Vec<Reply> = Vec::with_capacity(group.len());
+    let mut ops = group.into_iter();
+    while let Some(op) = ops.next() {
+        if !conn.in_transaction() {
+            // Nothing of this group can commit now, so fail the rest without running them.
+            fail_all(std::iter::once(op).chain(ops.by_ref()).collect(), lost);
+            for reply in replies {
+                reply(Some(lost()));
+            }
+            conn.rollback();
+            return false;
+        }
+        if let Err(e) = conn.savepoint() {
+            let (_, reply) = op(Err(e));
+            replies.push(reply);
+            continue;
+        }
+        match std::panic::catch_unwind(AssertUnwindSafe(|| op(Ok(&mut *conn)))) {
+            Ok((ok, reply)) => {
+                if !ok {
+                    let _ = conn.rollback_to_savepoint();
+                }
+                let _ = conn.release_savepoint();
+                replies.push(reply);
+            }
+            Err(_) => {
+                // The caller's reply channel was dropped with the op; it sees an error.
+                tracing::error!("a store write panicked; its changes were rolled back");
+                let _ = conn.rollback_to_savepoint();
+                let _ = conn.release_savepoint();
+            }
+        }
+    }
+    let commit = if conn.in_transaction() {
+        conn.commit()
+    } else {
+        conn.rollback();
+        Err(lost())
+    };
+    let healthy = commit.is_ok() || !matches!(commit, Err(StoreError::Unavailable(_)));
+    for reply in replies {
+        reply(commit.as_ref().err().map(clone_err));
+    }
+    healthy
+}
+
+pub(crate) fn clone_err(e: &StoreError) -> StoreError {
+    match e {
+        StoreError::NotFound => StoreError::NotFound,
+        StoreError::Conflict(c) => StoreError::Conflict(*c),
+        StoreError::Busy => StoreError::Busy,
+        StoreError::Unavailable(s) => StoreError::Unavailable(s.clone()),
+        StoreError::Backend(s) => StoreError::Backend(s.clone()),
+    }
+}
