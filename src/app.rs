@@ -76,6 +76,7 @@ impl App {
             options: config.worker_options.clone(),
             broadcast_wake: broadcast_wake.clone(),
         };
+        env.subscribe_wakes();
         let chosen = choose_workers(&registry, &config.workers, &env)?;
         let rebuilt = jobs.rebuild_queue().await?;
         tracing::debug!(ready = rebuilt, "ready queue rebuilt from the store");

@@ -126,6 +126,7 @@ async fn run(database_url: &str, migrate: bool, args: RunArgs) -> anyhow::Result
         options: worker_options(&args.worker),
         broadcast_wake: Arc::default(),
     };
+    env.subscribe_wakes();
     let worker = reg.build(&env).map_err(|e| ConfigError::Worker {
         name: reg.name.to_string(),
         reason: e.0,

@@ -118,8 +118,24 @@ pub struct WorkerEnv {
     pub db: Db,
     pub clock: SharedClock,
     pub options: WorkerOptions,
-    /// Notified when a broadcast becomes due in this process (send-now).
+    /// Notified when a broadcast becomes due (send-now here, or on another node).
     pub broadcast_wake: Arc<tokio::sync::Notify>,
+}
+
+impl WorkerEnv {
+    /// Wires the store's cross-process wake-ups (PostgreSQL LISTEN/NOTIFY) to this
+    /// process's waiters: leasers and queue workers on `Jobs`, the broadcast worker on
+    /// `Broadcasts`. A no-op on SQLite, where waiting callers poll on a bounded interval.
+    pub fn subscribe_wakes(&self) {
+        let queue = self.jobs.queue().clone();
+        let broadcast = self.broadcast_wake.clone();
+        self.db
+            .store()
+            .subscribe(Arc::new(move |w: crate::storage::Wake| match w {
+                crate::storage::Wake::Jobs => queue.wake(),
+                crate::storage::Wake::Broadcasts => broadcast.notify_one(),
+            }));
+    }
 }
 
 /// A configuration error found while building a worker (exit 2).
