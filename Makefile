@@ -26,4 +26,7 @@ lint: ## cargo fmt --check and clippy with warnings as errors
 bench: build ## Run the benchmarks and write BENCHMARKS.md
 	./target/release/wp-lite --log-level warn bench --markdown BENCHMARKS.md
 
-.PHONY: help build run test test-ui lint bench
+bench-postgres: build ## Run the benchmarks on PostgreSQL (WP_LITE_BENCH_POSTGRES_URL) and add them to BENCHMARKS.md
+	./target/release/wp-lite --log-level warn --database-url "$${WP_LITE_BENCH_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/test}" bench --markdown BENCHMARKS.md
+
+.PHONY: help build run test test-ui lint bench bench-postgres

@@ -8,11 +8,10 @@ use crate::config::{Config, Secret};
 use crate::domain::{Claim, Fence, JobMeta, JobType, NewJob};
 use crate::queue::ReadyQueue;
 use crate::service::jobs::JobService;
-use crate::storage::sqlite::raw;
+use crate::storage::raw;
 use anyhow::Context;
 use serde::Serialize;
 use serde_json::json;
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::task::JoinSet;
@@ -122,8 +121,8 @@ fn new_job(i: usize) -> NewJob {
     }
 }
 
-async fn service(path: &Path) -> anyhow::Result<JobService> {
-    let db = open_store(&format!("sqlite://{}", path.display()), true).await?;
+async fn service(url: &str) -> anyhow::Result<JobService> {
+    let db = open_store(url, true).await?;
     let clock: SharedClock = Arc::new(SystemClock);
     Ok(JobService::new(db, Arc::new(ReadyQueue::new()), clock))
 }
@@ -144,9 +143,9 @@ async fn fill(svc: &JobService, ops: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn enqueue_single(path: &Path, ops: usize) -> anyhow::Result<Outcome> {
+async fn enqueue_single(url: &str, ops: usize) -> anyhow::Result<Outcome> {
     const PRODUCERS: usize = 16;
-    let svc = service(path).await?;
+    let svc = service(url).await?;
     let start = Instant::now();
     let mut set = JoinSet::new();
     for p in 0..PRODUCERS {
@@ -167,8 +166,8 @@ async fn enqueue_single(path: &Path, ops: usize) -> anyhow::Result<Outcome> {
     Ok(out)
 }
 
-async fn enqueue_batch(path: &Path, ops: usize) -> anyhow::Result<Outcome> {
-    let svc = service(path).await?;
+async fn enqueue_batch(url: &str, ops: usize) -> anyhow::Result<Outcome> {
+    let svc = service(url).await?;
     let start = Instant::now();
     fill(&svc, ops).await?;
     Ok(Outcome::new("enqueue-batch", ops, start.elapsed()))
@@ -225,24 +224,24 @@ async fn drain(
 }
 
 async fn drain_fresh(
-    path: &Path,
+    url: &str,
     name: &str,
     ops: usize,
     workers: usize,
 ) -> anyhow::Result<Outcome> {
-    let svc = service(path).await?;
+    let svc = service(url).await?;
     fill(&svc, ops).await?;
     reset_peak_rss();
     drain(&svc, name, ops, workers).await
 }
 
-async fn drain_history(path: &Path, ops: usize, history: usize) -> anyhow::Result<Outcome> {
+async fn drain_history(url: &str, ops: usize, history: usize) -> anyhow::Result<Outcome> {
     {
-        let _svc = service(path).await?; // creates and migrates the file
+        let _svc = service(url).await?; // creates and migrates the file
     }
-    let p = path.to_path_buf();
-    tokio::task::spawn_blocking(move || raw::fill_finished(&p, history)).await??;
-    let svc = service(path).await?;
+    let u = url.to_string();
+    tokio::task::spawn_blocking(move || raw::fill_finished(&u, history)).await??;
+    let svc = service(url).await?;
     fill(&svc, ops).await?;
     reset_peak_rss();
     let mut out = drain(&svc, "drain-1-history", ops, 1).await?;
@@ -252,8 +251,8 @@ async fn drain_history(path: &Path, ops: usize, history: usize) -> anyhow::Resul
     Ok(out)
 }
 
-async fn start_app(path: &Path) -> anyhow::Result<(App, String)> {
-    let mut config = Config::for_database(format!("sqlite://{}", path.display()));
+async fn start_app(url: &str) -> anyhow::Result<(App, String)> {
+    let mut config = Config::for_database(url.to_string());
     let token = "bench-admin-token-0123456789abcdef0123456789";
     config.admin_token = Some(Secret::new(token));
     let app = App::start(config, Arc::new(SystemClock)).await?;
@@ -267,9 +266,9 @@ fn client() -> anyhow::Result<reqwest::Client> {
         .build()?)
 }
 
-async fn http_roundtrip(path: &Path, ops: usize) -> anyhow::Result<Outcome> {
+async fn http_roundtrip(url: &str, ops: usize) -> anyhow::Result<Outcome> {
     const CLIENTS: usize = 16;
-    let (app, token) = start_app(path).await?;
+    let (app, token) = start_app(url).await?;
     let base = format!("http://{}", app.addr());
     let http = client()?;
     let start = Instant::now();
@@ -319,13 +318,24 @@ async fn http_roundtrip(path: &Path, ops: usize) -> anyhow::Result<Outcome> {
 
 /// A long-poll leaser waits over HTTP; each job is enqueued over HTTP only after the
 /// previous one arrived, and the time from sending the enqueue to the lease answer is kept.
-async fn pickup_latency(path: &Path, ops: usize) -> anyhow::Result<Outcome> {
-    let (app, token) = start_app(path).await?;
+async fn pickup_latency(url: &str, ops: usize) -> anyhow::Result<Outcome> {
+    let (app, token) = start_app(url).await?;
     let base = format!("http://{}", app.addr());
+    // On PostgreSQL the leaser waits on a second node: the wake-up crosses nodes through
+    // LISTEN/NOTIFY. On SQLite both sides talk to the one process.
+    let other = if url.starts_with("postgres") {
+        Some(start_app(url).await?.0)
+    } else {
+        None
+    };
+    let leaser_base = other
+        .as_ref()
+        .map(|a| format!("http://{}", a.addr()))
+        .unwrap_or_else(|| base.clone());
     let http = client()?;
     let (got_tx, mut got_rx) = tokio::sync::mpsc::channel::<Instant>(1);
     let leaser = {
-        let (http, base, token) = (http.clone(), base.clone(), token.clone());
+        let (http, base, token) = (http.clone(), leaser_base.clone(), token.clone());
         tokio::spawn(async move {
             let mut seen = 0;
             while seen < ops {
@@ -371,6 +381,9 @@ async fn pickup_latency(path: &Path, ops: usize) -> anyhow::Result<Outcome> {
     lat.sort_by(|a, b| a.total_cmp(b));
     out.p50_ms = percentile(&lat, 0.50);
     out.p99_ms = percentile(&lat, 0.99);
+    if let Some(b) = other {
+        b.stop().await?;
+    }
     app.stop().await?;
     Ok(out)
 }
@@ -381,33 +394,33 @@ fn fanout_users(ops: usize) -> usize {
 }
 
 /// A migrated database with `users` active users (not timed).
-async fn users_db(path: &Path, users: usize) -> anyhow::Result<()> {
+async fn users_db(url: &str, users: usize) -> anyhow::Result<()> {
     {
-        let _ = open_store(&format!("sqlite://{}", path.display()), true).await?;
+        let _ = open_store(url, true).await?;
     }
-    let p = path.to_path_buf();
-    tokio::task::spawn_blocking(move || raw::fill_users(&p, users)).await??;
+    let u = url.to_string();
+    tokio::task::spawn_blocking(move || raw::fill_users(&u, users)).await??;
     Ok(())
 }
 
-async fn raw_insert_select(path: &Path, users: usize) -> anyhow::Result<Outcome> {
-    users_db(path, users).await?;
+async fn raw_insert_select(url: &str, users: usize) -> anyhow::Result<Outcome> {
+    users_db(url, users).await?;
     reset_peak_rss();
-    let p = path.to_path_buf();
-    let (n, elapsed) = tokio::task::spawn_blocking(move || raw::insert_select(&p)).await??;
+    let u = url.to_string();
+    let (n, elapsed) = tokio::task::spawn_blocking(move || raw::insert_select(&u)).await??;
     anyhow::ensure!(n == users, "raw-insert-select inserted {n} of {users}");
     Ok(Outcome::new("raw-insert-select", n, elapsed))
 }
 
 /// One `all_users` broadcast to every user, sent now and delivered by the
 /// `notifications.broadcast` worker's tick, timed until it is `sent`.
-async fn broadcast_fanout(path: &Path, users: usize) -> anyhow::Result<Outcome> {
+async fn broadcast_fanout(url: &str, users: usize) -> anyhow::Result<Outcome> {
     use crate::domain::notify::{Audience, BroadcastDraft, BroadcastStatus};
     use crate::service::broadcasts::BroadcastService;
     use crate::worker::broadcast::{BroadcastWorker, Settings};
     use crate::worker::{WorkerEnv, WorkerOptions};
-    users_db(path, users).await?;
-    let db = open_store(&format!("sqlite://{}", path.display()), true).await?;
+    users_db(url, users).await?;
+    let db = open_store(url, true).await?;
     let clock: SharedClock = Arc::new(SystemClock);
     let wake = Arc::new(tokio::sync::Notify::new());
     let env = WorkerEnv {
@@ -446,10 +459,10 @@ async fn broadcast_fanout(path: &Path, users: usize) -> anyhow::Result<Outcome> 
 /// notifications, fetched `ops` times through the inbox service; p50/p99 per page. The page
 /// size is the same for both inbox sizes, so the comparison shows only what the inbox's
 /// size costs.
-async fn inbox_list(path: &Path, items: usize, ops: usize) -> anyhow::Result<Outcome> {
+async fn inbox_list(url: &str, items: usize, ops: usize) -> anyhow::Result<Outcome> {
     use crate::domain::notify::{DirectNotification, UserId};
     use crate::service::inbox::InboxService;
-    let db = open_store(&format!("sqlite://{}", path.display()), true).await?;
+    let db = open_store(url, true).await?;
     let inbox = InboxService::new(db, Arc::new(SystemClock));
     let user = UserId::parse("user", "bench-user").map_err(|e| anyhow::anyhow!(e.message))?;
     for i in 0..items {
@@ -482,36 +495,79 @@ async fn inbox_list(path: &Path, items: usize, ops: usize) -> anyhow::Result<Out
     Ok(out)
 }
 
-async fn raw_scenario(path: &Path, name: &str, ops: usize) -> anyhow::Result<Outcome> {
-    let p: PathBuf = path.to_path_buf();
+async fn raw_scenario(url: &str, name: &str, ops: usize) -> anyhow::Result<Outcome> {
+    let u = url.to_string();
     let n = name.to_string();
     let elapsed = tokio::task::spawn_blocking(move || match n.as_str() {
-        "raw-insert-single" => raw::insert_single(&p, ops),
-        "raw-insert-batch" => raw::insert_batch(&p, ops, 1000),
-        _ => raw::claim_complete(&p, ops),
+        "raw-insert-single" => raw::insert_single(&u, ops),
+        "raw-insert-batch" => raw::insert_batch(&u, ops, 1000),
+        _ => raw::claim_complete(&u, ops),
     })
     .await??;
     Ok(Outcome::new(name, ops, elapsed))
 }
 
-async fn run_one(dir: &Path, name: &str, ops: usize) -> anyhow::Result<Outcome> {
-    let path = dir.join(format!("{name}.db"));
+/// Where the scenarios run: a temporary directory of SQLite files, or fresh schemas in a
+/// PostgreSQL database (each dropped when its scenario is done).
+pub enum BenchTarget {
+    Sqlite(tempfile::TempDir),
+    Postgres(String),
+}
+
+impl BenchTarget {
+    fn schema(name: &str) -> String {
+        format!("wp_lite_bench_{}_{}", name.replace('-', "_"), std::process::id())
+    }
+
+    /// The database URL of one scenario.
+    fn url(&self, name: &str) -> String {
+        match self {
+            BenchTarget::Sqlite(dir) => {
+                format!("sqlite://{}", dir.path().join(format!("{name}.db")).display())
+            }
+            BenchTarget::Postgres(base) => {
+                let sep = if base.contains('?') { '&' } else { '?' };
+                format!("{base}{sep}schema={}", Self::schema(name))
+            }
+        }
+    }
+
+    /// Removes a scenario's database, so the disk does not fill.
+    fn cleanup(&self, name: &str) {
+        match self {
+            BenchTarget::Sqlite(dir) => {
+                for entry in std::fs::read_dir(dir.path()).into_iter().flatten().flatten() {
+                    let _ = std::fs::remove_file(entry.path());
+                }
+            }
+            BenchTarget::Postgres(base) => {
+                crate::storage::postgres::raw::drop_schema(base, &Self::schema(name))
+            }
+        }
+    }
+
+    fn is_postgres(&self) -> bool {
+        matches!(self, BenchTarget::Postgres(_))
+    }
+}
+
+async fn run_one(url: &str, name: &str, ops: usize) -> anyhow::Result<Outcome> {
     reset_peak_rss();
     match name {
         "raw-insert-single" | "raw-insert-batch" | "raw-claim-complete" => {
-            raw_scenario(&path, name, ops).await
+            raw_scenario(url, name, ops).await
         }
-        "enqueue-single" => enqueue_single(&path, ops).await,
-        "enqueue-batch" => enqueue_batch(&path, ops).await,
-        "drain-1" => drain_fresh(&path, name, ops, 1).await,
-        "drain-4" => drain_fresh(&path, name, ops, 4).await,
-        "drain-1-history" => drain_history(&path, ops, 1_000_000).await,
-        "http-roundtrip" => http_roundtrip(&path, ops).await,
-        "pickup-latency" => pickup_latency(&path, (ops / 100).clamp(100, 2000)).await,
-        "raw-insert-select" => raw_insert_select(&path, fanout_users(ops)).await,
-        "broadcast-fanout" => broadcast_fanout(&path, fanout_users(ops)).await,
-        "inbox-list-10" => inbox_list(&path, 10, (ops / 20).clamp(200, 5000)).await,
-        "inbox-list-10000" => inbox_list(&path, 10_000, (ops / 20).clamp(200, 5000)).await,
+        "enqueue-single" => enqueue_single(url, ops).await,
+        "enqueue-batch" => enqueue_batch(url, ops).await,
+        "drain-1" => drain_fresh(url, name, ops, 1).await,
+        "drain-4" => drain_fresh(url, name, ops, 4).await,
+        "drain-1-history" => drain_history(url, ops, 1_000_000).await,
+        "http-roundtrip" => http_roundtrip(url, ops).await,
+        "pickup-latency" => pickup_latency(url, (ops / 100).clamp(100, 2000)).await,
+        "raw-insert-select" => raw_insert_select(url, fanout_users(ops)).await,
+        "broadcast-fanout" => broadcast_fanout(url, fanout_users(ops)).await,
+        "inbox-list-10" => inbox_list(url, 10, (ops / 20).clamp(200, 5000)).await,
+        "inbox-list-10000" => inbox_list(url, 10_000, (ops / 20).clamp(200, 5000)).await,
         other => anyhow::bail!("unknown scenario '{other}'"),
     }
 }
@@ -520,19 +576,17 @@ async fn run_one(dir: &Path, name: &str, ops: usize) -> anyhow::Result<Outcome> 
 pub async fn run_scenarios(
     names: &[String],
     ops: usize,
-    dir: &Path,
+    target: &BenchTarget,
 ) -> anyhow::Result<Vec<Outcome>> {
     let mut out: Vec<Outcome> = Vec::new();
     for name in names {
         eprintln!("running {name} …");
-        let o = run_one(dir, name, ops)
+        target.cleanup(name);
+        let o = run_one(&target.url(name), name, ops)
             .await
-            .with_context(|| format!("scenario {name}"))?;
-        // Each scenario's files go once it is done, so the disk does not fill.
-        for entry in std::fs::read_dir(dir)?.flatten() {
-            let _ = std::fs::remove_file(entry.path());
-        }
-        out.push(o);
+            .with_context(|| format!("scenario {name}"));
+        target.cleanup(name);
+        out.push(o?);
     }
     let figures: Vec<(String, f64)> = out
         .iter()
@@ -701,7 +755,7 @@ fn machine() -> String {
     )
 }
 
-pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+pub async fn run(args: BenchArgs, database_url: &str) -> anyhow::Result<()> {
     let names: Vec<String> = if args.scenarios.is_empty() {
         SCENARIOS.iter().map(|s| s.to_string()).collect()
     } else {
@@ -716,35 +770,111 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         }
         args.scenarios.clone()
     };
-    let dir = tempfile::Builder::new().prefix("wp-lite-bench").tempdir()?;
-    let out = run_scenarios(&names, args.ops.max(1), dir.path()).await?;
+    let target = if database_url.starts_with("postgres") {
+        BenchTarget::Postgres(database_url.to_string())
+    } else {
+        BenchTarget::Sqlite(tempfile::Builder::new().prefix("wp-lite-bench").tempdir()?)
+    };
+    let out = run_scenarios(&names, args.ops.max(1), &target).await?;
+    let targets = if target.is_postgres() {
+        pg_targets(&out)
+    } else {
+        targets(&out)
+    };
     if args.json {
         println!("{}", serde_json::to_string_pretty(&out)?);
     } else {
         println!("{}", table(&out));
-        println!("{}", targets(&out));
+        println!("{targets}");
     }
     if let Some(path) = args.markdown {
         let cmd = std::env::args().collect::<Vec<_>>().join(" ");
-        let doc = format!(
-            "# wp-lite benchmarks\n\n\
-             Generated by `make bench` (`{cmd}`) on {date}.\n\n\
-             Machine: {machine}.\n\n\
-             Every scenario runs on a fresh database file in a temporary directory; the `raw-*` rows are \
-             plain rusqlite on the same disk with the same pragmas and schema, measured in the same run, \
-             and are the limits wp-lite is compared with. See the README for what each scenario does.\n\n\
-             ## Results\n\n{table}\n## Targets (issues #2 and #4)\n\n{targets}\n{notes}",
-            date = chrono::Utc::now().format("%Y-%m-%d %H:%M UTC"),
-            machine = machine(),
-            table = table(&out),
-            targets = targets(&out),
-            notes = NOTES,
-        );
+        let date = chrono::Utc::now().format("%Y-%m-%d %H:%M UTC");
+        let old = std::fs::read_to_string(&path).unwrap_or_default();
+        let (sqlite_part, pg_part) = match old.find(PG_HEADING) {
+            Some(i) => (old[..i].to_string(), old[i..].to_string()),
+            None => (old, String::new()),
+        };
+        let doc = if let BenchTarget::Postgres(url) = &target {
+            let version = {
+                let u = url.clone();
+                tokio::task::spawn_blocking(move || crate::storage::postgres::raw::server_version(&u))
+                    .await?
+                    .unwrap_or_else(|e| format!("unknown ({e})"))
+            };
+            format!(
+                "{sqlite_part}{PG_HEADING}\n\n\
+                 Generated by `make bench-postgres` (`{cmd}`) on {date}.\n\n\
+                 Machine: {machine}; PostgreSQL {version} on the same machine, default durability \
+                 (fsync on, synchronous_commit on). Each scenario runs in a fresh schema; the `raw-*` \
+                 rows are plain statements on one connection, measured in the same run. \
+                 `pickup-latency` enqueues on one node and leases on a second node (LISTEN/NOTIFY).\n\n\
+                 ### Results\n\n{table}\n### Targets (issue #5)\n\n{targets}\n{PG_NOTES}",
+                machine = machine(),
+                table = table(&out),
+            )
+        } else {
+            format!(
+                "# wp-lite benchmarks\n\n\
+                 Generated by `make bench` (`{cmd}`) on {date}.\n\n\
+                 Machine: {machine}.\n\n\
+                 Every scenario runs on a fresh database file in a temporary directory; the `raw-*` rows are \
+                 plain rusqlite on the same disk with the same pragmas and schema, measured in the same run, \
+                 and are the limits wp-lite is compared with. See the README for what each scenario does.\n\n\
+                 ## Results\n\n{table}\n## Targets (issues #2 and #4)\n\n{targets}\n{NOTES}\n{pg_part}",
+                machine = machine(),
+                table = table(&out),
+            )
+        };
         std::fs::write(&path, doc).with_context(|| format!("writing {}", path.display()))?;
         eprintln!("wrote {}", path.display());
     }
     Ok(())
 }
+
+const PG_HEADING: &str = "## PostgreSQL";
+
+/// The PostgreSQL targets of issue #5, checked against a run.
+pub fn pg_targets(out: &[Outcome]) -> String {
+    let get = |n: &str| out.iter().find(|o| o.scenario == n);
+    let mut s = String::from("| target | figure | met |\n|---|---|---|\n");
+    let mut row = |name: &str, figure: Option<String>, met: bool| {
+        let (f, m) = match figure {
+            Some(f) => (f, if met { "yes" } else { "**no**" }),
+            None => ("–".into(), "not run"),
+        };
+        s.push_str(&format!("| {name} | {f} | {m} |\n"));
+    };
+    let d4 = get("drain-4");
+    let raw_cc = get("raw-claim-complete").map(|o| o.ops_per_s);
+    row(
+        "drain-4 ≥ 25 000 jobs/s and > 10× the naive claim-one-per-transaction loop",
+        d4.map(|o| {
+            format!(
+                "{:.0} jobs/s, {:.1}× raw-claim-complete",
+                o.ops_per_s,
+                o.ops_per_s / raw_cc.unwrap_or(f64::NAN)
+            )
+        }),
+        d4.is_some_and(|o| o.ops_per_s >= 25_000.0 && o.ops_per_s > 10.0 * raw_cc.unwrap_or(f64::MAX)),
+    );
+    let es = get("enqueue-single");
+    let raw_is = get("raw-insert-single").map(|o| o.ops_per_s);
+    row(
+        "enqueue-single (16 producers) ≥ 3× one INSERT per transaction",
+        es.map(|o| format!("{:.0} jobs/s, {:.1}× raw-insert-single", o.ops_per_s, o.ops_per_s / raw_is.unwrap_or(f64::NAN))),
+        es.is_some_and(|o| o.ops_per_s >= 3.0 * raw_is.unwrap_or(f64::MAX)),
+    );
+    let pl = get("pickup-latency");
+    row(
+        "pickup latency across nodes p99 ≤ 20 ms",
+        pl.map(|o| format!("p50 {:.2} ms, p99 {:.2} ms", o.p50_ms.unwrap_or(f64::NAN), o.p99_ms.unwrap_or(f64::NAN))),
+        pl.is_some_and(|o| o.p99_ms.unwrap_or(f64::MAX) <= 20.0),
+    );
+    s
+}
+
+const PG_NOTES: &str = "";
 
 const NOTES: &str = "## How to read it\n\n\
 - `enqueue-single`: 16 producers call the job service in-process, one job per call; each call returns only \

@@ -58,7 +58,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             println!("{}", token.expose());
             Ok(())
         }
-        Command::Bench(args) => crate::bench::run(args).await,
+        Command::Bench(args) => crate::bench::run(args, &g.database_url).await,
         Command::Users(u) => match u.command {
             crate::cli::UsersCommand::Import(a) => {
                 let db = open_store(&g.database_url, !g.no_migrate).await?;

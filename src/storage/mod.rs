@@ -5,6 +5,7 @@
 
 pub mod blocking;
 pub mod postgres;
+pub mod raw;
 pub mod sqlite;
 pub mod writer;
 

@@ -1,27 +1,366 @@
-//! jobs on PostgreSQL (stub: being written).
-#![allow(unused)]
+//! Jobs on PostgreSQL: the same rules as the SQLite backend (the domain state machine in
+//! `domain::job`), made safe for several writer transactions and several nodes at once.
+//! Transitions lock the row (`FOR UPDATE`), apply the state machine and save it with its
+//! events; leasing and lease reclaim take rows with `FOR UPDATE SKIP LOCKED`, so nodes
+//! never wait on or double-lease each other's rows. Work that becomes ready now wakes the
+//! leasers of every node (NOTIFY, delivered at commit).
+
+use super::conn::map_err;
 use super::PgConn;
-use crate::storage::{Result, StoreError, Session};
-use crate::domain::*;
-use crate::domain::notify::*;
-use crate::domain::metrics::*;
-use crate::domain::time::Ts;
+use crate::domain::time::{from_ms, to_ms, Ts};
+use crate::domain::{
+    json_equal, Claim, Enqueued, Failure, Fence, Job, JobConflict, JobEvent, JobFilter, JobId,
+    JobMeta, JobPage, JobStatus, JobType, NewEvent, NewJob, QueueStats, Reclaimed,
+};
+use crate::storage::{Result, StoreError, Wake};
+use postgres::Row;
 use serde_json::Value;
+use std::collections::BTreeMap;
+
+/// The columns `row_to_job` reads, in its order.
+macro_rules! cols {
+    () => {
+        "seq, id, type, status, priority, idempotency_key, code_version, model_version, \
+         config_hash, budget_tag, cost_cap_eur, input, result, attempts, max_attempts, \
+         available_at, lease_owner, lease_until, lease_token, last_error, created_at, updated_at"
+    };
+}
+
+const SELECT_BY_ID: &str = concat!("SELECT ", cols!(), " FROM jobs WHERE id = $1");
+const LOCK_BY_ID: &str = concat!("SELECT ", cols!(), " FROM jobs WHERE id = $1 FOR UPDATE");
+const SELECT_BY_KEY: &str = concat!(
+    "SELECT ",
+    cols!(),
+    " FROM jobs WHERE type = $1 AND idempotency_key = $2"
+);
+
+/// A random lease token per row: 32 lowercase hex characters, like SQLite's
+/// `lower(hex(randomblob(16)))`.
+const CLAIM_ANY: &str = concat!(
+    "UPDATE jobs SET status = 'leased', attempts = attempts + 1, lease_owner = $1,
+         lease_until = $2, lease_token = replace(gen_random_uuid()::text, '-', ''),
+         updated_at = $3
+     WHERE seq IN (SELECT seq FROM jobs WHERE status = 'queued' AND available_at <= $3
+                   ORDER BY priority, available_at, created_at, seq LIMIT $4
+                   FOR UPDATE SKIP LOCKED)
+     RETURNING ",
+    cols!()
+);
+const CLAIM_TYPES: &str = concat!(
+    "UPDATE jobs SET status = 'leased', attempts = attempts + 1, lease_owner = $1,
+         lease_until = $2, lease_token = replace(gen_random_uuid()::text, '-', ''),
+         updated_at = $3
+     WHERE seq IN (SELECT seq FROM jobs WHERE status = 'queued' AND available_at <= $3
+                     AND type = ANY($5::text[])
+                   ORDER BY priority, available_at, created_at, seq LIMIT $4
+                   FOR UPDATE SKIP LOCKED)
+     RETURNING ",
+    cols!()
+);
+
+const LIST: &str = concat!(
+    "SELECT ",
+    cols!(),
+    " FROM jobs
+     WHERE ($1::text IS NULL OR status = $1::text) AND ($2::text IS NULL OR type = $2::text)
+       AND ($3::bigint IS NULL OR seq < $3::bigint)
+     ORDER BY seq DESC LIMIT $4"
+);
+
+const EXPIRED: &str = concat!(
+    "SELECT ",
+    cols!(),
+    " FROM jobs WHERE status = 'leased' AND lease_until < $1
+     ORDER BY lease_until, seq LIMIT $2 FOR UPDATE SKIP LOCKED"
+);
+
+fn json_col(s: Option<String>) -> Option<Value> {
+    s.and_then(|t| serde_json::from_str(&t).ok())
+}
+
+fn to_json(v: &Value) -> String {
+    v.to_string()
+}
+
+fn row_to_job(r: &Row) -> Result<(i64, Job)> {
+    fn col<'a, T: postgres::types::FromSql<'a>>(r: &'a Row, i: usize) -> Result<T> {
+        r.try_get(i).map_err(map_err)
+    }
+    let id: String = col(r, 1)?;
+    let status: String = col(r, 3)?;
+    Ok((
+        col(r, 0)?,
+        Job {
+            id: JobId::parse(&id).unwrap_or_default(),
+            job_type: JobType::trusted(col(r, 2)?),
+            status: status.parse().unwrap_or(JobStatus::Failed),
+            priority: col(r, 4)?,
+            meta: JobMeta {
+                idempotency_key: col(r, 5)?,
+                code_version: col(r, 6)?,
+                model_version: col(r, 7)?,
+                config_hash: col(r, 8)?,
+                budget_tag: col(r, 9)?,
+                cost_cap_eur: col(r, 10)?,
+            },
+            input: json_col(col(r, 11)?).unwrap_or(Value::Null),
+            result: json_col(col(r, 12)?),
+            attempts: col(r, 13)?,
+            max_attempts: col(r, 14)?,
+            available_at: from_ms(col(r, 15)?),
+            lease_owner: col(r, 16)?,
+            lease_until: col::<Option<i64>>(r, 17)?.map(from_ms),
+            lease_token: col(r, 18)?,
+            last_error: col(r, 19)?,
+            created_at: from_ms(col(r, 20)?),
+            updated_at: from_ms(col(r, 21)?),
+        },
+    ))
+}
+
+fn load(c: &mut PgConn, sql: &str, id: JobId) -> Result<(i64, Job)> {
+    let row = c.query_one(sql, &[&id.to_string()])?;
+    row_to_job(&row)
+}
 
 pub fn get(c: &mut PgConn, id: JobId) -> Result<Job> {
-    todo!()
+    load(c, SELECT_BY_ID, id).map(|(_, j)| j)
+}
+
+/// Writes every field a transition can change.
+fn save(c: &mut PgConn, seq: i64, j: &Job) -> Result<()> {
+    c.execute(
+        "UPDATE jobs SET status = $2, result = $3, attempts = $4, max_attempts = $5,
+             available_at = $6, lease_owner = $7, lease_until = $8, lease_token = $9,
+             last_error = $10, updated_at = $11
+         WHERE seq = $1",
+        &[
+            &seq,
+            &j.status.as_str(),
+            &j.result.as_ref().map(to_json),
+            &j.attempts,
+            &j.max_attempts,
+            &to_ms(&j.available_at),
+            &j.lease_owner,
+            &j.lease_until.as_ref().map(to_ms),
+            &j.lease_token,
+            &j.last_error,
+            &to_ms(&j.updated_at),
+        ],
+    )
+    .map(|_| ())
+}
+
+fn add_event(c: &mut PgConn, id: JobId, ts: Ts, ev: &NewEvent) -> Result<()> {
+    c.execute(
+        "INSERT INTO job_events (job_id, ts, event, details) VALUES ($1, $2, $3, $4)",
+        &[
+            &id.to_string(),
+            &to_ms(&ts),
+            &ev.event,
+            &ev.details.as_ref().map(to_json),
+        ],
+    )
+    .map(|_| ())
+}
+
+/// Whether leasers should be woken: the job can be leased right now.
+fn ready_now(j: &Job, now: Ts) -> bool {
+    j.status == JobStatus::Queued && j.available_at <= now
+}
+
+/// Locks a job, applies a transition and saves it with its events; wakes the leasers of
+/// every node when the job is ready to lease again.
+fn transition(
+    c: &mut PgConn,
+    id: JobId,
+    now: Ts,
+    f: impl FnOnce(&mut Job) -> std::result::Result<Vec<NewEvent>, JobConflict>,
+) -> Result<Job> {
+    let (seq, mut job) = load(c, LOCK_BY_ID, id)?;
+    let events = f(&mut job).map_err(StoreError::Conflict)?;
+    save(c, seq, &job)?;
+    for ev in &events {
+        add_event(c, id, now, ev)?;
+    }
+    if ready_now(&job, now) {
+        c.notify(Wake::Jobs)?;
+    }
+    Ok(job)
 }
 
 pub fn enqueue(c: &mut PgConn, new: Vec<NewJob>, now: Ts) -> Result<Vec<Enqueued>> {
-    todo!()
+    let mut out = Vec::with_capacity(new.len());
+    let mut wake = false;
+    for nj in new {
+        let e = enqueue_one(c, nj, now)?;
+        if let Enqueued::Created(j) = &e {
+            wake |= ready_now(j, now);
+        }
+        out.push(e);
+    }
+    if wake {
+        c.notify(Wake::Jobs)?;
+    }
+    Ok(out)
+}
+
+/// One job: inserted unless its (type, idempotency key) or its id is taken. The insert
+/// never raises a unique violation (that would abort the writer's transaction); when it
+/// inserts nothing, the existing row says which rule applied. The idempotency key is
+/// looked at first, as in SQLite.
+fn enqueue_one(c: &mut PgConn, nj: NewJob, now: Ts) -> Result<Enqueued> {
+    let job = Job {
+        id: nj.id.unwrap_or_default(),
+        job_type: nj.job_type,
+        status: JobStatus::Queued,
+        priority: nj.priority,
+        meta: nj.meta,
+        input: nj.input,
+        result: None,
+        attempts: 0,
+        max_attempts: nj.max_attempts,
+        available_at: nj.available_at.unwrap_or(now),
+        lease_owner: None,
+        lease_until: None,
+        lease_token: None,
+        last_error: None,
+        created_at: now,
+        updated_at: now,
+    };
+    let m = &job.meta;
+    // No conflict target: both the id and the (type, key) index are arbiters. A
+    // concurrent uncommitted insert of the same key or id is waited for, then seen.
+    let inserted = c.query_opt(
+        "INSERT INTO jobs (id, type, status, priority, idempotency_key, code_version,
+             model_version, config_hash, budget_tag, cost_cap_eur, input, attempts,
+             max_attempts, available_at, created_at, updated_at)
+         VALUES ($1, $2, 'queued', $3, $4, $5, $6, $7, $8, $9, $10, 0, $11, $12, $13, $13)
+         ON CONFLICT DO NOTHING
+         RETURNING seq",
+        &[
+            &job.id.to_string(),
+            &job.job_type.as_str(),
+            &job.priority,
+            &m.idempotency_key,
+            &m.code_version,
+            &m.model_version,
+            &m.config_hash,
+            &m.budget_tag,
+            &m.cost_cap_eur,
+            &to_json(&job.input),
+            &job.max_attempts,
+            &to_ms(&job.available_at),
+            &to_ms(&now),
+        ],
+    )?;
+    if inserted.is_none() {
+        if let Some(key) = &m.idempotency_key {
+            let existing = c.query_opt(SELECT_BY_KEY, &[&job.job_type.as_str(), key])?;
+            if let Some(row) = existing {
+                let (_, existing) = row_to_job(&row)?;
+                return if json_equal(&existing.input, &job.input) {
+                    Ok(Enqueued::Replayed(existing))
+                } else {
+                    Err(StoreError::Conflict(JobConflict::IdempotencyConflict))
+                };
+            }
+        }
+        return Err(StoreError::Conflict(JobConflict::DuplicateJobId));
+    }
+    add_event(
+        c,
+        job.id,
+        now,
+        &NewEvent {
+            event: "queued",
+            details: None,
+        },
+    )?;
+    Ok(Enqueued::Created(job))
 }
 
 pub fn claim(c: &mut PgConn, claim: &Claim, now: Ts) -> Result<Vec<Job>> {
-    todo!()
+    let lease_until = now + claim.lease;
+    let until_ms = to_ms(&lease_until);
+    let now_ms = to_ms(&now);
+    let limit = i64::try_from(claim.limit).unwrap_or(i64::MAX);
+    let rows = if claim.types.is_empty() {
+        c.query(CLAIM_ANY, &[&claim.worker_id, &until_ms, &now_ms, &limit])?
+    } else {
+        let types: Vec<String> = claim.types.iter().map(|t| t.as_str().to_string()).collect();
+        c.query(
+            CLAIM_TYPES,
+            &[&claim.worker_id, &until_ms, &now_ms, &limit, &types],
+        )?
+    };
+    let mut jobs = rows.iter().map(row_to_job).collect::<Result<Vec<_>>>()?;
+    // RETURNING has no order: the claim order, ties by insertion.
+    jobs.sort_by(|(sa, a), (sb, b)| {
+        (a.priority, a.available_at, a.created_at, sa).cmp(&(
+            b.priority,
+            b.available_at,
+            b.created_at,
+            sb,
+        ))
+    });
+    if !jobs.is_empty() {
+        let until = crate::domain::time::format(&lease_until);
+        let ids: Vec<String> = jobs.iter().map(|(_, j)| j.id.to_string()).collect();
+        let details: Vec<String> = jobs
+            .iter()
+            .map(|(_, j)| {
+                to_json(&serde_json::json!({
+                    "worker_id": claim.worker_id, "attempt": j.attempts, "lease_until": until,
+                }))
+            })
+            .collect();
+        c.execute(
+            "INSERT INTO job_events (job_id, ts, event, details)
+             SELECT e.job_id, $2, 'leased', e.details
+             FROM unnest($1::text[], $3::text[]) WITH ORDINALITY AS e (job_id, details, n)
+             ORDER BY e.n",
+            &[&ids, &now_ms, &details],
+        )?;
+    }
+    Ok(jobs.into_iter().map(|(_, j)| j).collect())
 }
 
 pub fn heartbeat(c: &mut PgConn, id: JobId, fence: &Fence, until: Ts, now: Ts) -> Result<Job> {
-    todo!()
+    let (seq, mut job) = load(c, LOCK_BY_ID, id)?;
+    let ev = job
+        .heartbeat(fence, until, now)
+        .map_err(StoreError::Conflict)?;
+    save(c, seq, &job)?;
+    // Coalesce: a run of heartbeats is one event row whose count and time move. The job
+    // row is locked, so its last event cannot change under us.
+    let last = c.query_opt(
+        "SELECT id, event, details FROM job_events WHERE job_id = $1 ORDER BY id DESC LIMIT 1",
+        &[&id.to_string()],
+    )?;
+    let last: Option<(i64, String, Option<String>)> = match last {
+        Some(r) => Some((
+            r.try_get(0).map_err(map_err)?,
+            r.try_get(1).map_err(map_err)?,
+            r.try_get(2).map_err(map_err)?,
+        )),
+        None => None,
+    };
+    match last {
+        Some((ev_id, kind, details)) if kind == "heartbeat" => {
+            let count = json_col(details)
+                .and_then(|d| d.get("count").and_then(Value::as_i64))
+                .unwrap_or(1);
+            let mut d = ev.details.unwrap_or(Value::Null);
+            d["count"] = (count + 1).into();
+            c.execute(
+                "UPDATE job_events SET ts = $2, details = $3 WHERE id = $1",
+                &[&ev_id, &to_ms(&now), &to_json(&d)],
+            )?;
+        }
+        _ => add_event(c, id, now, &ev)?,
+    }
+    Ok(job)
 }
 
 pub fn complete(
@@ -31,45 +370,189 @@ pub fn complete(
     result: Option<Value>,
     now: Ts,
 ) -> Result<Job> {
-    todo!()
+    transition(c, id, now, |j| j.complete(fence, result, now))
 }
 
 pub fn fail(c: &mut PgConn, id: JobId, fence: &Fence, failure: &Failure, now: Ts) -> Result<Job> {
-    todo!()
+    transition(c, id, now, |j| j.fail(fence, failure, now))
 }
 
 pub fn cancel(c: &mut PgConn, id: JobId, now: Ts) -> Result<Job> {
-    todo!()
+    transition(c, id, now, |j| j.cancel(now))
 }
 
 pub fn retry(c: &mut PgConn, id: JobId, now: Ts) -> Result<Job> {
-    todo!()
+    transition(c, id, now, |j| j.retry(now))
 }
 
 pub fn release(c: &mut PgConn, id: JobId, fence: &Fence, now: Ts) -> Result<Job> {
-    todo!()
+    transition(c, id, now, |j| j.release(fence, now))
 }
 
 pub fn list(c: &mut PgConn, f: &JobFilter) -> Result<JobPage> {
-    todo!()
+    let limit = f.limit.max(1);
+    let fetch = i64::try_from(limit).unwrap_or(i64::MAX - 1) + 1;
+    let rows = c.query(
+        LIST,
+        &[
+            &f.status.map(|s| s.as_str()),
+            &f.job_type.as_ref().map(|t| t.as_str()),
+            &f.before_seq,
+            &fetch,
+        ],
+    )?;
+    let mut items = rows.iter().map(row_to_job).collect::<Result<Vec<_>>>()?;
+    let more = items.len() > limit;
+    items.truncate(limit);
+    let next_seq = if more {
+        items.last().map(|(s, _)| *s)
+    } else {
+        None
+    };
+    Ok(JobPage {
+        items: items.into_iter().map(|(_, j)| j).collect(),
+        next_seq,
+    })
 }
 
 pub fn events(c: &mut PgConn, id: JobId) -> Result<Vec<JobEvent>> {
-    todo!()
+    load(c, SELECT_BY_ID, id)?;
+    let rows = c.query(
+        "SELECT id, ts, event, details FROM job_events WHERE job_id = $1 ORDER BY id",
+        &[&id.to_string()],
+    )?;
+    rows.iter()
+        .map(|r| {
+            Ok(JobEvent {
+                id: r.try_get(0).map_err(map_err)?,
+                ts: from_ms(r.try_get(1).map_err(map_err)?),
+                event: r.try_get(2).map_err(map_err)?,
+                details: json_col(r.try_get(3).map_err(map_err)?),
+            })
+        })
+        .collect()
 }
 
 pub fn queue_stats(c: &mut PgConn, now: Ts) -> Result<Vec<QueueStats>> {
-    todo!()
+    let mut by_type: BTreeMap<String, QueueStats> = BTreeMap::new();
+    let now_ms = to_ms(&now);
+    for r in c.query(
+        "SELECT type, status, COUNT(*) FROM jobs GROUP BY type, status",
+        &[],
+    )? {
+        let t: String = r.try_get(0).map_err(map_err)?;
+        let status: String = r.try_get(1).map_err(map_err)?;
+        let n: i64 = r.try_get(2).map_err(map_err)?;
+        let q = stats_entry(&mut by_type, &t);
+        match status.parse::<JobStatus>() {
+            Ok(JobStatus::Queued) => q.queued = n,
+            Ok(JobStatus::Leased) => q.leased = n,
+            Ok(JobStatus::Succeeded) => q.succeeded = n,
+            Ok(JobStatus::Failed) => q.failed = n,
+            Ok(JobStatus::Canceled) => q.canceled = n,
+            Err(()) => {}
+        }
+    }
+    for r in c.query(
+        "SELECT type, MIN(available_at) FROM jobs
+         WHERE status = 'queued' AND available_at <= $1 GROUP BY type",
+        &[&now_ms],
+    )? {
+        let t: String = r.try_get(0).map_err(map_err)?;
+        let at: i64 = r.try_get(1).map_err(map_err)?;
+        stats_entry(&mut by_type, &t).oldest_queued_age_seconds =
+            Some(((now_ms - at).max(0)) as f64 / 1000.0);
+    }
+    for r in c.query(
+        "SELECT type, leases_expired_total FROM job_type_counters",
+        &[],
+    )? {
+        let t: String = r.try_get(0).map_err(map_err)?;
+        let n: i64 = r.try_get(1).map_err(map_err)?;
+        stats_entry(&mut by_type, &t).leases_expired_total = n;
+    }
+    Ok(by_type.into_values().collect())
+}
+
+fn stats_entry<'a>(m: &'a mut BTreeMap<String, QueueStats>, t: &str) -> &'a mut QueueStats {
+    m.entry(t.to_string()).or_insert_with(|| QueueStats {
+        job_type: t.to_string(),
+        ..Default::default()
+    })
 }
 
 pub fn ready_ids(c: &mut PgConn, now: Ts, limit: usize) -> Result<Vec<(JobId, String)>> {
-    todo!()
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    c.query(
+        "SELECT id, type FROM jobs WHERE status = 'queued' AND available_at <= $1
+         ORDER BY priority, available_at, created_at, seq LIMIT $2",
+        &[&to_ms(&now), &limit],
+    )?
+    .iter()
+    .map(|r| {
+        let id: String = r.try_get(0).map_err(map_err)?;
+        Ok((
+            JobId::parse(&id).unwrap_or_default(),
+            r.try_get(1).map_err(map_err)?,
+        ))
+    })
+    .collect()
 }
 
 pub fn reclaim_expired(c: &mut PgConn, now: Ts, limit: usize) -> Result<Vec<Reclaimed>> {
-    todo!()
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    // Rows another node is reclaiming (or a worker is completing) right now are skipped.
+    let expired = c
+        .query(EXPIRED, &[&to_ms(&now), &limit])?
+        .iter()
+        .map(row_to_job)
+        .collect::<Result<Vec<_>>>()?;
+    let mut out = Vec::with_capacity(expired.len());
+    // Counter rows are bumped once per type, in type order, so two reclaims cannot
+    // deadlock on them.
+    let mut per_type: BTreeMap<String, i64> = BTreeMap::new();
+    let mut wake = false;
+    for (seq, mut job) in expired {
+        let events = job.expire(now);
+        save(c, seq, &job)?;
+        for ev in &events {
+            add_event(c, job.id, now, ev)?;
+        }
+        *per_type
+            .entry(job.job_type.as_str().to_string())
+            .or_default() += 1;
+        wake |= ready_now(&job, now);
+        out.push(Reclaimed {
+            id: job.id,
+            job_type: job.job_type,
+            status: job.status,
+        });
+    }
+    for (t, n) in &per_type {
+        c.execute(
+            "INSERT INTO job_type_counters (type, leases_expired_total) VALUES ($1, $2)
+             ON CONFLICT (type) DO UPDATE
+             SET leases_expired_total = job_type_counters.leases_expired_total
+                 + EXCLUDED.leases_expired_total",
+            &[t, n],
+        )?;
+    }
+    if wake {
+        c.notify(Wake::Jobs)?;
+    }
+    Ok(out)
 }
 
 pub fn prune_finished(c: &mut PgConn, before: Ts, limit: usize) -> Result<usize> {
-    todo!()
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    // Locking in the subquery rechecks status and time on the current row, so a job an
+    // admin is retrying right now is skipped, never deleted. Events cascade.
+    let n = c.execute(
+        "DELETE FROM jobs WHERE seq IN (
+             SELECT seq FROM jobs WHERE status IN ('succeeded', 'failed', 'canceled')
+               AND updated_at < $1
+             ORDER BY updated_at, seq LIMIT $2 FOR UPDATE SKIP LOCKED)",
+        &[&to_ms(&before), &limit],
+    )?;
+    Ok(usize::try_from(n).unwrap_or(usize::MAX))
 }
