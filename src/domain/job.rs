@@ -361,6 +361,14 @@ impl NewEvent {
             details: Some(details),
         }
     }
+
+    /// The event of a successful completion (also written by set-based completions).
+    pub fn succeeded(worker_id: &str, attempt: i64) -> Self {
+        Self::new(
+            "succeeded",
+            serde_json::json!({ "worker_id": worker_id, "attempt": attempt }),
+        )
+    }
 }
 
 /// The state machine of SPEC §4.1. Each method checks that the transition is allowed,
@@ -409,10 +417,7 @@ impl Job {
         self.result = result;
         self.end_lease();
         self.updated_at = now;
-        Ok(vec![NewEvent::new(
-            "succeeded",
-            serde_json::json!({ "worker_id": fence.worker_id, "attempt": self.attempts }),
-        )])
+        Ok(vec![NewEvent::succeeded(&fence.worker_id, self.attempts)])
     }
 
     /// The owner reports failure: requeued with backoff when retryable and attempts

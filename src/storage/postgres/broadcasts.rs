@@ -31,7 +31,10 @@ impl Args {
     }
 
     fn refs(&self) -> Vec<&(dyn ToSql + Sync)> {
-        self.0.iter().map(|b| b.as_ref() as &(dyn ToSql + Sync)).collect()
+        self.0
+            .iter()
+            .map(|b| b.as_ref() as &(dyn ToSql + Sync))
+            .collect()
     }
 }
 
@@ -117,12 +120,7 @@ pub fn create(c: &mut PgConn, b: &Broadcast) -> Result<()> {
 
 /// Runs a guarded status change: `sql` updates the row only from the allowed statuses
 /// and returns its id. No row means unknown (404) or not allowed now (409).
-fn guarded_update(
-    c: &mut PgConn,
-    id: &str,
-    sql: &str,
-    args: &[&(dyn ToSql + Sync)],
-) -> Result<()> {
+fn guarded_update(c: &mut PgConn, id: &str, sql: &str, args: &[&(dyn ToSql + Sync)]) -> Result<()> {
     match c.query_opt(sql, args)? {
         Some(_) => Ok(()),
         None => {
@@ -132,12 +130,7 @@ fn guarded_update(
     }
 }
 
-fn guarded(
-    c: &mut PgConn,
-    id: &str,
-    sql: &str,
-    args: &[&(dyn ToSql + Sync)],
-) -> Result<Broadcast> {
+fn guarded(c: &mut PgConn, id: &str, sql: &str, args: &[&(dyn ToSql + Sync)]) -> Result<Broadcast> {
     guarded_update(c, id, sql, args)?;
     load(c, id)
 }
@@ -518,8 +511,7 @@ pub fn deliver_chunk(
                 ),
                 &args.refs(),
             )?;
-            let (scanned, last, inserted): (i64, Option<i64>, i64) =
-                (r.get(0), r.get(1), r.get(2));
+            let (scanned, last, inserted): (i64, Option<i64>, i64) = (r.get(0), r.get(1), r.get(2));
             let boundary = match last {
                 Some(last) if scanned == chunk => last,
                 _ => max,

@@ -1,38 +1,255 @@
-//! inbox on PostgreSQL (stub: being written).
-#![allow(unused)]
+//! Inboxes on PostgreSQL. Broadcast items point at their broadcast (content stored once);
+//! direct notifications point at a content row. Behaves as the SQLite version does; the
+//! per-user counts are kept from the rows each statement returns, never from id ranges
+//! (ids are not handed out in commit order).
+
 use super::PgConn;
-use crate::storage::{Result, StoreError, Session};
-use crate::domain::*;
-use crate::domain::notify::*;
-use crate::domain::metrics::*;
-use crate::domain::time::Ts;
-use serde_json::Value;
+use crate::domain::notify::{Delivered, DirectNotification, InboxItem, InboxPage, UserId};
+use crate::domain::time::{from_ms, to_ms, Ts};
+use crate::storage::Result;
+use postgres::Row;
+use std::collections::BTreeMap;
+
+const ITEM: &str = "SELECT i.id, i.created_at, i.read_at, i.broadcast_id, i.event_key, i.user_id,
+        COALESCE(b.title, c.title, ''), COALESCE(b.body, c.body, ''), c.meta
+    FROM inbox_items i
+    LEFT JOIN broadcasts b ON b.id = i.broadcast_id
+    LEFT JOIN notification_contents c ON c.id = i.content_id";
+
+fn row_to_item(r: &Row) -> InboxItem {
+    let id: i64 = r.get(0);
+    let broadcast_id: Option<String> = r.get(3);
+    let event_key: Option<String> = r.get(4);
+    let user_id: String = r.get(5);
+    let meta: Option<String> = r.get(8);
+    let event_id = match (&broadcast_id, event_key) {
+        (Some(b), _) => format!("broadcast:{b}:{user_id}"),
+        (None, Some(k)) => k,
+        (None, None) => format!("direct:{id}"),
+    };
+    InboxItem {
+        id,
+        title: r.get(6),
+        message: r.get(7),
+        kind: if broadcast_id.is_some() {
+            "broadcast"
+        } else {
+            "direct"
+        },
+        created_at: from_ms(r.get(1)),
+        read_at: r.get::<_, Option<i64>>(2).map(from_ms),
+        meta: meta.and_then(|m| serde_json::from_str(&m).ok()),
+        event_id,
+        broadcast_id,
+    }
+}
+
+fn existing_event(c: &mut PgConn, user: &str, key: &str) -> Result<Option<i64>> {
+    Ok(c.query_opt(
+        "SELECT id FROM inbox_items WHERE user_id = $1 AND event_key = $2",
+        &[&user, &key],
+    )?
+    .map(|r| r.get(0)))
+}
 
 pub fn deliver_direct(c: &mut PgConn, n: &DirectNotification, now: Ts) -> Result<Delivered> {
-    todo!()
+    let user = n.user_id.as_str();
+    if let Some(key) = &n.event_id {
+        if let Some(item_id) = existing_event(c, user, key)? {
+            return Ok(Delivered {
+                item_id,
+                created: false,
+            });
+        }
+    }
+    let now = to_ms(&now);
+    let content_id: i64 = c
+        .query_one(
+            "INSERT INTO notification_contents (title, body, meta, created_at)
+             VALUES ($1, $2, $3, $4) RETURNING id",
+            &[
+                &n.title,
+                &n.body,
+                &n.meta.as_ref().map(|m| m.to_string()),
+                &now,
+            ],
+        )?
+        .get(0);
+    let inserted = c.query_opt(
+        "INSERT INTO inbox_items (user_id, content_id, event_key, created_at)
+         VALUES ($1, $2, $3, $4)
+         ON CONFLICT (user_id, event_key) WHERE event_key IS NOT NULL DO NOTHING
+         RETURNING id",
+        &[&user, &content_id, &n.event_id, &now],
+    )?;
+    let Some(row) = inserted else {
+        // A concurrent delivery of the same event committed first: that item it is.
+        c.execute(
+            "DELETE FROM notification_contents WHERE id = $1",
+            &[&content_id],
+        )?;
+        let key = n.event_id.as_deref().unwrap_or_default();
+        let item_id = existing_event(c, user, key)?.ok_or_else(|| {
+            crate::storage::StoreError::Backend(
+                "an inbox item conflicted and then could not be found".into(),
+            )
+        })?;
+        return Ok(Delivered {
+            item_id,
+            created: false,
+        });
+    };
+    c.execute(
+        "INSERT INTO inbox_counts (user_id, total, unread) VALUES ($1, 1, 1)
+         ON CONFLICT (user_id) DO UPDATE SET total = inbox_counts.total + 1,
+             unread = inbox_counts.unread + 1",
+        &[&user],
+    )?;
+    Ok(Delivered {
+        item_id: row.get(0),
+        created: true,
+    })
+}
+
+/// (total, unread) of a user's inbox, from the kept counts.
+fn counts(c: &mut PgConn, user: &UserId) -> Result<(i64, i64)> {
+    Ok(c.query_opt(
+        "SELECT total, unread FROM inbox_counts WHERE user_id = $1",
+        &[&user.as_str()],
+    )?
+    .map_or((0, 0), |r| (r.get(0), r.get(1))))
 }
 
 pub fn unread(c: &mut PgConn, user: &UserId) -> Result<i64> {
-    todo!()
+    counts(c, user).map(|(_, unread)| unread)
 }
 
 pub fn page(c: &mut PgConn, user: &UserId, limit: usize, offset: usize) -> Result<InboxPage> {
-    todo!()
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let offset = i64::try_from(offset).unwrap_or(i64::MAX);
+    let items = c
+        .query(
+            &format!("{ITEM} WHERE i.user_id = $1 ORDER BY i.id DESC LIMIT $2 OFFSET $3"),
+            &[&user.as_str(), &limit, &offset],
+        )?
+        .iter()
+        .map(row_to_item)
+        .collect();
+    let (total, unread) = counts(c, user)?;
+    Ok(InboxPage {
+        items,
+        total,
+        unread,
+    })
 }
 
 pub fn mark_read(c: &mut PgConn, user: &UserId, item: i64, now: Ts) -> Result<InboxItem> {
-    todo!()
+    let newly = c.execute(
+        "UPDATE inbox_items SET read_at = $3 WHERE id = $1 AND user_id = $2 AND read_at IS NULL",
+        &[&item, &user.as_str(), &to_ms(&now)],
+    )?;
+    if newly == 1 {
+        c.execute(
+            "UPDATE inbox_counts SET unread = GREATEST(unread - 1, 0) WHERE user_id = $1",
+            &[&user.as_str()],
+        )?;
+    }
+    c.query_one(
+        &format!("{ITEM} WHERE i.id = $1 AND i.user_id = $2"),
+        &[&item, &user.as_str()],
+    )
+    .map(|r| row_to_item(&r))
 }
 
 pub fn mark_all_read(c: &mut PgConn, user: &UserId, now: Ts) -> Result<usize> {
-    todo!()
+    let n = c.execute(
+        "UPDATE inbox_items SET read_at = $2 WHERE user_id = $1 AND read_at IS NULL",
+        &[&user.as_str(), &to_ms(&now)],
+    )?;
+    c.execute(
+        "UPDATE inbox_counts SET unread = 0 WHERE user_id = $1",
+        &[&user.as_str()],
+    )?;
+    Ok(usize::try_from(n).unwrap_or(usize::MAX))
 }
 
+/// Takes deleted items (user, was unread) out of the kept counts: the count rows are
+/// locked in user order first, so two transactions cannot deadlock on them.
+fn uncount(c: &mut PgConn, deleted: Vec<Row>) -> Result<usize> {
+    let mut per_user: BTreeMap<String, (i64, i64)> = BTreeMap::new();
+    for r in &deleted {
+        let e = per_user.entry(r.get(0)).or_default();
+        e.0 += 1;
+        e.1 += i64::from(r.get::<_, bool>(1));
+    }
+    if per_user.is_empty() {
+        return Ok(0);
+    }
+    let mut users = Vec::with_capacity(per_user.len());
+    let mut totals = Vec::with_capacity(per_user.len());
+    let mut unreads = Vec::with_capacity(per_user.len());
+    for (user, (total, unread)) in per_user {
+        users.push(user);
+        totals.push(total);
+        unreads.push(unread);
+    }
+    c.execute(
+        "SELECT 1 FROM inbox_counts WHERE user_id = ANY($1::text[])
+         ORDER BY user_id FOR UPDATE",
+        &[&users],
+    )?;
+    c.execute(
+        "UPDATE inbox_counts n SET total = GREATEST(n.total - d.total, 0),
+             unread = GREATEST(n.unread - d.unread, 0)
+         FROM unnest($1::text[], $2::bigint[], $3::bigint[]) AS d(user_id, total, unread)
+         WHERE n.user_id = d.user_id",
+        &[&users, &totals, &unreads],
+    )?;
+    Ok(deleted.len())
+}
+
+/// Deletes at most `limit` items older than `before`, and items beyond the newest
+/// `max_per_user` of each user.
 pub fn prune(
     c: &mut PgConn,
     before: Option<Ts>,
     max_per_user: Option<usize>,
     limit: usize,
 ) -> Result<usize> {
-    todo!()
+    let mut deleted = 0;
+    if let Some(before) = before {
+        // Ids grow with time, so the old items are the lowest ids.
+        let gone = c.query(
+            "DELETE FROM inbox_items WHERE id IN (SELECT id FROM inbox_items ORDER BY id LIMIT $2)
+               AND created_at < $1
+             RETURNING user_id, read_at IS NULL",
+            &[&to_ms(&before), &i64::try_from(limit).unwrap_or(i64::MAX)],
+        )?;
+        deleted += uncount(c, gone)?;
+    }
+    if let Some(max) = max_per_user.filter(|m| *m > 0) {
+        let max = i64::try_from(max).unwrap_or(i64::MAX);
+        let over: Vec<String> = c
+            .query(
+                "SELECT user_id FROM inbox_items GROUP BY user_id HAVING COUNT(*) > $1
+                 ORDER BY user_id COLLATE \"C\" LIMIT 100",
+                &[&max],
+            )?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        for user in over {
+            let gone = c.query(
+                "DELETE FROM inbox_items WHERE user_id = $1 AND id < (
+                     SELECT id FROM inbox_items WHERE user_id = $1 ORDER BY id DESC LIMIT 1 OFFSET $2)
+                 RETURNING user_id, read_at IS NULL",
+                &[&user, &(max - 1)],
+            )?;
+            deleted += uncount(c, gone)?;
+            if deleted >= limit {
+                break;
+            }
+        }
+    }
+    Ok(deleted)
 }

@@ -373,6 +373,79 @@ pub fn complete(
     transition(c, id, now, |j| j.complete(fence, result, now))
 }
 
+/// One completion waiting to be carried by a batch.
+pub struct CompleteReq {
+    pub id: JobId,
+    pub fence: Fence,
+    pub result: Option<Value>,
+    pub now: Ts,
+}
+
+/// The fast path: every completion whose lease holds, in one `UPDATE … FROM unnest(…)`
+/// (the conditions are those of `Fence::check` for a live lease) and one event insert.
+const COMPLETE_MANY: &str = "UPDATE jobs j SET status = 'succeeded', result = i.result,
+        lease_owner = NULL, lease_until = NULL, updated_at = i.now
+    FROM (SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[])
+          AS t(id, worker, token, result, now) ORDER BY id) i
+    WHERE j.id = i.id AND j.status = 'leased' AND j.lease_owner = i.worker
+      AND (i.token IS NULL OR j.lease_token = i.token) AND j.lease_until >= i.now
+    RETURNING j.seq, j.id, j.type, j.status, j.priority, j.idempotency_key, j.code_version,
+        j.model_version, j.config_hash, j.budget_tag, j.cost_cap_eur, j.input, j.result,
+        j.attempts, j.max_attempts, j.available_at, j.lease_owner, j.lease_until, j.lease_token,
+        j.last_error, j.created_at, j.updated_at";
+
+/// Completes a batch: the fast path for every request whose lease holds, then the usual
+/// locked transition for the rest (a lost lease, a repeat, an unknown id), which gives the
+/// same answers as one call at a time. One result per request, in order.
+pub fn complete_many(c: &mut PgConn, reqs: Vec<CompleteReq>) -> Result<Vec<Result<Job>>> {
+    let mut first = std::collections::HashMap::new();
+    let (mut ids, mut workers, mut tokens, mut results, mut nows) =
+        (vec![], vec![], vec![], vec![], vec![]);
+    for (i, r) in reqs.iter().enumerate() {
+        if first.insert(r.id, i).is_none() {
+            ids.push(r.id.to_string());
+            workers.push(r.fence.worker_id.clone());
+            tokens.push(r.fence.lease_token.clone());
+            results.push(r.result.as_ref().map(to_json));
+            nows.push(to_ms(&r.now));
+        }
+    }
+    let rows = c.query(
+        COMPLETE_MANY,
+        &[&ids, &workers, &tokens, &results, &nows],
+    )?;
+    let mut out: Vec<Option<Result<Job>>> = reqs.iter().map(|_| None).collect();
+    let (mut ev_ids, mut ev_ts, mut ev_details) = (vec![], vec![], vec![]);
+    for row in &rows {
+        let (_, job) = row_to_job(row)?;
+        let i = first[&job.id];
+        let ev = NewEvent::succeeded(&reqs[i].fence.worker_id, job.attempts);
+        ev_ids.push(job.id.to_string());
+        ev_ts.push(to_ms(&reqs[i].now));
+        ev_details.push(ev.details.as_ref().map(to_json));
+        out[i] = Some(Ok(job));
+    }
+    if !ev_ids.is_empty() {
+        c.execute(
+            "INSERT INTO job_events (job_id, ts, event, details)
+             SELECT id, ts, 'succeeded', details
+             FROM unnest($1::text[], $2::bigint[], $3::text[]) WITH ORDINALITY AS t(id, ts, details, n)
+             ORDER BY n",
+            &[&ev_ids, &ev_ts, &ev_details],
+        )?;
+    }
+    for (i, r) in reqs.into_iter().enumerate() {
+        if out[i].is_none() {
+            out[i] = Some(match complete(c, r.id, &r.fence, r.result, r.now) {
+                Err(e @ (StoreError::NotFound | StoreError::Conflict(_))) => Err(e),
+                Err(e) => return Err(e),
+                Ok(j) => Ok(j),
+            });
+        }
+    }
+    Ok(out.into_iter().map(|o| o.expect("every request answered")).collect())
+}
+
 pub fn fail(c: &mut PgConn, id: JobId, fence: &Fence, failure: &Failure, now: Ts) -> Result<Job> {
     transition(c, id, now, |j| j.fail(fence, failure, now))
 }

@@ -6,6 +6,7 @@
 //! never runs on a tokio worker thread. Claims use `FOR UPDATE SKIP LOCKED`, so several
 //! nodes never lease one job twice and never wait on each other's claimed rows.
 
+mod batch;
 mod broadcasts;
 mod conn;
 mod inbox;
@@ -121,6 +122,7 @@ pub struct PgStore {
     channels: Arc<Channels>,
     subscribers: Subscribers,
     listener: Mutex<Option<Listener>>,
+    completions: Arc<batch::Coalescer<jobs::CompleteReq, Job>>,
 }
 
 impl PgStore {
@@ -165,6 +167,7 @@ impl PgStore {
             channels,
             subscribers: Arc::default(),
             listener: Mutex::new(None),
+            completions: batch::Coalescer::new(),
         })
     }
 
@@ -278,8 +281,14 @@ impl Store for PgStore {
         result: Option<Value>,
         now: Ts,
     ) -> Result<Job> {
-        let fence = fence.clone();
-        self.write(move |c| jobs::complete(c, id, &fence, result, now))
+        let req = jobs::CompleteReq {
+            id,
+            fence: fence.clone(),
+            result,
+            now,
+        };
+        self.completions
+            .call(&self.writer, req, jobs::complete_many)
     }
 
     fn fail_job(&self, id: JobId, fence: &Fence, failure: &Failure, now: Ts) -> Result<Job> {
