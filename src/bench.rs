@@ -223,12 +223,7 @@ async fn drain(
     Ok(Outcome::new(name, ops, start.elapsed()))
 }
 
-async fn drain_fresh(
-    url: &str,
-    name: &str,
-    ops: usize,
-    workers: usize,
-) -> anyhow::Result<Outcome> {
+async fn drain_fresh(url: &str, name: &str, ops: usize, workers: usize) -> anyhow::Result<Outcome> {
     let svc = service(url).await?;
     fill(&svc, ops).await?;
     reset_peak_rss();
@@ -516,14 +511,21 @@ pub enum BenchTarget {
 
 impl BenchTarget {
     fn schema(name: &str) -> String {
-        format!("wp_lite_bench_{}_{}", name.replace('-', "_"), std::process::id())
+        format!(
+            "wp_lite_bench_{}_{}",
+            name.replace('-', "_"),
+            std::process::id()
+        )
     }
 
     /// The database URL of one scenario.
     fn url(&self, name: &str) -> String {
         match self {
             BenchTarget::Sqlite(dir) => {
-                format!("sqlite://{}", dir.path().join(format!("{name}.db")).display())
+                format!(
+                    "sqlite://{}",
+                    dir.path().join(format!("{name}.db")).display()
+                )
             }
             BenchTarget::Postgres(base) => {
                 let sep = if base.contains('?') { '&' } else { '?' };
@@ -533,15 +535,23 @@ impl BenchTarget {
     }
 
     /// Removes a scenario's database, so the disk does not fill.
-    fn cleanup(&self, name: &str) {
+    async fn cleanup(&self, name: &str) {
         match self {
             BenchTarget::Sqlite(dir) => {
-                for entry in std::fs::read_dir(dir.path()).into_iter().flatten().flatten() {
+                for entry in std::fs::read_dir(dir.path())
+                    .into_iter()
+                    .flatten()
+                    .flatten()
+                {
                     let _ = std::fs::remove_file(entry.path());
                 }
             }
             BenchTarget::Postgres(base) => {
-                crate::storage::postgres::raw::drop_schema(base, &Self::schema(name))
+                let (base, schema) = (base.clone(), Self::schema(name));
+                let _ = tokio::task::spawn_blocking(move || {
+                    crate::storage::postgres::raw::drop_schema(&base, &schema)
+                })
+                .await;
             }
         }
     }
@@ -581,11 +591,11 @@ pub async fn run_scenarios(
     let mut out: Vec<Outcome> = Vec::new();
     for name in names {
         eprintln!("running {name} …");
-        target.cleanup(name);
+        target.cleanup(name).await;
         let o = run_one(&target.url(name), name, ops)
             .await
             .with_context(|| format!("scenario {name}"));
-        target.cleanup(name);
+        target.cleanup(name).await;
         out.push(o?);
     }
     let figures: Vec<(String, f64)> = out
@@ -798,9 +808,11 @@ pub async fn run(args: BenchArgs, database_url: &str) -> anyhow::Result<()> {
         let doc = if let BenchTarget::Postgres(url) = &target {
             let version = {
                 let u = url.clone();
-                tokio::task::spawn_blocking(move || crate::storage::postgres::raw::server_version(&u))
-                    .await?
-                    .unwrap_or_else(|e| format!("unknown ({e})"))
+                tokio::task::spawn_blocking(move || {
+                    crate::storage::postgres::raw::server_version(&u)
+                })
+                .await?
+                .unwrap_or_else(|e| format!("unknown ({e})"))
             };
             format!(
                 "{sqlite_part}{PG_HEADING}\n\n\
@@ -856,19 +868,33 @@ pub fn pg_targets(out: &[Outcome]) -> String {
                 o.ops_per_s / raw_cc.unwrap_or(f64::NAN)
             )
         }),
-        d4.is_some_and(|o| o.ops_per_s >= 25_000.0 && o.ops_per_s > 10.0 * raw_cc.unwrap_or(f64::MAX)),
+        d4.is_some_and(|o| {
+            o.ops_per_s >= 25_000.0 && o.ops_per_s > 10.0 * raw_cc.unwrap_or(f64::MAX)
+        }),
     );
     let es = get("enqueue-single");
     let raw_is = get("raw-insert-single").map(|o| o.ops_per_s);
     row(
         "enqueue-single (16 producers) ≥ 3× one INSERT per transaction",
-        es.map(|o| format!("{:.0} jobs/s, {:.1}× raw-insert-single", o.ops_per_s, o.ops_per_s / raw_is.unwrap_or(f64::NAN))),
+        es.map(|o| {
+            format!(
+                "{:.0} jobs/s, {:.1}× raw-insert-single",
+                o.ops_per_s,
+                o.ops_per_s / raw_is.unwrap_or(f64::NAN)
+            )
+        }),
         es.is_some_and(|o| o.ops_per_s >= 3.0 * raw_is.unwrap_or(f64::MAX)),
     );
     let pl = get("pickup-latency");
     row(
         "pickup latency across nodes p99 ≤ 20 ms",
-        pl.map(|o| format!("p50 {:.2} ms, p99 {:.2} ms", o.p50_ms.unwrap_or(f64::NAN), o.p99_ms.unwrap_or(f64::NAN))),
+        pl.map(|o| {
+            format!(
+                "p50 {:.2} ms, p99 {:.2} ms",
+                o.p50_ms.unwrap_or(f64::NAN),
+                o.p99_ms.unwrap_or(f64::NAN)
+            )
+        }),
         pl.is_some_and(|o| o.p99_ms.unwrap_or(f64::MAX) <= 20.0),
     );
     s

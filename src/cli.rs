@@ -86,6 +86,18 @@ pub enum Command {
     AdminToken(TokenArgs),
     /// Run the benchmark scenarios on a throw-away database and print a table.
     Bench(BenchArgs),
+    /// Copy every table of a SQLite database into an empty PostgreSQL database: one consistent snapshot, written in one transaction.
+    Copy(CopyArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct CopyArgs {
+    /// The SQLite database to copy from: sqlite://PATH. A `serve` on it may keep running; the copy reads one consistent snapshot.
+    #[arg(long, env = "WP_LITE_COPY_FROM")]
+    pub from: String,
+    /// The PostgreSQL database to copy into: postgres://user:pass@host:port/db[?schema=NAME]. Its migrations are applied first; it must hold no data yet.
+    #[arg(long, env = "WP_LITE_COPY_TO", hide_env_values = true)]
+    pub to: String,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -59,6 +59,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Bench(args) => crate::bench::run(args, &g.database_url).await,
+        Command::Copy(args) => copy(args, !g.no_migrate).await,
         Command::Users(u) => match u.command {
             crate::cli::UsersCommand::Import(a) => {
                 let db = open_store(&g.database_url, !g.no_migrate).await?;
@@ -68,6 +69,97 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
                 r
             }
         },
+    }
+}
+
+/// `wp-lite copy --from sqlite://… --to postgres://…`: every table, then a summary.
+async fn copy(args: crate::cli::CopyArgs, migrate: bool) -> anyhow::Result<()> {
+    use crate::storage::copy::{copy, CopyError};
+    let (from, to) = (args.from.trim().to_string(), args.to.trim().to_string());
+    let report = tokio::task::spawn_blocking(move || {
+        let mut progress = CopyProgress::new();
+        copy(&from, &to, migrate, &mut progress)
+    })
+    .await?;
+    let report = match report {
+        Ok(r) => r,
+        Err(e @ CopyError::Usage(_)) => return Err(UsageError(e.to_string()).into()),
+        Err(CopyError::Open(o)) => return Err(o.into()),
+        Err(e) => return Err(e.into()),
+    };
+    let width = report
+        .tables
+        .iter()
+        .map(|(t, _)| t.len())
+        .max()
+        .unwrap_or(0);
+    println!(
+        "copied {} rows in {} tables from {} to {} in {:.1} s",
+        report.total_rows(),
+        report.tables.len(),
+        args.from.trim(),
+        crate::storage::redact_url(args.to.trim()),
+        report.elapsed.as_secs_f64()
+    );
+    for (table, rows) in &report.tables {
+        println!("  {table:<width$}  {rows:>10} rows");
+    }
+    Ok(())
+}
+
+/// A progress bar per table on a terminal; otherwise one log line per table.
+struct CopyProgress {
+    terminal: bool,
+    bar: Option<indicatif::ProgressBar>,
+}
+
+impl CopyProgress {
+    fn new() -> Self {
+        use std::io::IsTerminal;
+        Self {
+            terminal: std::io::stderr().is_terminal(),
+            bar: None,
+        }
+    }
+}
+
+impl crate::storage::copy::Progress for CopyProgress {
+    fn table_started(&mut self, table: &str, rows: u64) {
+        if self.terminal {
+            let bar = indicatif::ProgressBar::new(rows);
+            bar.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "{prefix:<22} {bar:40} {human_pos}/{human_len} rows ({eta} left)",
+                )
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            );
+            bar.set_prefix(table.to_string());
+            self.bar = Some(bar);
+        }
+    }
+
+    fn rows_copied(&mut self, n: u64) {
+        if let Some(bar) = &self.bar {
+            bar.inc(n);
+        }
+    }
+
+    fn table_done(&mut self, table: &str, rows: u64, took: std::time::Duration) {
+        match self.bar.take() {
+            Some(bar) => {
+                bar.set_style(
+                    indicatif::ProgressStyle::with_template("{prefix:<22} {pos} rows ({elapsed})")
+                        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+                );
+                bar.finish();
+            }
+            None => tracing::info!(
+                table,
+                rows,
+                ms = took.as_millis() as u64,
+                "copied {rows} rows of {table}"
+            ),
+        }
     }
 }
 

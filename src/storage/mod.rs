@@ -4,6 +4,7 @@
 //! called only through [`blocking::Db`], the one sync→async seam. `now` is always passed in.
 
 pub mod blocking;
+pub mod copy;
 pub mod postgres;
 pub mod raw;
 pub mod sqlite;
@@ -242,8 +243,6 @@ pub fn redact_url(url: &str) -> String {
 pub enum OpenError {
     #[error(transparent)]
     Url(#[from] UrlError),
-    #[error("PostgreSQL is not available in this build of wp-lite (database URL {0})")]
-    NotInBuild(String),
     #[error("cannot open the database: {0}")]
     Open(String),
     #[error("migrations failed: {0}")]
@@ -253,7 +252,7 @@ pub enum OpenError {
 impl OpenError {
     /// Usage and configuration errors exit 2; the rest are runtime failures (1).
     pub fn is_usage(&self) -> bool {
-        matches!(self, OpenError::Url(_) | OpenError::NotInBuild(_))
+        matches!(self, OpenError::Url(_))
     }
 }
 

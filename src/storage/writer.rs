@@ -134,7 +134,9 @@ fn run<C: TxConn>(conn: C, rx: Receiver<Op<C>>, reconnect: Option<std::sync::Arc
             });
         }
         let Some(c) = conn.as_mut() else {
-            fail_all(group, || StoreError::Unavailable("no database connection".into()));
+            fail_all(group, || {
+                StoreError::Unavailable("no database connection".into())
+            });
             std::thread::sleep(Duration::from_millis(100));
             continue;
         };
@@ -157,7 +159,8 @@ fn run_group<C: TxConn>(conn: &mut C, group: Vec<Op<C>>) -> bool {
         fail_all(group, || clone_err(&e));
         return false;
     }
-    let lost = || StoreError::Unavailable("the transaction was lost (rolled back by the database)".into());
+    let lost =
+        || StoreError::Unavailable("the transaction was lost (rolled back by the database)".into());
     let mut replies: Vec<Reply> = Vec::with_capacity(group.len());
     let mut ops = group.into_iter();
     while let Some(op) = ops.next() {

@@ -2,11 +2,13 @@ use crate::each_backend;
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use serde_json::json;
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use wp_lite::domain::{
     Claim, Enqueued, Failure, Fence, JobConflict, JobFilter, JobId, JobMeta, JobStatus, JobType,
     NewJob,
 };
-use wp_lite::storage::StoreError;
+use wp_lite::storage::{self, OpenOptions, Store, StoreError, Wake};
 
 fn t0() -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, 1, 1, 12, 0, 0).unwrap()
@@ -403,5 +405,173 @@ fn concurrent_claims_never_hand_out_a_job_twice() {
         let unique: HashSet<_> = all.iter().collect();
         assert_eq!(all.len(), 500, "{}", b.name);
         assert_eq!(unique.len(), 500);
+    });
+}
+
+#[test]
+fn two_stores_on_one_database_never_lease_a_job_twice() {
+    each_backend(|b| {
+        // A second node (SQLite: a second process's store) on the same database.
+        let other = storage::open(&b.url, &OpenOptions { migrate: false }).unwrap();
+        let nodes: [Arc<dyn Store>; 2] = [b.store.clone(), other.clone()];
+        let batch: Vec<NewJob> = (0..300).map(|_| job("n")).collect();
+        nodes[0].enqueue_jobs(batch, t0()).unwrap();
+        let handles: Vec<_> = (0..6)
+            .map(|w| {
+                let s = nodes[w % 2].clone();
+                std::thread::spawn(move || {
+                    let worker = format!("node{}-w{w}", w % 2);
+                    let mut ids = Vec::new();
+                    loop {
+                        let got = s.claim_jobs(&claim(&worker, 5), t0()).unwrap();
+                        if got.is_empty() {
+                            return ids;
+                        }
+                        for j in got {
+                            let f = fence(&worker, j.lease_token.as_deref());
+                            s.complete_job(j.id, &f, None, t0()).unwrap();
+                            ids.push(j.id);
+                        }
+                    }
+                })
+            })
+            .collect();
+        let all: Vec<JobId> = handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap())
+            .collect();
+        let unique: HashSet<_> = all.iter().collect();
+        assert_eq!(all.len(), 300, "{}", b.name);
+        assert_eq!(unique.len(), 300, "{}", b.name);
+        let stats = nodes[1].queue_stats(t0()).unwrap();
+        assert_eq!(
+            (stats[0].succeeded, stats[0].queued),
+            (300, 0),
+            "{}",
+            b.name
+        );
+        for id in all.iter().take(20) {
+            let names: Vec<String> = nodes[1]
+                .job_events(*id)
+                .unwrap()
+                .into_iter()
+                .map(|e| e.event)
+                .collect();
+            assert_eq!(names, ["queued", "leased", "succeeded"], "{}", b.name);
+        }
+        other.close();
+    });
+}
+
+#[test]
+fn ties_lease_in_enqueue_order_and_batches_see_their_own_keys() {
+    each_backend(|b| {
+        let s = &b.store;
+        let mut keyed = job("t");
+        keyed.meta.idempotency_key = Some("k".into());
+        keyed.input = json!({"n": 1});
+        let mut same = keyed.clone();
+        same.input = json!({"n": 1.0});
+        // Same priority, available_at and created_at: insertion order decides.
+        let out = s
+            .enqueue_jobs(vec![job("t"), keyed, job("t"), same, job("t")], t0())
+            .unwrap();
+        assert!(
+            matches!(&out[3], Enqueued::Replayed(j) if j.id == out[1].job().id),
+            "{}: a key used earlier in the same batch replays",
+            b.name
+        );
+        let ids: Vec<JobId> = out
+            .iter()
+            .filter(|e| matches!(e, Enqueued::Created(_)))
+            .map(|e| e.job().id)
+            .collect();
+        assert_eq!(ids.len(), 4);
+        let ready: Vec<JobId> = s
+            .ready_job_ids(t0(), 10)
+            .unwrap()
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect();
+        assert_eq!(ready, ids, "{}", b.name);
+        let mut leased = Vec::new();
+        for _ in 0..2 {
+            leased.extend(
+                s.claim_jobs(&claim("w", 2), t0())
+                    .unwrap()
+                    .into_iter()
+                    .map(|j| j.id),
+            );
+        }
+        assert_eq!(leased, ids, "{}", b.name);
+        // A different input under a key used earlier in the batch fails the whole batch.
+        let mut a = job("u");
+        a.meta.idempotency_key = Some("k2".into());
+        a.input = json!(1);
+        let mut other = a.clone();
+        other.input = json!(2);
+        assert_eq!(
+            conflict(s.enqueue_jobs(vec![job("u"), a, other], t0())),
+            JobConflict::IdempotencyConflict
+        );
+        let page = s
+            .list_jobs(&JobFilter {
+                limit: 50,
+                job_type: Some(JobType::parse("type", "u").unwrap()),
+                ..Default::default()
+            })
+            .unwrap();
+        assert!(page.items.is_empty(), "{}", b.name);
+    });
+}
+
+#[test]
+fn work_made_ready_wakes_other_nodes() {
+    each_backend(|b| {
+        if b.name == "sqlite" {
+            // SQLite never calls subscribers; waiting callers poll on a bounded interval.
+            return;
+        }
+        let other = storage::open(&b.url, &OpenOptions { migrate: false }).unwrap();
+        let wakes = Arc::new(AtomicUsize::new(0));
+        let w = wakes.clone();
+        other.subscribe(Arc::new(move |k| {
+            if k == Wake::Jobs {
+                w.fetch_add(1, Ordering::SeqCst);
+            }
+        }));
+        let woken_after = |n: usize, what: &str| {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            while wakes.load(Ordering::SeqCst) <= n {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "{}: no wake-up on the other node after {what}",
+                    b.name
+                );
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+        };
+        // The listener wakes once when it starts listening.
+        woken_after(0, "listening");
+        let s = &b.store;
+        let n = wakes.load(Ordering::SeqCst);
+        s.enqueue_jobs(vec![job("a")], t0()).unwrap();
+        woken_after(n, "an enqueue");
+        let j = s.claim_jobs(&claim("w", 1), t0()).unwrap().remove(0);
+        let n = wakes.load(Ordering::SeqCst);
+        s.release_job(j.id, &fence("w", None), t0()).unwrap();
+        woken_after(n, "a release");
+        s.claim_jobs(&claim("w", 1), t0()).unwrap();
+        let n = wakes.load(Ordering::SeqCst);
+        let back = s
+            .reclaim_expired_leases(t0() + Duration::seconds(61), 10)
+            .unwrap();
+        assert_eq!(back.len(), 1);
+        woken_after(n, "a reclaimed lease");
+        s.cancel_job(j.id, t0()).unwrap();
+        let n = wakes.load(Ordering::SeqCst);
+        s.retry_job(j.id, t0()).unwrap();
+        woken_after(n, "a retry");
+        other.close();
     });
 }

@@ -33,3 +33,58 @@ fn sessions_are_found_until_they_expire_or_are_deleted() {
         assert!(s.find_session("h2", now).unwrap().is_none());
     });
 }
+
+#[test]
+fn sessions_keep_their_fields_and_expire_exactly_at_expires_at() {
+    each_backend(|b| {
+        let s = &b.store;
+        let now = Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap();
+        let session = |hash: &str, ttl: Duration| Session {
+            token_hash: hash.into(),
+            csrf_token: format!("csrf-{hash}"),
+            principal: format!("user:{hash}"),
+            created_at: now,
+            expires_at: now + ttl,
+        };
+        s.create_session(&session("a", Duration::minutes(10)))
+            .unwrap();
+        s.create_session(&session("b", Duration::minutes(30)))
+            .unwrap();
+        s.create_session(&session("c", Duration::minutes(20)))
+            .unwrap();
+        let a = s.find_session("a", now).unwrap().expect("a");
+        assert_eq!(
+            (
+                a.token_hash.as_str(),
+                a.csrf_token.as_str(),
+                a.principal.as_str()
+            ),
+            ("a", "csrf-a", "user:a"),
+            "{}",
+            b.name
+        );
+        assert_eq!(
+            (a.created_at, a.expires_at),
+            (now, now + Duration::minutes(10))
+        );
+        // A token hash is created once.
+        assert!(
+            s.create_session(&session("a", Duration::minutes(5)))
+                .is_err(),
+            "{}",
+            b.name
+        );
+        // Valid strictly before expires_at; at expires_at it is gone (and pruned).
+        let at = now + Duration::minutes(20);
+        assert!(s
+            .find_session("c", at - Duration::milliseconds(1))
+            .unwrap()
+            .is_some());
+        assert!(s.find_session("c", at).unwrap().is_none(), "{}", b.name);
+        assert_eq!(s.prune_sessions(at).unwrap(), 2, "{}", b.name);
+        assert!(s.find_session("b", at).unwrap().is_some());
+        assert_eq!(s.prune_sessions(at).unwrap(), 0);
+        // Deleting an unknown session is not an error.
+        s.delete_session("nope").unwrap();
+    });
+}

@@ -11,39 +11,105 @@
 use super::PgConn;
 use crate::storage::writer::{clone_err, Writer};
 use crate::storage::{Result, StoreError};
-use crossbeam_channel::{Receiver, Sender};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 /// The most requests one operation takes.
 const MAX_BATCH: usize = 1000;
 
 type Reply<T> = Sender<Result<T>>;
+/// Handles a whole batch on the writer's connection: one result per request, in order.
+pub type RunBatch<Req, T> = fn(&mut PgConn, Vec<Req>) -> Result<Vec<Result<T>>>;
+/// How often a request whose batch lost a deadlock is submitted again.
+const BUSY_RETRIES: u64 = 8;
 
 pub struct Coalescer<Req, T> {
     tx: Sender<(Req, Reply<T>)>,
     rx: Receiver<(Req, Reply<T>)>,
+    /// A writer operation is on its way that will take what is queued: later callers
+    /// just wait, so a burst of N calls costs one operation, not N.
+    scheduled: AtomicBool,
 }
 
-impl<Req: Send + 'static, T: Send + 'static> Coalescer<Req, T> {
+impl<Req: Clone + Send + 'static, T: Send + 'static> Coalescer<Req, T> {
     pub fn new() -> Arc<Self> {
         let (tx, rx) = crossbeam_channel::unbounded();
-        Arc::new(Self { tx, rx })
+        Arc::new(Self {
+            tx,
+            rx,
+            scheduled: AtomicBool::new(false),
+        })
     }
 
-    /// Submits `req` and waits for its answer. `run` handles a whole batch on the writer's
-    /// connection and returns one result per request, in order.
+    /// Submits `req` and waits for its answer; a batch that lost a deadlock (its work
+    /// rolled back) is submitted again.
     pub fn call(
         self: &Arc<Self>,
         writer: &Writer<PgConn>,
         req: Req,
-        run: fn(&mut PgConn, Vec<Req>) -> Result<Vec<Result<T>>>,
+        run: RunBatch<Req, T>,
+    ) -> Result<T> {
+        let mut attempt = 0;
+        loop {
+            match self.call_once(writer, req.clone(), run) {
+                Err(StoreError::Busy) if attempt < BUSY_RETRIES => {
+                    attempt += 1;
+                    std::thread::sleep(Duration::from_millis(attempt));
+                }
+                other => return other,
+            }
+        }
+    }
+
+    fn call_once(
+        self: &Arc<Self>,
+        writer: &Writer<PgConn>,
+        req: Req,
+        run: RunBatch<Req, T>,
     ) -> Result<T> {
         let (reply_tx, reply_rx) = crossbeam_channel::bounded(1);
         self.tx
             .send((req, reply_tx))
             .map_err(|_| StoreError::Unavailable("store closed".into()))?;
+        let mut own_error = None;
+        loop {
+            if !self.scheduled.swap(true, Ordering::SeqCst) {
+                if let Some(e) = self.flush(writer, run) {
+                    own_error = Some(e);
+                }
+            }
+            match reply_rx.recv_timeout(Duration::from_millis(20)) {
+                Ok(result) => return result,
+                // Not taken yet (or taken by an operation still running): look again.
+                Err(RecvTimeoutError::Timeout) => {}
+                // The operation that carried this request did not commit.
+                Err(RecvTimeoutError::Disconnected) => {
+                    return Err(own_error.unwrap_or_else(|| {
+                        StoreError::Unavailable(
+                            "the transaction carrying this call did not commit".into(),
+                        )
+                    }))
+                }
+            }
+        }
+    }
+
+    /// Runs one writer operation that takes every queued request, and answers them after
+    /// its commit. Returns the operation's error, if it failed.
+    fn flush(
+        self: &Arc<Self>,
+        writer: &Writer<PgConn>,
+        run: RunBatch<Req, T>,
+    ) -> Option<StoreError> {
         let me = self.clone();
+        let ran = Arc::new(AtomicBool::new(false));
+        let ran2 = ran.clone();
         let carried = writer.call(move |c| {
+            ran2.store(true, Ordering::SeqCst);
+            // Cleared before taking: a request queued after this point schedules anew.
+            me.scheduled.store(false, Ordering::SeqCst);
             let taken: Vec<(Req, Reply<T>)> = me.rx.try_iter().take(MAX_BATCH).collect();
             if taken.is_empty() {
                 return Ok(Vec::new());
@@ -60,7 +126,10 @@ impl<Req: Send + 'static, T: Send + 'static> Coalescer<Req, T> {
                 }
             }
         });
-        let own_error = match carried {
+        if !ran.load(Ordering::SeqCst) {
+            self.scheduled.store(false, Ordering::SeqCst);
+        }
+        match carried {
             Ok(answers) => {
                 for (reply, result) in answers {
                     let _ = reply.send(result);
@@ -70,12 +139,6 @@ impl<Req: Send + 'static, T: Send + 'static> Coalescer<Req, T> {
             // The operation or its commit failed: whatever it carried failed with it (the
             // callers see their reply senders dropped).
             Err(e) => Some(e),
-        };
-        match reply_rx.recv() {
-            Ok(result) => result,
-            Err(_) => Err(own_error.unwrap_or_else(|| {
-                StoreError::Unavailable("the transaction carrying this call did not commit".into())
-            })),
         }
     }
 }

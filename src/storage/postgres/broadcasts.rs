@@ -486,13 +486,15 @@ pub fn deliver_chunk(
         }
         audience => {
             // The next `chunk` audience members after the cursor; the cursor moves past
-            // all of them (and to the bound when fewer are left).
+            // all of them (and to the bound when fewer are left). As on SQLite (whose
+            // OFFSET chunk - 1 is 0 then), a chunk of 0 takes one member.
+            let scan = chunk.max(1);
             let mut args = Args::default();
             args.push(d.id.clone());
             args.push(now_ms);
             args.push(d.cursor);
             args.push(max);
-            args.push(chunk);
+            args.push(scan);
             let cond = audience_where(audience, &mut args);
             let r = c.query_one(
                 &format!(
@@ -513,7 +515,7 @@ pub fn deliver_chunk(
             )?;
             let (scanned, last, inserted): (i64, Option<i64>, i64) = (r.get(0), r.get(1), r.get(2));
             let boundary = match last {
-                Some(last) if scanned == chunk => last,
+                Some(last) if scanned == scan => last,
                 _ => max,
             };
             (boundary, inserted, inserted)

@@ -1,13 +1,13 @@
 //! A PostgreSQL connection with a per-connection statement cache, the r2d2 manager that
 //! hands them out, and the writer's transaction control.
 
+use super::listener::Channels;
 use crate::storage::writer::TxConn;
+use crate::storage::Wake;
 use crate::storage::{Result, StoreError};
 use postgres::types::ToSql;
 use postgres::{Client, NoTls, Row, Statement};
 use r2d2_postgres::PostgresConnectionManager;
-use super::listener::Channels;
-use crate::storage::Wake;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -73,7 +73,8 @@ impl PgConn {
     /// Wakes listeners on every node once this transaction commits.
     pub fn notify(&mut self, w: Wake) -> Result<()> {
         let name = self.channels.name(w).to_string();
-        self.execute("SELECT pg_notify($1, '')", &[&name]).map(|_| ())
+        self.execute("SELECT pg_notify($1, '')", &[&name])
+            .map(|_| ())
     }
 
     fn control(&mut self, sql: &str) -> Result<()> {

@@ -374,6 +374,7 @@ pub fn complete(
 }
 
 /// One completion waiting to be carried by a batch.
+#[derive(Clone)]
 pub struct CompleteReq {
     pub id: JobId,
     pub fence: Fence,
@@ -410,10 +411,7 @@ pub fn complete_many(c: &mut PgConn, reqs: Vec<CompleteReq>) -> Result<Vec<Resul
             nows.push(to_ms(&r.now));
         }
     }
-    let rows = c.query(
-        COMPLETE_MANY,
-        &[&ids, &workers, &tokens, &results, &nows],
-    )?;
+    let rows = c.query(COMPLETE_MANY, &[&ids, &workers, &tokens, &results, &nows])?;
     let mut out: Vec<Option<Result<Job>>> = reqs.iter().map(|_| None).collect();
     let (mut ev_ids, mut ev_ts, mut ev_details) = (vec![], vec![], vec![]);
     for row in &rows {
@@ -443,7 +441,10 @@ pub fn complete_many(c: &mut PgConn, reqs: Vec<CompleteReq>) -> Result<Vec<Resul
             });
         }
     }
-    Ok(out.into_iter().map(|o| o.expect("every request answered")).collect())
+    Ok(out
+        .into_iter()
+        .map(|o| o.expect("every request answered"))
+        .collect())
 }
 
 pub fn fail(c: &mut PgConn, id: JobId, fence: &Fence, failure: &Failure, now: Ts) -> Result<Job> {

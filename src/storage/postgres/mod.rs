@@ -47,6 +47,8 @@ mod embedded {
 const READ_POOL_SIZE: u32 = 16;
 /// Writer connections per node: transactions in flight at once, each a group commit.
 const WRITERS: usize = 4;
+/// How often an operation that lost a deadlock (or a serialization conflict) runs again.
+const BUSY_RETRIES: u64 = 8;
 
 /// A PostgreSQL URL split into the driver's config and wp-lite's own `schema` parameter.
 pub struct PgTarget {
@@ -102,21 +104,51 @@ pub fn connect(target: &PgTarget) -> std::result::Result<Client, OpenError> {
         .connect(NoTls)
         .map_err(|e| OpenError::Open(format!("cannot connect to PostgreSQL: {e}")))?;
     if let Some(s) = &target.schema {
-        // Under a lock: two nodes creating the schema at once would otherwise collide.
+        // Under a lock: two nodes creating the schema at once would otherwise collide. The
+        // statements of one simple query run in one implicit transaction, so the lock is a
+        // transaction lock: it is held until the CREATE has committed (a session lock
+        // released inside the batch would let the next node look before the commit).
         let sql = format!(
-            "SELECT pg_advisory_lock(hashtext('wp-lite schema {s}'));
-             CREATE SCHEMA IF NOT EXISTS \"{s}\";
-             SELECT pg_advisory_unlock(hashtext('wp-lite schema {s}'));"
+            "SELECT pg_advisory_xact_lock(hashtext('wp-lite schema {s}'));
+             CREATE SCHEMA IF NOT EXISTS \"{s}\";"
         );
-        client
-            .batch_execute(&sql)
-            .map_err(|e| OpenError::Open(format!("creating schema {s}: {e}")))?;
+        client.batch_execute(&sql).map_err(|e| {
+            let why = e
+                .as_db_error()
+                .map_or_else(|| e.to_string(), |d| d.message().to_string());
+            OpenError::Open(format!("creating schema {s}: {why}"))
+        })?;
     }
     Ok(client)
 }
 
+/// The read pool. An idle `postgres::Client` blocks on a runtime of its own when it is
+/// dropped, which panics on a tokio thread — and the last handle on the store is often
+/// dropped at the end of an async command (`serve`, `run`). So the pool is dropped on a
+/// plain thread when a runtime is current.
+struct ReadPool(Option<r2d2::Pool<Manager>>);
+
+impl std::ops::Deref for ReadPool {
+    type Target = r2d2::Pool<Manager>;
+    fn deref(&self) -> &Self::Target {
+        self.0
+            .as_ref()
+            .expect("the read pool lives as long as the store")
+    }
+}
+
+impl Drop for ReadPool {
+    fn drop(&mut self) {
+        if let Some(pool) = self.0.take() {
+            if tokio::runtime::Handle::try_current().is_ok() {
+                let _ = std::thread::spawn(move || drop(pool)).join();
+            }
+        }
+    }
+}
+
 pub struct PgStore {
-    pool: r2d2::Pool<Manager>,
+    pool: ReadPool,
     writer: Writer<PgConn>,
     config: Config,
     channels: Arc<Channels>,
@@ -161,7 +193,7 @@ impl PgStore {
             conns.push(reconnect().map_err(|e| OpenError::Open(e.to_string()))?);
         }
         Ok(Self {
-            pool,
+            pool: ReadPool(Some(pool)),
             writer: Writer::start("wp-lite-pg-writer", conns, Some(reconnect)),
             config: target.config,
             channels,
@@ -179,12 +211,28 @@ impl PgStore {
         f(&mut conn)
     }
 
+    /// Runs `f` in a group-commit transaction. Several transactions run at once (writer
+    /// threads, other nodes), each holding the locks of every operation in its group, so
+    /// two of them can deadlock; PostgreSQL then fails one operation (`Busy`), whose
+    /// savepoint is rolled back while the rest of its group commits. That operation runs
+    /// again in a later transaction, after the other side has committed.
     fn write<T, F>(&self, f: F) -> Result<T>
     where
         T: Send + 'static,
-        F: FnOnce(&mut PgConn) -> Result<T> + Send + 'static,
+        F: Fn(&mut PgConn) -> Result<T> + Send + Sync + 'static,
     {
-        self.writer.call(f)
+        let f = Arc::new(f);
+        let mut attempt = 0;
+        loop {
+            let g = f.clone();
+            match self.writer.call(move |c| g(c)) {
+                Err(StoreError::Busy) if attempt < BUSY_RETRIES => {
+                    attempt += 1;
+                    std::thread::sleep(Duration::from_millis(attempt));
+                }
+                other => return other,
+            }
+        }
     }
 }
 
@@ -201,7 +249,9 @@ fn migrate(client: &mut Client) -> std::result::Result<(), OpenError> {
         .map(|_| ())
         .map_err(|e| OpenError::Migrate(e.to_string()));
     let unlock = client
-        .batch_execute("SELECT pg_advisory_unlock(hashtext('wp-lite migrate ' || current_schema()))")
+        .batch_execute(
+            "SELECT pg_advisory_unlock(hashtext('wp-lite migrate ' || current_schema()))",
+        )
         .map_err(err);
     res.and(unlock)
 }
@@ -214,17 +264,19 @@ impl Store for PgStore {
     fn schema_version(&self) -> Result<i64> {
         self.read(|c| {
             let exists = c
-                .query_one("SELECT to_regclass('refinery_schema_history') IS NOT NULL", &[])?
+                .query_one(
+                    "SELECT to_regclass('refinery_schema_history') IS NOT NULL",
+                    &[],
+                )?
                 .get::<_, bool>(0);
             if !exists {
                 return Ok(0);
             }
-            Ok(c
-                .query_one(
-                    "SELECT COALESCE(MAX(version), 0)::BIGINT FROM refinery_schema_history",
-                    &[],
-                )?
-                .get(0))
+            Ok(c.query_one(
+                "SELECT COALESCE(MAX(version), 0)::BIGINT FROM refinery_schema_history",
+                &[],
+            )?
+            .get(0))
         })
     }
 
@@ -245,7 +297,10 @@ impl Store for PgStore {
     }
 
     fn subscribe(&self, wake: WakeFn) {
-        self.subscribers.lock().expect("subscribers lock").push(wake);
+        self.subscribers
+            .lock()
+            .expect("subscribers lock")
+            .push(wake);
         let mut l = self.listener.lock().expect("listener lock");
         if l.is_none() {
             *l = Some(Listener::start(
@@ -257,7 +312,7 @@ impl Store for PgStore {
     }
 
     fn enqueue_jobs(&self, new: Vec<NewJob>, now: Ts) -> Result<Vec<Enqueued>> {
-        self.write(move |c| jobs::enqueue(c, new, now))
+        self.write(move |c| jobs::enqueue(c, new.clone(), now))
     }
 
     fn get_job(&self, id: JobId) -> Result<Job> {

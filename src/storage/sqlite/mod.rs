@@ -20,14 +20,14 @@ use crate::domain::{
     Claim, Enqueued, Failure, Fence, Job, JobEvent, JobFilter, JobId, JobPage, NewJob, QueueStats,
     Reclaimed, Ts, WorkerProcess,
 };
+use crate::storage::writer::{TxConn, Writer};
 use r2d2_sqlite::SqliteConnectionManager;
 use rusqlite::Connection;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-use uuid::Uuid;
-use crate::storage::writer::{TxConn, Writer};
 use std::time::Instant;
+use uuid::Uuid;
 
 mod embedded {
     refinery::embed_migrations!("migrations/sqlite");
