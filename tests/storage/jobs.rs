@@ -575,3 +575,120 @@ fn work_made_ready_wakes_other_nodes() {
         other.close();
     });
 }
+
+/// Many callers enqueueing one job each at once (the PostgreSQL store carries them in
+/// shared multi-row inserts) get the answers they would get one at a time: a key used by
+/// many callers is created once and replayed to the others, a clashing input conflicts, a
+/// taken id is refused, and completing many jobs at once (with repeats and stale tokens
+/// among them) answers each call as if alone.
+#[test]
+fn concurrent_single_calls_answer_as_if_alone() {
+    each_backend(|b| {
+        let now = t0();
+        let store = b.store.clone();
+        let taken = store.enqueue_jobs(vec![job("seed")], now).unwrap();
+        let taken_id = match &taken[0] {
+            Enqueued::Created(j) => j.id,
+            other => panic!("{other:?}"),
+        };
+        let threads: Vec<_> = (0..24)
+            .map(|i| {
+                let store = store.clone();
+                std::thread::spawn(move || {
+                    let mut nj = job("burst");
+                    match i % 4 {
+                        // Six callers share one key and input: one create, five replays.
+                        0 => nj.meta.idempotency_key = Some("shared".into()),
+                        // Six share another key with different inputs: one create, the rest
+                        // conflict (or replay when the input happens to be equal).
+                        1 => {
+                            nj.meta.idempotency_key = Some("clash".into());
+                            nj.input = json!({ "i": i });
+                        }
+                        // Six reuse a taken id.
+                        2 => nj.id = Some(taken_id),
+                        _ => {}
+                    }
+                    (i % 4, store.enqueue_jobs(vec![nj], now))
+                })
+            })
+            .collect();
+        let (mut shared_created, mut shared_replayed, mut clash_created, mut clash_conflicts) =
+            (0, 0, 0, 0);
+        let (mut dup, mut plain) = (0, 0);
+        for t in threads {
+            let (kind, r) = t.join().unwrap();
+            match (kind, r) {
+                (0, Ok(v)) => match &v[0] {
+                    Enqueued::Created(_) => shared_created += 1,
+                    Enqueued::Replayed(_) => shared_replayed += 1,
+                },
+                (1, Ok(v)) => {
+                    assert!(matches!(v[0], Enqueued::Created(_)), "{}: {v:?}", b.name);
+                    clash_created += 1;
+                }
+                (1, Err(StoreError::Conflict(JobConflict::IdempotencyConflict))) => {
+                    clash_conflicts += 1
+                }
+                (2, Err(StoreError::Conflict(JobConflict::DuplicateJobId))) => dup += 1,
+                (3, Ok(v)) => {
+                    assert!(matches!(v[0], Enqueued::Created(_)), "{}: {v:?}", b.name);
+                    plain += 1;
+                }
+                (k, r) => panic!("{}: kind {k}: unexpected {r:?}", b.name),
+            }
+        }
+        assert_eq!((shared_created, shared_replayed), (1, 5), "{}", b.name);
+        assert_eq!((clash_created, clash_conflicts), (1, 5), "{}", b.name);
+        assert_eq!((dup, plain), (6, 6), "{}", b.name);
+
+        // 1 seed + 1 shared + 1 clash + 6 plain jobs exist; complete them all at once,
+        // each twice, plus once with a stale token.
+        let leased = store.claim_jobs(&claim("w", 100), now).unwrap();
+        assert_eq!(leased.len(), 9, "{}", b.name);
+        let threads: Vec<_> = leased
+            .iter()
+            .flat_map(|j| {
+                let good = fence("w", j.lease_token.as_deref());
+                let stale = fence("w", Some("not-the-token"));
+                [(j.id, good.clone()), (j.id, good), (j.id, stale)]
+            })
+            .map(|(id, f)| {
+                let store = store.clone();
+                std::thread::spawn(move || {
+                    (f.lease_token.clone(), store.complete_job(id, &f, None, now))
+                })
+            })
+            .collect();
+        let (mut ok, mut repeat, mut lost) = (0, 0, 0);
+        for t in threads {
+            match t.join().unwrap() {
+                (t, Ok(j)) => {
+                    assert_eq!(t, j.lease_token, "{}: the answer of another call", b.name);
+                    assert_eq!(j.status, JobStatus::Succeeded);
+                    ok += 1
+                }
+                (Some(t), Err(StoreError::Conflict(c))) if t == "not-the-token" => {
+                    assert!(
+                        matches!(c, JobConflict::LeaseLost | JobConflict::NotLeased),
+                        "{}: {c:?}",
+                        b.name
+                    );
+                    lost += 1
+                }
+                (_, Err(StoreError::Conflict(JobConflict::NotLeased))) => repeat += 1,
+                (_, r) => panic!("{}: unexpected {r:?}", b.name),
+            }
+        }
+        assert_eq!((ok, repeat, lost), (9, 9, 9), "{}", b.name);
+        for j in &leased {
+            let events: Vec<_> = store
+                .job_events(j.id)
+                .unwrap()
+                .into_iter()
+                .map(|e| e.event)
+                .collect();
+            assert_eq!(events, ["queued", "leased", "succeeded"], "{}", b.name);
+        }
+    });
+}

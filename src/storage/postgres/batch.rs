@@ -28,8 +28,8 @@ const BUSY_RETRIES: u64 = 8;
 pub struct Coalescer<Req, T> {
     tx: Sender<(Req, Reply<T>)>,
     rx: Receiver<(Req, Reply<T>)>,
-    /// A writer operation is on its way that will take what is queued: later callers
-    /// just wait, so a burst of N calls costs one operation, not N.
+    /// A caller is flushing batches (one in flight at a time): later callers just wait, and
+    /// everything that queues up while one batch commits goes in the next — group commit.
     scheduled: AtomicBool,
 }
 
@@ -76,13 +76,21 @@ impl<Req: Clone + Send + 'static, T: Send + 'static> Coalescer<Req, T> {
         let mut own_error = None;
         loop {
             if !self.scheduled.swap(true, Ordering::SeqCst) {
-                if let Some(e) = self.flush(writer, run) {
-                    own_error = Some(e);
+                // This caller flushes, one batch at a time, until nothing is left: what
+                // arrives while a batch commits makes up the next batch.
+                loop {
+                    if let Some(e) = self.flush(writer, run) {
+                        own_error = Some(e);
+                    }
+                    self.scheduled.store(false, Ordering::SeqCst);
+                    if self.rx.is_empty() || self.scheduled.swap(true, Ordering::SeqCst) {
+                        break;
+                    }
                 }
             }
             match reply_rx.recv_timeout(Duration::from_millis(20)) {
                 Ok(result) => return result,
-                // Not taken yet (or taken by an operation still running): look again.
+                // Not taken yet (or taken by a batch still committing): look again.
                 Err(RecvTimeoutError::Timeout) => {}
                 // The operation that carried this request did not commit.
                 Err(RecvTimeoutError::Disconnected) => {
@@ -104,13 +112,9 @@ impl<Req: Clone + Send + 'static, T: Send + 'static> Coalescer<Req, T> {
         run: RunBatch<Req, T>,
     ) -> Option<StoreError> {
         let me = self.clone();
-        let ran = Arc::new(AtomicBool::new(false));
-        let ran2 = ran.clone();
         let carried = writer.call(move |c| {
-            ran2.store(true, Ordering::SeqCst);
-            // Cleared before taking: a request queued after this point schedules anew.
-            me.scheduled.store(false, Ordering::SeqCst);
             let taken: Vec<(Req, Reply<T>)> = me.rx.try_iter().take(MAX_BATCH).collect();
+            tracing::trace!(batch = taken.len(), "coalesced batch");
             if taken.is_empty() {
                 return Ok(Vec::new());
             }
@@ -126,9 +130,6 @@ impl<Req: Clone + Send + 'static, T: Send + 'static> Coalescer<Req, T> {
                 }
             }
         });
-        if !ran.load(Ordering::SeqCst) {
-            self.scheduled.store(false, Ordering::SeqCst);
-        }
         match carried {
             Ok(answers) => {
                 for (reply, result) in answers {

@@ -210,24 +210,7 @@ pub fn enqueue(c: &mut PgConn, new: Vec<NewJob>, now: Ts) -> Result<Vec<Enqueued
 /// inserts nothing, the existing row says which rule applied. The idempotency key is
 /// looked at first, as in SQLite.
 fn enqueue_one(c: &mut PgConn, nj: NewJob, now: Ts) -> Result<Enqueued> {
-    let job = Job {
-        id: nj.id.unwrap_or_default(),
-        job_type: nj.job_type,
-        status: JobStatus::Queued,
-        priority: nj.priority,
-        meta: nj.meta,
-        input: nj.input,
-        result: None,
-        attempts: 0,
-        max_attempts: nj.max_attempts,
-        available_at: nj.available_at.unwrap_or(now),
-        lease_owner: None,
-        lease_until: None,
-        lease_token: None,
-        last_error: None,
-        created_at: now,
-        updated_at: now,
-    };
+    let job = new_row(nj, now);
     let m = &job.meta;
     // No conflict target: both the id and the (type, key) index are arbiters. A
     // concurrent uncommitted insert of the same key or id is waited for, then seen.
@@ -255,29 +238,144 @@ fn enqueue_one(c: &mut PgConn, nj: NewJob, now: Ts) -> Result<Enqueued> {
         ],
     )?;
     if inserted.is_none() {
-        if let Some(key) = &m.idempotency_key {
-            let existing = c.query_opt(SELECT_BY_KEY, &[&job.job_type.as_str(), key])?;
-            if let Some(row) = existing {
-                let (_, existing) = row_to_job(&row)?;
-                return if json_equal(&existing.input, &job.input) {
-                    Ok(Enqueued::Replayed(existing))
-                } else {
-                    Err(StoreError::Conflict(JobConflict::IdempotencyConflict))
-                };
-            }
-        }
-        return Err(StoreError::Conflict(JobConflict::DuplicateJobId));
+        return not_inserted(c, &job);
     }
-    add_event(
-        c,
-        job.id,
-        now,
-        &NewEvent {
-            event: "queued",
-            details: None,
-        },
-    )?;
+    add_event(c, job.id, now, &queued_event())?;
     Ok(Enqueued::Created(job))
+}
+
+fn queued_event() -> NewEvent {
+    NewEvent {
+        event: "queued",
+        details: None,
+    }
+}
+
+/// The row a new job gets.
+fn new_row(nj: NewJob, now: Ts) -> Job {
+    Job {
+        id: nj.id.unwrap_or_default(),
+        job_type: nj.job_type,
+        status: JobStatus::Queued,
+        priority: nj.priority,
+        meta: nj.meta,
+        input: nj.input,
+        result: None,
+        attempts: 0,
+        max_attempts: nj.max_attempts,
+        available_at: nj.available_at.unwrap_or(now),
+        lease_owner: None,
+        lease_until: None,
+        lease_token: None,
+        last_error: None,
+        created_at: now,
+        updated_at: now,
+    }
+}
+
+/// Why a job was not inserted: a replay of its idempotency key (same input), a key
+/// conflict (other input), or a taken job id. The key is looked at first, as in SQLite.
+fn not_inserted(c: &mut PgConn, job: &Job) -> Result<Enqueued> {
+    if let Some(key) = &job.meta.idempotency_key {
+        let existing = c.query_opt(SELECT_BY_KEY, &[&job.job_type.as_str(), key])?;
+        if let Some(row) = existing {
+            let (_, existing) = row_to_job(&row)?;
+            return if json_equal(&existing.input, &job.input) {
+                Ok(Enqueued::Replayed(existing))
+            } else {
+                Err(StoreError::Conflict(JobConflict::IdempotencyConflict))
+            };
+        }
+    }
+    Err(StoreError::Conflict(JobConflict::DuplicateJobId))
+}
+
+/// One single-job enqueue waiting to be carried by a batch.
+#[derive(Clone)]
+pub struct EnqueueReq {
+    pub job: NewJob,
+    pub now: Ts,
+}
+
+/// Many single-job enqueues (from different callers) in one multi-row insert and one
+/// event insert; each request is answered as if it had been enqueued alone, in order.
+pub fn enqueue_many(c: &mut PgConn, reqs: Vec<EnqueueReq>) -> Result<Vec<Result<Enqueued>>> {
+    let jobs: Vec<(Job, Ts)> = reqs
+        .into_iter()
+        .map(|r| (new_row(r.job, r.now), r.now))
+        .collect();
+    macro_rules! col {
+        ($f:expr) => {
+            jobs.iter().map($f).collect::<Vec<_>>()
+        };
+    }
+    let ids: Vec<String> = col!(|(j, _)| j.id.to_string());
+    let rows = c.query(
+        "INSERT INTO jobs (id, type, status, priority, idempotency_key, code_version,
+             model_version, config_hash, budget_tag, cost_cap_eur, input, attempts,
+             max_attempts, available_at, created_at, updated_at)
+         SELECT id, type, 'queued', priority, key, cv, mv, ch, bt, cc, input, 0, max_attempts,
+             available_at, created_at, created_at
+         FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[], $6::text[],
+             $7::text[], $8::text[], $9::text[], $10::text[], $11::bigint[], $12::bigint[],
+             $13::bigint[]) WITH ORDINALITY
+             AS t(id, type, priority, key, cv, mv, ch, bt, cc, input, max_attempts, available_at,
+                  created_at, n)
+         ORDER BY n
+         ON CONFLICT DO NOTHING
+         RETURNING id",
+        &[
+            &ids,
+            &col!(|(j, _)| j.job_type.as_str().to_string()),
+            &col!(|(j, _)| j.priority),
+            &col!(|(j, _)| j.meta.idempotency_key.clone()),
+            &col!(|(j, _)| j.meta.code_version.clone()),
+            &col!(|(j, _)| j.meta.model_version.clone()),
+            &col!(|(j, _)| j.meta.config_hash.clone()),
+            &col!(|(j, _)| j.meta.budget_tag.clone()),
+            &col!(|(j, _)| j.meta.cost_cap_eur.clone()),
+            &col!(|(j, _)| to_json(&j.input)),
+            &col!(|(j, _)| j.max_attempts),
+            &col!(|(j, _)| to_ms(&j.available_at)),
+            &col!(|(_, now)| to_ms(now)),
+        ],
+    )?;
+    let inserted: std::collections::HashSet<String> =
+        rows.iter().map(|r| r.get::<_, String>(0)).collect();
+    let (mut ev_ids, mut ev_ts) = (vec![], vec![]);
+    for (j, now) in &jobs {
+        if inserted.contains(&j.id.to_string()) {
+            ev_ids.push(j.id.to_string());
+            ev_ts.push(to_ms(now));
+        }
+    }
+    if !ev_ids.is_empty() {
+        c.execute(
+            "INSERT INTO job_events (job_id, ts, event, details)
+             SELECT id, ts, 'queued', NULL
+             FROM unnest($1::text[], $2::bigint[]) WITH ORDINALITY AS t(id, ts, n)
+             ORDER BY n",
+            &[&ev_ids, &ev_ts],
+        )?;
+    }
+    let mut wake = false;
+    let mut out = Vec::with_capacity(jobs.len());
+    for (j, now) in jobs {
+        if inserted.contains(&j.id.to_string()) {
+            wake |= ready_now(&j, now);
+            out.push(Ok(Enqueued::Created(j)));
+        } else {
+            out.push(match not_inserted(c, &j) {
+                Ok(e) => Ok(e),
+                Err(e @ StoreError::Conflict(_)) => Err(e),
+                Err(e) => return Err(e),
+            });
+        }
+    }
+    if wake {
+        c.notify(Wake::Jobs)?;
+    }
+    Ok(out)
 }
 
 pub fn claim(c: &mut PgConn, claim: &Claim, now: Ts) -> Result<Vec<Job>> {
@@ -403,7 +501,9 @@ pub fn complete_many(c: &mut PgConn, reqs: Vec<CompleteReq>) -> Result<Vec<Resul
     let (mut ids, mut workers, mut tokens, mut results, mut nows) =
         (vec![], vec![], vec![], vec![], vec![]);
     for (i, r) in reqs.iter().enumerate() {
-        if first.insert(r.id, i).is_none() {
+        // The first request for a job takes the fast path; repeats take the slow one.
+        if let std::collections::hash_map::Entry::Vacant(e) = first.entry(r.id) {
+            e.insert(i);
             ids.push(r.id.to_string());
             workers.push(r.fence.worker_id.clone());
             tokens.push(r.fence.lease_token.clone());

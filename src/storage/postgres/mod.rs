@@ -155,6 +155,7 @@ pub struct PgStore {
     subscribers: Subscribers,
     listener: Mutex<Option<Listener>>,
     completions: Arc<batch::Coalescer<jobs::CompleteReq, Job>>,
+    enqueues: Arc<batch::Coalescer<jobs::EnqueueReq, Enqueued>>,
 }
 
 impl PgStore {
@@ -200,6 +201,7 @@ impl PgStore {
             subscribers: Arc::default(),
             listener: Mutex::new(None),
             completions: batch::Coalescer::new(),
+            enqueues: batch::Coalescer::new(),
         })
     }
 
@@ -312,6 +314,16 @@ impl Store for PgStore {
     }
 
     fn enqueue_jobs(&self, new: Vec<NewJob>, now: Ts) -> Result<Vec<Enqueued>> {
+        if new.len() == 1 {
+            // Single-job enqueues from many callers share one multi-row insert.
+            let job = new.into_iter().next().expect("one job");
+            let req = jobs::EnqueueReq { job, now };
+            return Ok(vec![self.enqueues.call(
+                &self.writer,
+                req,
+                jobs::enqueue_many,
+            )?]);
+        }
         self.write(move |c| jobs::enqueue(c, new.clone(), now))
     }
 
