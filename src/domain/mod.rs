@@ -27,8 +27,12 @@ impl FieldError {
 }
 
 /// Checks a bounded string: `min..=max` characters (control characters are allowed in
-/// free text; identifiers that forbid them check separately).
+/// free text; identifiers that forbid them check separately). NUL is refused everywhere:
+/// PostgreSQL text cannot hold it, and both backends must accept the same input.
 pub fn bounded_text(field: &str, value: &str, min: usize, max: usize) -> Result<(), FieldError> {
+    if value.contains('\0') {
+        return Err(FieldError::new(field, "must not contain NUL characters"));
+    }
     let n = value.chars().count();
     if n < min {
         return Err(FieldError::new(

@@ -642,6 +642,36 @@ fn concurrent_single_calls_answer_as_if_alone() {
         assert_eq!((clash_created, clash_conflicts), (1, 5), "{}", b.name);
         assert_eq!((dup, plain), (6, 6), "{}", b.name);
 
+        // Callers naming one new id at once: one creates it, the others are refused.
+        let fresh = JobId::default();
+        let threads: Vec<_> = (0..6)
+            .map(|_| {
+                let store = store.clone();
+                std::thread::spawn(move || {
+                    let mut nj = job("named");
+                    nj.id = Some(fresh);
+                    store.enqueue_jobs(vec![nj], now)
+                })
+            })
+            .collect();
+        let results: Vec<_> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+        let created = results.iter().filter(|r| r.is_ok()).count();
+        let refused = results
+            .iter()
+            .filter(|r| matches!(r, Err(StoreError::Conflict(JobConflict::DuplicateJobId))))
+            .count();
+        assert_eq!((created, refused), (1, 5), "{}: {results:?}", b.name);
+        let mut only_named = claim("n", 100);
+        only_named.types = vec![JobType::parse("type", "named").unwrap()];
+        let named = store.claim_jobs(&only_named, now).unwrap();
+        assert_eq!(named.len(), 1, "{}", b.name);
+        assert!(named.iter().any(|j| j.id == fresh), "{}", b.name);
+        for j in &named {
+            store
+                .complete_job(j.id, &fence("n", j.lease_token.as_deref()), None, now)
+                .unwrap();
+        }
+
         // 1 seed + 1 shared + 1 clash + 6 plain jobs exist; complete them all at once,
         // each twice, plus once with a stale token.
         let leased = store.claim_jobs(&claim("w", 100), now).unwrap();

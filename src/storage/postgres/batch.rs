@@ -13,7 +13,7 @@ use crate::storage::writer::{clone_err, Writer};
 use crate::storage::{Result, StoreError};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// The most requests one operation takes.
@@ -73,15 +73,12 @@ impl<Req: Clone + Send + 'static, T: Send + 'static> Coalescer<Req, T> {
         self.tx
             .send((req, reply_tx))
             .map_err(|_| StoreError::Unavailable("store closed".into()))?;
-        let mut own_error = None;
         loop {
             if !self.scheduled.swap(true, Ordering::SeqCst) {
                 // This caller flushes, one batch at a time, until nothing is left: what
                 // arrives while a batch commits makes up the next batch.
                 loop {
-                    if let Some(e) = self.flush(writer, run) {
-                        own_error = Some(e);
-                    }
+                    self.flush(writer, run);
                     self.scheduled.store(false, Ordering::SeqCst);
                     if self.rx.is_empty() || self.scheduled.swap(true, Ordering::SeqCst) {
                         break;
@@ -92,13 +89,11 @@ impl<Req: Clone + Send + 'static, T: Send + 'static> Coalescer<Req, T> {
                 Ok(result) => return result,
                 // Not taken yet (or taken by a batch still committing): look again.
                 Err(RecvTimeoutError::Timeout) => {}
-                // The operation that carried this request did not commit.
+                // Every path answers before dropping a sender; this is a safety net.
                 Err(RecvTimeoutError::Disconnected) => {
-                    return Err(own_error.unwrap_or_else(|| {
-                        StoreError::Unavailable(
-                            "the transaction carrying this call did not commit".into(),
-                        )
-                    }))
+                    return Err(StoreError::Unavailable(
+                        "the transaction carrying this call did not commit".into(),
+                    ))
                 }
             }
         }
@@ -106,40 +101,47 @@ impl<Req: Clone + Send + 'static, T: Send + 'static> Coalescer<Req, T> {
 
     /// Runs one writer operation that takes every queued request, and answers them after
     /// its commit. Returns the operation's error, if it failed.
-    fn flush(
-        self: &Arc<Self>,
-        writer: &Writer<PgConn>,
-        run: RunBatch<Req, T>,
-    ) -> Option<StoreError> {
+    fn flush(self: &Arc<Self>, writer: &Writer<PgConn>, run: RunBatch<Req, T>) {
         let me = self.clone();
-        let carried = writer.call(move |c| {
+        // The senders of the batch the operation took, kept here so that a failed commit
+        // reaches each caller with its real cause.
+        let carried: Arc<Mutex<Option<Vec<Reply<T>>>>> = Arc::default();
+        let slot = carried.clone();
+        let outcome = writer.call(move |c| {
             let taken: Vec<(Req, Reply<T>)> = me.rx.try_iter().take(MAX_BATCH).collect();
             tracing::trace!(batch = taken.len(), "coalesced batch");
-            if taken.is_empty() {
+            let (reqs, replies): (Vec<Req>, Vec<Reply<T>>) = taken.into_iter().unzip();
+            *slot.lock().expect("batch slot") = Some(replies.clone());
+            if reqs.is_empty() {
                 return Ok(Vec::new());
             }
-            let (reqs, replies): (Vec<Req>, Vec<Reply<T>>) = taken.into_iter().unzip();
-            match run(c, reqs) {
-                Ok(results) => Ok(replies.into_iter().zip(results).collect()),
-                // Each caller hears why; the writer rolls this operation back.
-                Err(e) => {
-                    for r in replies {
-                        let _ = r.send(Err(clone_err(&e)));
-                    }
-                    Err(e)
-                }
-            }
+            let results = run(c, reqs)?;
+            Ok(replies.into_iter().zip(results).collect())
         });
-        match carried {
+        match outcome {
             Ok(answers) => {
                 for (reply, result) in answers {
                     let _ = reply.send(result);
                 }
-                None
             }
-            // The operation or its commit failed: whatever it carried failed with it (the
-            // callers see their reply senders dropped).
-            Err(e) => Some(e),
+            Err(e) => {
+                let taken = carried.lock().expect("batch slot").take();
+                match taken {
+                    // The batch ran and was rolled back (or its commit failed).
+                    Some(replies) => {
+                        for r in replies {
+                            let _ = r.send(Err(clone_err(&e)));
+                        }
+                    }
+                    // The operation never ran (store closed, no connection, the group
+                    // lost before it): nothing queued ran, so fail what is queued now.
+                    None => {
+                        for (_, r) in self.rx.try_iter() {
+                            let _ = r.send(Err(clone_err(&e)));
+                        }
+                    }
+                }
+            }
         }
     }
 }

@@ -300,6 +300,23 @@ pub struct EnqueueReq {
 /// Many single-job enqueues (from different callers) in one multi-row insert and one
 /// event insert; each request is answered as if it had been enqueued alone, in order.
 pub fn enqueue_many(c: &mut PgConn, reqs: Vec<EnqueueReq>) -> Result<Vec<Result<Enqueued>>> {
+    // Two requests naming one job id: a set of inserted ids could not tell them apart, so
+    // this (rare) batch goes one request at a time.
+    let mut named = std::collections::HashSet::new();
+    if reqs
+        .iter()
+        .any(|r| r.job.id.is_some_and(|id| !named.insert(id)))
+    {
+        let mut out = Vec::with_capacity(reqs.len());
+        for r in reqs {
+            out.push(match enqueue(c, vec![r.job], r.now) {
+                Ok(mut v) => Ok(v.remove(0)),
+                Err(e @ StoreError::Conflict(_)) => Err(e),
+                Err(e) => return Err(e),
+            });
+        }
+        return Ok(out);
+    }
     let jobs: Vec<(Job, Ts)> = reqs
         .into_iter()
         .map(|r| (new_row(r.job, r.now), r.now))

@@ -91,6 +91,11 @@ pub fn parse_target(url: &str) -> std::result::Result<PgTarget, OpenError> {
     if config.get_connect_timeout().is_none() {
         config.connect_timeout(Duration::from_secs(10));
     }
+    if config.get_keepalives_idle() == Duration::from_secs(2 * 60 * 60) {
+        // Notice a connection that died silently (failover, partition) in about a minute
+        // rather than two hours.
+        config.keepalives_idle(Duration::from_secs(30));
+    }
     if config.get_application_name().is_none() {
         config.application_name("wp-lite");
     }
