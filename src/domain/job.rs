@@ -375,6 +375,28 @@ impl NewEvent {
 /// changes the job and returns the events to record in the same transaction. Both
 /// backends load the row, call one of these and save the result, so the rules live once.
 impl Job {
+    /// The row a newly enqueued job gets (every backend inserts exactly this).
+    pub fn queued(nj: NewJob, now: Ts) -> Job {
+        Job {
+            id: nj.id.unwrap_or_default(),
+            job_type: nj.job_type,
+            status: JobStatus::Queued,
+            priority: nj.priority,
+            meta: nj.meta,
+            input: nj.input,
+            result: None,
+            attempts: 0,
+            max_attempts: nj.max_attempts,
+            available_at: nj.available_at.unwrap_or(now),
+            lease_owner: None,
+            lease_until: None,
+            lease_token: None,
+            last_error: None,
+            created_at: now,
+            updated_at: now,
+        }
+    }
+
     fn clear_lease(&mut self) {
         self.lease_owner = None;
         self.lease_until = None;

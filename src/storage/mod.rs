@@ -5,6 +5,7 @@
 
 pub mod blocking;
 pub mod copy;
+mod delivery;
 pub mod postgres;
 pub mod raw;
 pub mod sqlite;
@@ -185,6 +186,236 @@ pub trait Store: Send + Sync + 'static {
     fn delete_session(&self, token_hash: &str) -> Result<()>;
     fn prune_sessions(&self, now: Ts) -> Result<usize>;
 }
+
+/// The `Store` methods every backend implements the same way: each is one call of the
+/// function of the same purpose in the backend's feature module (`jobs`, `broadcasts`,
+/// `inbox`, …), reading through the backend's `self.read` (a pooled connection) and writing
+/// through its `self.write` (the group-commit writer). Expanded inside each backend's
+/// `impl Store`, which adds what differs (opening, closing, wake-ups, and the calls a
+/// backend batches).
+macro_rules! delegate_store {
+    () => {
+        fn get_job(&self, id: JobId) -> Result<Job> {
+            self.read(|c| jobs::get(c, id))
+        }
+
+        fn claim_jobs(&self, claim: &Claim, now: Ts) -> Result<Vec<Job>> {
+            let claim = claim.clone();
+            self.write(move |c| jobs::claim(c, &claim, now))
+        }
+
+        fn heartbeat_job(&self, id: JobId, fence: &Fence, lease_until: Ts, now: Ts) -> Result<Job> {
+            let fence = fence.clone();
+            self.write(move |c| jobs::heartbeat(c, id, &fence, lease_until, now))
+        }
+
+        fn fail_job(&self, id: JobId, fence: &Fence, failure: &Failure, now: Ts) -> Result<Job> {
+            let (fence, failure) = (fence.clone(), failure.clone());
+            self.write(move |c| jobs::fail(c, id, &fence, &failure, now))
+        }
+
+        fn cancel_job(&self, id: JobId, now: Ts) -> Result<Job> {
+            self.write(move |c| jobs::cancel(c, id, now))
+        }
+
+        fn retry_job(&self, id: JobId, now: Ts) -> Result<Job> {
+            self.write(move |c| jobs::retry(c, id, now))
+        }
+
+        fn release_job(&self, id: JobId, fence: &Fence, now: Ts) -> Result<Job> {
+            let fence = fence.clone();
+            self.write(move |c| jobs::release(c, id, &fence, now))
+        }
+
+        fn list_jobs(&self, filter: &JobFilter) -> Result<JobPage> {
+            self.read(|c| jobs::list(c, filter))
+        }
+
+        fn job_events(&self, id: JobId) -> Result<Vec<JobEvent>> {
+            self.read(|c| jobs::events(c, id))
+        }
+
+        fn queue_stats(&self, now: Ts) -> Result<Vec<QueueStats>> {
+            self.read(|c| jobs::queue_stats(c, now))
+        }
+
+        fn ready_job_ids(&self, now: Ts, limit: usize) -> Result<Vec<(JobId, String)>> {
+            self.read(|c| jobs::ready_ids(c, now, limit))
+        }
+
+        fn reclaim_expired_leases(&self, now: Ts, limit: usize) -> Result<Vec<Reclaimed>> {
+            self.write(move |c| jobs::reclaim_expired(c, now, limit))
+        }
+
+        fn prune_finished_jobs(&self, before: Ts, limit: usize) -> Result<usize> {
+            self.write(move |c| jobs::prune_finished(c, before, limit))
+        }
+
+        fn record_worker_process(&self, p: &WorkerProcess) -> Result<()> {
+            let p = p.clone();
+            self.write(move |c| workers::record(c, &p))
+        }
+
+        fn list_worker_processes(&self, since: Ts) -> Result<Vec<WorkerProcess>> {
+            self.read(|c| workers::list(c, since))
+        }
+
+        fn upsert_users(&self, users: Vec<NewUser>, now: Ts) -> Result<usize> {
+            self.write(move |c| users::upsert(c, &users, now))
+        }
+
+        fn get_user(&self, id: &UserId) -> Result<User> {
+            self.read(|c| users::get(c, id))
+        }
+
+        fn list_users(
+            &self,
+            q: Option<&str>,
+            limit: usize,
+            offset: usize,
+        ) -> Result<(Vec<User>, i64)> {
+            self.read(|c| users::list(c, q, limit, offset))
+        }
+
+        fn delete_user(&self, id: &UserId, now: Ts) -> Result<()> {
+            let id = id.clone();
+            self.write(move |c| users::soft_delete(c, &id, now))
+        }
+
+        fn create_broadcast(&self, b: &Broadcast) -> Result<()> {
+            let b = b.clone();
+            self.write(move |c| broadcasts::create(c, &b))
+        }
+
+        fn get_broadcast(&self, id: Uuid) -> Result<Broadcast> {
+            self.read(|c| broadcasts::get(c, id))
+        }
+
+        fn list_broadcasts(&self, filter: &BroadcastFilter) -> Result<BroadcastPage> {
+            self.read(|c| broadcasts::list(c, filter))
+        }
+
+        fn replace_broadcast(
+            &self,
+            id: Uuid,
+            draft: &BroadcastDraft,
+            now: Ts,
+        ) -> Result<Broadcast> {
+            let d = draft.clone();
+            self.write(move |c| broadcasts::replace(c, id, &d, now))
+        }
+
+        fn schedule_broadcast(&self, id: Uuid, at: Ts, now: Ts) -> Result<Broadcast> {
+            self.write(move |c| broadcasts::schedule(c, id, at, now))
+        }
+
+        fn cancel_broadcast(&self, id: Uuid, now: Ts) -> Result<Broadcast> {
+            self.write(move |c| broadcasts::cancel(c, id, now))
+        }
+
+        fn delete_broadcast(&self, id: Uuid, now: Ts) -> Result<()> {
+            self.write(move |c| broadcasts::delete(c, id, now))
+        }
+
+        fn claim_due_broadcasts(
+            &self,
+            owner: &str,
+            limit: usize,
+            lease_until: Ts,
+            now: Ts,
+        ) -> Result<Vec<Broadcast>> {
+            let owner = owner.to_string();
+            self.write(move |c| broadcasts::claim_due(c, &owner, limit, lease_until, now))
+        }
+
+        fn deliver_broadcast_chunk(
+            &self,
+            id: Uuid,
+            owner: &str,
+            chunk: usize,
+            lease_until: Ts,
+            now: Ts,
+        ) -> Result<ChunkOutcome> {
+            let owner = owner.to_string();
+            self.write(move |c| broadcasts::deliver_chunk(c, id, &owner, chunk, lease_until, now))
+        }
+
+        fn fail_broadcast(
+            &self,
+            id: Uuid,
+            owner: &str,
+            error: &str,
+            now: Ts,
+        ) -> Result<Option<Broadcast>> {
+            let (owner, error) = (owner.to_string(), error.to_string());
+            self.write(move |c| broadcasts::fail(c, id, &owner, &error, now))
+        }
+
+        fn deliver_direct(&self, n: &DirectNotification, now: Ts) -> Result<Delivered> {
+            let n = n.clone();
+            self.write(move |c| inbox::deliver_direct(c, &n, now))
+        }
+
+        fn inbox_page(&self, user: &UserId, limit: usize, offset: usize) -> Result<InboxPage> {
+            self.read(|c| inbox::page(c, user, limit, offset))
+        }
+
+        fn unread_count(&self, user: &UserId) -> Result<i64> {
+            self.read(|c| inbox::unread(c, user))
+        }
+
+        fn mark_read(&self, user: &UserId, item: i64, now: Ts) -> Result<InboxItem> {
+            let user = user.clone();
+            self.write(move |c| inbox::mark_read(c, &user, item, now))
+        }
+
+        fn mark_all_read(&self, user: &UserId, now: Ts) -> Result<usize> {
+            let user = user.clone();
+            self.write(move |c| inbox::mark_all_read(c, &user, now))
+        }
+
+        fn prune_inbox(
+            &self,
+            before: Option<Ts>,
+            max_per_user: Option<usize>,
+            limit: usize,
+        ) -> Result<usize> {
+            self.write(move |c| inbox::prune(c, before, max_per_user, limit))
+        }
+
+        fn add_metrics(&self, deltas: &MetricDeltas) -> Result<()> {
+            let d = deltas.clone();
+            self.write(move |c| metrics::add(c, &d))
+        }
+
+        fn metric_totals(&self) -> Result<MetricTotals> {
+            self.read(metrics::totals)
+        }
+
+        fn broadcast_stats(&self) -> Result<BroadcastStats> {
+            self.read(metrics::broadcast_stats)
+        }
+
+        fn create_session(&self, session: &Session) -> Result<()> {
+            let s = session.clone();
+            self.write(move |c| sessions::create(c, &s))
+        }
+
+        fn find_session(&self, token_hash: &str, now: Ts) -> Result<Option<Session>> {
+            self.read(|c| sessions::find(c, token_hash, now))
+        }
+
+        fn delete_session(&self, token_hash: &str) -> Result<()> {
+            let h = token_hash.to_string();
+            self.write(move |c| sessions::delete(c, &h))
+        }
+
+        fn prune_sessions(&self, now: Ts) -> Result<usize> {
+            self.write(move |c| sessions::prune(c, now))
+        }
+    };
+}
+pub(crate) use delegate_store;
 
 /// Which backend a URL names, checked before anything is opened.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -210,7 +210,7 @@ pub fn enqueue(c: &mut PgConn, new: Vec<NewJob>, now: Ts) -> Result<Vec<Enqueued
 /// inserts nothing, the existing row says which rule applied. The idempotency key is
 /// looked at first, as in SQLite.
 fn enqueue_one(c: &mut PgConn, nj: NewJob, now: Ts) -> Result<Enqueued> {
-    let job = new_row(nj, now);
+    let job = Job::queued(nj, now);
     let m = &job.meta;
     // No conflict target: both the id and the (type, key) index are arbiters. A
     // concurrent uncommitted insert of the same key or id is waited for, then seen.
@@ -248,28 +248,6 @@ fn queued_event() -> NewEvent {
     NewEvent {
         event: "queued",
         details: None,
-    }
-}
-
-/// The row a new job gets.
-fn new_row(nj: NewJob, now: Ts) -> Job {
-    Job {
-        id: nj.id.unwrap_or_default(),
-        job_type: nj.job_type,
-        status: JobStatus::Queued,
-        priority: nj.priority,
-        meta: nj.meta,
-        input: nj.input,
-        result: None,
-        attempts: 0,
-        max_attempts: nj.max_attempts,
-        available_at: nj.available_at.unwrap_or(now),
-        lease_owner: None,
-        lease_until: None,
-        lease_token: None,
-        last_error: None,
-        created_at: now,
-        updated_at: now,
     }
 }
 
@@ -319,7 +297,7 @@ pub fn enqueue_many(c: &mut PgConn, reqs: Vec<EnqueueReq>) -> Result<Vec<Result<
     }
     let jobs: Vec<(Job, Ts)> = reqs
         .into_iter()
-        .map(|r| (new_row(r.job, r.now), r.now))
+        .map(|r| (Job::queued(r.job, r.now), r.now))
         .collect();
     macro_rules! col {
         ($f:expr) => {

@@ -9,6 +9,7 @@ use crate::domain::notify::{
 };
 use crate::domain::time::{from_ms, to_ms, Ts};
 use crate::domain::JobConflict;
+use crate::storage::delivery::{parse_stored_audience, Delivery};
 use crate::storage::{Result, StoreError};
 use rusqlite::types::Value as Sql;
 use rusqlite::{params, params_from_iter, Connection, OptionalExtension, Row};
@@ -293,25 +294,6 @@ fn audience_where(audience: &Audience, args: &mut Vec<Sql>) -> String {
         Audience::Segment(conds) => format!("{base} AND {}", segment_sql(conds, args)),
         _ => base,
     }
-}
-
-struct Delivery {
-    seq: i64,
-    id: String,
-    audience: Audience,
-    snapshot_max: Option<i64>,
-    cursor: i64,
-}
-
-/// A stored audience, read back for delivery. One that no longer parses is an error (the
-/// broadcast fails) rather than a wider audience.
-fn parse_stored_audience(raw: &str) -> Result<Audience> {
-    serde_json::from_str::<Value>(raw)
-        .ok()
-        .and_then(|v| Audience::parse(&v).ok())
-        .ok_or_else(|| {
-            StoreError::Backend(format!("the stored audience cannot be read: {raw:.200}"))
-        })
 }
 
 fn load_delivery(c: &Connection, id: &str, owner: &str) -> Result<Option<Delivery>> {

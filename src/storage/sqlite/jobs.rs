@@ -153,24 +153,7 @@ fn enqueue_one(c: &Connection, nj: NewJob, now: Ts) -> Result<Enqueued> {
             };
         }
     }
-    let job = Job {
-        id: nj.id.unwrap_or_default(),
-        job_type: nj.job_type,
-        status: JobStatus::Queued,
-        priority: nj.priority,
-        meta: nj.meta,
-        input: nj.input,
-        result: None,
-        attempts: 0,
-        max_attempts: nj.max_attempts,
-        available_at: nj.available_at.unwrap_or(now),
-        lease_owner: None,
-        lease_until: None,
-        lease_token: None,
-        last_error: None,
-        created_at: now,
-        updated_at: now,
-    };
+    let job = Job::queued(nj, now);
     let m = &job.meta;
     let inserted = c
         .prepare_cached(
