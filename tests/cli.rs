@@ -4,6 +4,7 @@
 //! database) and liveness of a killed process.
 
 mod common;
+use common::Served as Server;
 
 use chrono::Utc;
 use common::signal;
@@ -141,12 +142,6 @@ fn admin_token_is_generated_once_with_mode_0600() {
     assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "configured");
 }
 
-/// A `wp-lite serve` child; its address is read from its JSON log.
-struct Server {
-    child: Child,
-    base: String,
-}
-
 impl Server {
     fn start(dir: &Path, extra_env: &[(&str, &str)]) -> Server {
         let mut cmd = Command::new(BIN);
@@ -159,14 +154,7 @@ impl Server {
         for (k, v) in extra_env {
             cmd.env(k, v);
         }
-        let mut child = cmd.spawn().expect("spawn serve");
-        let base = common::serving_base(&mut child);
-        Server { child, base }
-    }
-
-    fn terminate(mut self) -> std::process::ExitStatus {
-        signal(self.child.id(), "TERM");
-        common::wait_bounded(&mut self.child, 60, "serve after SIGTERM")
+        Server::spawn(&mut cmd)
     }
 }
 

@@ -8,12 +8,12 @@
 //! Needs `WP_LITE_TEST_POSTGRES_URL`; without it the test says so and passes.
 
 mod common;
+use common::{PgSchema, Served as Server};
 
-use common::{signal, wait_bounded};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 
 const BIN: &str = env!("CARGO_BIN_EXE_wp-lite");
 const ADMIN: &str = "admin-token-for-copy-tests-0123456789abcdef";
@@ -77,12 +77,6 @@ fn copy(dir: &Path, from: &str, to: &str) -> Output {
     .expect("run wp-lite copy")
 }
 
-/// A `wp-lite serve --workers none` child; its address is read from its JSON log.
-struct Server {
-    child: Child,
-    base: String,
-}
-
 impl Server {
     fn start(dir: &Path, url: &str) -> Server {
         let mut cmd = wp(
@@ -102,53 +96,7 @@ impl Server {
             .env("WP_LITE_JWT_SECRET", JWT_SECRET)
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
-        let mut child = cmd.spawn().expect("spawn serve");
-        let base = common::serving_base(&mut child);
-        Server { child, base }
-    }
-
-    fn terminate(mut self) -> std::process::ExitStatus {
-        signal(self.child.id(), "TERM");
-        wait_bounded(&mut self.child, 60, "serve after SIGTERM")
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// The test's PostgreSQL schema, dropped at the end whatever happens.
-struct Schema {
-    base_url: String,
-    name: String,
-}
-
-impl Schema {
-    fn url(&self) -> String {
-        let sep = if self.base_url.contains('?') {
-            '&'
-        } else {
-            '?'
-        };
-        format!("{}{sep}schema={}", self.base_url, self.name)
-    }
-}
-
-impl Drop for Schema {
-    fn drop(&mut self) {
-        // The sync client runs its own runtime: keep it off the test's async threads.
-        let (url, name) = (self.base_url.clone(), self.name.clone());
-        let dropped = std::thread::spawn(move || {
-            let mut c = postgres::Client::connect(&url, postgres::NoTls)?;
-            c.batch_execute(&format!("DROP SCHEMA IF EXISTS \"{name}\" CASCADE"))
-        })
-        .join();
-        if !matches!(dropped, Ok(Ok(()))) {
-            eprintln!("could not drop the test schema {}: {dropped:?}", self.name);
-        }
+        Server::spawn(&mut cmd)
     }
 }
 
@@ -494,14 +442,7 @@ async fn copy_sqlite_to_postgres_keeps_everything() {
         );
         return;
     };
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    let schema = Schema {
-        base_url: pg,
-        name: format!("copy_test_{}_{nanos}", std::process::id()),
-    };
+    let schema = PgSchema::new(&pg, "copy");
     let target = schema.url();
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();

@@ -12,6 +12,7 @@
 //! never asserted.
 
 mod common;
+use common::PgSchema;
 
 use common::{signal, wait_bounded};
 use serde_json::{json, Value};
@@ -69,59 +70,12 @@ fn pg_base(test: &str) -> Option<String> {
     }
 }
 
-/// A fresh schema for one test, dropped (CASCADE) when the guard goes. Declare it before
-/// the nodes, so the nodes (dropped first, in reverse order) are gone when it is dropped.
-struct Schema {
-    base: String,
-    name: String,
-}
-
-impl Schema {
-    fn new(base: &str, tag: &str) -> Self {
-        static N: AtomicUsize = AtomicUsize::new(0);
-        let n = N.fetch_add(1, Ordering::SeqCst);
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .subsec_nanos();
-        let name = format!("wpmn_{tag}_{}_{n}_{nanos}", std::process::id());
-        eprintln!("multinode: schema {name}");
-        Self {
-            base: base.to_string(),
-            name,
-        }
-    }
-
-    /// The URL that puts wp-lite in this schema.
-    fn url(&self) -> String {
-        let sep = if self.base.contains('?') { '&' } else { '?' };
-        format!("{}{sep}schema={}", self.base, self.name)
-    }
-
-    /// A plain client whose search path is this schema (for checks straight in SQL).
-    /// Never call it inside the tokio runtime: the sync client runs its own.
-    fn client(&self) -> postgres::Client {
-        let mut c = postgres::Client::connect(&self.base, postgres::NoTls)
-            .expect("connect to WP_LITE_TEST_POSTGRES_URL");
-        c.batch_execute(&format!("SET search_path TO \"{}\"", self.name))
-            .unwrap();
-        c
-    }
-}
-
-impl Drop for Schema {
-    fn drop(&mut self) {
-        match postgres::Client::connect(&self.base, postgres::NoTls) {
-            Ok(mut c) => {
-                if let Err(e) =
-                    c.batch_execute(&format!("DROP SCHEMA IF EXISTS \"{}\" CASCADE", self.name))
-                {
-                    eprintln!("multinode: could not drop schema {}: {e}", self.name);
-                }
-            }
-            Err(e) => eprintln!("multinode: could not drop schema {}: {e}", self.name),
-        }
-    }
+/// A fresh schema for one test (see `common::PgSchema`). Declare it before the nodes, so
+/// the nodes (dropped first, in reverse order) are gone when it is dropped.
+fn schema(base: &str, tag: &str) -> PgSchema {
+    let s = PgSchema::new(base, tag);
+    eprintln!("multinode: schema {}", s.name);
+    s
 }
 
 // ---------------------------------------------------------------------------------------
@@ -873,7 +827,7 @@ fn three_nodes_drain_exactly_once() {
         return;
     };
     let _serial = serial();
-    let schema = Schema::new(&base, "drain");
+    let schema = schema(&base, "drain");
     let url = schema.url();
     // The first node migrates the fresh schema; the others find it done.
     let a = Node::start("A", &url, &["--workers", "none"], &[]);
@@ -1011,7 +965,7 @@ fn three_nodes_migrate_a_fresh_schema_at_once() {
         return;
     };
     let _serial = serial();
-    let schema = Schema::new(&base, "migrate");
+    let schema = schema(&base, "migrate");
     let url = schema.url();
     let mut nodes: Vec<Node> = ["A", "B", "C"]
         .into_iter()
@@ -1080,7 +1034,7 @@ fn broadcast_claimed_once_across_nodes() {
         return;
     };
     let _serial = serial();
-    let schema = Schema::new(&base, "bcast");
+    let schema = schema(&base, "bcast");
     let url = schema.url();
     // A periodic tick would come only after 30 s: delivery within the test is started by
     // the send-now wake-up, whichever process claims it.
@@ -1313,7 +1267,7 @@ fn summary_across_nodes() {
         return;
     };
     let _serial = serial();
-    let schema = Schema::new(&base, "summary");
+    let schema = schema(&base, "summary");
     let url = schema.url();
     let a = Node::start("A", &url, &["--workers", "none"], &[]);
     let b = Node::start("B", &url, &["--workers", "none"], &[]);
@@ -1499,7 +1453,7 @@ fn sigkill_node_mid_load() {
         return;
     };
     let _serial = serial();
-    let schema = Schema::new(&base, "kill");
+    let schema = schema(&base, "kill");
     let url = schema.url();
     let fast = ["--workers", "none", "--maintenance-interval", "200ms"];
     let mut a = Node::start("A", &url, &fast, &[]);
@@ -1717,7 +1671,7 @@ fn cross_node_wakeup() {
         return;
     };
     let _serial = serial();
-    let schema = Schema::new(&base, "wake");
+    let schema = schema(&base, "wake");
     let url = schema.url();
     let a = Node::start("A", &url, &["--workers", "none"], &[]);
     let b = Node::start("B", &url, &["--workers", "none"], &[]);

@@ -8,6 +8,7 @@
 //! `--once`, and what must be observed is polled with a deadline.
 
 mod common;
+use common::Served as Server;
 
 use common::{signal, wait_bounded};
 use serde_json::{json, Value};
@@ -163,12 +164,6 @@ fn assert_one_receipt_each(store: &Arc<dyn Store>, users: &[String], broadcasts:
     }
 }
 
-/// A `wp-lite serve` child; its address is read from its JSON log.
-struct Server {
-    child: Child,
-    base: String,
-}
-
 impl Server {
     fn start(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Server {
         let mut cmd = wp(
@@ -179,21 +174,7 @@ impl Server {
         for (k, v) in env {
             cmd.env(k, v);
         }
-        let mut child = cmd.spawn().expect("spawn serve");
-        let base = common::serving_base(&mut child);
-        Server { child, base }
-    }
-
-    fn terminate(mut self) -> std::process::ExitStatus {
-        signal(self.child.id(), "TERM");
-        wait_bounded(&mut self.child, 60, "serve after SIGTERM")
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        Server::spawn(&mut cmd)
     }
 }
 

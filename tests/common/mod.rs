@@ -54,3 +54,86 @@ pub fn serving_base(child: &mut Child) -> String {
     std::thread::spawn(move || for _ in lines {});
     format!("http://{addr}")
 }
+
+/// A `wp-lite serve` child and the address it serves on. Killed when dropped, so a failing
+/// test leaves no process behind.
+pub struct Served {
+    pub child: Child,
+    pub base: String,
+}
+
+impl Served {
+    /// Spawns `cmd` (a `serve` with `--log-format json`, its stderr piped) and waits until
+    /// it listens.
+    pub fn spawn(cmd: &mut Command) -> Served {
+        let mut child = cmd.spawn().expect("spawn serve");
+        let base = serving_base(&mut child);
+        Served { child, base }
+    }
+
+    /// SIGTERM and a bounded wait for the exit.
+    pub fn terminate(mut self) -> ExitStatus {
+        signal(self.child.id(), "TERM");
+        wait_bounded(&mut self.child, 60, "serve after SIGTERM")
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A fresh PostgreSQL schema for one test, dropped (CASCADE) when the guard goes.
+pub struct PgSchema {
+    pub base: String,
+    pub name: String,
+}
+
+impl PgSchema {
+    pub fn new(base: &str, tag: &str) -> Self {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let n = N.fetch_add(1, Ordering::SeqCst);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos();
+        Self {
+            base: base.to_string(),
+            name: format!("wpt_{tag}_{}_{n}_{nanos}", std::process::id()),
+        }
+    }
+
+    /// The URL that puts wp-lite in this schema.
+    pub fn url(&self) -> String {
+        let sep = if self.base.contains('?') { '&' } else { '?' };
+        format!("{}{sep}schema={}", self.base, self.name)
+    }
+
+    /// A plain client whose search path is this schema (for checks straight in SQL).
+    /// Never call it inside the tokio runtime: the sync client runs its own.
+    pub fn client(&self) -> postgres::Client {
+        let mut c = postgres::Client::connect(&self.base, postgres::NoTls)
+            .expect("connect to WP_LITE_TEST_POSTGRES_URL");
+        c.batch_execute(&format!("SET search_path TO \"{}\"", self.name))
+            .unwrap();
+        c
+    }
+}
+
+impl Drop for PgSchema {
+    fn drop(&mut self) {
+        // The sync client runs its own runtime: keep it off any async thread.
+        let (url, name) = (self.base.clone(), self.name.clone());
+        let dropped = std::thread::spawn(move || {
+            let mut c = postgres::Client::connect(&url, postgres::NoTls)?;
+            c.batch_execute(&format!("DROP SCHEMA IF EXISTS \"{name}\" CASCADE"))
+        })
+        .join();
+        if !matches!(dropped, Ok(Ok(()))) {
+            eprintln!("could not drop the test schema {}: {dropped:?}", self.name);
+        }
+    }
+}

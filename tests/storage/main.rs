@@ -3,12 +3,15 @@
 //! (each run says whether the PostgreSQL half ran or was skipped, and why).
 
 mod broadcasts;
+#[path = "../common/mod.rs"]
+mod common;
 mod inbox;
 mod jobs;
 mod metrics;
 mod sessions;
 mod users;
 
+use common::PgSchema;
 use std::sync::Arc;
 use wp_lite::storage::{self, OpenOptions, Store};
 
@@ -35,41 +38,6 @@ fn sqlite() -> Backend {
     }
 }
 
-/// A fresh schema of its own for one test, dropped when the test is done.
-pub struct PgSchema {
-    base: String,
-    pub name: String,
-}
-
-impl PgSchema {
-    pub fn new(base: &str) -> Self {
-        static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-        let n = N.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .subsec_nanos();
-        Self {
-            base: base.to_string(),
-            name: format!("wpt_{}_{n}_{nanos}", std::process::id()),
-        }
-    }
-
-    /// The URL that puts the store in this schema.
-    pub fn url(&self) -> String {
-        let sep = if self.base.contains('?') { '&' } else { '?' };
-        format!("{}{sep}schema={}", self.base, self.name)
-    }
-}
-
-impl Drop for PgSchema {
-    fn drop(&mut self) {
-        if let Ok(mut c) = postgres::Client::connect(&self.base, postgres::NoTls) {
-            let _ = c.batch_execute(&format!("DROP SCHEMA IF EXISTS \"{}\" CASCADE", self.name));
-        }
-    }
-}
-
 fn postgres() -> Option<Backend> {
     let Ok(base) = std::env::var("WP_LITE_TEST_POSTGRES_URL") else {
         eprintln!(
@@ -77,7 +45,7 @@ fn postgres() -> Option<Backend> {
         );
         return None;
     };
-    let schema = PgSchema::new(&base);
+    let schema = PgSchema::new(&base, "storage");
     let url = schema.url();
     match storage::open(&url, &OpenOptions { migrate: true }) {
         Ok(store) => {
