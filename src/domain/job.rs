@@ -276,6 +276,67 @@ pub fn failure_result(error: &str, details: Option<&Value>) -> Value {
     serde_json::json!({ "error": error, "details": details.cloned().unwrap_or(Value::Null) })
 }
 
+/// What a worker reports for one job of an `ack` batch.
+#[derive(Debug, Clone)]
+pub enum AckOutcome {
+    Complete(Option<Value>),
+    Fail(Failure),
+}
+
+/// One item of an `ack` batch: judged exactly as its own `complete` or `fail` call.
+#[derive(Debug, Clone)]
+pub struct Ack {
+    pub id: JobId,
+    pub fence: Fence,
+    pub outcome: AckOutcome,
+}
+
+/// The most items one `ack` call (and one bulk-action id list) may carry.
+pub const MAX_BATCH_ITEMS: usize = 1000;
+
+/// An admin action applied to many jobs at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BulkAction {
+    Retry,
+    Cancel,
+}
+
+impl BulkAction {
+    /// The states the action applies to; jobs in any other state are left alone.
+    pub fn from_states(self) -> &'static [JobStatus] {
+        match self {
+            BulkAction::Retry => &[JobStatus::Failed, JobStatus::Canceled],
+            BulkAction::Cancel => &[JobStatus::Queued, JobStatus::Leased],
+        }
+    }
+
+    /// The states a bulk pass selects: those the action allows, narrowed by `status`.
+    pub fn selected_states(self, status: Option<JobStatus>) -> Vec<JobStatus> {
+        self.from_states()
+            .iter()
+            .copied()
+            .filter(|s| status.is_none_or(|want| want == *s))
+            .collect()
+    }
+}
+
+/// Which jobs a bulk action looks at (at least one field is set).
+#[derive(Debug, Clone, Default)]
+pub struct BulkFilter {
+    pub status: Option<JobStatus>,
+    pub job_type: Option<JobType>,
+    pub ids: Option<Vec<JobId>>,
+}
+
+/// One bounded pass of a bulk action.
+#[derive(Debug, Clone)]
+pub struct BulkStep {
+    /// Each changed job with the status it had before.
+    pub changed: Vec<(JobStatus, Job)>,
+    /// The insertion sequence to continue after, when more rows may match.
+    pub next_after: Option<i64>,
+}
+
 /// Filters of the admin job list, newest first.
 #[derive(Debug, Clone, Default)]
 pub struct JobFilter {
@@ -474,6 +535,22 @@ impl Job {
             self.status = JobStatus::Failed;
             self.result = Some(failure_result(&failure.error, failure.details.as_ref()));
             Ok(vec![failed])
+        }
+    }
+
+    /// One item of an `ack` batch: the same rules as `complete` or `fail`.
+    pub fn ack(&mut self, ack: &Ack, now: Ts) -> Result<Vec<NewEvent>, JobConflict> {
+        match &ack.outcome {
+            AckOutcome::Complete(result) => self.complete(&ack.fence, result.clone(), now),
+            AckOutcome::Fail(failure) => self.fail(&ack.fence, failure, now),
+        }
+    }
+
+    /// One job of a bulk action: the same rules as `retry` or `cancel`.
+    pub fn bulk(&mut self, action: BulkAction, now: Ts) -> Result<Vec<NewEvent>, JobConflict> {
+        match action {
+            BulkAction::Retry => self.retry(now),
+            BulkAction::Cancel => self.cancel(now),
         }
     }
 

@@ -10,8 +10,8 @@ use super::openapi::{Access, Api};
 use super::AppState;
 use crate::domain::time::{self, serde_ts, Ts};
 use crate::domain::{
-    bounded_text, in_range, Claim, Enqueued, Fence, FieldError, Job, JobEvent, JobFilter, JobId,
-    JobMeta, JobStatus, JobType, NewJob, QueueStats,
+    bounded_text, in_range, Ack, AckOutcome, BulkAction, BulkFilter, Claim, Failure, Enqueued, Fence, FieldError, Job, JobEvent, JobFilter, JobId,
+    JobMeta, JobStatus, JobType, NewJob, QueueStats, MAX_BATCH_ITEMS,
 };
 use crate::service::Error;
 use axum::extract::State;
@@ -249,6 +249,20 @@ fn lease_token(errs: &mut Vec<FieldError>, v: Option<String>) -> Option<String> 
     opaque(errs, "lease_token", v, 200)
 }
 
+/// A failure's `error`: required, 1 to 10 000 characters.
+fn failure_message(errs: &mut Vec<FieldError>, field: &str, v: Option<String>) -> Option<String> {
+    match v {
+        None => {
+            errs.push(FieldError::new(field, "is required"));
+            None
+        }
+        Some(e) => bounded_text(field, &e, 1, 10_000)
+            .map(|_| e)
+            .map_err(|e| errs.push(e))
+            .ok(),
+    }
+}
+
 // ---------- handlers ----------
 
 async fn enqueue(
@@ -435,16 +449,7 @@ async fn fail(
     let mut errs = Vec::new();
     let worker = worker_id(&mut errs, b.worker_id);
     let token = lease_token(&mut errs, b.lease_token);
-    let error = match b.error {
-        None => {
-            errs.push(FieldError::new("error", "is required"));
-            None
-        }
-        Some(e) => bounded_text("error", &e, 1, 10_000)
-            .map(|_| e)
-            .map_err(|e| errs.push(e))
-            .ok(),
-    };
+    let error = failure_message(&mut errs, "error", b.error);
     let details = optional_object(&mut errs, "details", b.details);
     fields_ok(errs)?;
     let fence = Fence {
@@ -462,6 +467,195 @@ async fn fail(
         )
         .await?;
     Ok(view(job))
+}
+
+#[derive(Deserialize)]
+struct AckBody {
+    worker_id: Option<String>,
+    items: Option<Vec<Value>>,
+}
+
+#[derive(Deserialize)]
+struct AckItemBody {
+    job_id: Option<String>,
+    lease_token: Option<String>,
+    outcome: Option<String>,
+    result: Option<Value>,
+    error: Option<String>,
+    retryable: Option<bool>,
+    details: Option<Value>,
+}
+
+impl AckItemBody {
+    fn parse(self, prefix: &str, worker: &str, errs: &mut Vec<FieldError>) -> Option<Ack> {
+        let before = errs.len();
+        let f = |name: &str| format!("{prefix}{name}");
+        let id = match self.job_id.as_deref() {
+            None => {
+                errs.push(FieldError::new(f("job_id"), "is required"));
+                None
+            }
+            Some(s) => JobId::parse(s).or_else(|| {
+                errs.push(FieldError::new(f("job_id"), "must be a UUID"));
+                None
+            }),
+        };
+        let token = opaque(errs, &f("lease_token"), self.lease_token, 200);
+        let outcome = match self.outcome.as_deref() {
+            None => {
+                errs.push(FieldError::new(f("outcome"), "is required"));
+                None
+            }
+            Some("complete") => Some(AckOutcome::Complete(optional_object(
+                errs,
+                &f("result"),
+                self.result,
+            ))),
+            Some("fail") => {
+                let error = failure_message(errs, &f("error"), self.error);
+                let details = optional_object(errs, &f("details"), self.details);
+                error.map(|error| {
+                    AckOutcome::Fail(Failure {
+                        error,
+                        retryable: self.retryable.unwrap_or(false),
+                        details,
+                        jitter: rand::random::<f64>(),
+                    })
+                })
+            }
+            Some(_) => {
+                errs.push(FieldError::new(f("outcome"), "must be complete or fail"));
+                None
+            }
+        };
+        if errs.len() != before {
+            return None;
+        }
+        Some(Ack {
+            id: id?,
+            fence: Fence {
+                worker_id: worker.to_string(),
+                lease_token: token,
+            },
+            outcome: outcome?,
+        })
+    }
+}
+
+/// `POST /v1/worker/jobs/ack`: per-item answers, in the order given.
+async fn ack(
+    State(st): State<AppState>,
+    _auth: WorkerOrAdmin,
+    JsonBody(b): JsonBody<AckBody>,
+) -> ApiResult<Json<Value>> {
+    let mut errs = Vec::new();
+    let worker = worker_id(&mut errs, b.worker_id);
+    fields_ok(errs)?;
+    let worker = worker.expect("checked");
+    let acks: Vec<Ack> = parse_batch("items", b.items, MAX_BATCH_ITEMS, |i: AckItemBody, p, e| {
+        i.parse(p, &worker, e)
+    })?;
+    let ids: Vec<JobId> = acks.iter().map(|a| a.id).collect();
+    let answers = st.jobs.ack(acks).await?;
+    let items: Vec<Value> = ids
+        .into_iter()
+        .zip(answers)
+        .map(|(id, answer)| match answer {
+            Ok(job) => json!({ "job_id": id.to_string(), "ok": true, "job": JobView::new(job, false) }),
+            Err(e) => {
+                let e = ApiError::from(e);
+                json!({
+                    "job_id": id.to_string(), "ok": false,
+                    "error": { "code": e.code, "message": e.message },
+                })
+            }
+        })
+        .collect();
+    Ok(Json(json!({ "items": items })))
+}
+
+#[derive(Deserialize)]
+struct BulkBody {
+    status: Option<String>,
+    #[serde(rename = "type")]
+    job_type: Option<String>,
+    job_ids: Option<Vec<String>>,
+}
+
+impl BulkBody {
+    fn parse(self) -> Result<BulkFilter, Error> {
+        let mut errs = Vec::new();
+        if self.status.is_none() && self.job_type.is_none() && self.job_ids.is_none() {
+            return Err(Error::field(
+                "status",
+                "give at least one of status, type and job_ids",
+            ));
+        }
+        let status = self.status.as_deref().and_then(|s| {
+            s.parse::<JobStatus>()
+                .map_err(|_| {
+                    errs.push(FieldError::new(
+                        "status",
+                        "must be one of queued, leased, succeeded, failed, canceled",
+                    ))
+                })
+                .ok()
+        });
+        let job_type = self
+            .job_type
+            .as_deref()
+            .and_then(|t| JobType::parse("type", t).map_err(|e| errs.push(e)).ok());
+        let ids = match self.job_ids {
+            None => None,
+            Some(ids) if ids.is_empty() || ids.len() > MAX_BATCH_ITEMS => {
+                errs.push(FieldError::new(
+                    "job_ids",
+                    format!("must hold 1 to {MAX_BATCH_ITEMS} ids"),
+                ));
+                None
+            }
+            Some(ids) => Some(
+                ids.iter()
+                    .enumerate()
+                    .filter_map(|(i, s)| {
+                        JobId::parse(s).or_else(|| {
+                            errs.push(FieldError::new(format!("job_ids[{i}]"), "must be a UUID"));
+                            None
+                        })
+                    })
+                    .collect(),
+            ),
+        };
+        if !errs.is_empty() {
+            return Err(Error::invalid(errs));
+        }
+        Ok(BulkFilter {
+            status,
+            job_type,
+            ids,
+        })
+    }
+}
+
+async fn bulk(st: AppState, action: BulkAction, b: BulkBody) -> ApiResult<Json<Value>> {
+    let updated = st.jobs.bulk(action, b.parse()?).await?;
+    Ok(Json(json!({ "updated": updated })))
+}
+
+async fn bulk_retry(
+    State(st): State<AppState>,
+    _auth: Admin,
+    JsonBody(b): JsonBody<BulkBody>,
+) -> ApiResult<Json<Value>> {
+    bulk(st, BulkAction::Retry, b).await
+}
+
+async fn bulk_cancel(
+    State(st): State<AppState>,
+    _auth: Admin,
+    JsonBody(b): JsonBody<BulkBody>,
+) -> ApiResult<Json<Value>> {
+    bulk(st, BulkAction::Cancel, b).await
 }
 
 #[derive(Deserialize)]
@@ -615,6 +809,24 @@ pub fn router() -> Api {
             lease,
             "Lease ready jobs (long poll with wait_ms)",
             W,
+        )
+        .post(
+            "/v1/worker/jobs/ack",
+            ack,
+            "Complete or fail 1 to 1000 leased jobs, answered per item",
+            W,
+        )
+        .post(
+            "/v1/worker/jobs/actions/retry",
+            bulk_retry,
+            "Retry every failed or canceled job matching a filter",
+            A,
+        )
+        .post(
+            "/v1/worker/jobs/actions/cancel",
+            bulk_cancel,
+            "Cancel every queued or leased job matching a filter",
+            A,
         )
         .get("/v1/worker/jobs/{job_id}", get_job, "One job", W)
         .post(

@@ -4,7 +4,7 @@
 use super::{Error, Result};
 use crate::clock::SharedClock;
 use crate::domain::{
-    Claim, Enqueued, Failure, Fence, Job, JobEvent, JobFilter, JobId, JobPage, JobStatus, NewJob,
+    Ack, BulkAction, BulkFilter, Claim, Enqueued, Failure, Fence, Job, JobEvent, JobFilter, JobId, JobPage, JobStatus, NewJob,
     QueueStats,
 };
 use crate::queue::{Ready, ReadyQueue};
@@ -174,6 +174,78 @@ impl JobService {
         }
         self.announce([&job]);
         Ok(job)
+    }
+
+    /// Finishes many leased jobs in one store call: one answer per item, in order, each
+    /// the answer its own `complete` or `fail` call would get. Two items naming one job are
+    /// a 400 for the whole call.
+    #[instrument(skip_all, fields(items = acks.len()))]
+    pub async fn ack(&self, acks: Vec<Ack>) -> Result<Vec<Result<Job>>> {
+        let mut seen = std::collections::HashSet::with_capacity(acks.len());
+        if let Some(i) = acks.iter().position(|a| !seen.insert(a.id)) {
+            return Err(Error::field(
+                &format!("items[{i}].job_id"),
+                "names a job that an earlier item names",
+            ));
+        }
+        let now = self.clock.now();
+        let out = self
+            .db
+            .call(move |s| s.ack_jobs(acks, now))
+            .await
+            .map_err(|e| Error::from_store(e, NOT_FOUND))?;
+        let (mut completed, mut failed) = (0, 0);
+        for job in out.iter().flatten() {
+            match job.status {
+                JobStatus::Succeeded => completed += 1,
+                _ => {
+                    failed += 1;
+                    if job.status == JobStatus::Queued {
+                        self.telemetry
+                            .count(counter::RETRIES, job.job_type.as_str(), 1);
+                    }
+                }
+            }
+        }
+        self.telemetry.jobs("completed", completed);
+        self.telemetry.jobs("failed", failed);
+        self.announce(out.iter().flatten());
+        Ok(out
+            .into_iter()
+            .map(|r| r.map_err(|e| Error::from_store(e, NOT_FOUND)))
+            .collect())
+    }
+
+    /// Retries or cancels every job that matches `filter` and whose state allows it, in
+    /// bounded batches (each its own short transaction); returns how many changed.
+    #[instrument(skip_all, fields(action = ?action))]
+    pub async fn bulk(&self, action: BulkAction, filter: BulkFilter) -> Result<usize> {
+        const BATCH: usize = 500;
+        let filter = Arc::new(filter);
+        let (mut after, mut total) = (0i64, 0usize);
+        loop {
+            let now = self.clock.now();
+            let f = filter.clone();
+            let step = self
+                .db
+                .call(move |s| s.bulk_jobs(action, &f, after, BATCH, now))
+                .await?;
+            total += step.changed.len();
+            let leased = step
+                .changed
+                .iter()
+                .filter(|(was, _)| *was == JobStatus::Leased)
+                .count();
+            if action == BulkAction::Cancel && leased > 0 {
+                self.telemetry.jobs("canceled", leased as i64);
+            }
+            self.announce(step.changed.iter().map(|(_, j)| j));
+            match step.next_after {
+                Some(next) => after = next,
+                None => return Ok(total),
+            }
+            tokio::task::yield_now().await;
+        }
     }
 
     /// Gives back a lease that was never started.

@@ -17,7 +17,7 @@ use crate::domain::notify::{
     DirectNotification, InboxItem, InboxPage, NewUser, User, UserId,
 };
 use crate::domain::{
-    Claim, Enqueued, Failure, Fence, Job, JobConflict, JobEvent, JobFilter, JobId, JobPage, NewJob,
+    Ack, BulkAction, BulkFilter, BulkStep, Claim, Enqueued, Failure, Fence, Job, JobConflict, JobEvent, JobFilter, JobId, JobPage, NewJob,
     QueueStats, Reclaimed, Ts, WorkerProcess,
 };
 use serde_json::Value;
@@ -42,6 +42,16 @@ pub enum StoreError {
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// For calls answered per item (`ack_jobs`): an item's own refusal (unknown job, a state
+/// conflict) is its answer; any other error fails the whole call.
+pub(crate) fn per_item<T>(r: Result<T>) -> Result<Result<T>> {
+    match r {
+        Err(e @ (StoreError::NotFound | StoreError::Conflict(_))) => Ok(Err(e)),
+        Err(e) => Err(e),
+        Ok(v) => Ok(Ok(v)),
+    }
+}
 
 /// A browser session created by `POST /v1/auth/login`.
 #[derive(Debug, Clone)]
@@ -96,6 +106,20 @@ pub trait Store: Send + Sync + 'static {
     fn retry_job(&self, id: JobId, now: Ts) -> Result<Job>;
     /// Gives leases back: `queued` again, available at once (used on graceful shutdown).
     fn release_job(&self, id: JobId, fence: &Fence, now: Ts) -> Result<Job>;
+    /// Finishes many leased jobs in one transaction. Each item is judged exactly as its own
+    /// `complete_job` / `fail_job` call would be: one answer per item, in order, an item's
+    /// `NotFound` or `Conflict` never failing the others. Ids are distinct.
+    fn ack_jobs(&self, acks: Vec<Ack>, now: Ts) -> Result<Vec<Result<Job>>>;
+    /// One bounded pass of a bulk action: applies `action` to at most `limit` jobs that
+    /// match `filter`, come after insertion sequence `after`, and whose state allows it.
+    fn bulk_jobs(
+        &self,
+        action: BulkAction,
+        filter: &BulkFilter,
+        after: i64,
+        limit: usize,
+        now: Ts,
+    ) -> Result<BulkStep>;
     fn list_jobs(&self, filter: &JobFilter) -> Result<JobPage>;
     fn job_events(&self, id: JobId) -> Result<Vec<JobEvent>>;
     fn queue_stats(&self, now: Ts) -> Result<Vec<QueueStats>>;

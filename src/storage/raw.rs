@@ -47,3 +47,24 @@ pub fn insert_select(url: &str) -> R<(usize, Duration)> {
         Target::Postgres(u) => postgres::raw::insert_select(&u),
     }
 }
+
+pub fn minimal_insert_single(url: &str, ops: usize) -> R<Duration> {
+    match parse_url(url)? {
+        Target::Sqlite(p) => Ok(sqlite::raw::minimal_insert_single(&p, ops)?),
+        Target::Postgres(u) => postgres::raw::minimal_insert_single(&u, ops),
+    }
+}
+
+pub fn minimal_insert_batch(url: &str, ops: usize, batch: usize) -> R<Duration> {
+    match parse_url(url)? {
+        Target::Sqlite(p) => Ok(sqlite::raw::minimal_insert_batch(&p, ops, batch)?),
+        Target::Postgres(u) => postgres::raw::minimal_insert_batch(&u, ops, batch),
+    }
+}
+
+pub fn minimal_claim_complete(url: &str, ops: usize) -> R<Duration> {
+    match parse_url(url)? {
+        Target::Sqlite(p) => Ok(sqlite::raw::minimal_claim_complete(&p, ops)?),
+        Target::Postgres(u) => postgres::raw::minimal_claim_complete(&u, ops),
+    }
+}

@@ -5,7 +5,7 @@ use std::collections::HashSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use wp_lite::domain::{
-    Claim, Enqueued, Failure, Fence, JobConflict, JobFilter, JobId, JobMeta, JobStatus, JobType,
+    Ack, AckOutcome, BulkAction, BulkFilter, Claim, Enqueued, Failure, Fence, JobConflict, JobFilter, JobId, JobMeta, JobStatus, JobType,
     NewJob,
 };
 use wp_lite::storage::{self, OpenOptions, Store, StoreError, Wake};
@@ -720,5 +720,227 @@ fn concurrent_single_calls_answer_as_if_alone() {
                 .collect();
             assert_eq!(events, ["queued", "leased", "succeeded"], "{}", b.name);
         }
+    });
+}
+
+/// The jobs of one `ack` comparison, each set up in a state the batch must judge: live
+/// leases (complete, retryable fail, final fail), a lease that ran out, a canceled job,
+/// a repeat of a finished job, another worker's lease, a job never leased, an unknown id.
+fn ack_cases(s: &Arc<dyn Store>, t: &str) -> Vec<(JobId, Fence, AckOutcome)> {
+    let ids: Vec<JobId> = s
+        .enqueue_jobs((0..8).map(|_| job(t)).collect(), t0())
+        .unwrap()
+        .into_iter()
+        .map(|e| e.into_job().id)
+        .collect();
+    let mut c = claim("w", 6);
+    c.types = vec![JobType::parse("t", t).unwrap()];
+    let leased = s.claim_jobs(&c, t0()).unwrap();
+    let token = |id: JobId| {
+        leased
+            .iter()
+            .find(|j| j.id == id)
+            .and_then(|j| j.lease_token.clone())
+    };
+    let mut other = claim("other", 1);
+    other.types = c.types.clone();
+    let others = s.claim_jobs(&other, t0()).unwrap();
+    // ids[0..6] leased by w, ids[6] by "other", ids[7] still queued.
+    let done = ids[4];
+    s.complete_job(done, &fence("w", token(done).as_deref()), None, t0())
+        .unwrap();
+    s.cancel_job(ids[3], t0()).unwrap();
+    // ids[5]: its lease (60 s) is checked at t0 + 90 s below, with its token: lease lost.
+    let fail = |retryable| {
+        AckOutcome::Fail(Failure {
+            error: "boom".into(),
+            retryable,
+            details: Some(json!({"why": "test"})),
+            jitter: 0.5,
+        })
+    };
+    let complete = || AckOutcome::Complete(Some(json!({"ok": true})));
+    let f = |id: JobId| fence("w", token(id).as_deref());
+    vec![
+        (ids[0], f(ids[0]), complete()),
+        (ids[1], f(ids[1]), fail(true)),
+        (ids[2], f(ids[2]), fail(false)),
+        (ids[3], f(ids[3]), complete()),
+        (done, f(done), complete()),
+        (ids[5], f(ids[5]), complete()),
+        (others[0].id, fence("w", None), complete()),
+        (ids[7], fence("w", None), fail(false)),
+        (JobId::new(), fence("w", None), complete()),
+    ]
+}
+
+/// What an answer says, without the job's own id and times.
+fn answer_shape(r: &Result<wp_lite::domain::Job, StoreError>) -> String {
+    match r {
+        Ok(j) => format!(
+            "ok {:?} attempts={} result={:?} error={:?}",
+            j.status, j.attempts, j.result, j.last_error
+        ),
+        Err(StoreError::Conflict(c)) => format!("conflict {}", c.code()),
+        Err(StoreError::NotFound) => "not found".into(),
+        Err(e) => format!("error {e}"),
+    }
+}
+
+#[test]
+fn ack_answers_each_item_as_its_own_call_would() {
+    each_backend(|b| {
+        let s = &b.store;
+        let now = t0() + Duration::seconds(1);
+        let mut batch = ack_cases(s, "ack");
+        let single = ack_cases(s, "single");
+        // The lease-lost item is judged after its lease ran out; everything else is live.
+        let late = t0() + Duration::seconds(90);
+        let lost = batch.remove(5);
+        let acks: Vec<Ack> = batch
+            .iter()
+            .cloned()
+            .map(|(id, fence, outcome)| Ack { id, fence, outcome })
+            .collect();
+        let got: Vec<String> = s
+            .ack_jobs(acks, now)
+            .unwrap()
+            .iter()
+            .map(answer_shape)
+            .collect();
+        let lost_got = s
+            .ack_jobs(
+                vec![Ack {
+                    id: lost.0,
+                    fence: lost.1,
+                    outcome: lost.2,
+                }],
+                late,
+            )
+            .unwrap();
+        let want: Vec<String> = single
+            .iter()
+            .enumerate()
+            .map(|(i, (id, fence, outcome))| {
+                let at = if i == 5 { late } else { now };
+                let r = match outcome {
+                    AckOutcome::Complete(res) => s.complete_job(*id, fence, res.clone(), at),
+                    AckOutcome::Fail(f) => s.fail_job(*id, fence, f, at),
+                };
+                answer_shape(&r)
+            })
+            .collect();
+        let mut want_batch = want.clone();
+        let want_lost = want_batch.remove(5);
+        assert_eq!(got, want_batch, "{}", b.name);
+        assert_eq!(answer_shape(&lost_got[0]), want_lost, "{}", b.name);
+        assert!(want_lost.contains("lease_lost"), "{}: {want_lost}", b.name);
+        assert!(got[0].starts_with("ok Succeeded"), "{}: {}", b.name, got[0]);
+        assert!(got[1].starts_with("ok Queued"), "{}: {}", b.name, got[1]);
+        assert!(got[2].starts_with("ok Failed"), "{}: {}", b.name, got[2]);
+        assert_eq!(got[3], "conflict job_canceled", "{}", b.name);
+        assert_eq!(got[4], "conflict job_not_leased", "{}", b.name);
+        assert_eq!(got[7], "not found", "{}", b.name);
+        // Each acked job's history is the one its single call writes.
+        for ((id, _, _), (sid, _, _)) in batch.iter().zip(&single).take(3) {
+            let names = |id: &JobId| -> Vec<String> {
+                s.job_events(*id)
+                    .unwrap()
+                    .into_iter()
+                    .map(|e| e.event)
+                    .collect()
+            };
+            assert_eq!(names(id), names(sid), "{}", b.name);
+        }
+        // A refused item changed nothing.
+        let queued = s.get_job(batch[6].0).unwrap();
+        assert_eq!(queued.status, JobStatus::Queued, "{}", b.name);
+    });
+}
+
+#[test]
+fn bulk_actions_touch_only_jobs_whose_state_allows_it_in_bounded_passes() {
+    each_backend(|b| {
+        let s = &b.store;
+        let ids: Vec<JobId> = s
+            .enqueue_jobs((0..7).map(|_| job("bulk")).collect(), t0())
+            .unwrap()
+            .into_iter()
+            .map(|e| e.into_job().id)
+            .collect();
+        s.enqueue_jobs(vec![job("other")], t0()).unwrap();
+        // Five failed (leased, then failed for good), two still queued.
+        let mut c = claim("w", 5);
+        c.types = vec![JobType::parse("t", "bulk").unwrap()];
+        let failure = Failure {
+            error: "boom".into(),
+            retryable: false,
+            details: None,
+            jitter: 0.0,
+        };
+        for j in s.claim_jobs(&c, t0()).unwrap() {
+            s.fail_job(j.id, &fence("w", j.lease_token.as_deref()), &failure, t0())
+                .unwrap();
+        }
+        let bulk_type = Some(JobType::parse("t", "bulk").unwrap());
+        // Retry over the type, two at a time: three passes, five jobs.
+        let filter = BulkFilter {
+            job_type: bulk_type.clone(),
+            ..Default::default()
+        };
+        let (mut after, mut changed, mut passes) = (0, 0, 0);
+        loop {
+            let step = s
+                .bulk_jobs(BulkAction::Retry, &filter, after, 2, t0())
+                .unwrap();
+            passes += 1;
+            for (was, j) in &step.changed {
+                assert_eq!(*was, JobStatus::Failed, "{}", b.name);
+                assert_eq!(j.status, JobStatus::Queued, "{}", b.name);
+            }
+            changed += step.changed.len();
+            match step.next_after {
+                Some(n) => after = n,
+                None => break,
+            }
+        }
+        assert_eq!(changed, 5, "{}", b.name);
+        assert!(passes >= 3, "{}: {passes} passes", b.name);
+        let retried = s.job_events(ids[0]).unwrap();
+        assert_eq!(retried.last().unwrap().event, "retried", "{}", b.name);
+        // Retrying again changes nothing: every job is queued now.
+        let step = s
+            .bulk_jobs(BulkAction::Retry, &filter, 0, 100, t0())
+            .unwrap();
+        assert!(step.changed.is_empty(), "{}", b.name);
+        // Cancel by id list: the other type's job is not named, so it stays queued.
+        let named = BulkFilter {
+            ids: Some(vec![ids[0], ids[6], JobId::new()]),
+            ..Default::default()
+        };
+        let step = s
+            .bulk_jobs(BulkAction::Cancel, &named, 0, 100, t0())
+            .unwrap();
+        assert_eq!(step.changed.len(), 2, "{}", b.name);
+        assert_eq!(step.next_after, None, "{}", b.name);
+        assert_eq!(s.get_job(ids[6]).unwrap().status, JobStatus::Canceled);
+        // A status the action does not apply to selects nothing.
+        let succeeded = BulkFilter {
+            status: Some(JobStatus::Succeeded),
+            ..Default::default()
+        };
+        let step = s
+            .bulk_jobs(BulkAction::Cancel, &succeeded, 0, 100, t0())
+            .unwrap();
+        assert!(step.changed.is_empty(), "{}", b.name);
+        // Cancel every queued job of any type.
+        let queued = BulkFilter {
+            status: Some(JobStatus::Queued),
+            ..Default::default()
+        };
+        let step = s
+            .bulk_jobs(BulkAction::Cancel, &queued, 0, 100, t0())
+            .unwrap();
+        assert_eq!(step.changed.len(), 6, "{}", b.name);
     });
 }

@@ -9,10 +9,10 @@ use super::conn::map_err;
 use super::PgConn;
 use crate::domain::time::{from_ms, to_ms, Ts};
 use crate::domain::{
-    json_equal, Claim, Enqueued, Failure, Fence, Job, JobConflict, JobEvent, JobFilter, JobId,
+    json_equal, Ack, AckOutcome, BulkAction, BulkFilter, BulkStep, Claim, Enqueued, Failure, Fence, Job, JobConflict, JobEvent, JobFilter, JobId,
     JobMeta, JobPage, JobStatus, JobType, NewEvent, NewJob, QueueStats, Reclaimed,
 };
-use crate::storage::{Result, StoreError, Wake};
+use crate::storage::{per_item, Result, StoreError, Wake};
 use postgres::Row;
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -187,6 +187,13 @@ fn transition(
         c.notify(Wake::Jobs)?;
     }
     Ok(job)
+}
+
+/// A batch, all or nothing: one multi-row insert and one event insert (`enqueue_many`);
+/// the first refused item fails the whole batch.
+pub fn enqueue_batch(c: &mut PgConn, new: Vec<NewJob>, now: Ts) -> Result<Vec<Enqueued>> {
+    let reqs = new.into_iter().map(|job| EnqueueReq { job, now }).collect();
+    enqueue_many(c, reqs)?.into_iter().collect()
 }
 
 pub fn enqueue(c: &mut PgConn, new: Vec<NewJob>, now: Ts) -> Result<Vec<Enqueued>> {
@@ -540,6 +547,109 @@ pub fn complete_many(c: &mut PgConn, reqs: Vec<CompleteReq>) -> Result<Vec<Resul
         .into_iter()
         .map(|o| o.expect("every request answered"))
         .collect())
+}
+
+/// Finishes a batch of leased jobs, each item judged as its own complete/fail call: the
+/// completions through `complete_many` (one set-based statement for live leases), the
+/// failures through the locked transition.
+pub fn ack(c: &mut PgConn, acks: &[Ack], now: Ts) -> Result<Vec<Result<Job>>> {
+    let mut out: Vec<Option<Result<Job>>> = acks.iter().map(|_| None).collect();
+    let (mut at, mut reqs) = (vec![], vec![]);
+    for (i, a) in acks.iter().enumerate() {
+        if let AckOutcome::Complete(result) = &a.outcome {
+            at.push(i);
+            reqs.push(CompleteReq {
+                id: a.id,
+                fence: a.fence.clone(),
+                result: result.clone(),
+                now,
+            });
+        }
+    }
+    if !reqs.is_empty() {
+        for (i, r) in at.into_iter().zip(complete_many(c, reqs)?) {
+            out[i] = Some(r);
+        }
+    }
+    for (i, a) in acks.iter().enumerate() {
+        if out[i].is_none() {
+            out[i] = Some(per_item(transition(c, a.id, now, |j| j.ack(a, now)))?);
+        }
+    }
+    Ok(out
+        .into_iter()
+        .map(|o| o.expect("every item answered"))
+        .collect())
+}
+
+const BULK_SELECT: &str = concat!(
+    "SELECT ",
+    cols!(),
+    " FROM jobs
+     WHERE seq > $1 AND status = ANY($2::text[]) AND ($3::text IS NULL OR type = $3::text)
+       AND ($4::text[] IS NULL OR id = ANY($4::text[]))
+     ORDER BY seq LIMIT $5 FOR UPDATE"
+);
+
+/// One bounded pass of a bulk retry or cancel, in insertion order.
+pub fn bulk(
+    c: &mut PgConn,
+    action: BulkAction,
+    filter: &BulkFilter,
+    after: i64,
+    limit: usize,
+    now: Ts,
+) -> Result<BulkStep> {
+    let states: Vec<String> = action
+        .selected_states(filter.status)
+        .iter()
+        .map(|s| s.as_str().to_string())
+        .collect();
+    if states.is_empty() || filter.ids.as_ref().is_some_and(|ids| ids.is_empty()) {
+        return Ok(BulkStep {
+            changed: Vec::new(),
+            next_after: None,
+        });
+    }
+    let ids: Option<Vec<String>> = filter
+        .ids
+        .as_ref()
+        .map(|ids| ids.iter().map(|i| i.to_string()).collect());
+    let rows = c.query(
+        BULK_SELECT,
+        &[
+            &after,
+            &states,
+            &filter.job_type.as_ref().map(|t| t.as_str()),
+            &ids,
+            &i64::try_from(limit).unwrap_or(i64::MAX),
+        ],
+    )?;
+    let rows = rows.iter().map(row_to_job).collect::<Result<Vec<_>>>()?;
+    let next_after = (rows.len() >= limit)
+        .then(|| rows.last().map(|(s, _)| *s))
+        .flatten();
+    let mut changed = Vec::with_capacity(rows.len());
+    let mut wake = false;
+    for (seq, mut job) in rows {
+        let was = job.status;
+        let Ok(events) = job.bulk(action, now) else {
+            continue;
+        };
+        save(c, seq, &job)?;
+        for ev in &events {
+            add_event(c, job.id, now, ev)?;
+        }
+        wake |= ready_now(&job, now);
+        changed.push((was, job));
+    }
+    if wake {
+        c.notify(Wake::Jobs)?;
+    }
+    Ok(BulkStep {
+        changed,
+        next_after,
+    })
 }
 
 pub fn fail(c: &mut PgConn, id: JobId, fence: &Fence, failure: &Failure, now: Ts) -> Result<Job> {

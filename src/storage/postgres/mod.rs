@@ -25,7 +25,7 @@ use crate::domain::notify::{
     DirectNotification, InboxItem, InboxPage, NewUser, User, UserId,
 };
 use crate::domain::{
-    Claim, Enqueued, Failure, Fence, Job, JobEvent, JobFilter, JobId, JobPage, NewJob, QueueStats,
+    Ack, BulkAction, BulkFilter, BulkStep, Claim, Enqueued, Failure, Fence, Job, JobEvent, JobFilter, JobId, JobPage, NewJob, QueueStats,
     Reclaimed, Ts, WorkerProcess,
 };
 use crate::storage::writer::{Connect, Writer};
@@ -329,7 +329,23 @@ impl Store for PgStore {
                 jobs::enqueue_many,
             )?]);
         }
-        self.write(move |c| jobs::enqueue(c, new.clone(), now))
+        self.write(move |c| jobs::enqueue_batch(c, new.clone(), now))
+    }
+
+    fn ack_jobs(&self, acks: Vec<Ack>, now: Ts) -> Result<Vec<Result<Job>>> {
+        self.write(move |c| jobs::ack(c, &acks, now))
+    }
+
+    fn bulk_jobs(
+        &self,
+        action: BulkAction,
+        filter: &BulkFilter,
+        after: i64,
+        limit: usize,
+        now: Ts,
+    ) -> Result<BulkStep> {
+        let filter = filter.clone();
+        self.write(move |c| jobs::bulk(c, action, &filter, after, limit, now))
     }
 
     fn complete_job(

@@ -87,6 +87,87 @@ pub fn claim_complete(url: &str, ops: usize) -> R<Duration> {
     Ok(start.elapsed())
 }
 
+/// A client on a schema holding the smallest table a queue can have (an integer key, a
+/// JSON payload, a state, one partial index): the machine's own limit.
+fn minimal_schema(url: &str) -> R<Client> {
+    let mut c = client(url)?;
+    c.batch_execute(
+        "CREATE TABLE IF NOT EXISTS jobs_minimal (
+             id          BIGSERIAL PRIMARY KEY,
+             payload     TEXT    NOT NULL,
+             state       INTEGER NOT NULL DEFAULT 0,
+             lease_until BIGINT,
+             created_at  BIGINT  NOT NULL
+         );
+         CREATE INDEX IF NOT EXISTS jobs_minimal_queued ON jobs_minimal (id) WHERE state = 0;",
+    )?;
+    Ok(c)
+}
+
+const MINIMAL_INSERT: &str = "INSERT INTO jobs_minimal (payload, created_at) VALUES ($1, $2)";
+
+fn payload(i: usize) -> String {
+    serde_json::json!({ "n": i }).to_string()
+}
+
+/// `ops` single-row INSERTs into the minimal table, each its own transaction.
+pub fn minimal_insert_single(url: &str, ops: usize) -> R<Duration> {
+    let mut c = minimal_schema(url)?;
+    let st = c.prepare(MINIMAL_INSERT)?;
+    let start = Instant::now();
+    for i in 0..ops {
+        c.execute(&st, &[&payload(i), &now_ms()])?;
+    }
+    Ok(start.elapsed())
+}
+
+/// `ops` rows into the minimal table in transactions of `batch` INSERTs.
+pub fn minimal_insert_batch(url: &str, ops: usize, batch: usize) -> R<Duration> {
+    let mut c = minimal_schema(url)?;
+    minimal_fill(&mut c, ops, batch)
+}
+
+fn minimal_fill(c: &mut Client, ops: usize, batch: usize) -> R<Duration> {
+    let st = c.prepare(MINIMAL_INSERT)?;
+    let start = Instant::now();
+    let mut i = 0;
+    while i < ops {
+        let end = (i + batch).min(ops);
+        let mut tx = c.transaction()?;
+        for j in i..end {
+            tx.execute(&st, &[&payload(j), &now_ms()])?;
+        }
+        tx.commit()?;
+        i = end;
+    }
+    Ok(start.elapsed())
+}
+
+/// Fills the minimal table, then claims one job (`FOR UPDATE SKIP LOCKED`, its own
+/// transaction) and marks it done (its own transaction), one at a time. Drain time only.
+pub fn minimal_claim_complete(url: &str, ops: usize) -> R<Duration> {
+    let mut c = minimal_schema(url)?;
+    minimal_fill(&mut c, ops, 1000)?;
+    let claim = c.prepare(
+        "UPDATE jobs_minimal SET state = 1, lease_until = $1
+         WHERE id = (SELECT id FROM jobs_minimal WHERE state = 0 ORDER BY id LIMIT 1
+                     FOR UPDATE SKIP LOCKED)
+         RETURNING id, payload",
+    )?;
+    let done =
+        c.prepare("UPDATE jobs_minimal SET state = 2, lease_until = NULL WHERE id = $1 AND state = 1")?;
+    let start = Instant::now();
+    loop {
+        let Some(row) = c.query_opt(&claim, &[&(now_ms() + 30_000)])? else {
+            break;
+        };
+        let (id, body): (i64, String) = (row.get(0), row.get(1));
+        std::hint::black_box(serde_json::from_str::<serde_json::Value>(&body).ok());
+        c.execute(&done, &[&id])?;
+    }
+    Ok(start.elapsed())
+}
+
 /// Adds `rows` finished jobs (for the history-growth drain scenario).
 pub fn fill_finished(url: &str, rows: usize) -> R<()> {
     let mut c = client(url)?;

@@ -4,10 +4,10 @@
 use super::map_err;
 use crate::domain::time::{from_ms, to_ms, Ts};
 use crate::domain::{
-    json_equal, Claim, Enqueued, Failure, Fence, Job, JobConflict, JobEvent, JobFilter, JobId,
+    json_equal, Ack, BulkAction, BulkFilter, BulkStep, Claim, Enqueued, Failure, Fence, Job, JobConflict, JobEvent, JobFilter, JobId,
     JobMeta, JobPage, JobStatus, JobType, NewEvent, NewJob, QueueStats, Reclaimed,
 };
-use crate::storage::{Result, StoreError};
+use crate::storage::{per_item, Result, StoreError};
 use rusqlite::{params, params_from_iter, Connection, OptionalExtension, Row};
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -304,6 +304,76 @@ pub fn retry(c: &Connection, id: JobId, now: Ts) -> Result<Job> {
 
 pub fn release(c: &Connection, id: JobId, fence: &Fence, now: Ts) -> Result<Job> {
     transition(c, id, now, |j| j.release(fence, now))
+}
+
+/// Finishes a batch of leased jobs, each item judged as its own complete/fail call. A
+/// refused item writes nothing (the state machine refuses before anything is saved).
+pub fn ack(c: &Connection, acks: Vec<Ack>, now: Ts) -> Result<Vec<Result<Job>>> {
+    acks.iter()
+        .map(|a| per_item(transition(c, a.id, now, |j| j.ack(a, now))))
+        .collect()
+}
+
+/// One bounded pass of a bulk retry or cancel, in insertion order.
+pub fn bulk(
+    c: &Connection,
+    action: BulkAction,
+    filter: &BulkFilter,
+    after: i64,
+    limit: usize,
+    now: Ts,
+) -> Result<BulkStep> {
+    let states = action.selected_states(filter.status);
+    if states.is_empty() || filter.ids.as_ref().is_some_and(|ids| ids.is_empty()) {
+        return Ok(BulkStep {
+            changed: Vec::new(),
+            next_after: None,
+        });
+    }
+    let states: Vec<&str> = states.iter().map(|s| s.as_str()).collect();
+    let ids = filter
+        .ids
+        .as_ref()
+        .map(|ids| Value::from(ids.iter().map(|i| i.to_string()).collect::<Vec<_>>()).to_string());
+    let rows: Vec<(i64, Job)> = c
+        .prepare_cached(&format!(
+            "SELECT {COLS} FROM jobs
+             WHERE seq > ?1 AND status IN (SELECT value FROM json_each(?2))
+               AND (?3 IS NULL OR type = ?3)
+               AND (?4 IS NULL OR id IN (SELECT value FROM json_each(?4)))
+             ORDER BY seq LIMIT ?5"
+        ))
+        .and_then(|mut s| {
+            s.query_map(
+                params![
+                    after,
+                    Value::from(states).to_string(),
+                    filter.job_type.as_ref().map(|t| t.as_str()),
+                    ids,
+                    limit as i64
+                ],
+                row_to_job,
+            )?
+            .collect()
+        })
+        .map_err(map_err)?;
+    let next_after = (rows.len() >= limit).then(|| rows.last().map(|(s, _)| *s)).flatten();
+    let mut changed = Vec::with_capacity(rows.len());
+    for (seq, mut job) in rows {
+        let was = job.status;
+        let Ok(events) = job.bulk(action, now) else {
+            continue;
+        };
+        save(c, seq, &job)?;
+        for ev in &events {
+            add_event(c, job.id, now, ev)?;
+        }
+        changed.push((was, job));
+    }
+    Ok(BulkStep {
+        changed,
+        next_after,
+    })
 }
 
 pub fn list(c: &Connection, f: &JobFilter) -> Result<JobPage> {

@@ -17,7 +17,7 @@ use crate::domain::notify::{
     DirectNotification, InboxItem, InboxPage, NewUser, User, UserId,
 };
 use crate::domain::{
-    Claim, Enqueued, Failure, Fence, Job, JobEvent, JobFilter, JobId, JobPage, NewJob, QueueStats,
+    Ack, BulkAction, BulkFilter, BulkStep, Claim, Enqueued, Failure, Fence, Job, JobEvent, JobFilter, JobId, JobPage, NewJob, QueueStats,
     Reclaimed, Ts, WorkerProcess,
 };
 use crate::storage::writer::{TxConn, Writer};
@@ -40,6 +40,13 @@ pub(crate) fn configure(conn: &Connection) -> rusqlite::Result<()> {
     conn.busy_timeout(Duration::from_secs(5))?;
     // Every statement the store uses stays prepared (the default cache holds only 16).
     conn.set_prepared_statement_cache_capacity(256);
+    // The query planner stability guarantee: a cached statement keeps its plan when its
+    // parameters are bound again. Without it, a statement whose parameter SQLite compared
+    // with a partial index's condition is compiled anew on every call (`sqlite3Reprepare`).
+    conn.set_db_config(
+        rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG,
+        true,
+    )?;
     conn.execute_batch(
         "PRAGMA journal_mode = WAL;
          PRAGMA synchronous = NORMAL;
@@ -252,6 +259,22 @@ impl Store for SqliteStore {
     ) -> Result<Job> {
         let fence = fence.clone();
         self.write(move |c| jobs::complete(c, id, &fence, result, now))
+    }
+
+    fn ack_jobs(&self, acks: Vec<Ack>, now: Ts) -> Result<Vec<Result<Job>>> {
+        self.write(move |c| jobs::ack(c, acks, now))
+    }
+
+    fn bulk_jobs(
+        &self,
+        action: BulkAction,
+        filter: &BulkFilter,
+        after: i64,
+        limit: usize,
+        now: Ts,
+    ) -> Result<BulkStep> {
+        let filter = filter.clone();
+        self.write(move |c| jobs::bulk(c, action, &filter, after, limit, now))
     }
 
     crate::storage::delegate_store!();

@@ -131,3 +131,84 @@ pub fn insert_select(path: &Path) -> rusqlite::Result<(usize, Duration)> {
     conn.execute_batch("COMMIT")?;
     Ok((n, start.elapsed()))
 }
+
+/// The smallest table a queue can have (an integer key, a JSON payload, a state, one
+/// partial index): the machine's own limit, beside the limits of wp-lite's schema.
+fn open_minimal(path: &Path) -> rusqlite::Result<Connection> {
+    let conn = Connection::open(path)?;
+    configure(&conn)?;
+    conn.execute_batch(
+        "CREATE TABLE IF NOT EXISTS jobs_minimal (
+             id          INTEGER PRIMARY KEY,
+             payload     TEXT    NOT NULL,
+             state       INTEGER NOT NULL DEFAULT 0,
+             lease_until INTEGER,
+             created_at  INTEGER NOT NULL
+         );
+         CREATE INDEX IF NOT EXISTS jobs_minimal_queued ON jobs_minimal (id) WHERE state = 0;",
+    )?;
+    Ok(conn)
+}
+
+const MINIMAL_INSERT: &str = "INSERT INTO jobs_minimal (payload, created_at) VALUES (?1, ?2)";
+
+fn payload(i: usize) -> String {
+    serde_json::json!({ "n": i }).to_string()
+}
+
+/// `ops` single-row INSERTs into the minimal table, each its own transaction.
+pub fn minimal_insert_single(path: &Path, ops: usize) -> rusqlite::Result<Duration> {
+    let conn = open_minimal(path)?;
+    let mut st = conn.prepare_cached(MINIMAL_INSERT)?;
+    let start = Instant::now();
+    for i in 0..ops {
+        st.execute(params![payload(i), now_ms()])?;
+    }
+    Ok(start.elapsed())
+}
+
+/// `ops` rows into the minimal table in transactions of `batch` INSERTs.
+pub fn minimal_insert_batch(path: &Path, ops: usize, batch: usize) -> rusqlite::Result<Duration> {
+    let mut conn = open_minimal(path)?;
+    let start = Instant::now();
+    let mut i = 0;
+    while i < ops {
+        let end = (i + batch).min(ops);
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        {
+            let mut st = tx.prepare_cached(MINIMAL_INSERT)?;
+            for j in i..end {
+                st.execute(params![payload(j), now_ms()])?;
+            }
+        }
+        tx.commit()?;
+        i = end;
+    }
+    Ok(start.elapsed())
+}
+
+/// Fills the minimal table, then claims one job (`UPDATE … RETURNING`, its own
+/// transaction), decodes its payload and marks it done (its own transaction), one job at
+/// a time. Returns the drain time only.
+pub fn minimal_claim_complete(path: &Path, ops: usize) -> rusqlite::Result<Duration> {
+    minimal_insert_batch(path, ops, 1000)?;
+    let conn = open_minimal(path)?;
+    let mut claim = conn.prepare_cached(
+        "UPDATE jobs_minimal SET state = 1, lease_until = ?1
+         WHERE id = (SELECT id FROM jobs_minimal WHERE state = 0 ORDER BY id LIMIT 1)
+         RETURNING id, payload",
+    )?;
+    let mut done = conn.prepare_cached(
+        "UPDATE jobs_minimal SET state = 2, lease_until = NULL WHERE id = ?1 AND state = 1",
+    )?;
+    let start = Instant::now();
+    loop {
+        let job: Option<(i64, String)> = claim
+            .query_row([now_ms() + 30_000], |r| Ok((r.get(0)?, r.get(1)?)))
+            .ok();
+        let Some((id, body)) = job else { break };
+        std::hint::black_box(serde_json::from_str::<serde_json::Value>(&body).ok());
+        done.execute([id])?;
+    }
+    Ok(start.elapsed())
+}
