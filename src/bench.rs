@@ -358,10 +358,26 @@ impl ServeChild {
     fn start(url: &str) -> anyhow::Result<Self> {
         use std::io::BufRead;
         // Migrate first, so the child serves at once.
-        drop(crate::storage::open(url, &crate::storage::OpenOptions { migrate: true })?);
+        drop(crate::storage::open(
+            url,
+            &crate::storage::OpenOptions { migrate: true },
+        )?);
         let mut child = std::process::Command::new(std::env::current_exe()?)
-            .args(["--log-format", "json", "--log-level", "info", "--database-url", url])
-            .args(["serve", "--bind", "127.0.0.1:0", "--admin-token", BENCH_TOKEN])
+            .args([
+                "--log-format",
+                "json",
+                "--log-level",
+                "info",
+                "--database-url",
+                url,
+            ])
+            .args([
+                "serve",
+                "--bind",
+                "127.0.0.1:0",
+                "--admin-token",
+                BENCH_TOKEN,
+            ])
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::piped())
@@ -417,7 +433,12 @@ fn cpu_seconds(path: &str) -> f64 {
 
 /// Runs an HTTP scenario's client against a fresh `serve` child and fills in the figures:
 /// throughput, the server's peak RSS and how much of the machine each side used.
-async fn against_child<F, Fut>(url: &str, name: &str, ops: usize, client: F) -> anyhow::Result<Outcome>
+async fn against_child<F, Fut>(
+    url: &str,
+    name: &str,
+    ops: usize,
+    client: F,
+) -> anyhow::Result<Outcome>
 where
     F: FnOnce(String) -> Fut,
     Fut: std::future::Future<Output = anyhow::Result<()>>,
@@ -427,8 +448,8 @@ where
     let start = Instant::now();
     client(served.base.clone()).await?;
     let elapsed = start.elapsed();
-    let machine = elapsed.as_secs_f64()
-        * std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+    let machine =
+        elapsed.as_secs_f64() * std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
     let mut out = Outcome::new(name, ops, elapsed);
     out.peak_rss_mb = served.peak_rss_mb();
     out.server_cpu_percent = Some((served.cpu_seconds() - server0) / machine * 100.0);
@@ -478,8 +499,10 @@ async fn http_batch(url: &str, ops: usize) -> anyhow::Result<Outcome> {
                             .as_array()
                             .context("lease answer")?
                             .iter()
-                            .map(|j| json!({ "job_id": j["job_id"], "lease_token": j["lease_token"],
-                                             "outcome": "complete", "result": {} }))
+                            .map(|j| {
+                                json!({ "job_id": j["job_id"], "lease_token": j["lease_token"],
+                                             "outcome": "complete", "result": {} })
+                            })
                             .collect();
                         anyhow::ensure!(!items.is_empty(), "leased nothing");
                         let got = items.len();
@@ -873,7 +896,8 @@ impl Targets {
             Some((f, false)) => (f, "**no**"),
             None => ("–".into(), "not run"),
         };
-        self.0.push_str(&format!("| {label} | {figure} | {met} |\n"));
+        self.0
+            .push_str(&format!("| {label} | {figure} | {met} |\n"));
     }
 }
 
@@ -900,7 +924,10 @@ fn percent(out: &[Outcome], name: &str, minimal: bool, want: f64) -> Option<(Str
 fn pickup(out: &[Outcome], p50: f64, p99: f64) -> Option<(String, bool)> {
     find(out, "pickup-latency").map(|o| {
         let (a, b) = (o.p50_ms.unwrap_or(f64::MAX), o.p99_ms.unwrap_or(f64::MAX));
-        (format!("p50 {a:.2} ms, p99 {b:.2} ms"), a <= p50 && b <= p99)
+        (
+            format!("p50 {a:.2} ms, p99 {b:.2} ms"),
+            a <= p50 && b <= p99,
+        )
     })
 }
 
@@ -915,7 +942,9 @@ fn job_rss(out: &[Outcome]) -> Option<(String, bool)> {
                 || o.scenario == "pickup-latency"
         })
         .collect();
-    let worst = jobs.iter().max_by(|a, b| a.peak_rss_mb.total_cmp(&b.peak_rss_mb))?;
+    let worst = jobs
+        .iter()
+        .max_by(|a, b| a.peak_rss_mb.total_cmp(&b.peak_rss_mb))?;
     Some((
         format!("{:.0} MB ({})", worst.peak_rss_mb, worst.scenario),
         worst.peak_rss_mb <= 100.0,
@@ -945,25 +974,39 @@ pub fn targets(out: &[Outcome]) -> String {
         "http-roundtrip (three requests per job) ≥ 5 000 jobs/s",
         at_least(out, "http-roundtrip", 5_000.0),
     );
-    t.row("http-batch ≥ 30 000 jobs/s", at_least(out, "http-batch", 30_000.0));
-    t.row("pickup-latency p50 ≤ 1 ms, p99 ≤ 5 ms", pickup(out, 1.0, 5.0));
+    t.row(
+        "http-batch ≥ 30 000 jobs/s",
+        at_least(out, "http-batch", 30_000.0),
+    );
+    t.row(
+        "pickup-latency p50 ≤ 1 ms, p99 ≤ 5 ms",
+        pickup(out, 1.0, 5.0),
+    );
     t.row("every job scenario: peak RSS ≤ 100 MB", job_rss(out));
     t.row(
         "broadcast-fanout of 1 000 000 users ≤ 5 s, ≥ 40 % of raw INSERT … SELECT, RSS ≤ 200 MB",
         find(out, "broadcast-fanout").map(|o| {
             let pct = o.percent_of_raw.unwrap_or(0.0);
             (
-                format!("{:.2} s, {:.0}/s, {pct:.0} % of raw, {:.0} MB", o.seconds, o.ops_per_s, o.peak_rss_mb),
+                format!(
+                    "{:.2} s, {:.0}/s, {pct:.0} % of raw, {:.0} MB",
+                    o.seconds, o.ops_per_s, o.peak_rss_mb
+                ),
                 o.seconds <= 5.0 && pct >= 40.0 && o.peak_rss_mb <= 200.0 && o.ops >= 1_000_000,
             )
         }),
     );
     t.row(
         "inbox page of a 10 000-item inbox ≈ a 10-item one (p50 within 2×)",
-        find(out, "inbox-list-10").zip(find(out, "inbox-list-10000")).map(|(a, b)| {
-            let (pa, pb) = (a.p50_ms.unwrap_or(0.0), b.p50_ms.unwrap_or(f64::MAX));
-            (format!("p50 {pb:.2} ms vs {pa:.2} ms"), pb <= 2.0 * pa.max(0.05))
-        }),
+        find(out, "inbox-list-10")
+            .zip(find(out, "inbox-list-10000"))
+            .map(|(a, b)| {
+                let (pa, pb) = (a.p50_ms.unwrap_or(0.0), b.p50_ms.unwrap_or(f64::MAX));
+                (
+                    format!("p50 {pb:.2} ms vs {pa:.2} ms"),
+                    pb <= 2.0 * pa.max(0.05),
+                )
+            }),
     );
     t.0
 }
@@ -1101,7 +1144,10 @@ pub fn pg_targets(out: &[Outcome]) -> String {
         "http-roundtrip ≥ 3 000 jobs/s",
         at_least(out, "http-roundtrip", 3_000.0),
     );
-    t.row("pickup latency across nodes p99 ≤ 20 ms", pickup(out, f64::MAX, 20.0));
+    t.row(
+        "pickup latency across nodes p99 ≤ 20 ms",
+        pickup(out, f64::MAX, 20.0),
+    );
     t.row("every job scenario: peak RSS ≤ 100 MB", job_rss(out));
     t.0
 }

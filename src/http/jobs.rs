@@ -10,8 +10,9 @@ use super::openapi::{Access, Api};
 use super::AppState;
 use crate::domain::time::{self, serde_ts, Ts};
 use crate::domain::{
-    bounded_text, in_range, Ack, AckOutcome, BulkAction, BulkFilter, Claim, Failure, Enqueued, Fence, FieldError, Job, JobEvent, JobFilter, JobId,
-    JobMeta, JobStatus, JobType, NewJob, QueueStats, MAX_BATCH_ITEMS,
+    bounded_text, in_range, Ack, AckOutcome, BulkAction, BulkFilter, Claim, Enqueued, Failure,
+    Fence, FieldError, Job, JobEvent, JobFilter, JobId, JobMeta, JobStatus, JobType, NewJob,
+    QueueStats, MAX_BATCH_ITEMS,
 };
 use crate::service::Error;
 use axum::extract::State;
@@ -561,7 +562,9 @@ async fn ack(
         .into_iter()
         .zip(answers)
         .map(|(id, answer)| match answer {
-            Ok(job) => json!({ "job_id": id.to_string(), "ok": true, "job": JobView::new(job, false) }),
+            Ok(job) => {
+                json!({ "job_id": id.to_string(), "ok": true, "job": JobView::new(job, false) })
+            }
             Err(e) => {
                 let e = ApiError::from(e);
                 json!({

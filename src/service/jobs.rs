@@ -4,8 +4,8 @@
 use super::{Error, Result};
 use crate::clock::SharedClock;
 use crate::domain::{
-    Ack, BulkAction, BulkFilter, Claim, Enqueued, Failure, Fence, Job, JobEvent, JobFilter, JobId, JobPage, JobStatus, NewJob,
-    QueueStats,
+    Ack, BulkAction, BulkFilter, Claim, Enqueued, Failure, Fence, Job, JobEvent, JobFilter, JobId,
+    JobPage, JobStatus, NewJob, QueueStats,
 };
 use crate::queue::{Ready, ReadyQueue};
 use crate::storage::Db;

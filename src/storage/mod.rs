@@ -17,8 +17,8 @@ use crate::domain::notify::{
     DirectNotification, InboxItem, InboxPage, NewUser, User, UserId,
 };
 use crate::domain::{
-    Ack, BulkAction, BulkFilter, BulkStep, Claim, Enqueued, Failure, Fence, Job, JobConflict, JobEvent, JobFilter, JobId, JobPage, NewJob,
-    QueueStats, Reclaimed, Ts, WorkerProcess,
+    Ack, BulkAction, BulkFilter, BulkStep, Claim, Enqueued, Failure, Fence, Job, JobConflict,
+    JobEvent, JobFilter, JobId, JobPage, NewJob, QueueStats, Reclaimed, Ts, WorkerProcess,
 };
 use serde_json::Value;
 use std::sync::Arc;

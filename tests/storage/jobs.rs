@@ -5,8 +5,8 @@ use std::collections::HashSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use wp_lite::domain::{
-    Ack, AckOutcome, BulkAction, BulkFilter, Claim, Enqueued, Failure, Fence, JobConflict, JobFilter, JobId, JobMeta, JobStatus, JobType,
-    NewJob,
+    Ack, AckOutcome, BulkAction, BulkFilter, Claim, Enqueued, Failure, Fence, JobConflict,
+    JobFilter, JobId, JobMeta, JobStatus, JobType, NewJob,
 };
 use wp_lite::storage::{self, OpenOptions, Store, StoreError, Wake};
 

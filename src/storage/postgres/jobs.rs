@@ -9,8 +9,9 @@ use super::conn::map_err;
 use super::PgConn;
 use crate::domain::time::{from_ms, to_ms, Ts};
 use crate::domain::{
-    json_equal, Ack, AckOutcome, BulkAction, BulkFilter, BulkStep, Claim, Enqueued, Failure, Fence, Job, JobConflict, JobEvent, JobFilter, JobId,
-    JobMeta, JobPage, JobStatus, JobType, NewEvent, NewJob, QueueStats, Reclaimed,
+    json_equal, Ack, AckOutcome, BulkAction, BulkFilter, BulkStep, Claim, Enqueued, Failure, Fence,
+    Job, JobConflict, JobEvent, JobFilter, JobId, JobMeta, JobPage, JobStatus, JobType, NewEvent,
+    NewJob, QueueStats, Reclaimed,
 };
 use crate::storage::{per_item, Result, StoreError, Wake};
 use postgres::Row;

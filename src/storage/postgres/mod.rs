@@ -25,8 +25,8 @@ use crate::domain::notify::{
     DirectNotification, InboxItem, InboxPage, NewUser, User, UserId,
 };
 use crate::domain::{
-    Ack, BulkAction, BulkFilter, BulkStep, Claim, Enqueued, Failure, Fence, Job, JobEvent, JobFilter, JobId, JobPage, NewJob, QueueStats,
-    Reclaimed, Ts, WorkerProcess,
+    Ack, BulkAction, BulkFilter, BulkStep, Claim, Enqueued, Failure, Fence, Job, JobEvent,
+    JobFilter, JobId, JobPage, NewJob, QueueStats, Reclaimed, Ts, WorkerProcess,
 };
 use crate::storage::writer::{Connect, Writer};
 pub use conn::PgConn;

@@ -154,8 +154,9 @@ pub fn minimal_claim_complete(url: &str, ops: usize) -> R<Duration> {
                      FOR UPDATE SKIP LOCKED)
          RETURNING id, payload",
     )?;
-    let done =
-        c.prepare("UPDATE jobs_minimal SET state = 2, lease_until = NULL WHERE id = $1 AND state = 1")?;
+    let done = c.prepare(
+        "UPDATE jobs_minimal SET state = 2, lease_until = NULL WHERE id = $1 AND state = 1",
+    )?;
     let start = Instant::now();
     loop {
         let Some(row) = c.query_opt(&claim, &[&(now_ms() + 30_000)])? else {

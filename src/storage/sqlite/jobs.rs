@@ -4,8 +4,9 @@
 use super::map_err;
 use crate::domain::time::{from_ms, to_ms, Ts};
 use crate::domain::{
-    json_equal, Ack, BulkAction, BulkFilter, BulkStep, Claim, Enqueued, Failure, Fence, Job, JobConflict, JobEvent, JobFilter, JobId,
-    JobMeta, JobPage, JobStatus, JobType, NewEvent, NewJob, QueueStats, Reclaimed,
+    json_equal, Ack, BulkAction, BulkFilter, BulkStep, Claim, Enqueued, Failure, Fence, Job,
+    JobConflict, JobEvent, JobFilter, JobId, JobMeta, JobPage, JobStatus, JobType, NewEvent,
+    NewJob, QueueStats, Reclaimed,
 };
 use crate::storage::{per_item, Result, StoreError};
 use rusqlite::{params, params_from_iter, Connection, OptionalExtension, Row};
@@ -357,7 +358,9 @@ pub fn bulk(
             .collect()
         })
         .map_err(map_err)?;
-    let next_after = (rows.len() >= limit).then(|| rows.last().map(|(s, _)| *s)).flatten();
+    let next_after = (rows.len() >= limit)
+        .then(|| rows.last().map(|(s, _)| *s))
+        .flatten();
     let mut changed = Vec::with_capacity(rows.len());
     for (seq, mut job) in rows {
         let was = job.status;

@@ -17,8 +17,8 @@ use crate::domain::notify::{
     DirectNotification, InboxItem, InboxPage, NewUser, User, UserId,
 };
 use crate::domain::{
-    Ack, BulkAction, BulkFilter, BulkStep, Claim, Enqueued, Failure, Fence, Job, JobEvent, JobFilter, JobId, JobPage, NewJob, QueueStats,
-    Reclaimed, Ts, WorkerProcess,
+    Ack, BulkAction, BulkFilter, BulkStep, Claim, Enqueued, Failure, Fence, Job, JobEvent,
+    JobFilter, JobId, JobPage, NewJob, QueueStats, Reclaimed, Ts, WorkerProcess,
 };
 use crate::storage::writer::{TxConn, Writer};
 use r2d2_sqlite::SqliteConnectionManager;
