@@ -328,6 +328,14 @@ pub struct BulkFilter {
     pub ids: Option<Vec<JobId>>,
 }
 
+impl BulkFilter {
+    /// Whether no job can match (a status the action does not apply to, an empty id list).
+    pub fn selects_nothing(&self, action: BulkAction) -> bool {
+        action.selected_states(self.status).is_empty()
+            || self.ids.as_ref().is_some_and(|ids| ids.is_empty())
+    }
+}
+
 /// One bounded pass of a bulk action.
 #[derive(Debug, Clone)]
 pub struct BulkStep {

@@ -43,6 +43,34 @@ pub enum StoreError {
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
+/// The rest of a bulk pass once a backend has loaded (and locked) up to `limit` matching
+/// rows in insertion order: applies the action to each, saves it through `save` (the row
+/// and its events), and says where the next pass starts.
+pub(crate) fn bulk_step(
+    rows: Vec<(i64, Job)>,
+    limit: usize,
+    action: BulkAction,
+    now: Ts,
+    mut save: impl FnMut(i64, &Job, &[crate::domain::NewEvent]) -> Result<()>,
+) -> Result<BulkStep> {
+    let next_after = (rows.len() >= limit)
+        .then(|| rows.last().map(|(s, _)| *s))
+        .flatten();
+    let mut changed = Vec::with_capacity(rows.len());
+    for (seq, mut job) in rows {
+        let was = job.status;
+        let Ok(events) = job.bulk(action, now) else {
+            continue;
+        };
+        save(seq, &job, &events)?;
+        changed.push((was, job));
+    }
+    Ok(BulkStep {
+        changed,
+        next_after,
+    })
+}
+
 /// For calls answered per item (`ack_jobs`): an item's own refusal (unknown job, a state
 /// conflict) is its answer; any other error fails the whole call.
 pub(crate) fn per_item<T>(r: Result<T>) -> Result<Result<T>> {

@@ -13,7 +13,7 @@ use crate::domain::{
     Job, JobConflict, JobEvent, JobFilter, JobId, JobMeta, JobPage, JobStatus, JobType, NewEvent,
     NewJob, QueueStats, Reclaimed,
 };
-use crate::storage::{per_item, Result, StoreError, Wake};
+use crate::storage::{bulk_step, per_item, Result, StoreError, Wake};
 use postgres::Row;
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -601,17 +601,17 @@ pub fn bulk(
     limit: usize,
     now: Ts,
 ) -> Result<BulkStep> {
-    let states: Vec<String> = action
-        .selected_states(filter.status)
-        .iter()
-        .map(|s| s.as_str().to_string())
-        .collect();
-    if states.is_empty() || filter.ids.as_ref().is_some_and(|ids| ids.is_empty()) {
+    if filter.selects_nothing(action) {
         return Ok(BulkStep {
             changed: Vec::new(),
             next_after: None,
         });
     }
+    let states: Vec<String> = action
+        .selected_states(filter.status)
+        .iter()
+        .map(|s| s.as_str().to_string())
+        .collect();
     let ids: Option<Vec<String>> = filter
         .ids
         .as_ref()
@@ -627,30 +627,19 @@ pub fn bulk(
         ],
     )?;
     let rows = rows.iter().map(row_to_job).collect::<Result<Vec<_>>>()?;
-    let next_after = (rows.len() >= limit)
-        .then(|| rows.last().map(|(s, _)| *s))
-        .flatten();
-    let mut changed = Vec::with_capacity(rows.len());
     let mut wake = false;
-    for (seq, mut job) in rows {
-        let was = job.status;
-        let Ok(events) = job.bulk(action, now) else {
-            continue;
-        };
-        save(c, seq, &job)?;
-        for ev in &events {
+    let step = bulk_step(rows, limit, action, now, |seq, job, events| {
+        save(c, seq, job)?;
+        for ev in events {
             add_event(c, job.id, now, ev)?;
         }
-        wake |= ready_now(&job, now);
-        changed.push((was, job));
-    }
+        wake |= ready_now(job, now);
+        Ok(())
+    })?;
     if wake {
         c.notify(Wake::Jobs)?;
     }
-    Ok(BulkStep {
-        changed,
-        next_after,
-    })
+    Ok(step)
 }
 
 pub fn fail(c: &mut PgConn, id: JobId, fence: &Fence, failure: &Failure, now: Ts) -> Result<Job> {

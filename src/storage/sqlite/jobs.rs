@@ -8,7 +8,7 @@ use crate::domain::{
     JobConflict, JobEvent, JobFilter, JobId, JobMeta, JobPage, JobStatus, JobType, NewEvent,
     NewJob, QueueStats, Reclaimed,
 };
-use crate::storage::{per_item, Result, StoreError};
+use crate::storage::{bulk_step, per_item, Result, StoreError};
 use rusqlite::{params, params_from_iter, Connection, OptionalExtension, Row};
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -324,14 +324,17 @@ pub fn bulk(
     limit: usize,
     now: Ts,
 ) -> Result<BulkStep> {
-    let states = action.selected_states(filter.status);
-    if states.is_empty() || filter.ids.as_ref().is_some_and(|ids| ids.is_empty()) {
+    if filter.selects_nothing(action) {
         return Ok(BulkStep {
             changed: Vec::new(),
             next_after: None,
         });
     }
-    let states: Vec<&str> = states.iter().map(|s| s.as_str()).collect();
+    let states: Vec<&str> = action
+        .selected_states(filter.status)
+        .iter()
+        .map(|s| s.as_str())
+        .collect();
     let ids = filter
         .ids
         .as_ref()
@@ -358,24 +361,11 @@ pub fn bulk(
             .collect()
         })
         .map_err(map_err)?;
-    let next_after = (rows.len() >= limit)
-        .then(|| rows.last().map(|(s, _)| *s))
-        .flatten();
-    let mut changed = Vec::with_capacity(rows.len());
-    for (seq, mut job) in rows {
-        let was = job.status;
-        let Ok(events) = job.bulk(action, now) else {
-            continue;
-        };
-        save(c, seq, &job)?;
-        for ev in &events {
-            add_event(c, job.id, now, ev)?;
-        }
-        changed.push((was, job));
-    }
-    Ok(BulkStep {
-        changed,
-        next_after,
+    bulk_step(rows, limit, action, now, |seq, job, events| {
+        save(c, seq, job)?;
+        events
+            .iter()
+            .try_for_each(|ev| add_event(c, job.id, now, ev))
     })
 }
 
