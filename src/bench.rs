@@ -357,11 +357,6 @@ const BENCH_TOKEN: &str = "bench-admin-token-0123456789abcdef0123456789";
 impl ServeChild {
     fn start(url: &str) -> anyhow::Result<Self> {
         use std::io::BufRead;
-        // Migrate first, so the child serves at once.
-        drop(crate::storage::open(
-            url,
-            &crate::storage::OpenOptions { migrate: true },
-        )?);
         let mut child = std::process::Command::new(std::env::current_exe()?)
             .args([
                 "--log-format",
