@@ -311,11 +311,11 @@ impl BulkAction {
     }
 
     /// The states a bulk pass selects: those the action allows, narrowed by `status`.
-    pub fn selected_states(self, status: Option<JobStatus>) -> Vec<JobStatus> {
+    pub fn selected_states(self, status: Option<JobStatus>) -> Vec<&'static str> {
         self.from_states()
             .iter()
-            .copied()
-            .filter(|s| status.is_none_or(|want| want == *s))
+            .filter(|s| status.is_none_or(|want| want == **s))
+            .map(|s| s.as_str())
             .collect()
     }
 }
@@ -343,6 +343,16 @@ pub struct BulkStep {
     pub changed: Vec<(JobStatus, Job)>,
     /// The insertion sequence to continue after, when more rows may match.
     pub next_after: Option<i64>,
+}
+
+impl BulkStep {
+    /// A pass that changed nothing and is the last.
+    pub fn done() -> Self {
+        Self {
+            changed: Vec::new(),
+            next_after: None,
+        }
+    }
 }
 
 /// Filters of the admin job list, newest first.

@@ -602,16 +602,9 @@ pub fn bulk(
     now: Ts,
 ) -> Result<BulkStep> {
     if filter.selects_nothing(action) {
-        return Ok(BulkStep {
-            changed: Vec::new(),
-            next_after: None,
-        });
+        return Ok(BulkStep::done());
     }
-    let states: Vec<String> = action
-        .selected_states(filter.status)
-        .iter()
-        .map(|s| s.as_str().to_string())
-        .collect();
+    let states = action.selected_states(filter.status);
     let ids: Option<Vec<String>> = filter
         .ids
         .as_ref()

@@ -325,16 +325,9 @@ pub fn bulk(
     now: Ts,
 ) -> Result<BulkStep> {
     if filter.selects_nothing(action) {
-        return Ok(BulkStep {
-            changed: Vec::new(),
-            next_after: None,
-        });
+        return Ok(BulkStep::done());
     }
-    let states: Vec<&str> = action
-        .selected_states(filter.status)
-        .iter()
-        .map(|s| s.as_str())
-        .collect();
+    let states = action.selected_states(filter.status);
     let ids = filter
         .ids
         .as_ref()
