@@ -130,7 +130,7 @@ pub fn document(docs: &[RouteDoc]) -> Value {
         "info": {
             "title": "wp-lite",
             "version": env!("CARGO_PKG_VERSION"),
-            "description": "Job control plane, workers, notification broadcasts, inbox and telemetry. The contract is SPEC.md.",
+            "description": "Job control plane, workers, notification broadcasts, inbox and telemetry, on SQLite or PostgreSQL. Every error has one shape: detail (the code) and error (code, message, and fields on validation errors).",
         },
         "paths": paths,
         "components": {

@@ -195,6 +195,47 @@ async fn malformed_input_on_every_route_is_a_4xx_never_a_500() {
             )),
         },
         Route {
+            name: "ack",
+            path: "/v1/worker/jobs/ack".into(),
+            tok: WORKER,
+            good: json!({ "worker_id": "w1", "items": [
+                { "job_id": job, "lease_token": token, "outcome": "complete", "result": {} }
+            ]}),
+            s_templ: json!({ "worker_id": "w1", "items": [
+                { "job_id": job, "outcome": "fail", "error": "@@S@@" }
+            ]}),
+            n_text: format!(
+                r#"{{"worker_id":"w1","items":[{{"job_id":"{job}","outcome":"complete","result":{{"n":1e400}}}}]}}"#
+            ),
+            as_array: json!(["w1", [[job, token, "complete", {}, null, null, null]]]),
+            deep: Some(deep(
+                &format!(
+                    r#"{{"worker_id":"w1","items":[{{"job_id":"{job}","outcome":"complete","result":{{"d":"#
+                ),
+                "}}]}",
+            )),
+        },
+        Route {
+            name: "bulk retry",
+            path: "/v1/worker/jobs/actions/retry".into(),
+            tok: ADMIN,
+            good: json!({ "status": "failed" }),
+            s_templ: json!({ "type": "@@S@@" }),
+            n_text: r#"{"status":1e400}"#.into(),
+            as_array: json!(["failed", null, null]),
+            deep: None,
+        },
+        Route {
+            name: "bulk cancel",
+            path: "/v1/worker/jobs/actions/cancel".into(),
+            tok: ADMIN,
+            good: json!({ "job_ids": [job] }),
+            s_templ: json!({ "job_ids": ["@@S@@"] }),
+            n_text: r#"{"job_ids":[1e400]}"#.into(),
+            as_array: json!([null, null, [job]]),
+            deep: None,
+        },
+        Route {
             name: "login",
             path: "/v1/auth/login".into(),
             tok: WORKER,
