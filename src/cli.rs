@@ -110,10 +110,10 @@ pub struct TokenArgs {
 #[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
     /// Address to listen on.
-    #[arg(long, env = "WP_LITE_BIND", default_value = "127.0.0.1:8000")]
+    #[arg(long, env = "WP_LITE_BIND", default_value = "127.0.0.1:8000", value_parser = parse_bind)]
     pub bind: String,
     /// Also serve a plain `/metrics` (no auth) on this address, for Prometheus on a private interface.
-    #[arg(long, env = "WP_LITE_METRICS_BIND")]
+    #[arg(long, env = "WP_LITE_METRICS_BIND", value_parser = parse_bind)]
     pub metrics_bind: Option<String>,
     #[command(flatten)]
     pub tokens: TokenArgs,
@@ -124,10 +124,10 @@ pub struct ServeArgs {
     #[arg(long, env = "WP_LITE_JWT_SECRET", hide_env_values = true)]
     pub jwt_secret: Option<String>,
     /// Largest accepted request body, in bytes.
-    #[arg(long, env = "WP_LITE_MAX_BODY_BYTES", default_value_t = 1_048_576)]
+    #[arg(long, env = "WP_LITE_MAX_BODY_BYTES", default_value_t = 1_048_576, value_parser = parse_body_limit)]
     pub max_body_bytes: usize,
-    /// How long a browser session lasts.
-    #[arg(long, env = "WP_LITE_SESSION_TTL", default_value = "12h", value_parser = parse_duration)]
+    /// How long a browser session lasts (at least 1s).
+    #[arg(long, env = "WP_LITE_SESSION_TTL", default_value = "12h", value_parser = parse_positive_duration)]
     pub session_ttl: std::time::Duration,
     /// Workers to run in this process: comma-separated names, or `none` [default: every built-in worker meant for serve]. jobs.maintenance always runs.
     #[arg(long, env = "WP_LITE_WORKERS")]
@@ -145,11 +145,11 @@ pub struct WorkerArgs {
     /// Keep finished jobs and their events this long (e.g. 7d, 12h, 90m; 0 keeps them forever).
     #[arg(long, env = "WP_LITE_JOB_RETENTION", default_value = "7d", value_parser = parse_duration)]
     pub job_retention: std::time::Duration,
-    /// How often jobs.maintenance looks for expired leases.
-    #[arg(long, env = "WP_LITE_MAINTENANCE_INTERVAL", default_value = "1s", value_parser = parse_duration)]
+    /// How often jobs.maintenance looks for expired leases (at least 100ms).
+    #[arg(long, env = "WP_LITE_MAINTENANCE_INTERVAL", default_value = "1s", value_parser = parse_tick)]
     pub maintenance_interval: std::time::Duration,
-    /// How often a worker process records that it is alive (three missed beats = not alive).
-    #[arg(long, env = "WP_LITE_WORKER_HEARTBEAT", default_value = "5s", value_parser = parse_duration)]
+    /// How often a worker process records that it is alive (three missed beats = not alive; at least 100ms).
+    #[arg(long, env = "WP_LITE_WORKER_HEARTBEAT", default_value = "5s", value_parser = parse_tick)]
     pub worker_heartbeat: std::time::Duration,
     /// Delete inbox items older than this many days (off by default).
     #[arg(long, env = "WP_LITE_INBOX_RETENTION_DAYS", value_parser = clap::value_parser!(u32).range(1..=36500))]
@@ -203,8 +203,8 @@ pub struct BenchArgs {
     /// Scenario to run (repeatable; default: all).
     #[arg(long = "scenario")]
     pub scenarios: Vec<String>,
-    /// Scale: jobs per scenario.
-    #[arg(long, default_value_t = 100_000)]
+    /// Scale: jobs per scenario (100 to 100 000 000).
+    #[arg(long, default_value_t = 100_000, value_parser = parse_ops)]
     pub ops: usize,
     /// Print a JSON array instead of a table.
     #[arg(long)]
@@ -212,6 +212,61 @@ pub struct BenchArgs {
     /// Write the table as Markdown into this file (used by `make bench` for BENCHMARKS.md).
     #[arg(long)]
     pub markdown: Option<std::path::PathBuf>,
+}
+
+/// An address to listen on: `HOST:PORT` (`127.0.0.1:8000`, `[::1]:8000`, `localhost:8000`).
+pub fn parse_bind(s: &str) -> Result<String, String> {
+    use std::net::ToSocketAddrs;
+    let s = s.trim();
+    match s.to_socket_addrs().map(|mut a| a.next()) {
+        Ok(Some(_)) => Ok(s.to_string()),
+        _ => Err(format!(
+            "'{s}' is not an address to listen on (HOST:PORT, e.g. 127.0.0.1:8000)"
+        )),
+    }
+}
+
+/// An integer within `range`, with a message naming it.
+fn parse_in_range(s: &str, range: std::ops::RangeInclusive<u64>) -> Result<usize, String> {
+    s.trim()
+        .parse::<u64>()
+        .ok()
+        .filter(|n| range.contains(n))
+        .and_then(|n| usize::try_from(n).ok())
+        .ok_or_else(|| {
+            format!(
+                "'{s}' must be an integer from {} to {}",
+                range.start(),
+                range.end()
+            )
+        })
+}
+
+/// The body limit: 1 KiB to 1 GiB.
+pub fn parse_body_limit(s: &str) -> Result<usize, String> {
+    parse_in_range(s, 1024..=1 << 30)
+}
+
+fn parse_ops(s: &str) -> Result<usize, String> {
+    parse_in_range(s, 100..=100_000_000)
+}
+
+/// A duration that must not be zero (at least one second).
+pub fn parse_positive_duration(s: &str) -> Result<std::time::Duration, String> {
+    at_least(s, std::time::Duration::from_secs(1))
+}
+
+/// How often a loop ticks: at least 100 ms.
+pub fn parse_tick(s: &str) -> Result<std::time::Duration, String> {
+    at_least(s, std::time::Duration::from_millis(100))
+}
+
+fn at_least(s: &str, min: std::time::Duration) -> Result<std::time::Duration, String> {
+    let d = parse_duration(s)?;
+    if d < min {
+        return Err(format!("'{}' is shorter than {min:?}", s.trim()));
+    }
+    Ok(d)
 }
 
 /// Parses `30s`, `500ms`, `90m`, `12h`, `7d` or a plain number of seconds.
@@ -260,5 +315,20 @@ mod tests {
         assert_eq!(parse_duration("0").unwrap(), Duration::ZERO);
         assert!(parse_duration("5y").is_err());
         assert!(parse_duration("x").is_err());
+        assert!(parse_duration("1e300").is_err());
+        assert!(parse_tick("10ms").is_err());
+        assert!(parse_positive_duration("0").is_err());
+    }
+
+    #[test]
+    fn addresses_and_numbers() {
+        assert!(parse_bind("127.0.0.1:0").is_ok());
+        assert!(parse_bind("localhost:8000").is_ok());
+        assert!(parse_bind("not-an-address").is_err());
+        assert!(parse_bind("127.0.0.1:99999").is_err());
+        assert!(parse_body_limit("0").is_err());
+        assert!(parse_body_limit("-5").is_err());
+        assert!(parse_body_limit("99999999999999999999").is_err());
+        assert_eq!(parse_body_limit("2048"), Ok(2048));
     }
 }

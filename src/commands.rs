@@ -54,7 +54,9 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::AdminToken(t) => {
-            let token = resolve_admin_token(&g.database_url, t.admin_token.as_deref())?;
+            let configured = credential("--admin-token", t.admin_token)?;
+            let token =
+                resolve_admin_token(&g.database_url, configured.as_ref().map(|s| s.expose()))?;
             println!("{}", token.expose());
             Ok(())
         }
@@ -163,34 +165,36 @@ impl crate::storage::copy::Progress for CopyProgress {
     }
 }
 
-fn serve_config(database_url: &str, migrate: bool, a: ServeArgs) -> Config {
-    Config {
+fn serve_config(database_url: &str, migrate: bool, a: ServeArgs) -> Result<Config, ConfigError> {
+    Ok(Config {
         database_url: database_url.to_string(),
         migrate,
         bind: a.bind,
-        metrics_bind: a.metrics_bind.filter(|m| !m.trim().is_empty()),
-        admin_token: a.tokens.admin_token.map(Secret::new),
-        worker_token: a
-            .worker_token
-            .filter(|t| !t.trim().is_empty())
-            .map(Secret::new),
-        jwt_secret: a
-            .jwt_secret
-            .filter(|t| !t.trim().is_empty())
-            .map(Secret::new),
+        metrics_bind: a.metrics_bind,
+        admin_token: credential("--admin-token", a.tokens.admin_token)?,
+        worker_token: credential("--worker-token", a.worker_token)?,
+        jwt_secret: credential("--jwt-secret", a.jwt_secret)?,
         max_body_bytes: a.max_body_bytes,
         session_ttl: a.session_ttl,
         workers: WorkerSelection::parse(a.workers.as_deref()),
         worker_options: worker_options(&a.worker),
+    })
+}
+
+/// A configured credential: an empty or whitespace one is refused, never "none".
+fn credential(option: &'static str, v: Option<String>) -> Result<Option<Secret>, ConfigError> {
+    match v {
+        None => Ok(None),
+        Some(t) if t.trim().is_empty() => Err(ConfigError::EmptyCredential(option)),
+        Some(t) => Ok(Some(Secret::new(t.trim()))),
     }
 }
 
 fn worker_options(a: &WorkerArgs) -> WorkerOptions {
-    let floor = std::time::Duration::from_millis(100);
     WorkerOptions {
         shutdown_timeout: a.shutdown_timeout,
-        heartbeat: a.worker_heartbeat.max(floor),
-        maintenance_interval: a.maintenance_interval.max(floor),
+        heartbeat: a.worker_heartbeat,
+        maintenance_interval: a.maintenance_interval,
         job_retention: Some(a.job_retention).filter(|d| !d.is_zero()),
         inbox_retention_days: a.inbox_retention_days,
         inbox_max_per_user: a.inbox_max_per_user.map(|n| n as usize),
@@ -259,7 +263,7 @@ async fn run(database_url: &str, migrate: bool, args: RunArgs) -> anyhow::Result
 }
 
 async fn serve(database_url: &str, migrate: bool, args: ServeArgs) -> anyhow::Result<()> {
-    let config = serve_config(database_url, migrate, args);
+    let config = serve_config(database_url, migrate, args)?;
     let mut signals = ShutdownSignals::new();
     let app = App::start(config, Arc::new(SystemClock)).await?;
     signals.recv().await;

@@ -102,6 +102,10 @@ pub enum ConfigError {
     },
     #[error("the admin token must not be empty")]
     EmptyToken,
+    #[error("{0} must not be empty or whitespace")]
+    EmptyCredential(&'static str),
+    #[error("the admin token file {0} is empty: delete it to have a new token generated, or configure one")]
+    EmptyTokenFile(PathBuf),
     #[error("unknown worker '{name}'; known workers: {known}")]
     UnknownWorker { name: String, known: String },
     #[error("worker '{name}': {reason}")]
@@ -137,44 +141,88 @@ pub fn resolve_admin_token(
         path: path.clone(),
         source,
     };
-    match std::fs::read_to_string(&path) {
-        Ok(s) if !s.trim().is_empty() => return Ok(Secret::new(s.trim())),
-        Ok(_) => std::fs::remove_file(&path).map_err(io)?,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(io(e)),
+    let read = |path: &std::path::Path| match std::fs::read_to_string(path) {
+        Ok(s) if s.trim().is_empty() => Err(ConfigError::EmptyTokenFile(path.to_path_buf())),
+        Ok(s) => Ok(Some(Secret::new(s.trim()))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(io(e)),
+    };
+    if let Some(token) = read(&path)? {
+        return Ok(token);
     }
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(io)?;
     }
     let token = crate::service::auth::generate_token();
-    match write_private(&path, &token) {
-        Ok(()) => {}
-        // Another process created it first: use theirs, so every process agrees.
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-            let theirs = std::fs::read_to_string(&path).map_err(io)?;
-            return Ok(Secret::new(theirs.trim()));
-        }
-        Err(e) => return Err(io(e)),
+    if !publish_private(&path, &token).map_err(io)? {
+        // Another process published its token first: use theirs, so every process agrees.
+        return read(&path)?.ok_or_else(|| {
+            io(std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                "the token file vanished while it was being created",
+            ))
+        });
     }
     tracing::info!(path = %path.display(), "generated an admin token (read it with `wp-lite admin-token`)");
     Ok(Secret::new(token))
 }
 
+/// Writes `content` to `path` atomically, mode 0600: a private temporary file beside it,
+/// written and fsynced, then hard-linked into place (which, unlike a rename, fails when
+/// the file exists). A reader therefore sees no file or the whole file, never a partly
+/// written one. `Ok(false)`: another process published the file first.
 #[cfg(unix)]
-fn write_private(path: &std::path::Path, content: &str) -> std::io::Result<()> {
+fn publish_private(path: &std::path::Path, content: &str) -> std::io::Result<bool> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)?;
-    f.write_all(content.as_bytes())?;
-    f.write_all(b"\n")?;
-    f.sync_all()
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(format!(
+        ".tmp-{}-{}",
+        std::process::id(),
+        uuid::Uuid::new_v4()
+    ));
+    let tmp = PathBuf::from(tmp);
+    let written = (|| {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        f.write_all(content.as_bytes())?;
+        f.write_all(b"\n")?;
+        f.sync_all()?;
+        std::fs::hard_link(&tmp, path)
+    })();
+    let _ = std::fs::remove_file(&tmp);
+    match written {
+        Ok(()) => {
+            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                // Make the new directory entry durable too.
+                if let Ok(d) = std::fs::File::open(dir) {
+                    let _ = d.sync_all();
+                }
+            }
+            Ok(true)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
+        Err(e) => Err(e),
+    }
 }
 
 #[cfg(not(unix))]
-fn write_private(path: &std::path::Path, content: &str) -> std::io::Result<()> {
-    std::fs::write(path, format!("{content}\n"))
+fn publish_private(path: &std::path::Path, content: &str) -> std::io::Result<bool> {
+    use std::io::Write;
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(path)
+    {
+        Ok(mut f) => {
+            f.write_all(format!("{content}\n").as_bytes())?;
+            f.sync_all()?;
+            Ok(true)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
+        Err(e) => Err(e),
+    }
 }

@@ -122,6 +122,87 @@ fn usage_errors_exit_2_and_log_level_ignores_case() {
     assert_eq!(o.status.code(), Some(2));
 }
 
+/// Every option value that cannot work is a usage error: exit 2 with a one-line reason,
+/// before anything is opened or bound.
+#[test]
+fn bad_option_values_exit_2_with_a_one_line_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases: &[&[&str]] = &[
+        &["serve", "--bind", "not-an-address"],
+        &["serve", "--bind", "127.0.0.1:99999"],
+        &["serve", "--metrics-bind", "nowhere"],
+        &["serve", "--max-body-bytes", "0"],
+        &["serve", "--max-body-bytes", "-1"],
+        &["serve", "--max-body-bytes", "99999999999999999999999"],
+        &["serve", "--session-ttl", "0"],
+        &["serve", "--session-ttl", "soon"],
+        &["serve", "--shutdown-timeout", "-3s"],
+        &["serve", "--job-retention", "200y"],
+        &["serve", "--maintenance-interval", "1ms"],
+        &["serve", "--worker-heartbeat", "0"],
+        &["serve", "--inbox-retention-days", "0"],
+        &["serve", "--inbox-max-per-user", "-4"],
+        &["serve", "--admin-token", "   "],
+        &["serve", "--admin-token", "ok-token", "--worker-token", " "],
+        &["serve", "--admin-token", "ok-token", "--jwt-secret", ""],
+        &[
+            "run",
+            "--name",
+            "jobs.maintenance",
+            "--shutdown-timeout",
+            "1e400",
+        ],
+        &["bench", "--ops", "0"],
+        &["admin-token", "--admin-token", ""],
+    ];
+    for args in cases {
+        let o = wp(dir.path(), args);
+        let err = String::from_utf8_lossy(&o.stderr).to_string();
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {}", text(&o));
+        let first = err.lines().next().unwrap_or("");
+        assert!(first.starts_with("error:"), "{args:?}: {err}");
+    }
+    // Nothing was created by a refused command.
+    assert!(!dir.path().join("wp-lite.db").exists());
+}
+
+/// Several processes starting at once on a new data directory agree on one token, and
+/// none of them ever takes an empty one.
+#[test]
+fn processes_racing_on_a_new_data_directory_agree_on_one_token() {
+    for _ in 0..5 {
+        let dir = tempfile::tempdir().unwrap();
+        let children: Vec<_> = (0..8)
+            .map(|_| {
+                Command::new(BIN)
+                    .current_dir(dir.path())
+                    .args(["admin-token"])
+                    .env_remove("WP_LITE_DATABASE_URL")
+                    .env_remove("WP_LITE_ADMIN_TOKEN")
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::piped())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        let tokens: std::collections::BTreeSet<String> = children
+            .into_iter()
+            .map(|c| {
+                let o = c.wait_with_output().unwrap();
+                assert!(o.status.success(), "{}", text(&o));
+                String::from_utf8_lossy(&o.stdout).trim().to_string()
+            })
+            .collect();
+        assert_eq!(tokens.len(), 1, "{tokens:?}");
+        assert!(tokens.iter().all(|t| t.len() >= 43), "{tokens:?}");
+    }
+    // An empty token file is refused, not taken as the token.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("wp-lite.db.admin-token"), " \n").unwrap();
+    let o = wp(dir.path(), &["admin-token"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+}
+
 #[test]
 fn admin_token_is_generated_once_with_mode_0600() {
     let dir = tempfile::tempdir().unwrap();

@@ -26,6 +26,41 @@ impl FieldError {
     }
 }
 
+/// How deeply JSON given by clients (`input`, `result`, `details`, `meta`) may nest.
+pub const MAX_JSON_DEPTH: usize = 64;
+
+/// The nesting depth of a JSON value: a scalar is 0, `{}` and `[]` are 1, `{"a": []}` 2.
+/// Stops counting past `MAX_JSON_DEPTH + 1`, so it never recurses further than that.
+pub fn json_depth(v: &serde_json::Value) -> usize {
+    fn go(v: &serde_json::Value, level: usize) -> usize {
+        if level > MAX_JSON_DEPTH {
+            return level;
+        }
+        let children: Box<dyn Iterator<Item = &serde_json::Value>> = match v {
+            serde_json::Value::Array(a) => Box::new(a.iter()),
+            serde_json::Value::Object(m) => Box::new(m.values()),
+            _ => return level,
+        };
+        children
+            .map(|c| go(c, level + 1))
+            .max()
+            .unwrap_or(level + 1)
+            .max(level + 1)
+    }
+    go(v, 0)
+}
+
+/// Refuses JSON nested deeper than `MAX_JSON_DEPTH`.
+pub fn nesting_ok(field: &str, v: &serde_json::Value) -> Result<(), FieldError> {
+    if json_depth(v) > MAX_JSON_DEPTH {
+        return Err(FieldError::new(
+            field,
+            format!("must not nest deeper than {MAX_JSON_DEPTH} levels"),
+        ));
+    }
+    Ok(())
+}
+
 /// Checks a bounded string: `min..=max` characters (control characters are allowed in
 /// free text; identifiers that forbid them check separately). NUL is refused everywhere:
 /// PostgreSQL text cannot hold it, and both backends must accept the same input.
@@ -57,5 +92,26 @@ pub fn in_range(field: &str, value: i64, min: i64, max: i64) -> Result<i64, Fiel
         Err(FieldError::new(field, format!("must be <= {max}")))
     } else {
         Ok(value)
+    }
+}
+
+#[cfg(test)]
+mod depth_tests {
+    use super::*;
+    use serde_json::json;
+
+    fn nested(levels: usize) -> serde_json::Value {
+        (0..levels).fold(json!(1), |v, _| json!([v]))
+    }
+
+    #[test]
+    fn depth_counts_levels_of_containers() {
+        assert_eq!(json_depth(&json!(1)), 0);
+        assert_eq!(json_depth(&json!({})), 1);
+        assert_eq!(json_depth(&json!({"a": [1, {"b": {}}]})), 3);
+        assert_eq!(json_depth(&nested(64)), 64);
+        assert!(nesting_ok("input", &nested(64)).is_ok());
+        assert!(nesting_ok("input", &nested(65)).is_err());
+        assert!(json_depth(&nested(120)) > MAX_JSON_DEPTH);
     }
 }

@@ -58,11 +58,25 @@ fn too_large(limit: usize) -> ApiError {
 /// Parses JSON bytes into `T`, naming the field on a type error. Every body of this API is
 /// a JSON object: an array is refused here (serde would read one as a struct's fields in
 /// order), and so is anything after the value.
+///
+/// The whole body must be UTF-8 (also inside fields that are ignored), and no string in
+/// it may hold a NUL character (`\u0000`): text from clients never does.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
-    if bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[') {
+    let text = std::str::from_utf8(bytes).map_err(|e| {
+        ApiError::invalid(format!(
+            "the body is not valid UTF-8 (at byte {})",
+            e.valid_up_to()
+        ))
+    })?;
+    if text.trim_start().starts_with('[') {
         return Err(ApiError::invalid("the body must be a JSON object"));
     }
-    let mut de = serde_json::Deserializer::from_slice(bytes);
+    if escapes_nul(text) {
+        return Err(ApiError::invalid(
+            "text must not hold a NUL character (\\u0000)",
+        ));
+    }
+    let mut de = serde_json::Deserializer::from_str(text);
     let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner();
@@ -75,6 +89,41 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     de.end()
         .map_err(|e| ApiError::invalid(format!("malformed JSON body: {e}")))?;
     Ok(value)
+}
+
+/// Whether a JSON text holds the escape `\u0000` inside a string (an escaped backslash
+/// followed by `u0000` is ordinary text). A raw NUL byte is not valid JSON at all.
+fn escapes_nul(text: &str) -> bool {
+    if !text.contains("u0000") {
+        return false;
+    }
+    let b = text.as_bytes();
+    let (mut i, mut in_string) = (0, false);
+    while i < b.len() {
+        match b[i] {
+            b'"' => in_string = !in_string,
+            b'\\' if in_string => {
+                if b.get(i + 1) == Some(&b'u') && b.get(i + 2..i + 6) == Some(b"0000") {
+                    return true;
+                }
+                i += 1;
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    false
+}
+
+/// Refuses a NUL character in text taken from a query string or a path.
+pub fn no_nul(field: &str, v: &str) -> Result<(), ApiError> {
+    if v.contains('\0') {
+        return Err(ApiError::invalid_field(
+            field,
+            "must not hold a NUL character",
+        ));
+    }
+    Ok(())
 }
 
 impl<T, S> FromRequest<S> for JsonBody<T>
@@ -129,6 +178,7 @@ where
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        query_without_nul(parts)?;
         Query::<T>::from_request_parts(parts, state)
             .await
             .map(|Query(t)| QueryParams(t))
@@ -203,11 +253,29 @@ impl<S: Send + Sync> FromRequestParts<S> for QueryPairs {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        let q = parts.uri.query().unwrap_or("");
-        Ok(QueryPairs(
-            form_urlencoded::parse(q.as_bytes()).into_owned().collect(),
-        ))
+        let pairs: Vec<(String, String)> =
+            form_urlencoded::parse(parts.uri.query().unwrap_or("").as_bytes())
+                .into_owned()
+                .collect();
+        for (k, v) in &pairs {
+            no_nul(k, k)?;
+            no_nul(k, v)?;
+        }
+        Ok(QueryPairs(pairs))
     }
+}
+
+/// Refuses a query string whose decoded text holds a NUL character.
+fn query_without_nul(parts: &Parts) -> Result<(), ApiError> {
+    let q = parts.uri.query().unwrap_or("");
+    if !q.contains("%00") {
+        return Ok(());
+    }
+    for (k, v) in form_urlencoded::parse(q.as_bytes()) {
+        no_nul(&k, &k)?;
+        no_nul(&k, &v)?;
+    }
+    Ok(())
 }
 
 impl QueryPairs {
@@ -235,8 +303,8 @@ impl<S: Send + Sync> FromRequestParts<S> for PathString {
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         Path::<String>::from_request_parts(parts, state)
             .await
-            .map(|Path(s)| PathString(s))
             .map_err(|e| ApiError::invalid(format!("invalid path: {}", e.body_text())))
+            .and_then(|Path(s)| no_nul("path", &s).map(|()| PathString(s)))
     }
 }
 
@@ -307,7 +375,13 @@ pub fn optional_object(
 ) -> Option<serde_json::Value> {
     match v {
         None | Some(serde_json::Value::Null) => None,
-        Some(v @ serde_json::Value::Object(_)) => Some(v),
+        Some(v @ serde_json::Value::Object(_)) => match crate::domain::nesting_ok(field, &v) {
+            Ok(()) => Some(v),
+            Err(e) => {
+                errs.push(e);
+                None
+            }
+        },
         Some(_) => {
             errs.push(crate::domain::FieldError::new(
                 field,

@@ -160,7 +160,10 @@ impl EnqueueBody {
             Some(t) => JobType::parse(&f("type"), t).map_err(|e| errs.push(e)).ok(),
         };
         let input = match self.input {
-            Some(v @ Value::Object(_)) => Some(v),
+            Some(v @ Value::Object(_)) => crate::domain::nesting_ok(&f("input"), &v)
+                .map_err(|e| errs.push(e))
+                .ok()
+                .map(|()| v),
             None | Some(Value::Null) => {
                 errs.push(FieldError::new(
                     f("input"),

@@ -36,9 +36,10 @@ fn seconds(name: &str, raw: &str, min: f64) -> Result<Duration, WorkerConfigErro
         .trim()
         .parse()
         .map_err(|_| WorkerConfigError(format!("{name}='{raw}' is not a number")))?;
-    if !v.is_finite() || v < min {
+    // At most a day: anything longer is a typo, and a huge value must not overflow.
+    if !v.is_finite() || v < min || v > 86_400.0 {
         return Err(WorkerConfigError(format!(
-            "{name}='{raw}' must be a number >= {min}"
+            "{name}='{raw}' must be a number of seconds from {min} to 86400"
         )));
     }
     Ok(Duration::from_secs_f64(v))
@@ -65,10 +66,10 @@ impl Settings {
                 .trim()
                 .parse::<usize>()
                 .ok()
-                .filter(|n| *n >= 1)
+                .filter(|n| (1..=1000).contains(n))
                 .ok_or_else(|| {
                     WorkerConfigError(format!(
-                        "NOTIFICATIONS_BROADCAST_BATCH_LIMIT='{v}' must be an integer >= 1"
+                        "NOTIFICATIONS_BROADCAST_BATCH_LIMIT='{v}' must be an integer from 1 to 1000"
                     ))
                 })?,
             None => 5,
@@ -292,6 +293,12 @@ mod tests {
             ("NOTIFICATIONS_BROADCAST_BATCH_LIMIT", "2.5"),
             ("NOTIFICATIONS_BROADCAST_IMMEDIATE", "yes"),
             ("NOTIFICATIONS_BROADCAST_LEASE", "0"),
+            ("NOTIFICATIONS_BROADCAST_INTERVAL", "1e300"),
+            ("NOTIFICATIONS_BROADCAST_LEASE", "inf"),
+            (
+                "NOTIFICATIONS_BROADCAST_BATCH_LIMIT",
+                "99999999999999999999999",
+            ),
         ] {
             let e = Settings::from_lookup(lookup(&[(k, v)])).unwrap_err();
             assert!(e.0.contains(k), "{e}");

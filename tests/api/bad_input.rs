@@ -905,7 +905,7 @@ async fn malformed_input_on_every_route_is_a_4xx_never_a_500() {
 async fn odd_but_valid_input_is_never_a_500() {
     let app = spawn_app().await;
     let odd = [
-        json!({ "type": "t", "input": { "nul": "a\u{0}b" }, "idempotency_key": "key\u{1}" }),
+        json!({ "type": "t", "input": { "bell": "a\u{7}b" }, "idempotency_key": "key\u{1}" }),
         json!({ "type": "t", "input": { "emoji": "🦀", "rtl": "\u{202e}" }, "code_version": "🦀" }),
         json!({ "type": "t", "input": { "big": u64::MAX, "neg": i64::MIN, "f": 1e308, "tiny": 5e-324 } }),
         json!({ "type": "t", "input": {}, "available_at": "0001-01-01T00:00:00Z" }),
@@ -935,12 +935,11 @@ async fn odd_but_valid_input_is_never_a_500() {
         .worker(
             Method::POST,
             "/v1/worker/jobs",
-            Some(json!({ "type": "t", "input": { "nul": "a\u{0}b" }, "idempotency_key": "key\u{1}" })),
+            Some(json!({ "type": "t", "input": { "bell": "a\u{7}b" }, "idempotency_key": "key\u{1}" })),
         )
         .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
-    // A NUL in a text field is refused on every backend (PostgreSQL text cannot hold it);
-    // inside the JSON input it is fine (stored escaped).
+    // A NUL in a text field is refused on every backend (PostgreSQL text cannot hold it).
     let r = app
         .worker(
             Method::POST,
@@ -986,6 +985,142 @@ async fn odd_but_valid_input_is_never_a_500() {
     assert!(got
         .iter()
         .all(|j| j["available_at"] != "9999-12-31T09:59:59.999Z"));
+    app.assert_still_healthy().await;
+    app.stop().await;
+}
+
+/// The whole body is UTF-8 JSON without NUL characters, whichever field holds them (known,
+/// unknown or nested), query strings hold no NUL either, and client JSON nests at most 64
+/// levels: each refusal a 400 `invalid_payload`, nothing written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn text_is_utf8_without_nul_and_nesting_is_bounded() {
+    let app = spawn_app().await;
+    let post = |body: Vec<u8>| {
+        app.send_raw(
+            Method::POST,
+            "/v1/worker/jobs",
+            Some(WORKER),
+            Some("application/json"),
+            body,
+        )
+    };
+    let refused: Vec<(&str, Vec<u8>)> = vec![
+        (
+            "invalid UTF-8 in an unknown field",
+            b"{\"type\":\"t\",\"input\":{},\"a\":\"\xff\xfe\"}".to_vec(),
+        ),
+        (
+            "invalid UTF-8 in the input",
+            b"{\"type\":\"t\",\"input\":{\"x\":\"\xc3\"}}".to_vec(),
+        ),
+        (
+            "invalid UTF-8 in a key",
+            b"{\"type\":\"t\",\"input\":{\"\xed\xa0\x80\":1}}".to_vec(),
+        ),
+        (
+            "NUL in an unknown field",
+            br#"{"type":"t","input":{},"zzz":"a\u0000"}"#.to_vec(),
+        ),
+        (
+            "NUL nested in the input",
+            br#"{"type":"t","input":{"a":[{"b":"\u0000"}]}}"#.to_vec(),
+        ),
+        (
+            "NUL in a key",
+            br#"{"type":"t","input":{"k\u0000":1}}"#.to_vec(),
+        ),
+        (
+            "a raw NUL byte",
+            b"{\"type\":\"t\",\"input\":{\"a\":\"\x00\"}}".to_vec(),
+        ),
+    ];
+    for (name, body) in refused {
+        let r = post(body).await;
+        assert_eq!(r.status.as_u16(), 400, "{name}: {}", r.body);
+        r.assert_error(400, "invalid_payload");
+    }
+    // An escaped backslash before `u0000` is ordinary text.
+    let r = post(br#"{"type":"t","input":{"path":"C:\\u0000"}}"#.to_vec()).await;
+    assert_eq!(r.status.as_u16(), 201, "{}", r.body);
+    let id = s(&r.body["job_id"]);
+    assert_eq!(app.job(&id).await["input"]["path"], "C:\\u0000");
+
+    // Query strings: a NUL in a search or a filter.
+    for path in [
+        "/v1/admin/notifications/broadcasts?q=%00",
+        "/v1/admin/users?q=a%00b",
+        "/v1/worker/jobs?type=t%00",
+        "/v1/worker/jobs?status=queued%00",
+    ] {
+        let r = app.admin(Method::GET, path, None).await;
+        assert_eq!(r.status.as_u16(), 400, "{path}: {}", r.body);
+        r.assert_error(400, "invalid_payload");
+    }
+
+    // 64 levels of nesting inside `input` (and `result`, `details`) are fine; 65 are not.
+    // `{"v": arrays(n)}` nests n + 1 levels.
+    let nested = |n: usize| (0..n).fold(json!(1), |v, _| json!([v]));
+    let r = app
+        .enqueue(json!({ "type": "deep", "input": { "v": nested(63) } }))
+        .await;
+    let deep_ok = s(&r["job_id"]);
+    let r = app
+        .worker(
+            Method::POST,
+            "/v1/worker/jobs",
+            Some(json!({ "type": "deep", "input": { "v": nested(64) } })),
+        )
+        .await;
+    r.assert_error(400, "invalid_payload");
+    assert_eq!(r.body["error"]["fields"][0]["field"], "input", "{}", r.body);
+    let (job, token) = app.lease_one("w", "deep", 60).await;
+    assert_eq!(job, deep_ok);
+    let too_deep = json!({ "worker_id": "w", "lease_token": token, "result": { "v": nested(64) } });
+    let r = app
+        .worker(
+            Method::POST,
+            &format!("/v1/worker/jobs/{job}/complete"),
+            Some(too_deep),
+        )
+        .await;
+    r.assert_error(400, "invalid_payload");
+    let too_deep = json!({ "worker_id": "w", "lease_token": token, "error": "e", "details": { "v": nested(64) } });
+    let r = app
+        .worker(
+            Method::POST,
+            &format!("/v1/worker/jobs/{job}/fail"),
+            Some(too_deep),
+        )
+        .await;
+    r.assert_error(400, "invalid_payload");
+    assert_eq!(app.job(&job).await["status"], "leased");
+    let fine = json!({ "worker_id": "w", "lease_token": token, "result": { "v": nested(63) } });
+    let r = app
+        .worker(
+            Method::POST,
+            &format!("/v1/worker/jobs/{job}/complete"),
+            Some(fine),
+        )
+        .await;
+    assert_eq!(r.status.as_u16(), 200, "{}", r.body);
+    // Far deeper than that is refused by the parser itself, never a stack overflow.
+    let body = format!(
+        r#"{{"type":"t","input":{{"d":{}1{}}}}}"#,
+        "[".repeat(200_000),
+        "]".repeat(200_000)
+    );
+    post(body.into_bytes())
+        .await
+        .assert_error(400, "invalid_payload");
+
+    // Only the two good jobs were written.
+    let list = app.admin(Method::GET, "/v1/worker/jobs", None).await;
+    assert_eq!(
+        list.body["items"].as_array().unwrap().len(),
+        2,
+        "{}",
+        list.body
+    );
     app.assert_still_healthy().await;
     app.stop().await;
 }
