@@ -77,6 +77,33 @@ impl Api {
     method_fn!(put, put, "put");
     method_fn!(delete, delete, "delete");
 
+    /// A POST routed on the parameterised `path` but documented as the fixed `documented`
+    /// path (for example `POST /v1/admin/users/batch` routed on `/v1/admin/users/{user_id}`,
+    /// so that a user whose id is `batch` stays reachable by GET, PUT and DELETE). The
+    /// handler refuses the other values of the parameter.
+    pub fn post_documented_as<H, T>(
+        mut self,
+        documented: &str,
+        path: &str,
+        handler: H,
+        summary: &'static str,
+        access: Access,
+    ) -> Self
+    where
+        H: Handler<T, AppState>,
+        T: 'static,
+    {
+        self.router = self.router.route(path, post(handler));
+        self.docs.push(RouteDoc {
+            method: "post",
+            path: documented.to_string(),
+            summary,
+            access,
+            tag: self.tag,
+        });
+        self
+    }
+
     pub fn merge(mut self, other: Api) -> Self {
         self.router = self.router.merge(other.router);
         self.docs.extend(other.docs);

@@ -2,7 +2,7 @@
 //! an admin view of any user's inbox.
 
 use super::auth::Admin;
-use super::error::ApiResult;
+use super::error::{ApiError, ApiResult};
 use super::extract::{
     fields_ok, page_limit, page_offset, parse_batch, search_query, JsonBody, QueryPairs, UserIdPath,
 };
@@ -114,7 +114,30 @@ struct BatchBody {
     users: Option<Vec<Value>>,
 }
 
+/// The `batch` of `POST /v1/admin/users/batch`, which is routed on `/v1/admin/users/{user_id}`
+/// so that a user called `batch` can still be read, replaced and deleted: any other value
+/// there is a known route with the wrong method (405), decided before authentication.
+struct BatchSegment;
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for BatchSegment {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        let super::extract::PathString(segment) =
+            super::extract::PathString::from_request_parts(parts, state).await?;
+        if segment == "batch" {
+            Ok(BatchSegment)
+        } else {
+            Err(ApiError::method_not_allowed())
+        }
+    }
+}
+
 async fn batch(
+    _batch: BatchSegment,
     State(st): State<AppState>,
     _a: Admin,
     JsonBody(body): JsonBody<BatchBody>,
@@ -176,8 +199,9 @@ pub fn router() -> Api {
             "List users (q searches id and email)",
             a,
         )
-        .post(
+        .post_documented_as(
             "/v1/admin/users/batch",
+            "/v1/admin/users/{user_id}",
             batch,
             "Upsert 1 to 10 000 users in one transaction",
             a,

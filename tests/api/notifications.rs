@@ -368,6 +368,65 @@ async fn batch_upsert_takes_up_to_10000_users_all_or_nothing() {
     app.stop().await;
 }
 
+/// A user whose id is literally `batch` is reachable like any other: the batch upsert is
+/// the only POST on that path, and a POST on any other user id is a 405.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_called_batch_can_be_read_replaced_and_deleted() {
+    let app = quiet_app().await;
+    let r = app
+        .admin(
+            Method::PUT,
+            "/v1/admin/users/batch",
+            Some(json!({ "email": "b@example.com" })),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(r.body["id"], "batch");
+    let r = app.admin(Method::GET, "/v1/admin/users/batch", None).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(r.body["email"], "b@example.com");
+    // The batch upsert still works beside it, and can even write that user.
+    let r = app
+        .admin(
+            Method::POST,
+            "/v1/admin/users/batch",
+            Some(json!({ "users": [{ "id": "batch", "email": "c@example.com" }] })),
+        )
+        .await;
+    assert_eq!(r.body, json!({ "upserted": 1 }));
+    let r = app
+        .admin(Method::GET, "/v1/admin/users/batch/notifications", None)
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let r = app
+        .admin(Method::DELETE, "/v1/admin/users/batch", None)
+        .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.body);
+    let r = app.admin(Method::GET, "/v1/admin/users/batch", None).await;
+    assert!(r.body["deleted_at"].is_string(), "{}", r.body);
+    assert_eq!(r.body["email"], "c@example.com", "{}", r.body);
+    // POST on another user id: a known route, the wrong method, with or without a token.
+    let r = app
+        .admin(Method::POST, "/v1/admin/users/alice", Some(json!({})))
+        .await;
+    r.assert_error(405, "method_not_allowed");
+    let r = app
+        .send_with(Method::POST, "/v1/admin/users/alice", &[], Some(json!({})))
+        .await;
+    r.assert_error(405, "method_not_allowed");
+    // And the batch route still needs the admin.
+    let r = app
+        .send_with(
+            Method::POST,
+            "/v1/admin/users/batch",
+            &[],
+            Some(json!({ "users": [] })),
+        )
+        .await;
+    r.assert_error(401, "unauthorized");
+    app.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn user_list_searches_id_and_email_and_pages() {
     let app = quiet_app().await;
