@@ -86,8 +86,17 @@ pub enum Command {
     AdminToken(TokenArgs),
     /// Run the benchmark scenarios on a throw-away database and print a table.
     Bench(BenchArgs),
+    /// SQLite: an online, consistent copy of the live database into a new file, checked with PRAGMA integrity_check (PostgreSQL: use pg_dump).
+    Backup(BackupArgs),
     /// Copy every table of a SQLite database into an empty PostgreSQL database: one consistent snapshot, written in one transaction.
     Copy(CopyArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct BackupArgs {
+    /// The new file to write the copy to; an existing file is never overwritten.
+    #[arg(long)]
+    pub to: std::path::PathBuf,
 }
 
 #[derive(Debug, Clone, Args)]

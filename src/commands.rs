@@ -62,6 +62,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Bench(args) => crate::bench::run(args, &g.database_url).await,
         Command::Copy(args) => copy(args, !g.no_migrate).await,
+        Command::Backup(args) => backup(&g.database_url, args).await,
         Command::Users(u) => match u.command {
             crate::cli::UsersCommand::Import(a) => {
                 let db = open_store(&g.database_url, !g.no_migrate).await?;
@@ -72,6 +73,67 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             }
         },
     }
+}
+
+/// `wp-lite backup --to FILE`: a consistent copy of a live SQLite database. It copies the
+/// database as it is, so it applies no migrations.
+async fn backup(database_url: &str, args: crate::cli::BackupArgs) -> anyhow::Result<()> {
+    use crate::storage::sqlite::backup::{backup, BackupError};
+    use crate::storage::Target;
+    let source = match parse_url(database_url).map_err(ConfigError::from)? {
+        Target::Sqlite(path) => path,
+        Target::Postgres(_) => {
+            return Err(UsageError(
+                "backup copies SQLite databases; for PostgreSQL use pg_dump \
+                 (for example: pg_dump --format=custom --file=wp-lite.dump \"$WP_LITE_DATABASE_URL\")"
+                    .into(),
+            )
+            .into())
+        }
+    };
+    let target = args.to.clone();
+    let report = tokio::task::spawn_blocking(move || {
+        let bar = progress_bar("backup");
+        let r = backup(&source, &target, &mut |done, total| {
+            if let Some(b) = &bar {
+                b.set_length(total);
+                b.set_position(done);
+            }
+        });
+        if let Some(b) = bar {
+            b.finish_and_clear();
+        }
+        r
+    })
+    .await?;
+    let report = match report {
+        Ok(r) => r,
+        Err(BackupError::Usage(m)) => return Err(UsageError(m).into()),
+        Err(e) => return Err(e.into()),
+    };
+    println!(
+        "backed up {} ({} pages, {:.1} MB) to {} in {:.1} s; integrity check ok",
+        crate::storage::redact_url(database_url),
+        report.pages,
+        report.bytes as f64 / 1e6,
+        args.to.display(),
+        report.elapsed.as_secs_f64()
+    );
+    Ok(())
+}
+
+/// A progress bar on a terminal (stderr), none otherwise.
+fn progress_bar(prefix: &'static str) -> Option<indicatif::ProgressBar> {
+    use std::io::IsTerminal;
+    if !std::io::stderr().is_terminal() {
+        return None;
+    }
+    let bar = indicatif::ProgressBar::new(0).with_prefix(prefix);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{prefix} [{bar:40}] {pos}/{len} pages ({elapsed})")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    Some(bar)
 }
 
 /// `wp-lite copy --from sqlite://… --to postgres://…`: every table, then a summary.

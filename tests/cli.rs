@@ -784,3 +784,123 @@ fn a_killed_run_process_turns_not_alive() {
     assert_eq!(dead.state, "running", "{dead:?}");
     store.close();
 }
+
+// ---- backup ----
+
+/// `wp-lite backup` while four threads enqueue and complete jobs on the same file: the copy
+/// opens, passes `PRAGMA integrity_check` (the command checks it too) and holds every job
+/// committed before the backup started, in the state it had then or later.
+#[test]
+fn backup_copies_a_live_database_consistently() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Mutex;
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_store(dir.path());
+    // Enough rows that the copy takes many steps.
+    let big = json!({ "pad": "x".repeat(400) });
+    for _ in 0..20 {
+        enqueue_demo(&store, vec![big.clone(); 1000]);
+    }
+    let committed: Arc<Mutex<Vec<(JobId, JobStatus)>>> = Arc::default();
+    let stop = Arc::new(AtomicBool::new(false));
+    let writers: Vec<_> = (0..4)
+        .map(|w| {
+            let (store, committed, stop) = (store.clone(), committed.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let job_type = format!("backup.t{w}");
+                while !stop.load(Ordering::Relaxed) {
+                    let now = Utc::now();
+                    let e = store
+                        .enqueue_jobs(vec![new_job(&job_type, json!({ "w": w }))], now)
+                        .unwrap();
+                    let id = e[0].job().id;
+                    committed.lock().unwrap().push((id, JobStatus::Queued));
+                    let claim = Claim {
+                        worker_id: format!("w{w}"),
+                        types: vec![JobType::parse("type", &job_type).unwrap()],
+                        limit: 1,
+                        lease: chrono::Duration::seconds(60),
+                    };
+                    let got = store.claim_jobs(&claim, now).unwrap();
+                    let fence = wp_lite::domain::Fence {
+                        worker_id: format!("w{w}"),
+                        lease_token: None,
+                    };
+                    store.complete_job(got[0].id, &fence, None, now).unwrap();
+                    committed.lock().unwrap().push((id, JobStatus::Succeeded));
+                }
+            })
+        })
+        .collect();
+    // Let the writers get going, then note what is committed and start the backup.
+    while committed.lock().unwrap().len() < 200 {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let before: Vec<(JobId, JobStatus)> = committed.lock().unwrap().clone();
+    let target = dir.path().join("copy.db");
+    let o = Command::new(BIN)
+        .args(["--database-url", &db_url(dir.path()), "backup", "--to"])
+        .arg(&target)
+        .output()
+        .unwrap();
+    let during = committed.lock().unwrap().len();
+    stop.store(true, Ordering::Relaxed);
+    for w in writers {
+        w.join().unwrap();
+    }
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(text(&o).contains("integrity check ok"), "{}", text(&o));
+    assert!(
+        during > before.len(),
+        "the writers kept committing while the backup ran"
+    );
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&target).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+    }
+    // Nothing but the copy was left beside it.
+    let names: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("copy.db"))
+        .collect();
+    assert_eq!(names, ["copy.db"]);
+
+    let copy = storage::open(
+        &format!("sqlite://{}", target.display()),
+        &OpenOptions { migrate: false },
+    )
+    .unwrap();
+    assert_eq!(copy.schema_version().unwrap(), store.schema_version().unwrap());
+    for (id, status) in &before {
+        let j = copy.get_job(*id).unwrap_or_else(|e| panic!("{id} is missing: {e}"));
+        if *status == JobStatus::Succeeded {
+            assert_eq!(j.status, JobStatus::Succeeded, "{id}");
+        }
+    }
+    copy.close();
+    store.close();
+
+    // An existing file is never overwritten; PostgreSQL points to pg_dump.
+    let o = Command::new(BIN)
+        .args(["--database-url", &db_url(dir.path()), "backup", "--to"])
+        .arg(&target)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("refusing to overwrite"), "{}", text(&o));
+    let o = Command::new(BIN)
+        .args([
+            "--database-url",
+            "postgres://nobody@127.0.0.1:1/none",
+            "backup",
+            "--to",
+            "x.db",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("pg_dump"), "{}", text(&o));
+}

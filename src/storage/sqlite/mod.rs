@@ -1,5 +1,6 @@
 //! The SQLite backend: bundled SQLite, WAL, an r2d2 pool for reads and one writer thread.
 
+pub mod backup;
 mod broadcasts;
 mod checkpoint;
 mod inbox;
