@@ -33,7 +33,8 @@ pub struct App {
     admin_token: Secret,
     stop: watch::Sender<bool>,
     server: JoinHandle<std::io::Result<()>>,
-    workers: Vec<JoinHandle<()>>,
+    /// The workers and the metrics flusher (started once the schema is current).
+    work: JoinHandle<()>,
     background: Vec<JoinHandle<()>>,
     shutdown_timeout: std::time::Duration,
 }
@@ -78,8 +79,19 @@ impl App {
         };
         env.subscribe_wakes();
         let chosen = choose_workers(&registry, &config.workers, &env)?;
-        let rebuilt = jobs.rebuild_queue().await?;
-        tracing::debug!(ready = rebuilt, "ready queue rebuilt from the store");
+        // `--no-migrate` on a database that is behind: serve anyway, the API closed
+        // (503) until another process migrates it; the workers start then.
+        let pending = db.call(|s| s.pending_migrations()).await?;
+        let readiness = http::health::Readiness::new(pending.clone());
+        if pending.is_empty() {
+            let rebuilt = jobs.rebuild_queue().await?;
+            tracing::debug!(ready = rebuilt, "ready queue rebuilt from the store");
+        } else {
+            tracing::warn!(
+                pending = %pending.join(", "),
+                "the database schema is behind and --no-migrate was given: every API route answers 503 until `wp-lite migrate` runs"
+            );
+        }
 
         let state = AppState {
             jobs: jobs.clone(),
@@ -100,6 +112,7 @@ impl App {
             db: db.clone(),
             clock: clock.clone(),
             max_body_bytes: config.max_body_bytes,
+            readiness: readiness.clone(),
         };
         let listener = tokio::net::TcpListener::bind(&config.bind)
             .await
@@ -107,13 +120,39 @@ impl App {
         let addr = listener.local_addr()?;
         let (stop, stop_rx) = watch::channel(false);
 
-        let workers = chosen
-            .into_iter()
-            .map(|w| {
-                let (env, stop) = (env.clone(), stop_rx.clone());
-                tokio::spawn(async move { run_worker(w, &env, false, stop).await })
+        let work = {
+            let (env, mut stop, telemetry) = (env.clone(), stop_rx.clone(), telemetry.clone());
+            tokio::spawn(async move {
+                if !readiness.is_ready() {
+                    if !wait_for_schema(&env.db, &readiness, &mut stop).await {
+                        return;
+                    }
+                    match env.jobs.rebuild_queue().await {
+                        Ok(n) => tracing::debug!(ready = n, "ready queue rebuilt from the store"),
+                        Err(e) => {
+                            tracing::warn!(error = %e, "could not rebuild the ready queue; the workers poll the store")
+                        }
+                    }
+                    readiness.set_ready();
+                    tracing::info!(
+                        "the database is migrated: serving the API and starting the workers"
+                    );
+                }
+                // Counters and stage timings reach the store every few seconds and on stop.
+                let mut handles = vec![telemetry.spawn_flusher(
+                    env.db.clone(),
+                    crate::commands::METRICS_FLUSH,
+                    stop.clone(),
+                )];
+                handles.extend(chosen.into_iter().map(|w| {
+                    let (env, stop) = (env.clone(), stop.clone());
+                    tokio::spawn(async move { run_worker(w, &env, false, stop).await })
+                }));
+                for h in handles {
+                    let _ = h.await;
+                }
             })
-            .collect();
+        };
         let router = http::router(state.clone());
         let metrics_listener = match &config.metrics_bind {
             Some(addr) => Some(
@@ -123,11 +162,7 @@ impl App {
             ),
             None => None,
         };
-        let mut background = vec![telemetry.clone().spawn_flusher(
-            db.clone(),
-            crate::commands::METRICS_FLUSH,
-            stop_rx.clone(),
-        )];
+        let mut background = Vec::new();
         if let Some(l) = metrics_listener {
             let (r, mut stop) = (
                 http::telemetry::metrics_router(state.clone()),
@@ -159,7 +194,7 @@ impl App {
             admin_token,
             stop,
             server,
-            workers,
+            work,
             background,
             shutdown_timeout: config.worker_options.shutdown_timeout,
         })
@@ -183,11 +218,11 @@ impl App {
         let _ = self.stop.send(true);
         let served = tokio::time::timeout(self.shutdown_timeout, self.server).await;
         // Workers get the shutdown timeout for work in hand, then release what they hold.
-        for w in self.workers {
-            let _ =
-                tokio::time::timeout(self.shutdown_timeout + std::time::Duration::from_secs(5), w)
-                    .await;
-        }
+        let _ = tokio::time::timeout(
+            self.shutdown_timeout + std::time::Duration::from_secs(5),
+            self.work,
+        )
+        .await;
         for b in self.background {
             let _ = b.await;
         }
@@ -204,6 +239,29 @@ impl App {
                 tracing::warn!("requests still running after the shutdown timeout were cut off");
                 Ok(())
             }
+        }
+    }
+}
+
+/// How often a `serve` whose database is behind looks whether it was migrated.
+const SCHEMA_POLL: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Waits until the database has every migration this build carries (true), or until
+/// the stop (false).
+async fn wait_for_schema(
+    db: &Db,
+    readiness: &http::health::Readiness,
+    stop: &mut watch::Receiver<bool>,
+) -> bool {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(SCHEMA_POLL) => {}
+            _ = crate::worker::stopped(stop) => return false,
+        }
+        match db.call(|s| s.pending_migrations()).await {
+            Ok(p) if p.is_empty() => return true,
+            Ok(p) => readiness.set_pending(p),
+            Err(e) => tracing::debug!(error = %e, "schema check failed; trying again"),
         }
     }
 }

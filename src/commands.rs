@@ -130,8 +130,10 @@ fn progress_bar(prefix: &'static str) -> Option<indicatif::ProgressBar> {
     }
     let bar = indicatif::ProgressBar::new(0).with_prefix(prefix);
     bar.set_style(
-        indicatif::ProgressStyle::with_template("{prefix} [{bar:40}] {pos}/{len} pages ({elapsed})")
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        indicatif::ProgressStyle::with_template(
+            "{prefix} [{bar:40}] {pos}/{len} pages ({elapsed})",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
     Some(bar)
 }

@@ -237,6 +237,10 @@ impl Server {
         }
         Server::spawn(&mut cmd)
     }
+
+    fn start_with(cmd: &mut Command) -> Server {
+        Server::spawn(cmd)
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -268,6 +272,133 @@ async fn serve_uses_the_generated_token_and_stops_cleanly_on_sigterm() {
         .await
         .unwrap();
     assert_eq!(status.code(), Some(0));
+}
+
+/// `serve --no-migrate` on a database that is behind starts: `/healthz` 200, `/readyz` and
+/// the API 503 `unavailable` naming the pending migrations (unauthenticated callers too);
+/// `wp-lite migrate` in another process opens it within a few seconds, no restart, and
+/// the workers start (a job is leased and completed by the queue worker in it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_no_migrate_waits_for_another_process_to_migrate() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = [("WP_LITE_ADMIN_TOKEN", "no-migrate-admin-token")];
+    let mut cmd = Command::new(BIN);
+    cmd.current_dir(dir.path())
+        .args([
+            "--log-format",
+            "json",
+            "--no-migrate",
+            "serve",
+            "--bind",
+            "127.0.0.1:0",
+        ])
+        .env_remove("WP_LITE_DATABASE_URL")
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let served = Server::start_with(&mut cmd);
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    let get = |path: &str| {
+        let (http, url) = (http.clone(), format!("{}{path}", served.base));
+        async move {
+            let r = http
+                .get(url)
+                .bearer_auth("no-migrate-admin-token")
+                .send()
+                .await
+                .unwrap();
+            let status = r.status().as_u16();
+            let retry = r.headers().get("retry-after").is_some();
+            (
+                status,
+                retry,
+                r.json::<Value>().await.unwrap_or(Value::Null),
+            )
+        }
+    };
+    assert_eq!(get("/healthz").await.0, 200);
+    let (status, retry, body) = get("/readyz").await;
+    assert_eq!(status, 503, "{body}");
+    assert!(retry);
+    assert!(
+        body["pending_migrations"][0]
+            .as_str()
+            .unwrap()
+            .starts_with("V1__"),
+        "{body}"
+    );
+    for path in [
+        "/v1/worker/jobs",
+        "/v1/worker/queues",
+        "/v1/admin/users",
+        "/v1/metrics",
+    ] {
+        let (status, retry, body) = get(path).await;
+        assert_eq!(status, 503, "{path}: {body}");
+        assert!(retry, "{path}");
+        assert_eq!(body["error"]["code"], "unavailable", "{path}: {body}");
+        assert!(
+            s(&body["error"]["message"]).contains("migrations pending"),
+            "{body}"
+        );
+    }
+    // Unauthenticated: still 503 (nothing is revealed), unknown routes still 404.
+    let r = http
+        .get(format!("{}/v1/worker/jobs", served.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503);
+    let r = http
+        .get(format!("{}/v1/nope", served.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+
+    let o = wp(dir.path(), &["migrate"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (status, _, body) = get("/readyz").await;
+        if status == 200 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "still not ready: {body}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let r: Value = http
+        .post(format!("{}/v1/worker/jobs", served.base))
+        .bearer_auth("no-migrate-admin-token")
+        .json(&json!({ "type": "notifications.send", "input": { "user_id": "u1", "title": "t", "body": "b" } }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = s(&r["job_id"]);
+    // The queue worker started once the schema was current, and runs the job.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_, _, job) = get(&format!("/v1/worker/jobs/{id}")).await;
+        if job["status"] == "succeeded" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the job was not run: {job}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let status = tokio::task::spawn_blocking(move || served.terminate())
+        .await
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
+}
+
+fn s(v: &Value) -> String {
+    v.as_str().unwrap_or_default().to_string()
 }
 
 /// Two OS processes write one database file while one of them is under load: no client
@@ -873,9 +1004,14 @@ fn backup_copies_a_live_database_consistently() {
         &OpenOptions { migrate: false },
     )
     .unwrap();
-    assert_eq!(copy.schema_version().unwrap(), store.schema_version().unwrap());
+    assert_eq!(
+        copy.schema_version().unwrap(),
+        store.schema_version().unwrap()
+    );
     for (id, status) in &before {
-        let j = copy.get_job(*id).unwrap_or_else(|e| panic!("{id} is missing: {e}"));
+        let j = copy
+            .get_job(*id)
+            .unwrap_or_else(|e| panic!("{id} is missing: {e}"));
         if *status == JobStatus::Succeeded {
             assert_eq!(j.status, JobStatus::Succeeded, "{id}");
         }

@@ -1,18 +1,92 @@
-//! `/healthz` (the process runs) and `/readyz` (the store answers and is migrated).
+//! `/healthz` (the process runs) and `/readyz` (the store answers and is migrated), and
+//! the schema gate: `serve --no-migrate` on a database that is behind starts, answers
+//! `/healthz`, and answers every other API route 503 until another process migrates it.
 
+use super::error::ApiError;
 use super::openapi::{Access, Api};
 use super::AppState;
-use axum::extract::State;
+use axum::extract::{Request, State};
 use axum::http::StatusCode;
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// Whether the database has the schema this build needs; while it has not, which
+/// migrations are pending.
+#[derive(Debug, Default)]
+pub struct Readiness {
+    ready: AtomicBool,
+    pending: Mutex<Vec<String>>,
+}
+
+impl Readiness {
+    pub fn new(pending: Vec<String>) -> Arc<Self> {
+        Arc::new(Self {
+            ready: AtomicBool::new(pending.is_empty()),
+            pending: Mutex::new(pending),
+        })
+    }
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+    }
+    pub fn set_pending(&self, pending: Vec<String>) {
+        *self.pending.lock().unwrap_or_else(|p| p.into_inner()) = pending;
+    }
+    pub fn set_ready(&self) {
+        self.set_pending(Vec::new());
+        self.ready.store(true, Ordering::Release);
+    }
+    pub fn pending(&self) -> Vec<String> {
+        self.pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+    fn message(&self) -> String {
+        format!(
+            "the database schema is behind this build: migrations pending ({}); run `wp-lite migrate`",
+            self.pending().join(", ")
+        )
+    }
+}
+
+/// Routes that answer whatever the schema: they do not touch the store's tables.
+fn schema_free(path: &str) -> bool {
+    matches!(path, "/healthz" | "/readyz" | "/openapi.json")
+}
+
+/// A 503 `unavailable` naming the pending migrations, for every route that needs the
+/// store while the schema is behind (one atomic load once it is not).
+pub async fn require_schema(State(r): State<Arc<Readiness>>, req: Request, next: Next) -> Response {
+    if r.is_ready() || schema_free(req.uri().path()) {
+        return next.run(req).await;
+    }
+    ApiError::unavailable(r.message()).into_response()
+}
 
 async fn healthz() -> Json<serde_json::Value> {
     Json(json!({ "status": "ok" }))
 }
 
 async fn readyz(State(st): State<AppState>) -> Response {
+    if !st.readiness.is_ready() {
+        let pending = st.readiness.pending();
+        let mut resp = ApiError::unavailable(st.readiness.message()).into_response();
+        *resp.body_mut() = axum::body::Body::from(
+            json!({
+                "status": "not_ready",
+                "reason": "migrations are pending",
+                "pending_migrations": pending,
+                "detail": "unavailable",
+                "error": { "code": "unavailable", "message": st.readiness.message() },
+            })
+            .to_string(),
+        );
+        return resp;
+    }
     match st.db.call(|s| Ok((s.schema_version()?, s.latest_schema_version()))).await {
         Ok((v, expected)) if v >= expected => Json(json!({ "status": "ready", "schema_version": v })).into_response(),
         Ok((v, expected)) => (
@@ -20,11 +94,16 @@ async fn readyz(State(st): State<AppState>) -> Response {
             Json(json!({ "status": "not_ready", "reason": format!("schema version {v}, expected {expected}: run `wp-lite migrate`") })),
         )
             .into_response(),
-        Err(e) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({ "status": "not_ready", "reason": e.to_string() })),
-        )
-            .into_response(),
+        Err(e) => {
+            // The cause goes to the log, not to an unauthenticated caller.
+            tracing::warn!(error = %e, "readiness check: the store does not answer");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                [(axum::http::header::RETRY_AFTER, "1")],
+                Json(json!({ "status": "not_ready", "reason": "the store is unavailable" })),
+            )
+                .into_response()
+        }
     }
 }
 

@@ -38,6 +38,8 @@ pub struct AppState {
     pub db: Db,
     pub clock: SharedClock,
     pub max_body_bytes: usize,
+    /// Closed while the database's schema is behind (`serve --no-migrate`).
+    pub readiness: std::sync::Arc<health::Readiness>,
 }
 
 async fn not_found() -> ApiError {
@@ -76,6 +78,10 @@ pub fn router(state: AppState) -> Router {
     let request_id = HeaderName::from_static("x-request-id");
     let (routes, _) = api().into_parts();
     routes
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.readiness.clone(),
+            health::require_schema,
+        ))
         .route_layer(axum::middleware::from_fn_with_state(
             state.telemetry.telemetry().clone(),
             telemetry::track,

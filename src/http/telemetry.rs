@@ -73,6 +73,10 @@ pub fn router() -> Api {
 pub fn metrics_router(state: AppState) -> Router {
     Router::new()
         .route("/metrics", get(open_metrics))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.readiness.clone(),
+            super::health::require_schema,
+        ))
         .fallback(|| async { super::error::ApiError::not_found() })
         .with_state(state)
 }

@@ -110,8 +110,23 @@ pub trait Store: Send + Sync + 'static {
     fn max_concurrency(&self) -> usize;
     /// The applied schema version (0 when none).
     fn schema_version(&self) -> Result<i64>;
+    /// The migrations this build carries: (version, name), oldest first.
+    fn migrations(&self) -> Vec<(i64, String)>;
     /// The newest schema version this build knows.
-    fn latest_schema_version(&self) -> i64;
+    fn latest_schema_version(&self) -> i64 {
+        self.migrations().last().map_or(0, |m| m.0)
+    }
+    /// The migrations this build carries that the database has not applied
+    /// (`V7__inbox_uuid`), oldest first.
+    fn pending_migrations(&self) -> Result<Vec<String>> {
+        let applied = self.schema_version()?;
+        Ok(self
+            .migrations()
+            .into_iter()
+            .filter(|(v, _)| *v > applied)
+            .map(|(v, name)| format!("V{v}__{name}"))
+            .collect())
+    }
     /// Flushes and stops background threads; later calls fail with `Unavailable`.
     fn close(&self);
     /// Asks to be woken when another process or node makes work ready. A backend that

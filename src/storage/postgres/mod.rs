@@ -287,13 +287,14 @@ impl Store for PgStore {
         })
     }
 
-    fn latest_schema_version(&self) -> i64 {
-        embedded::migrations::runner()
+    fn migrations(&self) -> Vec<(i64, String)> {
+        let mut all: Vec<(i64, String)> = embedded::migrations::runner()
             .get_migrations()
             .iter()
-            .map(|m| m.version() as i64)
-            .max()
-            .unwrap_or(0)
+            .map(|m| (m.version() as i64, m.name().to_string()))
+            .collect();
+        all.sort();
+        all
     }
 
     fn close(&self) {
