@@ -395,7 +395,7 @@ async fn seed_scenario_through_the_real_binary() {
         (inbox["total"].as_i64(), inbox["unread"].as_i64()),
         (Some(1), Some(1))
     );
-    let item_id = inbox["items"][0]["id"].as_i64().unwrap();
+    let item_id = inbox["items"][0]["id"].as_str().unwrap().to_string();
     let (st, item) = call(
         http.post(format!("{base}/v1/notifications/read/{item_id}"))
             .bearer_auth(&token),

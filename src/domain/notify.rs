@@ -350,7 +350,8 @@ pub enum ChunkOutcome {
 /// One inbox item.
 #[derive(Debug, Clone, PartialEq)]
 pub struct InboxItem {
-    pub id: i64,
+    /// A UUID (version 7): the public id. The row's sequence number stays inside the store.
+    pub id: uuid::Uuid,
     pub title: String,
     pub message: String,
     /// `broadcast` or `direct`.
@@ -382,7 +383,7 @@ pub struct DirectNotification {
 /// What delivering a direct notification did.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Delivered {
-    pub item_id: i64,
+    pub item_id: uuid::Uuid,
     /// False when an item with the same event id was already there.
     pub created: bool,
 }

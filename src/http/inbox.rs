@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 
 #[derive(Serialize)]
 pub struct ItemView {
-    id: i64,
+    id: uuid::Uuid,
     title: String,
     message: String,
     #[serde(rename = "type")]
@@ -72,11 +72,8 @@ async fn read(
     EndUser(user): EndUser,
     PathString(raw): PathString,
 ) -> ApiResult<Json<ItemView>> {
-    let id = raw
-        .parse::<i64>()
-        .ok()
-        .filter(|n| *n > 0)
-        .ok_or_else(|| ApiError::invalid_field("id", "must be a positive integer"))?;
+    let id =
+        uuid::Uuid::parse_str(&raw).map_err(|_| ApiError::invalid_field("id", "must be a UUID"))?;
     Ok(Json(st.inbox.read(user, id).await?.into()))
 }
 

@@ -28,7 +28,7 @@ impl InboxService {
     }
 
     /// Marks one of the user's items read; reading a read item is fine.
-    pub async fn read(&self, user: UserId, item: i64) -> Result<InboxItem> {
+    pub async fn read(&self, user: UserId, item: uuid::Uuid) -> Result<InboxItem> {
         let now = self.clock.now();
         self.db
             .call(move |s| s.mark_read(&user, item, now))

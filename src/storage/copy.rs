@@ -114,6 +114,8 @@ enum Kind {
     Int,
     Float,
     Text,
+    /// 16 bytes on SQLite, `uuid` on PostgreSQL.
+    Uuid,
 }
 
 struct Table {
@@ -329,6 +331,7 @@ fn plan(src: &Connection, tx: &mut Transaction<'_>) -> Result<Vec<Table>, CopyEr
                 "bigint" | "integer" | "smallint" => Kind::Int,
                 "double precision" | "real" => Kind::Float,
                 "text" | "character varying" => Kind::Text,
+                "uuid" => Kind::Uuid,
                 other => {
                     return Err(CopyError::Failed(format!(
                         "target column {name}.{col} has type {other}, which copy does not handle"
@@ -420,6 +423,12 @@ fn push_value(
                     _ => out.push(b),
                 }
             }
+        }
+        ValueRef::Blob(b) if kind == Kind::Uuid => {
+            let id = uuid::Uuid::from_slice(b).map_err(|_| {
+                CopyError::Failed(format!("{table}.{col} holds a BLOB that is not a UUID"))
+            })?;
+            let _ = write!(out, "{id}");
         }
         ValueRef::Blob(_) => {
             return Err(CopyError::Failed(format!(

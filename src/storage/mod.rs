@@ -230,7 +230,7 @@ pub trait Store: Send + Sync + 'static {
     fn inbox_page(&self, user: &UserId, limit: usize, offset: usize) -> Result<InboxPage>;
     fn unread_count(&self, user: &UserId) -> Result<i64>;
     /// Marks one of the user's items read (idempotent); another user's item is not found.
-    fn mark_read(&self, user: &UserId, item: i64, now: Ts) -> Result<InboxItem>;
+    fn mark_read(&self, user: &UserId, item: uuid::Uuid, now: Ts) -> Result<InboxItem>;
     fn mark_all_read(&self, user: &UserId, now: Ts) -> Result<usize>;
     /// Retention: items older than `before`, and beyond `max_per_user` per user.
     fn prune_inbox(
@@ -431,7 +431,7 @@ macro_rules! delegate_store {
             self.read(|c| inbox::unread(c, user))
         }
 
-        fn mark_read(&self, user: &UserId, item: i64, now: Ts) -> Result<InboxItem> {
+        fn mark_read(&self, user: &UserId, item: uuid::Uuid, now: Ts) -> Result<InboxItem> {
             let user = user.clone();
             self.write(move |c| inbox::mark_read(c, &user, item, now))
         }
@@ -558,6 +558,15 @@ impl OpenError {
 #[derive(Debug, Clone)]
 pub struct OpenOptions {
     pub migrate: bool,
+}
+
+/// Applies the migrations up to `version` and no further: a database as an older release
+/// left it (tests of upgrades).
+pub fn migrate_to(url: &str, version: u32) -> std::result::Result<(), OpenError> {
+    match parse_url(url)? {
+        Target::Sqlite(path) => sqlite::migrate_to(&path, version),
+        Target::Postgres(u) => postgres::migrate_to(&u, version),
+    }
 }
 
 /// Opens the store a URL names, applying migrations unless told not to.

@@ -1834,7 +1834,7 @@ async fn inbox_lists_newest_first_reads_idempotently_and_keeps_users_apart() {
     for i in &items {
         assert_eq!(i["is_read"], false);
         assert_eq!(i["read_at"], Value::Null);
-        assert!(i["id"].is_i64(), "{i}");
+        assert!(uuid::Uuid::parse_str(&s(&i["id"])).is_ok(), "{i}");
     }
 
     let p = get(&alice, "/v1/notifications?limit=2").await;
@@ -1866,7 +1866,11 @@ async fn inbox_lists_newest_first_reads_idempotently_and_keeps_users_apart() {
     assert_eq!(bob_b1["event_id"], format!("broadcast:{b1}:bob"));
 
     // Read is idempotent: 200 twice, the same read_at.
-    let d1_id = d1["id"].as_i64().unwrap();
+    let d1_id = s(&d1["id"]);
+    assert!(
+        uuid::Uuid::parse_str(&d1_id).is_ok_and(|u| u.get_version_num() == 7),
+        "{d1}"
+    );
     app.advance(5);
     let t_read = app.now();
     let r = app
@@ -1899,7 +1903,8 @@ async fn inbox_lists_newest_first_reads_idempotently_and_keeps_users_apart() {
     );
 
     // Another user's item is a 404, and is left alone.
-    for item in [d1_id, b1_item["id"].as_i64().unwrap(), 999_999] {
+    let unknown = uuid::Uuid::now_v7().to_string();
+    for item in [d1_id.clone(), s(&b1_item["id"]), unknown] {
         app.send(
             Method::POST,
             &format!("/v1/notifications/read/{item}"),
@@ -2602,6 +2607,7 @@ async fn malformed_input_on_every_new_route_is_a_4xx_never_a_500() {
     for bad in [
         "abc",
         "0",
+        "5",
         "-5",
         "1.5",
         "99999999999999999999",

@@ -256,7 +256,10 @@ fn fill(path: &str) -> String {
 
 /// A route miss: the router's fallback answered, not a handler.
 fn is_route_miss(r: &Resp) -> bool {
-    r.status == StatusCode::NOT_FOUND && r.code() == "not_found"
+    // An unknown resource on a known route is a 404 too; only the router says "no such route".
+    r.status == StatusCode::NOT_FOUND
+        && r.code() == "not_found"
+        && r.body["error"]["message"] == "no such route"
 }
 
 #[tokio::test]

@@ -6,18 +6,26 @@
 use super::PgConn;
 use crate::domain::notify::{Delivered, DirectNotification, InboxItem, InboxPage, UserId};
 use crate::domain::time::{from_ms, to_ms, Ts};
-use crate::storage::Result;
+use crate::storage::{Result, StoreError};
 use postgres::Row;
 use std::collections::BTreeMap;
+use uuid::Uuid;
 
-const ITEM: &str = "SELECT i.id, i.created_at, i.read_at, i.broadcast_id, i.event_key, i.user_id,
+const ITEM: &str =
+    "SELECT i.uid::text, i.created_at, i.read_at, i.broadcast_id, i.event_key, i.user_id,
         COALESCE(b.title, c.title, ''), COALESCE(b.body, c.body, ''), c.meta
     FROM inbox_items i
     LEFT JOIN broadcasts b ON b.id = i.broadcast_id
     LEFT JOIN notification_contents c ON c.id = i.content_id";
 
-fn row_to_item(r: &Row) -> InboxItem {
-    let id: i64 = r.get(0);
+/// A UUID column read as text (the `postgres` crate is built without its uuid feature).
+fn uuid_text(s: &str) -> Result<Uuid> {
+    Uuid::parse_str(s)
+        .map_err(|e| StoreError::Backend(format!("a stored inbox item id is not a UUID: {e}")))
+}
+
+fn row_to_item(r: &Row) -> Result<InboxItem> {
+    let id = uuid_text(r.get(0))?;
     let broadcast_id: Option<String> = r.get(3);
     let event_key: Option<String> = r.get(4);
     let user_id: String = r.get(5);
@@ -27,7 +35,7 @@ fn row_to_item(r: &Row) -> InboxItem {
         (None, Some(k)) => k,
         (None, None) => format!("direct:{id}"),
     };
-    InboxItem {
+    Ok(InboxItem {
         id,
         title: r.get(6),
         message: r.get(7),
@@ -41,15 +49,16 @@ fn row_to_item(r: &Row) -> InboxItem {
         meta: meta.and_then(|m| serde_json::from_str(&m).ok()),
         event_id,
         broadcast_id,
-    }
+    })
 }
 
-fn existing_event(c: &mut PgConn, user: &str, key: &str) -> Result<Option<i64>> {
-    Ok(c.query_opt(
-        "SELECT id FROM inbox_items WHERE user_id = $1 AND event_key = $2",
+fn existing_event(c: &mut PgConn, user: &str, key: &str) -> Result<Option<Uuid>> {
+    c.query_opt(
+        "SELECT uid::text FROM inbox_items WHERE user_id = $1 AND event_key = $2",
         &[&user, &key],
     )?
-    .map(|r| r.get(0)))
+    .map(|r| uuid_text(r.get(0)))
+    .transpose()
 }
 
 pub fn deliver_direct(c: &mut PgConn, n: &DirectNotification, now: Ts) -> Result<Delivered> {
@@ -79,7 +88,7 @@ pub fn deliver_direct(c: &mut PgConn, n: &DirectNotification, now: Ts) -> Result
         "INSERT INTO inbox_items (user_id, content_id, event_key, created_at)
          VALUES ($1, $2, $3, $4)
          ON CONFLICT (user_id, event_key) WHERE event_key IS NOT NULL DO NOTHING
-         RETURNING id",
+         RETURNING uid::text",
         &[&user, &content_id, &n.event_id, &now],
     )?;
     let Some(row) = inserted else {
@@ -106,7 +115,7 @@ pub fn deliver_direct(c: &mut PgConn, n: &DirectNotification, now: Ts) -> Result
         &[&user],
     )?;
     Ok(Delivered {
-        item_id: row.get(0),
+        item_id: uuid_text(row.get(0))?,
         created: true,
     })
 }
@@ -134,7 +143,7 @@ pub fn page(c: &mut PgConn, user: &UserId, limit: usize, offset: usize) -> Resul
         )?
         .iter()
         .map(row_to_item)
-        .collect();
+        .collect::<Result<_>>()?;
     let (total, unread) = counts(c, user)?;
     Ok(InboxPage {
         items,
@@ -143,9 +152,11 @@ pub fn page(c: &mut PgConn, user: &UserId, limit: usize, offset: usize) -> Resul
     })
 }
 
-pub fn mark_read(c: &mut PgConn, user: &UserId, item: i64, now: Ts) -> Result<InboxItem> {
+pub fn mark_read(c: &mut PgConn, user: &UserId, item: Uuid, now: Ts) -> Result<InboxItem> {
+    let item = item.to_string();
     let newly = c.execute(
-        "UPDATE inbox_items SET read_at = $3 WHERE id = $1 AND user_id = $2 AND read_at IS NULL",
+        "UPDATE inbox_items SET read_at = $3
+         WHERE uid = ($1::text)::uuid AND user_id = $2 AND read_at IS NULL",
         &[&item, &user.as_str(), &to_ms(&now)],
     )?;
     if newly == 1 {
@@ -154,11 +165,12 @@ pub fn mark_read(c: &mut PgConn, user: &UserId, item: i64, now: Ts) -> Result<In
             &[&user.as_str()],
         )?;
     }
-    c.query_one(
-        &format!("{ITEM} WHERE i.id = $1 AND i.user_id = $2"),
+    c.query_opt(
+        &format!("{ITEM} WHERE i.uid = ($1::text)::uuid AND i.user_id = $2"),
         &[&item, &user.as_str()],
-    )
-    .map(|r| row_to_item(&r))
+    )?
+    .ok_or(StoreError::NotFound)
+    .and_then(|r| row_to_item(&r))
 }
 
 pub fn mark_all_read(c: &mut PgConn, user: &UserId, now: Ts) -> Result<usize> {

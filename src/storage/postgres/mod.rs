@@ -246,12 +246,26 @@ impl PgStore {
 /// Applies pending migrations under an advisory lock, so nodes starting at once take turns
 /// and the later ones find the work done.
 fn migrate(client: &mut Client) -> std::result::Result<(), OpenError> {
+    migrate_until(client, None)
+}
+
+/// Applies the migrations up to `version` only (tests of upgrades from an older release).
+pub fn migrate_to(url: &str, version: u32) -> std::result::Result<(), OpenError> {
+    let mut client = connect(&parse_target(url)?)?;
+    migrate_until(&mut client, Some(version))
+}
+
+fn migrate_until(client: &mut Client, version: Option<u32>) -> std::result::Result<(), OpenError> {
     let err = |e: postgres::Error| OpenError::Migrate(e.to_string());
     client
         .batch_execute("SELECT pg_advisory_lock(hashtext('wp-lite migrate ' || current_schema()))")
         .map_err(err)?;
+    let target = version.map_or(refinery::Target::Latest, |v| {
+        refinery::Target::Version(v as _)
+    });
     let res = embedded::migrations::runner()
         .set_grouped(true)
+        .set_target(target)
         .run(client)
         .map(|_| ())
         .map_err(|e| OpenError::Migrate(e.to_string()));

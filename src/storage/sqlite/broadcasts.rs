@@ -411,8 +411,8 @@ pub fn deliver_chunk(
             let boundary = (d.cursor + chunk as i64).min(max);
             let inserted = c
                 .prepare_cached(
-                    "INSERT OR IGNORE INTO inbox_items (user_id, broadcast_id, created_at)
-                     SELECT r.user_id, ?1, ?2 FROM broadcast_recipients r
+                    "INSERT OR IGNORE INTO inbox_items (uid, user_id, broadcast_id, created_at)
+                     SELECT wp_uuid7(), r.user_id, ?1, ?2 FROM broadcast_recipients r
                      JOIN users u ON u.id = r.user_id AND u.is_active = 1 AND u.deleted_at IS NULL
                      WHERE r.broadcast_id = ?1 AND r.pos > ?3 AND r.pos <= ?4
                      ORDER BY r.pos",
@@ -441,8 +441,8 @@ pub fn deliver_chunk(
             let cond = audience_where(audience, &mut args);
             let inserted = c
                 .prepare_cached(&format!(
-                    "INSERT OR IGNORE INTO inbox_items (user_id, broadcast_id, created_at)
-                     SELECT id, ?1, ?2 FROM users WHERE seq > ?3 AND seq <= ?4 AND {cond} ORDER BY seq"
+                    "INSERT OR IGNORE INTO inbox_items (uid, user_id, broadcast_id, created_at)
+                     SELECT wp_uuid7(), id, ?1, ?2 FROM users WHERE seq > ?3 AND seq <= ?4 AND {cond} ORDER BY seq"
                 ))
                 .and_then(|mut s| s.execute(params_from_iter(args)))
                 .map_err(map_err)? as i64;

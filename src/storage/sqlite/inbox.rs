@@ -6,15 +6,16 @@ use crate::domain::notify::{Delivered, DirectNotification, InboxItem, InboxPage,
 use crate::domain::time::{from_ms, to_ms, Ts};
 use crate::storage::{Result, StoreError};
 use rusqlite::{params, Connection, OptionalExtension, Row};
+use uuid::Uuid;
 
-const ITEM: &str = "SELECT i.id, i.created_at, i.read_at, i.broadcast_id, i.event_key, i.user_id,
+const ITEM: &str = "SELECT i.uid, i.created_at, i.read_at, i.broadcast_id, i.event_key, i.user_id,
         COALESCE(b.title, c.title, ''), COALESCE(b.body, c.body, ''), c.meta
     FROM inbox_items i
     LEFT JOIN broadcasts b ON b.id = i.broadcast_id
     LEFT JOIN notification_contents c ON c.id = i.content_id";
 
 fn row_to_item(r: &Row<'_>) -> rusqlite::Result<InboxItem> {
-    let id: i64 = r.get(0)?;
+    let id = super::uuid_from_blob(&r.get::<_, Vec<u8>>(0)?)?;
     let broadcast_id: Option<String> = r.get(3)?;
     let event_key: Option<String> = r.get(4)?;
     let user_id: String = r.get(5)?;
@@ -64,12 +65,16 @@ pub(super) fn count_new_items(c: &Connection, after_id: i64) -> Result<()> {
 
 pub fn deliver_direct(c: &Connection, n: &DirectNotification, now: Ts) -> Result<Delivered> {
     if let Some(key) = &n.event_id {
-        let existing: Option<i64> = c
-            .prepare_cached("SELECT id FROM inbox_items WHERE user_id = ?1 AND event_key = ?2")
+        let existing: Option<Vec<u8>> = c
+            .prepare_cached("SELECT uid FROM inbox_items WHERE user_id = ?1 AND event_key = ?2")
             .and_then(|mut s| {
                 s.query_row(params![n.user_id.as_str(), key], |r| r.get(0))
                     .optional()
             })
+            .map_err(map_err)?;
+        let existing = existing
+            .map(|b| super::uuid_from_blob(&b))
+            .transpose()
             .map_err(map_err)?;
         if let Some(item_id) = existing {
             return Ok(Delivered {
@@ -93,14 +98,24 @@ pub fn deliver_direct(c: &Connection, n: &DirectNotification, now: Ts) -> Result
     })
     .map_err(map_err)?;
     let content_id = c.last_insert_rowid();
+    let item_id = Uuid::now_v7();
     c.prepare_cached(
-        "INSERT INTO inbox_items (user_id, content_id, event_key, created_at) VALUES (?1, ?2, ?3, ?4)",
+        "INSERT INTO inbox_items (uid, user_id, content_id, event_key, created_at)
+         VALUES (?1, ?2, ?3, ?4, ?5)",
     )
-    .and_then(|mut s| s.execute(params![n.user_id.as_str(), content_id, n.event_id, now]))
+    .and_then(|mut s| {
+        s.execute(params![
+            item_id.as_bytes().as_slice(),
+            n.user_id.as_str(),
+            content_id,
+            n.event_id,
+            now
+        ])
+    })
     .map_err(map_err)?;
     count_new_items(c, before)?;
     Ok(Delivered {
-        item_id: c.last_insert_rowid(),
+        item_id,
         created: true,
     })
 }
@@ -143,10 +158,11 @@ pub fn page(c: &Connection, user: &UserId, limit: usize, offset: usize) -> Resul
     })
 }
 
-pub fn mark_read(c: &Connection, user: &UserId, item: i64, now: Ts) -> Result<InboxItem> {
+pub fn mark_read(c: &Connection, user: &UserId, item: Uuid, now: Ts) -> Result<InboxItem> {
+    let item = item.as_bytes().as_slice();
     let newly = c
         .prepare_cached(
-            "UPDATE inbox_items SET read_at = ?3 WHERE id = ?1 AND user_id = ?2 AND read_at IS NULL",
+            "UPDATE inbox_items SET read_at = ?3 WHERE uid = ?1 AND user_id = ?2 AND read_at IS NULL",
         )
         .and_then(|mut s| s.execute(params![item, user.as_str(), to_ms(&now)]))
         .map_err(map_err)?;
@@ -155,7 +171,7 @@ pub fn mark_read(c: &Connection, user: &UserId, item: i64, now: Ts) -> Result<In
             .and_then(|mut s| s.execute([user.as_str()]))
             .map_err(map_err)?;
     }
-    c.prepare_cached(&format!("{ITEM} WHERE i.id = ?1 AND i.user_id = ?2"))
+    c.prepare_cached(&format!("{ITEM} WHERE i.uid = ?1 AND i.user_id = ?2"))
         .and_then(|mut s| {
             s.query_row(params![item, user.as_str()], row_to_item)
                 .optional()

@@ -48,6 +48,7 @@ pub(crate) fn configure(conn: &Connection) -> rusqlite::Result<()> {
         rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG,
         true,
     )?;
+    register_functions(conn)?;
     conn.execute_batch(
         "PRAGMA journal_mode = WAL;
          PRAGMA synchronous = NORMAL;
@@ -57,6 +58,32 @@ pub(crate) fn configure(conn: &Connection) -> rusqlite::Result<()> {
          PRAGMA journal_size_limit = 67108864;",
     )?;
     Ok(())
+}
+
+/// SQL functions the schema uses: `wp_uuid7()` (a new UUID v7 as 16 bytes, for the
+/// public id of a row) and `wp_uuid7_at(ms)` (one whose time part is `ms`, for rows
+/// that existed before they had one).
+fn register_functions(conn: &Connection) -> rusqlite::Result<()> {
+    use rusqlite::functions::FunctionFlags;
+    conn.create_scalar_function("wp_uuid7", 0, FunctionFlags::SQLITE_UTF8, |_| {
+        Ok(Uuid::now_v7().as_bytes().to_vec())
+    })?;
+    conn.create_scalar_function("wp_uuid7_at", 1, FunctionFlags::SQLITE_UTF8, |ctx| {
+        let ms = ctx.get::<i64>(0)?.max(0) as u64;
+        let ts = uuid::Timestamp::from_unix(
+            uuid::NoContext,
+            ms / 1000,
+            ((ms % 1000) * 1_000_000) as u32,
+        );
+        Ok(Uuid::new_v7(ts).as_bytes().to_vec())
+    })
+}
+
+/// A UUID kept as 16 bytes.
+pub(crate) fn uuid_from_blob(b: &[u8]) -> rusqlite::Result<Uuid> {
+    Uuid::from_slice(b).map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(16, rusqlite::types::Type::Blob, Box::new(e))
+    })
 }
 
 pub struct SqliteStore {
@@ -121,9 +148,31 @@ impl SqliteStore {
 /// Applies pending migrations. Two processes starting at once may race; the loser retries
 /// and finds the work done.
 fn migrate(conn: &mut Connection) -> std::result::Result<(), OpenError> {
+    migrate_until(conn, None)
+}
+
+/// Applies the migrations up to `version` only (tests of upgrades from an older release).
+pub fn migrate_to(path: &Path, version: u32) -> std::result::Result<(), OpenError> {
+    let open_err = |e: rusqlite::Error| OpenError::Open(format!("{}: {e}", path.display()));
+    let mut conn = Connection::open(path).map_err(open_err)?;
+    configure(&conn).map_err(open_err)?;
+    migrate_until(&mut conn, Some(version))
+}
+
+fn migrate_until(
+    conn: &mut Connection,
+    version: Option<u32>,
+) -> std::result::Result<(), OpenError> {
+    let target = version.map_or(refinery::Target::Latest, |v| {
+        refinery::Target::Version(v as _)
+    });
     let mut last = String::new();
     for attempt in 0..20 {
-        match embedded::migrations::runner().set_grouped(true).run(conn) {
+        match embedded::migrations::runner()
+            .set_grouped(true)
+            .set_target(target)
+            .run(conn)
+        {
             Ok(_) => return Ok(()),
             Err(e) => {
                 last = e.to_string();

@@ -124,8 +124,8 @@ pub fn insert_select(path: &Path) -> rusqlite::Result<(usize, Duration)> {
     let start = Instant::now();
     conn.execute_batch("BEGIN")?;
     let n = conn.execute(
-        "INSERT INTO inbox_items (user_id, broadcast_id, created_at)
-         SELECT id, 'raw-broadcast', ?1 FROM users WHERE is_active = 1 AND deleted_at IS NULL ORDER BY seq",
+        "INSERT INTO inbox_items (uid, user_id, broadcast_id, created_at)
+         SELECT wp_uuid7(), id, 'raw-broadcast', ?1 FROM users WHERE is_active = 1 AND deleted_at IS NULL ORDER BY seq",
         [now_ms()],
     )?;
     conn.execute_batch("COMMIT")?;
