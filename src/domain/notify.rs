@@ -51,6 +51,10 @@ pub fn attribute_name(field: &str, k: &str) -> Result<(), FieldError> {
     Ok(())
 }
 
+fn v_is_list(v: Option<&Value>) -> bool {
+    matches!(v, Some(Value::Array(_)))
+}
+
 fn scalar(v: &Value) -> bool {
     matches!(v, Value::String(_) | Value::Number(_) | Value::Bool(_))
 }
@@ -126,6 +130,32 @@ pub enum Audience {
 }
 
 pub const MAX_EXPLICIT_USERS: usize = 100_000;
+/// Bounds of a segment: attributes it filters on, values per attribute, bytes per value.
+pub const MAX_SEGMENT_KEYS: usize = 20;
+pub const MAX_SEGMENT_VALUES: usize = 100;
+pub const MAX_SEGMENT_VALUE_BYTES: usize = 256;
+
+/// Checks one value of a segment filter: a scalar, a bounded string without NUL.
+fn segment_value(field: &str, v: &Value) -> Result<(), FieldError> {
+    if !scalar(v) {
+        return Err(FieldError::new(
+            field,
+            "must be a string, number, boolean or a list of them",
+        ));
+    }
+    if let Some(s) = v.as_str() {
+        if s.len() > MAX_SEGMENT_VALUE_BYTES {
+            return Err(FieldError::new(
+                field,
+                format!("a value must be at most {MAX_SEGMENT_VALUE_BYTES} bytes"),
+            ));
+        }
+        if s.contains('\0') {
+            return Err(FieldError::new(field, "must not contain NUL characters"));
+        }
+    }
+    Ok(())
+}
 
 impl Audience {
     /// Parses `{"type": …}`; errors name the problem.
@@ -190,25 +220,39 @@ impl Audience {
                         ))
                     }
                 };
+                if filters.len() > MAX_SEGMENT_KEYS {
+                    return Err(FieldError::new(
+                        "audience.filters",
+                        format!("at most {MAX_SEGMENT_KEYS} attributes"),
+                    ));
+                }
                 let mut conds = Vec::new();
                 for (k, v) in filters {
                     attribute_name("audience.filters", k)?;
                     let field = format!("audience.filters.{k}");
                     let any_of =
                         match v {
-                            Value::Array(a) if !a.is_empty() && a.iter().all(scalar) => a.clone(),
-                            Value::Array(_) => return Err(FieldError::new(
+                            Value::Array(a) if a.is_empty() => return Err(FieldError::new(
                                 field,
                                 "a list must be non-empty and hold strings, numbers or booleans",
                             )),
-                            v if scalar(v) => vec![v.clone()],
-                            _ => {
+                            Value::Array(a) if a.len() > MAX_SEGMENT_VALUES => {
                                 return Err(FieldError::new(
                                     field,
-                                    "must be a string, number, boolean or a list of them",
+                                    format!("a list holds at most {MAX_SEGMENT_VALUES} values"),
                                 ))
                             }
+                            Value::Array(a) => a.clone(),
+                            v => vec![v.clone()],
                         };
+                    for (i, v) in any_of.iter().enumerate() {
+                        let f = if v_is_list(filters.get(k)) {
+                            format!("{field}[{i}]")
+                        } else {
+                            field.clone()
+                        };
+                        segment_value(&f, v)?;
+                    }
                     conds.push(Condition {
                         attribute: k.clone(),
                         any_of,
@@ -305,6 +349,8 @@ pub struct Broadcast {
     pub sent: i64,
     pub failed: i64,
     pub skipped: i64,
+    /// Why delivery failed, when it did.
+    pub last_error: Option<String>,
 }
 
 /// Title, body, audience and schedule of a new or replaced broadcast.
@@ -386,4 +432,45 @@ pub struct Delivered {
     pub item_id: uuid::Uuid,
     /// False when an item with the same event id was already there.
     pub created: bool,
+}
+
+#[cfg(test)]
+mod audience_bounds {
+    use super::*;
+    use serde_json::json;
+
+    fn segment(filters: Value) -> Result<Audience, FieldError> {
+        Audience::parse(&json!({ "type": "segment", "filters": filters }))
+    }
+
+    #[test]
+    fn a_segment_is_bounded_at_creation() {
+        let keys: Map<String, Value> = (0..20).map(|i| (format!("k{i}"), json!(1))).collect();
+        assert!(segment(Value::Object(keys.clone())).is_ok());
+        let mut more = keys;
+        more.insert("k20".into(), json!(1));
+        assert_eq!(
+            segment(Value::Object(more)).unwrap_err().field,
+            "audience.filters"
+        );
+        let list: Vec<Value> = (0..100).map(|i| json!(i)).collect();
+        assert!(segment(json!({ "n": list })).is_ok());
+        let list: Vec<Value> = (0..101).map(|i| json!(i)).collect();
+        assert_eq!(
+            segment(json!({ "n": list })).unwrap_err().field,
+            "audience.filters.n"
+        );
+        assert!(segment(json!({ "c": "x".repeat(256) })).is_ok());
+        assert_eq!(
+            segment(json!({ "c": ["a", "x".repeat(257)] }))
+                .unwrap_err()
+                .field,
+            "audience.filters.c[1]"
+        );
+        assert_eq!(
+            segment(json!({ "c": "D\u{0}E" })).unwrap_err().field,
+            "audience.filters.c"
+        );
+        assert!(segment(json!({ "c": [[1]] })).is_err());
+    }
 }

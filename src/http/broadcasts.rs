@@ -42,6 +42,7 @@ pub struct BroadcastView {
     sent: i64,
     failed: i64,
     skipped: i64,
+    last_error: Option<String>,
 }
 
 impl From<Broadcast> for BroadcastView {
@@ -62,6 +63,7 @@ impl From<Broadcast> for BroadcastView {
             sent: b.sent,
             failed: b.failed,
             skipped: b.skipped,
+            last_error: b.last_error,
         }
     }
 }

@@ -57,6 +57,7 @@ impl BroadcastService {
             sent: 0,
             failed: 0,
             skipped: 0,
+            last_error: None,
         };
         let stored = b.clone();
         self.db.call(move |s| s.create_broadcast(&stored)).await?;

@@ -81,6 +81,40 @@ pub(crate) fn per_item<T>(r: Result<T>) -> Result<Result<T>> {
     }
 }
 
+impl StoreError {
+    /// Whether trying again later may succeed (busy, or the store unreachable).
+    pub fn is_transient(&self) -> bool {
+        matches!(self, StoreError::Busy | StoreError::Unavailable(_))
+    }
+}
+
+/// Runs one item's work of a call that handles several (the broadcasts a tick claims)
+/// inside its own savepoint: a failure of that item alone is rolled back and handed back
+/// as `Ok(Err(e))`, so the others go on; a transient failure fails the whole call.
+/// `exec` runs a statement without parameters on the backend's connection.
+pub(crate) fn isolated<C: ?Sized, T>(
+    c: &mut C,
+    exec: impl Fn(&mut C, &str) -> Result<()>,
+    f: impl FnOnce(&mut C) -> Result<T>,
+) -> Result<Result<T>> {
+    exec(c, "SAVEPOINT wp_item")?;
+    match f(c) {
+        Ok(v) => {
+            exec(c, "RELEASE SAVEPOINT wp_item")?;
+            Ok(Ok(v))
+        }
+        Err(e) => {
+            exec(c, "ROLLBACK TO SAVEPOINT wp_item")?;
+            exec(c, "RELEASE SAVEPOINT wp_item")?;
+            if e.is_transient() {
+                Err(e)
+            } else {
+                Ok(Err(e))
+            }
+        }
+    }
+}
+
 /// A browser session created by `POST /v1/auth/login`.
 #[derive(Debug, Clone)]
 pub struct Session {

@@ -51,6 +51,7 @@ fn broadcast(title: &str, audience: Audience, scheduled_at: Option<DateTime<Utc>
         sent: 0,
         failed: 0,
         skipped: 0,
+        last_error: None,
     }
 }
 
@@ -913,5 +914,85 @@ fn broadcasts_due_now_wake_other_nodes() {
         .unwrap();
         woken_after(n, "a replace due now");
         other.close();
+    });
+}
+
+/// Makes a stored broadcast's audience unreadable, as a damaged row would be.
+fn corrupt_audience(b: &Backend, id: uuid::Uuid) {
+    let sql = format!("UPDATE broadcasts SET audience = 'not json' WHERE id = '{id}'");
+    match &b._schema {
+        Some(schema) => {
+            schema.client().batch_execute(&sql).unwrap();
+        }
+        None => {
+            let path = b.url.strip_prefix("sqlite://").unwrap();
+            rusqlite::Connection::open(path)
+                .unwrap()
+                .execute_batch(&sql)
+                .unwrap();
+        }
+    }
+}
+
+/// A broadcast that cannot be delivered fails on its own, with the reason; the one due
+/// beside it is claimed and delivered (one bad row never stops every broadcast).
+#[test]
+fn a_broadcast_that_cannot_be_delivered_fails_alone_and_the_others_go_out() {
+    each_backend(|b| {
+        let s = &b.store;
+        seed_users(s);
+        let bad = broadcast("Bad", Audience::AllUsers, Some(t0()));
+        let good = broadcast("Good", Audience::AllUsers, Some(t0()));
+        s.create_broadcast(&bad).unwrap();
+        s.create_broadcast(&good).unwrap();
+        corrupt_audience(b, bad.id);
+        let lease = t0() + Duration::seconds(60);
+        let got = s.claim_due_broadcasts("w", 10, lease, t0()).unwrap();
+        let ids: Vec<uuid::Uuid> = got.iter().map(|g| g.id).collect();
+        assert_eq!(ids, [good.id], "{}", b.name);
+        let failed = s.get_broadcast(bad.id).unwrap();
+        assert_eq!(failed.status, BroadcastStatus::Failed, "{}", b.name);
+        assert!(
+            failed
+                .last_error
+                .as_deref()
+                .is_some_and(|e| e.contains("cannot be delivered")),
+            "{}: {failed:?}",
+            b.name
+        );
+        let (done, _) = deliver_all(s, good.id, "w", 3);
+        assert_eq!(done.status, BroadcastStatus::Sent, "{}", b.name);
+        assert_eq!(done.sent, 8, "{}", b.name);
+        assert_eq!(done.last_error, None);
+        // Nothing is claimed again: the failed one stays failed.
+        assert!(s
+            .claim_due_broadcasts("w2", 10, lease, t0() + Duration::seconds(120))
+            .unwrap()
+            .is_empty());
+    });
+}
+
+/// A segment with lists at their bound (100 values each) is one statement of fixed shape
+/// on both backends and selects exactly the matching users, each value matched by type
+/// (3.0 matches 3; "3" does not).
+#[test]
+fn a_segment_with_long_lists_delivers_to_exactly_its_users() {
+    each_backend(|b| {
+        let s = &b.store;
+        seed_users(s);
+        let mut plans: Vec<Value> = (0..99).map(|i| json!(format!("plan-{i}"))).collect();
+        plans.push(json!("pro"));
+        let numbers: Vec<Value> = (3..103).map(|i| json!(i)).collect();
+        let audience = Audience::parse(&json!({ "type": "segment", "filters": {
+            "plan": plans, "n": numbers, "beta": [true, false],
+        }}))
+        .unwrap();
+        let bc = broadcast("Lists", audience, Some(t0()));
+        s.create_broadcast(&bc).unwrap();
+        s.claim_due_broadcasts("w", 10, t0() + Duration::seconds(60), t0())
+            .unwrap();
+        let (done, _) = deliver_all(s, bc.id, "w", 100);
+        assert_eq!(receivers(s, bc.id), ["u03", "u06", "u09"], "{}", b.name);
+        assert_eq!((done.total, done.sent), (3, 3), "{}", b.name);
     });
 }

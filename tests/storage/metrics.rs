@@ -156,6 +156,7 @@ fn broadcast(title: &str, status: BroadcastStatus, at: Option<DateTime<Utc>>) ->
         sent: 0,
         failed: 0,
         skipped: 0,
+        last_error: None,
     }
 }
 

@@ -18,7 +18,7 @@ use postgres::Row;
 use serde_json::Value;
 
 const COLS: &str = "id, title, body, audience, status, created_by, created_at, updated_at, \
-    scheduled_at, started_at, finished_at, total, sent, failed, skipped";
+    scheduled_at, started_at, finished_at, total, sent, failed, skipped, last_error";
 
 /// Query parameters built alongside a dynamic WHERE clause (`$n` is the n-th pushed).
 #[derive(Default)]
@@ -62,6 +62,7 @@ fn row_to_broadcast(r: &Row) -> Broadcast {
         sent: r.get(12),
         failed: r.get(13),
         skipped: r.get(14),
+        last_error: r.get(15),
     }
 }
 
@@ -266,44 +267,44 @@ pub fn list(c: &mut PgConn, f: &BroadcastFilter) -> Result<BroadcastPage> {
 
 /// SQL for "this user is in the segment" (as SQLite's `json_type`/`json_extract` test
 /// it: same JSON type and equal value), its parameters appended to `args`.
+/// The segment's conditions with a fixed number of parameters however many values a list
+/// holds: the attribute's name and, per JSON type, the values as one array matched with
+/// `= ANY(…)` (a chain of `OR`s grows with every value). A value matches an attribute of
+/// the same JSON type and the same value (numbers compare as numbers).
 fn segment_sql(conds: &[Condition], args: &mut Args) -> String {
     let mut all = Vec::new();
     for c in conds {
-        let mut any = Vec::new();
+        let p = args.push(c.attribute.clone());
+        let attr = format!("(attributes::jsonb -> ${p}::text)");
+        let (mut texts, mut numbers, mut bools) = (Vec::new(), Vec::new(), Vec::new());
         for v in &c.any_of {
-            let p = args.push(c.attribute.clone());
-            let attr = format!("(attributes::jsonb -> ${p}::text)");
             match v {
-                Value::Bool(b) => any.push(format!(
-                    "{attr} = '{}'::jsonb",
-                    if *b { "true" } else { "false" }
-                )),
-                // CASE, not AND: a cast of a non-number would fail, and AND does not
-                // fix the order of evaluation.
-                Value::Number(n) => match n.as_i64() {
-                    Some(i) => {
-                        let q = args.push(i);
-                        any.push(format!(
-                            "CASE WHEN jsonb_typeof({attr}) = 'number' \
-                             THEN {attr}::numeric = ${q}::bigint ELSE false END"
-                        ));
-                    }
-                    None => {
-                        let q = args.push(n.as_f64().unwrap_or(f64::NAN));
-                        any.push(format!(
-                            "CASE WHEN jsonb_typeof({attr}) = 'number' \
-                             THEN {attr}::float8 = ${q}::float8 ELSE false END"
-                        ));
-                    }
-                },
-                other => {
-                    let q = args.push(other.as_str().unwrap_or_default().to_string());
-                    any.push(format!(
-                        "(jsonb_typeof({attr}) = 'string' \
-                         AND (attributes::jsonb ->> ${p}::text) = ${q}::text)"
-                    ));
-                }
+                Value::Bool(b) => bools.push(if *b { "true" } else { "false" }.to_string()),
+                Value::Number(n) => numbers.push(n.to_string()),
+                other => texts.push(other.as_str().unwrap_or_default().to_string()),
             }
+        }
+        let mut any = Vec::new();
+        if !texts.is_empty() {
+            let q = args.push(texts);
+            any.push(format!(
+                "(jsonb_typeof({attr}) = 'string' AND (attributes::jsonb ->> ${p}::text) = ANY(${q}::text[]))"
+            ));
+        }
+        if !numbers.is_empty() {
+            // CASE, not AND: a cast of a non-number would fail, and AND does not fix the
+            // order of evaluation.
+            let q = args.push(numbers);
+            any.push(format!(
+                "CASE WHEN jsonb_typeof({attr}) = 'number' \
+                 THEN {attr}::numeric = ANY((${q}::text[])::numeric[]) ELSE false END"
+            ));
+        }
+        if !bools.is_empty() {
+            let q = args.push(bools);
+            any.push(format!(
+                "(jsonb_typeof({attr}) = 'boolean' AND ({attr})::text = ANY(${q}::text[]))"
+            ));
         }
         all.push(format!("({})", any.join(" OR ")));
     }
@@ -404,12 +405,27 @@ pub fn claim_due(
     claimed.sort_unstable();
     let mut out = Vec::with_capacity(claimed.len());
     for (_, id) in claimed {
-        if let Some(d) = load_delivery(c, &id, owner)? {
-            if d.snapshot_max.is_none() {
-                snapshot(c, &d)?;
+        // One broadcast that cannot be prepared (its audience cannot be resolved) fails
+        // on its own; the others are delivered.
+        let prepared = crate::storage::isolated(
+            c,
+            |c, sql| c.batch(sql),
+            |c| {
+                if let Some(d) = load_delivery(c, &id, owner)? {
+                    if d.snapshot_max.is_none() {
+                        snapshot(c, &d)?;
+                    }
+                }
+                load(c, &id)
+            },
+        )?;
+        match prepared {
+            Ok(b) => out.push(b),
+            Err(e) => {
+                tracing::error!(broadcast.id = %id, error = %e, "broadcast {id} cannot be delivered: marked failed");
+                mark_failed(c, &id, owner, &format!("cannot be delivered: {e}"), now)?;
             }
         }
-        out.push(load(c, &id)?);
     }
     Ok(out)
 }
@@ -544,6 +560,14 @@ pub fn fail(
     now: Ts,
 ) -> Result<Option<Broadcast>> {
     let id = id.to_string();
+    if !mark_failed(c, &id, owner, error, now)? {
+        return Ok(None);
+    }
+    load(c, &id).map(Some)
+}
+
+/// Marks a claimed broadcast failed with the reason; false if the claim no longer holds.
+fn mark_failed(c: &mut PgConn, id: &str, owner: &str, error: &str, now: Ts) -> Result<bool> {
     let n = c.execute(
         "UPDATE broadcasts SET status = 'failed', last_error = $3,
              failed = GREATEST(total - sent - skipped, 0), finished_at = $4, updated_at = $4,
@@ -551,8 +575,5 @@ pub fn fail(
          WHERE id = $1 AND status = 'sending' AND lease_owner = $2",
         &[&id, &owner, &error, &to_ms(&now)],
     )?;
-    if n == 0 {
-        return Ok(None);
-    }
-    load(c, &id).map(Some)
+    Ok(n == 1)
 }

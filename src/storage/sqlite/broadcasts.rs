@@ -16,7 +16,7 @@ use rusqlite::{params, params_from_iter, Connection, OptionalExtension, Row};
 use serde_json::Value;
 
 const COLS: &str = "id, title, body, audience, status, created_by, created_at, updated_at, \
-    scheduled_at, started_at, finished_at, total, sent, failed, skipped";
+    scheduled_at, started_at, finished_at, total, sent, failed, skipped, last_error";
 
 fn row_to_broadcast(r: &Row<'_>) -> rusqlite::Result<Broadcast> {
     let id: String = r.get(0)?;
@@ -41,6 +41,7 @@ fn row_to_broadcast(r: &Row<'_>) -> rusqlite::Result<Broadcast> {
         sent: r.get(12)?,
         failed: r.get(13)?,
         skipped: r.get(14)?,
+        last_error: r.get(15)?,
     })
 }
 
@@ -252,37 +253,27 @@ pub fn list(c: &Connection, f: &BroadcastFilter) -> Result<BroadcastPage> {
 }
 
 /// SQL for "this user is in the segment" and its arguments, appended to `args`.
+/// The segment's conditions with two parameters each, however many values a list holds:
+/// the attribute's path and the values as one JSON array, matched through `json_each`
+/// (a chain of `OR`s grows the expression tree with every value, and SQLite refuses a
+/// tree deeper than 1000). A value matches an attribute of the same JSON type (any two
+/// numbers compare as numbers) and the same value.
 fn segment_sql(conds: &[Condition], args: &mut Vec<Sql>) -> String {
     let mut all = Vec::new();
     for c in conds {
-        let path = format!("$.\"{}\"", c.attribute);
-        let mut any = Vec::new();
-        for v in &c.any_of {
-            args.push(path.clone().into());
-            let p = args.len();
-            match v {
-                Value::Bool(b) => any.push(format!(
-                    "json_type(attributes, ?{p}) = '{}'",
-                    if *b { "true" } else { "false" }
-                )),
-                Value::Number(n) => {
-                    args.push(match n.as_i64() {
-                        Some(i) => i.into(),
-                        None => n.as_f64().unwrap_or(f64::NAN).into(),
-                    });
-                    let q = args.len();
-                    any.push(format!(
-                        "(json_type(attributes, ?{p}) IN ('integer', 'real') AND json_extract(attributes, ?{p}) = ?{q})"
-                    ));
-                }
-                other => {
-                    args.push(other.as_str().unwrap_or_default().to_string().into());
-                    let q = args.len();
-                    any.push(format!("(json_type(attributes, ?{p}) = 'text' AND json_extract(attributes, ?{p}) = ?{q})"));
-                }
-            }
-        }
-        all.push(format!("({})", any.join(" OR ")));
+        args.push(format!("$.\"{}\"", c.attribute).into());
+        let p = args.len();
+        args.push(Value::Array(c.any_of.clone()).to_string().into());
+        let q = args.len();
+        all.push(format!(
+            "EXISTS (SELECT 1 FROM json_each(?{q}) v WHERE CASE json_type(attributes, ?{p})
+                 WHEN 'text' THEN v.type = 'text' AND v.value = json_extract(attributes, ?{p})
+                 WHEN 'integer' THEN v.type IN ('integer', 'real') AND v.value = json_extract(attributes, ?{p})
+                 WHEN 'real' THEN v.type IN ('integer', 'real') AND v.value = json_extract(attributes, ?{p})
+                 WHEN 'true' THEN v.type = 'true'
+                 WHEN 'false' THEN v.type = 'false'
+                 ELSE 0 END)"
+        ));
     }
     all.join(" AND ")
 }
@@ -379,12 +370,27 @@ pub fn claim_due(
         .map_err(map_err)?;
     let mut out = Vec::with_capacity(ids.len());
     for id in ids {
-        if let Some(d) = load_delivery(c, &id, owner)? {
-            if d.snapshot_max.is_none() {
-                snapshot(c, &d)?;
+        // One broadcast that cannot be prepared (its audience cannot be resolved) fails
+        // on its own; the others are delivered.
+        let prepared = crate::storage::isolated(
+            &mut &*c,
+            |c, sql| super::exec(c, sql),
+            |c| {
+                if let Some(d) = load_delivery(c, &id, owner)? {
+                    if d.snapshot_max.is_none() {
+                        snapshot(c, &d)?;
+                    }
+                }
+                load(c, &id)
+            },
+        )?;
+        match prepared {
+            Ok(b) => out.push(b),
+            Err(e) => {
+                tracing::error!(broadcast.id = %id, error = %e, "broadcast {id} cannot be delivered: marked failed");
+                mark_failed(c, &id, owner, &format!("cannot be delivered: {e}"), now)?;
             }
         }
-        out.push(load(c, &id)?);
     }
     Ok(out)
 }
@@ -497,6 +503,14 @@ pub fn fail(
     now: Ts,
 ) -> Result<Option<Broadcast>> {
     let id = id.to_string();
+    if !mark_failed(c, &id, owner, error, now)? {
+        return Ok(None);
+    }
+    load(c, &id).map(Some)
+}
+
+/// Marks a claimed broadcast failed with the reason; false if the claim no longer holds.
+fn mark_failed(c: &Connection, id: &str, owner: &str, error: &str, now: Ts) -> Result<bool> {
     let n = c
         .prepare_cached(
             "UPDATE broadcasts SET status = 'failed', last_error = ?3,
@@ -506,8 +520,5 @@ pub fn fail(
         )
         .and_then(|mut s| s.execute(params![id, owner, error, to_ms(&now)]))
         .map_err(map_err)?;
-    if n == 0 {
-        return Ok(None);
-    }
-    load(c, &id).map(Some)
+    Ok(n == 1)
 }

@@ -186,7 +186,7 @@ fn migrate_until(
 /// How long the writer keeps retrying a database locked by another process.
 const BUSY_PATIENCE: Duration = Duration::from_secs(30);
 
-fn exec(conn: &Connection, sql: &str) -> Result<()> {
+pub(crate) fn exec(conn: &Connection, sql: &str) -> Result<()> {
     conn.prepare_cached(sql)
         .and_then(|mut s| s.execute([]))
         .map(|_| ())
