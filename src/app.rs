@@ -69,7 +69,8 @@ impl App {
             config.worker_token.clone(),
             config.jwt_secret.clone(),
             chrono::Duration::from_std(config.session_ttl).unwrap_or(chrono::Duration::hours(12)),
-        );
+        )
+        .with_login_metric(telemetry.login_refused());
         let env = WorkerEnv {
             jobs: jobs.clone(),
             db: db.clone(),
@@ -181,11 +182,14 @@ impl App {
             let listener = listener.tap_io(|tcp| {
                 let _ = tcp.set_nodelay(true);
             });
-            axum::serve(listener, router)
-                .with_graceful_shutdown(async move {
-                    let _ = server_stop.wait_for(|s| *s).await;
-                })
-                .await
+            axum::serve(
+                listener,
+                router.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .with_graceful_shutdown(async move {
+                let _ = server_stop.wait_for(|s| *s).await;
+            })
+            .await
         });
         tracing::info!(%addr, database = %storage::redact_url(&config.database_url), "wp-lite serving");
         Ok(App {

@@ -145,11 +145,29 @@ fn set_cookie(name: &str, value: &str, max_age: i64, http_only: bool) -> HeaderV
     .expect("cookie values are hex")
 }
 
+/// The client's address, when the server was started with connection info (not behind a
+/// proxy header: `X-Forwarded-For` is not trusted).
+pub struct ClientAddr(pub Option<std::net::IpAddr>);
+
+impl<S: Send + Sync> FromRequestParts<S> for ClientAddr {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        Ok(ClientAddr(
+            parts
+                .extensions
+                .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+                .map(|c| c.0.ip()),
+        ))
+    }
+}
+
 async fn login(
     State(state): State<AppState>,
+    ClientAddr(client): ClientAddr,
     JsonBody(body): JsonBody<LoginBody>,
 ) -> ApiResult<Response> {
-    let s = state.auth.login(&body.token).await?;
+    let s = state.auth.login(&body.token, client).await?;
     let max_age = (s.expires_at - state.clock.now()).num_seconds().max(0);
     let mut resp = Json(json!({
         "csrf_token": s.csrf_token,
@@ -184,8 +202,58 @@ async fn logout(State(state): State<AppState>, headers: HeaderMap) -> ApiResult<
     Ok(resp)
 }
 
+#[derive(serde::Serialize)]
+struct SessionView {
+    id: uuid::Uuid,
+    #[serde(with = "time::serde_ts")]
+    created_at: time::Ts,
+    #[serde(with = "time::serde_ts")]
+    expires_at: time::Ts,
+}
+
+async fn list_sessions(
+    State(state): State<AppState>,
+    _a: Admin,
+) -> ApiResult<Json<serde_json::Value>> {
+    let items: Vec<SessionView> = state
+        .auth
+        .sessions()
+        .await?
+        .into_iter()
+        .map(|s| SessionView {
+            id: s.id,
+            created_at: s.created_at,
+            expires_at: s.expires_at,
+        })
+        .collect();
+    Ok(Json(json!({ "items": items })))
+}
+
+async fn revoke_session(
+    State(state): State<AppState>,
+    _a: Admin,
+    super::extract::PathString(raw): super::extract::PathString,
+) -> ApiResult<StatusCode> {
+    let id = uuid::Uuid::parse_str(&raw)
+        .map_err(|_| ApiError::invalid_field("session_id", "must be a UUID"))?;
+    state.auth.revoke(id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
 pub fn router() -> Api {
     Api::new("auth")
+        .get(
+            "/v1/admin/sessions",
+            list_sessions,
+            "Live browser sessions (newest first)",
+            Access::Admin,
+        )
+        .delete(
+            "/v1/admin/sessions/{session_id}",
+            revoke_session,
+            "End one browser session",
+            Access::Admin,
+        )
         .post(
             "/v1/auth/login",
             login,

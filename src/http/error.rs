@@ -14,6 +14,8 @@ pub struct ApiError {
     pub code: &'static str,
     pub message: String,
     pub fields: Vec<FieldError>,
+    /// Seconds for `Retry-After` (429; every 503 says 1).
+    pub retry_after: Option<u64>,
 }
 
 impl ApiError {
@@ -23,6 +25,7 @@ impl ApiError {
             code,
             message: message.into(),
             fields: Vec::new(),
+            retry_after: None,
         }
     }
     pub fn invalid(message: impl Into<String>) -> Self {
@@ -70,6 +73,7 @@ impl From<Error> for ApiError {
                 code: "invalid_payload",
                 message,
                 fields,
+                retry_after: None,
             },
             Error::NotFound(code, msg) => Self::new(StatusCode::NOT_FOUND, code, msg),
             Error::Conflict(c) => {
@@ -77,6 +81,14 @@ impl From<Error> for ApiError {
             }
             Error::Unauthorized(m) => Self::unauthorized(m),
             Error::Forbidden(code, m) => Self::new(StatusCode::FORBIDDEN, code, m),
+            e @ Error::RateLimited(_) => {
+                let mut out =
+                    Self::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", e.to_string());
+                if let Error::RateLimited(secs) = e {
+                    out.retry_after = Some(secs);
+                }
+                out
+            }
             ref e @ Error::Unavailable(_) => {
                 tracing::warn!(error = %log_chain(e), "store unavailable");
                 Self::new(
@@ -117,10 +129,15 @@ impl IntoResponse for ApiError {
         }
         let body = json!({ "detail": self.code, "error": error });
         let mut resp = (self.status, axum::Json(body)).into_response();
-        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+        let retry_after = match self.retry_after {
+            Some(s) => Some(s.max(1)),
+            None if self.status == StatusCode::SERVICE_UNAVAILABLE => Some(1),
+            None => None,
+        };
+        if let Some(s) = retry_after {
             resp.headers_mut().insert(
                 axum::http::header::RETRY_AFTER,
-                axum::http::HeaderValue::from_static("1"),
+                axum::http::HeaderValue::from(s),
             );
         }
         resp

@@ -7,6 +7,8 @@ use crate::domain::time::Ts;
 use crate::storage::{Db, Session};
 use chrono::Duration;
 use sha2::{Digest, Sha256};
+use std::net::IpAddr;
+use std::time::Instant;
 use subtle::ConstantTimeEq;
 
 /// Who a request acts as.
@@ -33,11 +35,78 @@ pub struct NewSession {
     pub expires_at: Ts,
 }
 
+/// Failed logins allowed per client address within `THROTTLE_WINDOW`; past them every
+/// login from that address (even a right one) is a 429 until the window ends.
+pub const THROTTLE_FREE_FAILURES: u32 = 5;
+pub const THROTTLE_WINDOW: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Failed login attempts per client address (in memory, per process).
+#[derive(Default)]
+pub struct LoginThrottle {
+    failures: std::sync::Mutex<std::collections::HashMap<Option<IpAddr>, (u32, Instant)>>,
+}
+
+impl LoginThrottle {
+    /// `Err(seconds)` while the address is throttled.
+    fn check(&self, addr: Option<IpAddr>) -> std::result::Result<(), u64> {
+        let map = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+        match map.get(&addr) {
+            Some((n, since)) if *n >= THROTTLE_FREE_FAILURES => {
+                let left = THROTTLE_WINDOW.saturating_sub(since.elapsed());
+                if left.is_zero() {
+                    Ok(())
+                } else {
+                    Err(left.as_secs().max(1))
+                }
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn failed(&self, addr: Option<IpAddr>) {
+        let mut map = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+        if map.len() > 10_000 {
+            map.retain(|_, (_, since)| since.elapsed() < THROTTLE_WINDOW);
+        }
+        let e = map.entry(addr).or_insert((0, Instant::now()));
+        if e.1.elapsed() >= THROTTLE_WINDOW {
+            *e = (0, Instant::now());
+        }
+        e.0 += 1;
+    }
+
+    fn succeeded(&self, addr: Option<IpAddr>) {
+        self.failures
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&addr);
+    }
+}
+
+/// A session as the admin sees it in `GET /v1/admin/sessions`.
+#[derive(Debug, Clone)]
+pub struct SessionInfo {
+    pub id: uuid::Uuid,
+    pub created_at: Ts,
+    pub expires_at: Ts,
+}
+
+/// A session's public id: the first 128 bits of the cookie's hash, as a UUID (the hash of a
+/// 256-bit random cookie; it reveals nothing about the cookie).
+fn session_id(token_hash: &str) -> Option<uuid::Uuid> {
+    let bytes = hex::decode(token_hash.get(..32)?).ok()?;
+    uuid::Uuid::from_slice(&bytes).ok()
+}
+
 #[derive(Clone)]
 pub struct AuthService {
     db: Db,
     clock: SharedClock,
     admin_token: Secret,
+    /// Fingerprint of the admin token: sessions opened with another one are void.
+    epoch: String,
+    throttle: std::sync::Arc<LoginThrottle>,
+    failed_logins: Option<prometheus::IntCounterVec>,
     worker_token: Option<Secret>,
     jwt_secret: Option<Secret>,
     session_ttl: Duration,
@@ -78,10 +147,15 @@ impl AuthService {
         jwt_secret: Option<Secret>,
         session_ttl: Duration,
     ) -> Self {
+        let epoch =
+            hex::encode(&digest(&format!("wp-lite session epoch\0{}", admin_token.expose()))[..8]);
         Self {
             db,
             clock,
             admin_token,
+            epoch,
+            throttle: std::sync::Arc::default(),
+            failed_logins: None,
             worker_token,
             jwt_secret,
             session_ttl,
@@ -142,11 +216,31 @@ impl AuthService {
         same_secret(key, self.admin_token.expose())
     }
 
-    /// Logs in with the admin token and opens a session.
-    pub async fn login(&self, token: &str) -> Result<NewSession> {
+    /// Counts refused logins in this counter (label `result`: `invalid` or `throttled`).
+    pub fn with_login_metric(mut self, c: prometheus::IntCounterVec) -> Self {
+        self.failed_logins = Some(c);
+        self
+    }
+
+    fn count_refusal(&self, result: &str) {
+        if let Some(c) = &self.failed_logins {
+            c.with_label_values(&[result]).inc();
+        }
+    }
+
+    /// Logs in with the admin token and opens a session. Failed attempts are throttled per
+    /// client address, so a weak token cannot be guessed at line rate.
+    pub async fn login(&self, token: &str, client: Option<IpAddr>) -> Result<NewSession> {
+        if let Err(secs) = self.throttle.check(client) {
+            self.count_refusal("throttled");
+            return Err(Error::RateLimited(secs));
+        }
         if !self.admin_key(token) {
+            self.throttle.failed(client);
+            self.count_refusal("invalid");
             return Err(Error::Unauthorized("invalid token".into()));
         }
+        self.throttle.succeeded(client);
         let now = self.clock.now();
         let cookie = generate_token();
         let session = Session {
@@ -155,6 +249,7 @@ impl AuthService {
             principal: Principal::Admin.name().into(),
             created_at: now,
             expires_at: now + self.session_ttl,
+            epoch: self.epoch.clone(),
         };
         let out = NewSession {
             cookie,
@@ -169,7 +264,37 @@ impl AuthService {
     pub async fn session(&self, cookie: &str) -> Result<Option<Session>> {
         let hash = hex::encode(digest(cookie));
         let now = self.clock.now();
-        Ok(self.db.call(move |s| s.find_session(&hash, now)).await?)
+        let found = self.db.call(move |s| s.find_session(&hash, now)).await?;
+        Ok(found.filter(|s| s.epoch == self.epoch))
+    }
+
+    /// The live sessions opened with the admin token in use, newest first.
+    pub async fn sessions(&self) -> Result<Vec<SessionInfo>> {
+        let now = self.clock.now();
+        let all = self.db.call(move |s| s.list_sessions(now, 1000)).await?;
+        Ok(all
+            .into_iter()
+            .filter(|s| s.epoch == self.epoch)
+            .filter_map(|s| {
+                Some(SessionInfo {
+                    id: session_id(&s.token_hash)?,
+                    created_at: s.created_at,
+                    expires_at: s.expires_at,
+                })
+            })
+            .collect())
+    }
+
+    /// Ends the session with this id (404 if there is no such live session).
+    pub async fn revoke(&self, id: uuid::Uuid) -> Result<()> {
+        let now = self.clock.now();
+        let all = self.db.call(move |s| s.list_sessions(now, 100_000)).await?;
+        let hash = all
+            .into_iter()
+            .find(|s| s.epoch == self.epoch && session_id(&s.token_hash) == Some(id))
+            .map(|s| s.token_hash)
+            .ok_or_else(|| Error::NotFound("not_found", "no such session".into()))?;
+        Ok(self.db.call(move |s| s.delete_session(&hash)).await?)
     }
 
     /// Ends a session.

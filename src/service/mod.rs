@@ -31,6 +31,9 @@ pub enum Error {
     Unauthorized(String),
     #[error("{1}")]
     Forbidden(&'static str, String),
+    /// Too many attempts (429 `rate_limited`); try again after this many seconds.
+    #[error("too many attempts; try again in {0} s")]
+    RateLimited(u64),
     #[error("the store is unavailable")]
     Unavailable(#[source] StoreError),
     #[error("internal error")]

@@ -124,6 +124,8 @@ pub struct Session {
     pub principal: String,
     pub created_at: Ts,
     pub expires_at: Ts,
+    /// A fingerprint of the admin token the session was opened with.
+    pub epoch: String,
 }
 
 /// What a wake-up from another process or node is about.
@@ -285,6 +287,8 @@ pub trait Store: Send + Sync + 'static {
     fn create_session(&self, session: &Session) -> Result<()>;
     fn find_session(&self, token_hash: &str, now: Ts) -> Result<Option<Session>>;
     fn delete_session(&self, token_hash: &str) -> Result<()>;
+    /// Live sessions, newest first (at most `limit`).
+    fn list_sessions(&self, now: Ts, limit: usize) -> Result<Vec<Session>>;
     fn prune_sessions(&self, now: Ts) -> Result<usize>;
 }
 
@@ -513,6 +517,9 @@ macro_rules! delegate_store {
 
         fn prune_sessions(&self, now: Ts) -> Result<usize> {
             self.write(move |c| sessions::prune(c, now))
+        }
+        fn list_sessions(&self, now: Ts, limit: usize) -> Result<Vec<Session>> {
+            self.read(|c| sessions::list(c, now, limit))
         }
     };
 }

@@ -39,6 +39,7 @@ pub struct Telemetry {
     registry: Registry,
     http_requests: IntCounterVec,
     http_duration: HistogramVec,
+    login_refused: IntCounterVec,
 }
 
 impl Telemetry {
@@ -66,11 +67,23 @@ impl Telemetry {
         registry
             .register(Box::new(http_duration.clone()))
             .expect("register");
+        let login_refused = IntCounterVec::new(
+            Opts::new(
+                "wp_lite_login_refused_total",
+                "Logins this process refused: result=invalid (wrong token) or throttled (too many failures from one address).",
+            ),
+            &["result"],
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(login_refused.clone()))
+            .expect("register");
         Arc::new(Self {
             pending: Mutex::default(),
             registry,
             http_requests,
             http_duration,
+            login_refused,
         })
     }
 
@@ -98,6 +111,11 @@ impl Telemetry {
     }
 
     /// Records one HTTP request.
+    /// The counter of refused logins (handed to the auth service).
+    pub fn login_refused(&self) -> IntCounterVec {
+        self.login_refused.clone()
+    }
+
     pub fn http(&self, route: &str, method: &str, status: u16, took: Duration) {
         self.http_requests
             .with_label_values(&[route, method, &status.to_string()])

@@ -622,3 +622,134 @@ async fn every_response_carries_a_request_id_and_echoes_the_clients() {
     }
     app.stop().await;
 }
+
+/// Failed logins are throttled per client address: five wrong tokens in a minute, then
+/// every login from that address — even with the right token — is a 429 with
+/// `Retry-After`, counted in `wp_lite_login_refused_total`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_logins_are_throttled_per_address() {
+    let app = spawn_app().await;
+    let login = |token: &'static str| {
+        app.send(
+            Method::POST,
+            "/v1/auth/login",
+            None,
+            Some(json!({ "token": token })),
+        )
+    };
+    for _ in 0..5 {
+        login("guess").await.assert_error(401, "unauthorized");
+    }
+    for token in ["guess", ADMIN] {
+        let r = login(token).await;
+        r.assert_error(429, "rate_limited");
+        let secs: u64 = r.headers["retry-after"].to_str().unwrap().parse().unwrap();
+        assert!((1..=60).contains(&secs), "{secs}");
+        assert!(set_cookies(&r).is_empty());
+    }
+    // Token-authenticated calls are not affected.
+    let m = app.admin(Method::GET, "/v1/metrics", None).await;
+    assert_eq!(m.status, StatusCode::OK);
+    let text = app
+        .client
+        .get(app.url("/v1/metrics"))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        text.contains(r#"wp_lite_login_refused_total{result="invalid"} 5"#),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"wp_lite_login_refused_total{result="throttled"} 2"#),
+        "{text}"
+    );
+    app.stop().await;
+}
+
+/// Sessions are listed and revocable by an admin; a revoked session's cookie no longer
+/// authenticates; a restart with another admin token ends every session.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_are_listed_revoked_and_end_with_a_new_admin_token() {
+    let mut app = spawn_app().await;
+    let (cookie_a, _) = app.login().await;
+    app.advance(1);
+    let (cookie_b, _) = app.login().await;
+    let client = app.client.clone();
+    let with_cookie = |base: String, cookie: String| {
+        let (client, url) = (client.clone(), format!("{base}/v1/admin/sessions"));
+        async move {
+            client
+                .get(url)
+                .header("cookie", cookie)
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
+    };
+    let list = app.admin(Method::GET, "/v1/admin/sessions", None).await;
+    let items = list.body["items"].as_array().unwrap().clone();
+    assert_eq!(items.len(), 2, "{}", list.body);
+    assert!(
+        ts(&items[0]["created_at"]) > ts(&items[1]["created_at"]),
+        "newest first"
+    );
+    assert!(items[0].get("csrf_token").is_none() && items[0].get("token_hash").is_none());
+    // The newest is B's: revoke it.
+    let b_id = s(&items[0]["id"]);
+    assert_eq!(
+        with_cookie(app.base.clone(), cookie_b.clone()).await,
+        StatusCode::OK
+    );
+    let r = app
+        .admin(Method::DELETE, &format!("/v1/admin/sessions/{b_id}"), None)
+        .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.body);
+    assert_eq!(
+        with_cookie(app.base.clone(), cookie_b).await,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        with_cookie(app.base.clone(), cookie_a.clone()).await,
+        StatusCode::OK
+    );
+    app.admin(Method::DELETE, &format!("/v1/admin/sessions/{b_id}"), None)
+        .await
+        .assert_error(404, "not_found");
+    app.admin(Method::DELETE, "/v1/admin/sessions/5", None)
+        .await
+        .assert_error(400, "invalid_payload");
+    app.send(Method::GET, "/v1/admin/sessions", None, None)
+        .await
+        .assert_error(401, "unauthorized");
+
+    // Restart on the same database with another admin token: A's session is over.
+    app.app.take().unwrap().stop().await.unwrap();
+    let mut config =
+        wp_lite::config::Config::for_database(format!("sqlite://{}", app.db_path.display()));
+    config.admin_token = Some(wp_lite::config::Secret::new("a-brand-new-admin-token"));
+    config.workers = wp_lite::config::WorkerSelection::None;
+    let restarted = wp_lite::app::App::start(config, std::sync::Arc::new(app.clock.clone()))
+        .await
+        .unwrap();
+    app.base = format!("http://{}", restarted.addr());
+    assert_eq!(
+        with_cookie(app.base.clone(), cookie_a).await,
+        StatusCode::UNAUTHORIZED
+    );
+    let r = app
+        .send(
+            Method::GET,
+            "/v1/admin/sessions",
+            Some("a-brand-new-admin-token"),
+            None,
+        )
+        .await;
+    assert_eq!(r.body["items"], json!([]), "{}", r.body);
+    restarted.stop().await.unwrap();
+}

@@ -13,6 +13,7 @@ fn sessions_are_found_until_they_expire_or_are_deleted() {
             principal: "admin".into(),
             created_at: now,
             expires_at: now + Duration::hours(1),
+            epoch: "e1".into(),
         };
         s.create_session(&session).unwrap();
         let found = s.find_session("h1", now).unwrap().expect("found");
@@ -45,6 +46,7 @@ fn sessions_keep_their_fields_and_expire_exactly_at_expires_at() {
             principal: format!("user:{hash}"),
             created_at: now,
             expires_at: now + ttl,
+            epoch: format!("epoch-{hash}"),
         };
         s.create_session(&session("a", Duration::minutes(10)))
             .unwrap();
@@ -53,6 +55,13 @@ fn sessions_keep_their_fields_and_expire_exactly_at_expires_at() {
         s.create_session(&session("c", Duration::minutes(20)))
             .unwrap();
         let a = s.find_session("a", now).unwrap().expect("a");
+        assert_eq!(a.epoch, "epoch-a", "{}", b.name);
+        // Live sessions, newest first (all created at once here; at most `limit`).
+        let live = s.list_sessions(now + Duration::minutes(15), 10).unwrap();
+        let mut hashes: Vec<&str> = live.iter().map(|x| x.token_hash.as_str()).collect();
+        hashes.sort();
+        assert_eq!(hashes, ["b", "c"], "{}", b.name);
+        assert_eq!(s.list_sessions(now, 1).unwrap().len(), 1);
         assert_eq!(
             (
                 a.token_hash.as_str(),

@@ -7,35 +7,53 @@ use crate::storage::{Result, Session};
 
 pub fn create(c: &mut PgConn, s: &Session) -> Result<()> {
     c.execute(
-        "INSERT INTO sessions (token_hash, csrf_token, principal, created_at, expires_at)
-         VALUES ($1, $2, $3, $4, $5)",
+        "INSERT INTO sessions (token_hash, csrf_token, principal, created_at, expires_at, epoch)
+         VALUES ($1, $2, $3, $4, $5, $6)",
         &[
             &s.token_hash,
             &s.csrf_token,
             &s.principal,
             &to_ms(&s.created_at),
             &to_ms(&s.expires_at),
+            &s.epoch,
         ],
     )
     .map(|_| ())
 }
 
-pub fn find(c: &mut PgConn, token_hash: &str, now: Ts) -> Result<Option<Session>> {
-    let Some(r) = c.query_opt(
-        "SELECT token_hash, csrf_token, principal, created_at, expires_at FROM sessions
-         WHERE token_hash = $1 AND expires_at > $2",
-        &[&token_hash, &to_ms(&now)],
-    )?
-    else {
-        return Ok(None);
-    };
-    Ok(Some(Session {
+const COLS: &str = "token_hash, csrf_token, principal, created_at, expires_at, epoch";
+
+fn row_to_session(r: &postgres::Row) -> Result<Session> {
+    Ok(Session {
         token_hash: r.try_get(0).map_err(map_err)?,
         csrf_token: r.try_get(1).map_err(map_err)?,
         principal: r.try_get(2).map_err(map_err)?,
         created_at: from_ms(r.try_get(3).map_err(map_err)?),
         expires_at: from_ms(r.try_get(4).map_err(map_err)?),
-    }))
+        epoch: r.try_get(5).map_err(map_err)?,
+    })
+}
+
+pub fn find(c: &mut PgConn, token_hash: &str, now: Ts) -> Result<Option<Session>> {
+    c.query_opt(
+        &format!("SELECT {COLS} FROM sessions WHERE token_hash = $1 AND expires_at > $2"),
+        &[&token_hash, &to_ms(&now)],
+    )?
+    .map(|r| row_to_session(&r))
+    .transpose()
+}
+
+pub fn list(c: &mut PgConn, now: Ts, limit: usize) -> Result<Vec<Session>> {
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    c.query(
+        &format!(
+            "SELECT {COLS} FROM sessions WHERE expires_at > $1 ORDER BY created_at DESC LIMIT $2"
+        ),
+        &[&to_ms(&now), &limit],
+    )?
+    .iter()
+    .map(row_to_session)
+    .collect()
 }
 
 pub fn delete(c: &mut PgConn, token_hash: &str) -> Result<()> {

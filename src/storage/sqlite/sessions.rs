@@ -7,8 +7,8 @@ use rusqlite::{params, Connection, OptionalExtension};
 
 pub fn create(c: &Connection, s: &Session) -> Result<()> {
     c.prepare_cached(
-        "INSERT INTO sessions (token_hash, csrf_token, principal, created_at, expires_at)
-         VALUES (?1, ?2, ?3, ?4, ?5)",
+        "INSERT INTO sessions (token_hash, csrf_token, principal, created_at, expires_at, epoch)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
     )
     .and_then(|mut st| {
         st.execute(params![
@@ -16,29 +16,45 @@ pub fn create(c: &Connection, s: &Session) -> Result<()> {
             s.csrf_token,
             s.principal,
             to_ms(&s.created_at),
-            to_ms(&s.expires_at)
+            to_ms(&s.expires_at),
+            s.epoch
         ])
     })
     .map(|_| ())
     .map_err(map_err)
 }
 
+const COLS: &str = "token_hash, csrf_token, principal, created_at, expires_at, epoch";
+
+fn row_to_session(r: &rusqlite::Row<'_>) -> rusqlite::Result<Session> {
+    Ok(Session {
+        token_hash: r.get(0)?,
+        csrf_token: r.get(1)?,
+        principal: r.get(2)?,
+        created_at: from_ms(r.get(3)?),
+        expires_at: from_ms(r.get(4)?),
+        epoch: r.get(5)?,
+    })
+}
+
 pub fn find(c: &Connection, token_hash: &str, now: Ts) -> Result<Option<Session>> {
-    c.prepare_cached(
-        "SELECT token_hash, csrf_token, principal, created_at, expires_at FROM sessions
-         WHERE token_hash = ?1 AND expires_at > ?2",
-    )
+    c.prepare_cached(&format!(
+        "SELECT {COLS} FROM sessions WHERE token_hash = ?1 AND expires_at > ?2"
+    ))
     .and_then(|mut st| {
-        st.query_row(params![token_hash, to_ms(&now)], |r| {
-            Ok(Session {
-                token_hash: r.get(0)?,
-                csrf_token: r.get(1)?,
-                principal: r.get(2)?,
-                created_at: from_ms(r.get(3)?),
-                expires_at: from_ms(r.get(4)?),
-            })
-        })
-        .optional()
+        st.query_row(params![token_hash, to_ms(&now)], row_to_session)
+            .optional()
+    })
+    .map_err(map_err)
+}
+
+pub fn list(c: &Connection, now: Ts, limit: usize) -> Result<Vec<Session>> {
+    c.prepare_cached(&format!(
+        "SELECT {COLS} FROM sessions WHERE expires_at > ?1 ORDER BY created_at DESC LIMIT ?2"
+    ))
+    .and_then(|mut st| {
+        st.query_map(params![to_ms(&now), limit as i64], row_to_session)?
+            .collect()
     })
     .map_err(map_err)
 }
