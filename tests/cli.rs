@@ -1040,3 +1040,172 @@ fn backup_copies_a_live_database_consistently() {
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(text(&o).contains("pg_dump"), "{}", text(&o));
 }
+
+// ---- storage faults ----
+
+/// A small tmpfs, unmounted when dropped (None where mounting is not allowed).
+struct TinyDisk {
+    dir: tempfile::TempDir,
+}
+
+impl TinyDisk {
+    fn mount(size: &str) -> Option<TinyDisk> {
+        let dir = tempfile::tempdir().ok()?;
+        let ok = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        ok.then_some(TinyDisk { dir })
+    }
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for TinyDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount")
+            .arg("-l")
+            .arg(self.dir.path())
+            .status();
+    }
+}
+
+/// A full disk under a live `serve`: enqueues answer 201 or 503 `unavailable` with
+/// `Retry-After` (never a 500), `/readyz` turns 503, and once space is freed service
+/// comes back by itself; every job that was acknowledged reads back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_is_503_and_service_resumes_when_space_is_freed() {
+    let Some(disk) = TinyDisk::mount("6m") else {
+        eprintln!("storage faults: SKIPPED (cannot mount a tmpfs here; needs root)");
+        return;
+    };
+    let dir = disk.path().to_path_buf();
+    let mut cmd = Command::new(BIN);
+    cmd.current_dir(&dir)
+        .args([
+            "--log-format",
+            "json",
+            "serve",
+            "--bind",
+            "127.0.0.1:0",
+            "--workers",
+            "none",
+        ])
+        .env_remove("WP_LITE_DATABASE_URL")
+        .env_remove("RUST_LOG")
+        .env("WP_LITE_ADMIN_TOKEN", "full-disk-admin-token")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let served = Server::start_with(&mut cmd);
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    let base = served.base.clone();
+    // Leave about 1 MB free.
+    let free = {
+        let out = Command::new("df")
+            .args(["-B1", "--output=avail"])
+            .arg(&dir)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .nth(1)
+            .unwrap()
+            .trim()
+            .parse::<u64>()
+            .unwrap()
+    };
+    let filler = dir.join("filler");
+    std::fs::write(&filler, vec![0u8; free.saturating_sub(1 << 20) as usize]).unwrap();
+
+    let pad = "x".repeat(20_000);
+    let (mut acked, mut unavailable) = (Vec::new(), 0);
+    for i in 0..400 {
+        let r = http
+            .post(format!("{base}/v1/worker/jobs"))
+            .bearer_auth("full-disk-admin-token")
+            .json(&json!({ "type": "fill", "input": { "i": i, "pad": pad } }))
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        let retry = r.headers().get("retry-after").is_some();
+        let body: Value = r.json().await.unwrap();
+        match status {
+            201 => acked.push(s(&body["job_id"])),
+            503 => {
+                assert!(retry, "{body}");
+                assert_eq!(body["error"]["code"], "unavailable", "{body}");
+                unavailable += 1;
+                if unavailable >= 5 {
+                    break;
+                }
+            }
+            other => panic!("enqueue on a full disk answered {other}: {body}"),
+        }
+    }
+    assert!(
+        unavailable >= 5,
+        "the disk never filled ({} jobs acknowledged)",
+        acked.len()
+    );
+    let ready = http.get(format!("{base}/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), 503);
+    // Reads still work while writes cannot.
+    let r = http
+        .get(format!("{base}/v1/worker/jobs/{}", acked[0]))
+        .bearer_auth("full-disk-admin-token")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+
+    std::fs::remove_file(&filler).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let r = http
+            .post(format!("{base}/v1/worker/jobs"))
+            .bearer_auth("full-disk-admin-token")
+            .json(&json!({ "type": "fill", "input": { "after": true } }))
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        assert!(status == 201 || status == 503, "{status}");
+        if status == 201 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "service did not resume");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    loop {
+        if http
+            .get(format!("{base}/readyz"))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            == 200
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "/readyz did not recover");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for id in &acked {
+        let r = http
+            .get(format!("{base}/v1/worker/jobs/{id}"))
+            .bearer_auth("full-disk-admin-token")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "acknowledged job {id} is missing");
+    }
+    let status = tokio::task::spawn_blocking(move || served.terminate())
+        .await
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
+    drop(disk);
+}

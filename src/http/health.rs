@@ -87,6 +87,14 @@ async fn readyz(State(st): State<AppState>) -> Response {
         );
         return resp;
     }
+    if st.db.recently_faulted() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [(axum::http::header::RETRY_AFTER, "1")],
+            Json(json!({ "status": "not_ready", "reason": "the store failed to serve a request moments ago (disk full, read-only, I/O error or database down)" })),
+        )
+            .into_response();
+    }
     match st.db.call(|s| Ok((s.schema_version()?, s.latest_schema_version()))).await {
         Ok((v, expected)) if v >= expected => Json(json!({ "status": "ready", "schema_version": v })).into_response(),
         Ok((v, expected)) => (

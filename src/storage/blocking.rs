@@ -12,12 +12,40 @@ use tracing::Instrument;
 pub struct Db {
     store: Arc<dyn Store>,
     permits: Arc<Semaphore>,
+    /// When a call last failed because the store was unavailable (disk full, read-only,
+    /// I/O error, PostgreSQL down), as milliseconds since `epoch`; 0 = never.
+    last_fault_ms: Arc<std::sync::atomic::AtomicU64>,
+    epoch: std::time::Instant,
 }
+
+/// How long `/readyz` stays 503 after the store last failed to serve a call.
+pub const FAULT_MEMORY: std::time::Duration = std::time::Duration::from_secs(2);
 
 impl Db {
     pub fn new(store: Arc<dyn Store>) -> Self {
         let permits = Arc::new(Semaphore::new(store.max_concurrency().max(1)));
-        Self { store, permits }
+        Self {
+            store,
+            permits,
+            last_fault_ms: Arc::default(),
+            epoch: std::time::Instant::now(),
+        }
+    }
+
+    /// Whether the store failed a call as unavailable within `FAULT_MEMORY`.
+    pub fn recently_faulted(&self) -> bool {
+        let at = self
+            .last_fault_ms
+            .load(std::sync::atomic::Ordering::Relaxed);
+        at != 0 && self.epoch.elapsed().as_millis() as u64 <= at + FAULT_MEMORY.as_millis() as u64
+    }
+
+    fn note(&self, r: &Result<impl Sized>) {
+        if let Err(StoreError::Unavailable(_)) = r {
+            let now = (self.epoch.elapsed().as_millis() as u64).max(1);
+            self.last_fault_ms
+                .store(now, std::sync::atomic::Ordering::Relaxed);
+        }
     }
 
     /// The store itself, for synchronous callers that are already off the async runtime.
@@ -39,10 +67,12 @@ impl Db {
         let store = self.store.clone();
         let span = tracing::Span::current();
         let handle = tokio::task::spawn_blocking(move || span.in_scope(|| f(store.as_ref())));
-        match handle.instrument(tracing::Span::current()).await {
+        let r = match handle.instrument(tracing::Span::current()).await {
             Ok(r) => r,
             Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
             Err(e) => Err(StoreError::Unavailable(e.to_string())),
-        }
+        };
+        self.note(&r);
+        r
     }
 }

@@ -160,7 +160,13 @@ pub fn map_err(e: postgres::Error) -> StoreError {
             if *c == SqlState::ADMIN_SHUTDOWN
                 || *c == SqlState::CRASH_SHUTDOWN
                 || *c == SqlState::CANNOT_CONNECT_NOW
-                || *c == SqlState::TOO_MANY_CONNECTIONS =>
+                || *c == SqlState::TOO_MANY_CONNECTIONS
+                || *c == SqlState::DISK_FULL
+                || *c == SqlState::INSUFFICIENT_RESOURCES
+                || *c == SqlState::OUT_OF_MEMORY
+                || *c == SqlState::IO_ERROR
+                || *c == SqlState::READ_ONLY_SQL_TRANSACTION
+                || c.code().starts_with("08") =>
         {
             StoreError::Unavailable(e.to_string())
         }

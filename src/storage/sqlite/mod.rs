@@ -260,6 +260,21 @@ pub(crate) fn map_err(e: rusqlite::Error) -> StoreError {
             StoreError::Busy
         }
         rusqlite::Error::QueryReturnedNoRows => StoreError::NotFound,
+        // Faults of the file, not of the statement: the store is unavailable until they
+        // clear (503 with Retry-After; the transaction was rolled back).
+        rusqlite::Error::SqliteFailure(f, _)
+            if matches!(
+                f.code,
+                ErrorCode::DiskFull
+                    | ErrorCode::ReadOnly
+                    | ErrorCode::SystemIoFailure
+                    | ErrorCode::CannotOpen
+                    | ErrorCode::OutOfMemory
+                    | ErrorCode::FileLockingProtocolFailed
+            ) =>
+        {
+            StoreError::Unavailable(e.to_string())
+        }
         _ => StoreError::Backend(e.to_string()),
     }
 }
