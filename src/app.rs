@@ -60,8 +60,9 @@ impl App {
         let queue = Arc::new(ReadyQueue::new());
         let broadcast_wake = Arc::new(tokio::sync::Notify::new());
         let telemetry = crate::telemetry::Telemetry::new();
-        let jobs =
-            JobService::new(db.clone(), queue, clock.clone()).with_telemetry(telemetry.clone());
+        let jobs = JobService::new(db.clone(), queue, clock.clone())
+            .with_telemetry(telemetry.clone())
+            .with_long_poll_limit(config.max_long_polls);
         let auth = AuthService::new(
             db.clone(),
             clock.clone(),

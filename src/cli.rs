@@ -135,6 +135,9 @@ pub struct ServeArgs {
     /// Largest accepted request body, in bytes.
     #[arg(long, env = "WP_LITE_MAX_BODY_BYTES", default_value_t = 1_048_576, value_parser = parse_body_limit)]
     pub max_body_bytes: usize,
+    /// Leases that may wait for work (`wait_ms`) at once in this process; past them a lease answers at once.
+    #[arg(long, env = "WP_LITE_MAX_LONG_POLLS", default_value_t = crate::service::jobs::MAX_LONG_POLLS, value_parser = parse_long_polls)]
+    pub max_long_polls: usize,
     /// How long a browser session lasts (at least 1s).
     #[arg(long, env = "WP_LITE_SESSION_TTL", default_value = "12h", value_parser = parse_positive_duration)]
     pub session_ttl: std::time::Duration,
@@ -254,6 +257,10 @@ fn parse_in_range(s: &str, range: std::ops::RangeInclusive<u64>) -> Result<usize
 /// The body limit: 1 KiB to 1 GiB.
 pub fn parse_body_limit(s: &str) -> Result<usize, String> {
     parse_in_range(s, 1024..=1 << 30)
+}
+
+fn parse_long_polls(s: &str) -> Result<usize, String> {
+    parse_in_range(s, 1..=100_000)
 }
 
 fn parse_ops(s: &str) -> Result<usize, String> {

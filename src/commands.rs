@@ -239,6 +239,7 @@ fn serve_config(database_url: &str, migrate: bool, a: ServeArgs) -> Result<Confi
         worker_token: credential("--worker-token", a.worker_token)?,
         jwt_secret: credential("--jwt-secret", a.jwt_secret)?,
         max_body_bytes: a.max_body_bytes,
+        max_long_polls: a.max_long_polls,
         session_ttl: a.session_ttl,
         workers: WorkerSelection::parse(a.workers.as_deref()),
         worker_options: worker_options(&a.worker),

@@ -38,6 +38,8 @@ pub struct Config {
     /// HS256 secret of end-user JWTs (inbox routes).
     pub jwt_secret: Option<Secret>,
     pub max_body_bytes: usize,
+    /// Leases that may wait for work at once.
+    pub max_long_polls: usize,
     pub session_ttl: Duration,
     /// Which workers `serve` runs besides jobs.maintenance.
     pub workers: WorkerSelection,
@@ -81,6 +83,7 @@ impl Config {
             worker_token: None,
             jwt_secret: None,
             max_body_bytes: 1_048_576,
+            max_long_polls: crate::service::jobs::MAX_LONG_POLLS,
             session_ttl: Duration::from_secs(12 * 3600),
             workers: WorkerSelection::Default,
             worker_options: WorkerOptions::default(),

@@ -26,7 +26,13 @@ pub struct JobService {
     queue: Arc<ReadyQueue>,
     clock: SharedClock,
     telemetry: Arc<Telemetry>,
+    /// Open long-polls (`wait_ms`) this process holds at most; past them a lease answers
+    /// at once.
+    long_polls: Arc<tokio::sync::Semaphore>,
 }
+
+/// The default bound of open long-polls per process.
+pub const MAX_LONG_POLLS: usize = 1024;
 
 fn hint(job: &Job) -> Ready {
     Ready {
@@ -42,7 +48,14 @@ impl JobService {
             queue,
             clock,
             telemetry: Telemetry::new(),
+            long_polls: Arc::new(tokio::sync::Semaphore::new(MAX_LONG_POLLS)),
         }
+    }
+
+    /// At most `n` leases wait (`wait_ms`) at once in this process.
+    pub fn with_long_poll_limit(mut self, n: usize) -> Self {
+        self.long_polls = Arc::new(tokio::sync::Semaphore::new(n));
+        self
     }
 
     /// Counts this service's work into `telemetry` (the process's shared metrics).
@@ -97,6 +110,18 @@ impl JobService {
     /// wake-up (or the fallback poll) until something is leased or the time is up.
     #[instrument(skip_all, fields(worker = %claim.worker_id, limit = claim.limit))]
     pub async fn lease(&self, claim: Claim, wait: std::time::Duration) -> Result<Vec<Job>> {
+        // A waiting slot, or no wait at all: the number of parked callers is bounded.
+        let slot = if wait.is_zero() {
+            None
+        } else {
+            self.long_polls.clone().try_acquire_owned().ok()
+        };
+        let wait = if slot.is_some() {
+            wait
+        } else {
+            std::time::Duration::ZERO
+        };
+        let _waiting = slot.map(|s| (s, self.telemetry.long_poll_started()));
         let deadline = tokio::time::Instant::now() + wait;
         loop {
             let notified = self.queue.notified();

@@ -40,6 +40,16 @@ pub struct Telemetry {
     http_requests: IntCounterVec,
     http_duration: HistogramVec,
     login_refused: IntCounterVec,
+    long_polls: prometheus::IntGauge,
+}
+
+/// Counts one open long-poll while it lives.
+pub struct LongPollGuard(prometheus::IntGauge);
+
+impl Drop for LongPollGuard {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
 }
 
 impl Telemetry {
@@ -78,7 +88,16 @@ impl Telemetry {
         registry
             .register(Box::new(login_refused.clone()))
             .expect("register");
+        let long_polls = prometheus::IntGauge::new(
+            "wp_lite_long_polls_open",
+            "Leases waiting for work (wait_ms) in this process right now.",
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(long_polls.clone()))
+            .expect("register");
         Arc::new(Self {
+            long_polls,
             pending: Mutex::default(),
             registry,
             http_requests,
@@ -111,6 +130,12 @@ impl Telemetry {
     }
 
     /// Records one HTTP request.
+    /// Counts an open long-poll until the guard is dropped.
+    pub fn long_poll_started(&self) -> LongPollGuard {
+        self.long_polls.inc();
+        LongPollGuard(self.long_polls.clone())
+    }
+
     /// The counter of refused logins (handed to the auth service).
     pub fn login_refused(&self) -> IntCounterVec {
         self.login_refused.clone()

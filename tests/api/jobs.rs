@@ -1371,3 +1371,79 @@ async fn long_poll_with_nothing_arriving_returns_an_empty_list() {
     assert_eq!(r.body, json!({ "jobs": [] }));
     app.stop().await;
 }
+
+/// The number of open long-polls is bounded: with `--max-long-polls 2`, two leases wait
+/// (seen in `wp_lite_long_polls_open`), a third answers at once with no jobs instead of
+/// parking another task, and a job enqueued later still wakes the two that wait.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn long_polls_past_the_limit_answer_at_once() {
+    let app = spawn_with(Opts {
+        max_long_polls: 2,
+        ..Default::default()
+    })
+    .await;
+    let open = || async {
+        let text = app
+            .client
+            .get(app.url("/v1/metrics"))
+            .bearer_auth(ADMIN)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        text.lines()
+            .find_map(|l| l.strip_prefix("wp_lite_long_polls_open "))
+            .map(|v| v.trim().parse::<f64>().unwrap() as i64)
+            .unwrap_or(-1)
+    };
+    let waiters: Vec<_> = (0..2)
+        .map(|i| {
+            let (client, url) = (app.client.clone(), app.url("/v1/worker/jobs/lease"));
+            tokio::spawn(async move {
+                let r: Value = client
+                    .post(url)
+                    .bearer_auth(WORKER)
+                    .json(&json!({ "worker_id": format!("w{i}"), "job_types": ["lp"], "wait_ms": 30_000 }))
+                    .send()
+                    .await
+                    .unwrap()
+                    .json()
+                    .await
+                    .unwrap();
+                r["jobs"].as_array().unwrap().len()
+            })
+        })
+        .collect();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while open().await != 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the two long-polls never parked"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    // The third: answered without waiting, although it asked for 30 s.
+    let r = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        app.lease("w3", json!({ "job_types": ["lp"], "wait_ms": 30_000 })),
+    )
+    .await
+    .expect("a lease past the limit does not wait");
+    assert!(r.is_empty());
+    assert_eq!(open().await, 2);
+    // Work arrives: both waiters get a job.
+    app.enqueue_type("lp").await;
+    app.enqueue_type("lp").await;
+    let mut got = 0;
+    for w in waiters {
+        got += tokio::time::timeout(std::time::Duration::from_secs(10), w)
+            .await
+            .expect("woken")
+            .unwrap();
+    }
+    assert_eq!(got, 2);
+    assert_eq!(open().await, 0);
+    app.stop().await;
+}

@@ -36,6 +36,8 @@ pub struct Opts {
     /// Which workers run in the process besides jobs.maintenance. Tests that step
     /// delivery themselves use `WorkerSelection::None`.
     pub workers: WorkerSelection,
+    /// `--max-long-polls`.
+    pub max_long_polls: usize,
 }
 
 impl Default for Opts {
@@ -45,6 +47,7 @@ impl Default for Opts {
             worker_token: true,
             jwt_secret: Some(JWT_SECRET),
             workers: WorkerSelection::Default,
+            max_long_polls: 1024,
         }
     }
 }
@@ -62,6 +65,7 @@ pub async fn spawn_with(opts: Opts) -> TestApp {
     config.max_body_bytes = opts.max_body_bytes;
     config.jwt_secret = opts.jwt_secret.map(Secret::new);
     config.workers = opts.workers;
+    config.max_long_polls = opts.max_long_polls;
     // The tests step maintenance themselves through the service; keep the loop quiet.
     config.worker_options.maintenance_interval = std::time::Duration::from_secs(3600);
     let clock = ManualClock::new(Utc.with_ymd_and_hms(2026, 1, 1, 12, 0, 0).unwrap());
