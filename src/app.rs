@@ -71,7 +71,8 @@ impl App {
             config.jwt_secret.clone(),
             chrono::Duration::from_std(config.session_ttl).unwrap_or(chrono::Duration::hours(12)),
         )
-        .with_login_metric(telemetry.login_refused());
+        .with_login_metric(telemetry.login_refused())
+        .with_jwt_audience(config.jwt_audience.clone());
         let env = WorkerEnv {
             jobs: jobs.clone(),
             db: db.clone(),
@@ -114,6 +115,7 @@ impl App {
             db: db.clone(),
             clock: clock.clone(),
             max_body_bytes: config.max_body_bytes,
+            secure_cookies: config.secure_cookies,
             readiness: readiness.clone(),
         };
         let listener = tokio::net::TcpListener::bind(&config.bind)

@@ -132,6 +132,12 @@ pub struct ServeArgs {
     /// HS256 secret the host application signs end-user JWTs with (inbox routes).
     #[arg(long, env = "WP_LITE_JWT_SECRET", hide_env_values = true)]
     pub jwt_secret: Option<String>,
+    /// The audience (`aud`) end-user JWTs must name; without it, a token that names any audience is refused.
+    #[arg(long, env = "NOTIFICATIONS_JWT_AUDIENCE")]
+    pub jwt_audience: Option<String>,
+    /// Mark the session cookies `Secure` (browsers then send them over HTTPS only): set it when wp-lite is reached through a TLS-terminating proxy.
+    #[arg(long, env = "WP_LITE_SECURE_COOKIES")]
+    pub secure_cookies: bool,
     /// Largest accepted request body, in bytes.
     #[arg(long, env = "WP_LITE_MAX_BODY_BYTES", default_value_t = 1_048_576, value_parser = parse_body_limit)]
     pub max_body_bytes: usize,

@@ -238,7 +238,12 @@ fn serve_config(database_url: &str, migrate: bool, a: ServeArgs) -> Result<Confi
         admin_token: credential("--admin-token", a.tokens.admin_token)?,
         worker_token: credential("--worker-token", a.worker_token)?,
         jwt_secret: credential("--jwt-secret", a.jwt_secret)?,
+        jwt_audience: a
+            .jwt_audience
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty()),
         max_body_bytes: a.max_body_bytes,
+        secure_cookies: a.secure_cookies,
         max_long_polls: a.max_long_polls,
         session_ttl: a.session_ttl,
         workers: WorkerSelection::parse(a.workers.as_deref()),

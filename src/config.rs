@@ -37,7 +37,11 @@ pub struct Config {
     pub worker_token: Option<Secret>,
     /// HS256 secret of end-user JWTs (inbox routes).
     pub jwt_secret: Option<Secret>,
+    /// The `aud` end-user JWTs must carry.
+    pub jwt_audience: Option<String>,
     pub max_body_bytes: usize,
+    /// Session cookies carry `Secure`.
+    pub secure_cookies: bool,
     /// Leases that may wait for work at once.
     pub max_long_polls: usize,
     pub session_ttl: Duration,
@@ -82,7 +86,9 @@ impl Config {
             admin_token: None,
             worker_token: None,
             jwt_secret: None,
+            jwt_audience: None,
             max_body_bytes: 1_048_576,
+            secure_cookies: false,
             max_long_polls: crate::service::jobs::MAX_LONG_POLLS,
             session_ttl: Duration::from_secs(12 * 3600),
             workers: WorkerSelection::Default,

@@ -137,8 +137,13 @@ struct LoginBody {
     token: String,
 }
 
-fn set_cookie(name: &str, value: &str, max_age: i64, http_only: bool) -> HeaderValue {
-    let flags = if http_only { "; HttpOnly" } else { "" };
+fn set_cookie(name: &str, value: &str, max_age: i64, http_only: bool, secure: bool) -> HeaderValue {
+    let flags = match (http_only, secure) {
+        (true, true) => "; HttpOnly; Secure",
+        (true, false) => "; HttpOnly",
+        (false, true) => "; Secure",
+        (false, false) => "",
+    };
     HeaderValue::from_str(&format!(
         "{name}={value}; Path=/; Max-Age={max_age}; SameSite=Strict{flags}"
     ))
@@ -177,11 +182,23 @@ async fn login(
     let h = resp.headers_mut();
     h.append(
         header::SET_COOKIE,
-        set_cookie(SESSION_COOKIE, &s.cookie, max_age, true),
+        set_cookie(
+            SESSION_COOKIE,
+            &s.cookie,
+            max_age,
+            true,
+            state.secure_cookies,
+        ),
     );
     h.append(
         header::SET_COOKIE,
-        set_cookie(CSRF_COOKIE, &s.csrf_token, max_age, false),
+        set_cookie(
+            CSRF_COOKIE,
+            &s.csrf_token,
+            max_age,
+            false,
+            state.secure_cookies,
+        ),
     );
     Ok(resp)
 }
@@ -197,8 +214,14 @@ async fn logout(State(state): State<AppState>, headers: HeaderMap) -> ApiResult<
     }
     let mut resp = StatusCode::NO_CONTENT.into_response();
     let h = resp.headers_mut();
-    h.append(header::SET_COOKIE, set_cookie(SESSION_COOKIE, "", 0, true));
-    h.append(header::SET_COOKIE, set_cookie(CSRF_COOKIE, "", 0, false));
+    h.append(
+        header::SET_COOKIE,
+        set_cookie(SESSION_COOKIE, "", 0, true, state.secure_cookies),
+    );
+    h.append(
+        header::SET_COOKIE,
+        set_cookie(CSRF_COOKIE, "", 0, false, state.secure_cookies),
+    );
     Ok(resp)
 }
 

@@ -38,6 +38,8 @@ pub struct AppState {
     pub db: Db,
     pub clock: SharedClock,
     pub max_body_bytes: usize,
+    /// Session cookies carry `Secure` (`--secure-cookies`).
+    pub secure_cookies: bool,
     /// Closed while the database's schema is behind (`serve --no-migrate`).
     pub readiness: std::sync::Arc<health::Readiness>,
 }

@@ -106,6 +106,8 @@ pub struct AuthService {
     /// Fingerprint of the admin token: sessions opened with another one are void.
     epoch: String,
     throttle: std::sync::Arc<LoginThrottle>,
+    /// The audience user tokens must name (`--jwt-audience`), if any.
+    jwt_audience: Option<String>,
     failed_logins: Option<prometheus::IntCounterVec>,
     worker_token: Option<Secret>,
     jwt_secret: Option<Secret>,
@@ -116,6 +118,8 @@ pub struct AuthService {
 struct UserClaims {
     sub: String,
     exp: i64,
+    /// Not before (seconds since the epoch), honoured against the injected clock.
+    nbf: Option<i64>,
 }
 
 fn digest(s: &str) -> [u8; 32] {
@@ -155,6 +159,7 @@ impl AuthService {
             admin_token,
             epoch,
             throttle: std::sync::Arc::default(),
+            jwt_audience: None,
             failed_logins: None,
             worker_token,
             jwt_secret,
@@ -184,13 +189,27 @@ impl AuthService {
         let secret = self.user_secret()?;
         let mut v = Validation::new(Algorithm::HS256);
         v.validate_exp = false; // checked below against the injected clock
-        v.set_required_spec_claims(&["exp", "sub"]);
+        v.validate_nbf = false; // likewise
+                                // A token naming an audience is accepted only when it names the configured one;
+                                // with an audience configured, tokens must name it.
+        if let Some(aud) = &self.jwt_audience {
+            v.set_audience(&[aud]);
+            v.set_required_spec_claims(&["exp", "sub", "aud"]);
+        } else {
+            v.set_required_spec_claims(&["exp", "sub"]);
+        }
         let key = DecodingKey::from_secret(secret.expose().as_bytes())
             .map_err(|e| Error::Unauthorized(format!("user tokens cannot be checked: {e}")))?;
         let data = decode::<UserClaims>(token, &key, &v)
             .map_err(|e| Error::Unauthorized(format!("invalid user token: {e}")))?;
-        if data.claims.exp <= self.clock.now().timestamp() {
+        let now = self.clock.now().timestamp();
+        if data.claims.exp <= now {
             return Err(Error::Unauthorized("the user token has expired".into()));
+        }
+        if data.claims.nbf.is_some_and(|nbf| nbf > now) {
+            return Err(Error::Unauthorized(
+                "the user token is not valid yet (nbf)".into(),
+            ));
         }
         crate::domain::notify::UserId::parse("sub", &data.claims.sub)
             .map_err(|e| Error::Unauthorized(format!("invalid user token: sub {}", e.message)))
@@ -214,6 +233,12 @@ impl AuthService {
     /// Checks the original platform's `X-Admin-Key` (admin token only).
     pub fn admin_key(&self, key: &str) -> bool {
         same_secret(key, self.admin_token.expose())
+    }
+
+    /// User tokens must name this audience (`aud`).
+    pub fn with_jwt_audience(mut self, aud: Option<String>) -> Self {
+        self.jwt_audience = aud;
+        self
     }
 
     /// Counts refused logins in this counter (label `result`: `invalid` or `throttled`).

@@ -753,3 +753,38 @@ async fn sessions_are_listed_revoked_and_end_with_a_new_admin_token() {
     assert_eq!(r.body["items"], json!([]), "{}", r.body);
     restarted.stop().await.unwrap();
 }
+
+/// Session cookies are HttpOnly (the session) and SameSite=Strict always, and `Secure`
+/// with `--secure-cookies`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_cookies_are_secure_when_configured() {
+    for secure in [false, true] {
+        let app = spawn_with(Opts {
+            secure_cookies: secure,
+            ..Default::default()
+        })
+        .await;
+        let r = app
+            .send(
+                Method::POST,
+                "/v1/auth/login",
+                None,
+                Some(json!({ "token": ADMIN })),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::OK);
+        let cookies: Vec<String> = r
+            .headers
+            .get_all("set-cookie")
+            .iter()
+            .map(|v| v.to_str().unwrap().to_string())
+            .collect();
+        assert_eq!(cookies.len(), 2);
+        for c in &cookies {
+            assert!(c.contains("SameSite=Strict"), "{c}");
+            assert_eq!(c.contains("; Secure"), secure, "{c}");
+        }
+        assert!(cookies[0].starts_with("access_token=") && cookies[0].contains("HttpOnly"));
+        app.stop().await;
+    }
+}

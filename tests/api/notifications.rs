@@ -1663,6 +1663,22 @@ async fn user_routes_need_a_valid_unexpired_hs256_jwt() {
                 json!({ "sub": "alice", "exp": "later" }),
             ),
         ),
+        (
+            "not valid yet (nbf)",
+            jwt_claims(
+                Algorithm::HS256,
+                JWT_SECRET,
+                json!({ "sub": "alice", "exp": now + 600, "nbf": now + 60 }),
+            ),
+        ),
+        (
+            "an audience none is configured for",
+            jwt_claims(
+                Algorithm::HS256,
+                JWT_SECRET,
+                json!({ "sub": "alice", "exp": now + 600, "aud": "other-app" }),
+            ),
+        ),
         ("garbage", "not.a.jwt".into()),
         ("empty", String::new()),
         ("admin token", ADMIN.into()),
@@ -2746,4 +2762,43 @@ async fn odd_but_valid_notification_input_is_accepted() {
     let r = list_b(&app, &format!("q={}", enc("é"))).await;
     assert_eq!(r["total"], 1);
     app.stop().await;
+}
+
+/// With `--jwt-audience`, user tokens must name that audience; `nbf` in the past is fine.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn user_tokens_must_name_the_configured_audience() {
+    use jsonwebtoken::Algorithm;
+    let app = spawn_with(Opts {
+        jwt_audience: Some("inbox-app"),
+        workers: WorkerSelection::None,
+        ..Default::default()
+    })
+    .await;
+    let now = app.now().timestamp();
+    let app = &app;
+    let call = |claims: Value| {
+        let token = jwt_claims(Algorithm::HS256, JWT_SECRET, claims);
+        let header = format!("Bearer {token}");
+        async move {
+            app.send_with(
+                Method::GET,
+                "/v1/notifications/unread-count",
+                &[("authorization", header.as_str())],
+                None,
+            )
+            .await
+        }
+    };
+    let r =
+        call(json!({ "sub": "alice", "exp": now + 600, "aud": "inbox-app", "nbf": now - 5 })).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let r = call(json!({ "sub": "alice", "exp": now + 600, "aud": ["x", "inbox-app"] })).await;
+    assert_eq!(r.status, StatusCode::OK, "a list holding it: {}", r.body);
+    for claims in [
+        json!({ "sub": "alice", "exp": now + 600, "aud": "other-app" }),
+        json!({ "sub": "alice", "exp": now + 600 }),
+        json!({ "sub": "alice", "exp": now + 600, "aud": "inbox-app", "nbf": now + 30 }),
+    ] {
+        call(claims.clone()).await.assert_error(401, "unauthorized");
+    }
 }

@@ -36,6 +36,10 @@ pub struct Opts {
     /// Which workers run in the process besides jobs.maintenance. Tests that step
     /// delivery themselves use `WorkerSelection::None`.
     pub workers: WorkerSelection,
+    /// `--secure-cookies`.
+    pub secure_cookies: bool,
+    /// `--jwt-audience`.
+    pub jwt_audience: Option<&'static str>,
     /// `--max-long-polls`.
     pub max_long_polls: usize,
 }
@@ -48,6 +52,8 @@ impl Default for Opts {
             jwt_secret: Some(JWT_SECRET),
             workers: WorkerSelection::Default,
             max_long_polls: 1024,
+            jwt_audience: None,
+            secure_cookies: false,
         }
     }
 }
@@ -66,6 +72,8 @@ pub async fn spawn_with(opts: Opts) -> TestApp {
     config.jwt_secret = opts.jwt_secret.map(Secret::new);
     config.workers = opts.workers;
     config.max_long_polls = opts.max_long_polls;
+    config.jwt_audience = opts.jwt_audience.map(String::from);
+    config.secure_cookies = opts.secure_cookies;
     // The tests step maintenance themselves through the service; keep the loop quiet.
     config.worker_options.maintenance_interval = std::time::Duration::from_secs(3600);
     let clock = ManualClock::new(Utc.with_ymd_and_hms(2026, 1, 1, 12, 0, 0).unwrap());
