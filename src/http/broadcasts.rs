@@ -45,6 +45,31 @@ pub struct BroadcastView {
     last_error: Option<String>,
 }
 
+/// How many ids of an explicit audience a list view shows (the broadcast's own view shows
+/// them all).
+const LISTED_USER_IDS: usize = 100;
+
+impl BroadcastView {
+    /// The view in a list: an explicit audience shows its first ids and how many there
+    /// are, not up to 100 000 ids per row.
+    fn listed(b: Broadcast) -> Self {
+        let mut v = Self::from(b);
+        if let Some(ids) = v
+            .audience
+            .get("user_ids")
+            .and_then(Value::as_array)
+            .cloned()
+        {
+            v.audience["user_count"] = json!(ids.len());
+            if ids.len() > LISTED_USER_IDS {
+                v.audience["user_ids"] = Value::Array(ids[..LISTED_USER_IDS].to_vec());
+                v.audience["user_ids_truncated"] = json!(true);
+            }
+        }
+        v
+    }
+}
+
 impl From<Broadcast> for BroadcastView {
     fn from(b: Broadcast) -> Self {
         Self {
@@ -191,7 +216,7 @@ async fn list(State(st): State<AppState>, _a: Admin, q: QueryPairs) -> ApiResult
         .iter()
         .map(|(s, n)| (s.as_str().to_string(), json!(n)))
         .collect();
-    let items: Vec<BroadcastView> = page.items.into_iter().map(Into::into).collect();
+    let items: Vec<BroadcastView> = page.items.into_iter().map(BroadcastView::listed).collect();
     Ok(Json(json!({
         "items": items, "total": page.total, "offset": offset, "limit": limit,
         "has_next": (offset + limit) < page.total as usize,

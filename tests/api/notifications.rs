@@ -2802,3 +2802,39 @@ async fn user_tokens_must_name_the_configured_audience() {
         call(claims.clone()).await.assert_error(401, "unauthorized");
     }
 }
+
+/// A list of broadcasts summarises a long explicit audience (its first 100 ids and the
+/// count); the broadcast's own view has every id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broadcast_lists_summarise_long_explicit_audiences() {
+    let app = quiet_app().await;
+    let ids: Vec<String> = (0..150).map(|i| format!("user-{i}")).collect();
+    let r = app
+        .admin(
+            Method::POST,
+            "/v1/admin/notifications/broadcasts",
+            Some(json!({ "title": "T", "body": "B", "audience": { "type": "explicit_users", "user_ids": ids } })),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    let id = s(&r.body["id"]);
+    let list = app
+        .admin(Method::GET, "/v1/admin/notifications/broadcasts", None)
+        .await;
+    let a = &list.body["items"][0]["audience"];
+    assert_eq!(a["user_ids"].as_array().unwrap().len(), 100, "{a}");
+    assert_eq!(a["user_count"], 150);
+    assert_eq!(a["user_ids_truncated"], true);
+    let one = app
+        .admin(
+            Method::GET,
+            &format!("/v1/admin/notifications/broadcasts/{id}"),
+            None,
+        )
+        .await;
+    assert_eq!(
+        one.body["audience"]["user_ids"].as_array().unwrap().len(),
+        150
+    );
+    app.stop().await;
+}

@@ -22,6 +22,9 @@ pub struct PgConn {
     broken: bool,
 }
 
+/// Prepared statements kept per connection.
+const MAX_PREPARED: usize = 256;
+
 impl PgConn {
     pub fn new(client: Client, channels: Arc<Channels>) -> Self {
         Self {
@@ -41,6 +44,11 @@ impl PgConn {
             return Ok(s.clone());
         }
         let s = self.client.prepare(sql).map_err(map_err)?;
+        // Bounded: statements whose text varies (audience filters) must not pile up on
+        // the server for the life of the connection.
+        if self.stmts.len() >= MAX_PREPARED {
+            self.stmts.clear();
+        }
         self.stmts.insert(sql.to_string(), s.clone());
         Ok(s)
     }
