@@ -108,7 +108,7 @@ mod depth_tests {
     fn depth_counts_levels_of_containers() {
         assert_eq!(json_depth(&json!(1)), 0);
         assert_eq!(json_depth(&json!({})), 1);
-        assert_eq!(json_depth(&json!({"a": [1, {"b": {}}]})), 3);
+        assert_eq!(json_depth(&json!({"a": [1, {"b": {}}]})), 4);
         assert_eq!(json_depth(&nested(64)), 64);
         assert!(nesting_ok("input", &nested(64)).is_ok());
         assert!(nesting_ok("input", &nested(65)).is_err());
