@@ -225,9 +225,22 @@ fn admin_token_is_generated_once_with_mode_0600() {
 
 impl Server {
     fn start(dir: &Path, extra_env: &[(&str, &str)]) -> Server {
+        Server::start_args(dir, &[], &[], extra_env)
+    }
+
+    /// `wp-lite --log-format json <global> serve --bind 127.0.0.1:0 <serve>` in `dir`.
+    fn start_args(
+        dir: &Path,
+        global: &[&str],
+        serve: &[&str],
+        extra_env: &[(&str, &str)],
+    ) -> Server {
         let mut cmd = Command::new(BIN);
         cmd.current_dir(dir)
-            .args(["--log-format", "json", "serve", "--bind", "127.0.0.1:0"])
+            .args(["--log-format", "json"])
+            .args(global)
+            .args(["serve", "--bind", "127.0.0.1:0"])
+            .args(serve)
             .env_remove("WP_LITE_DATABASE_URL")
             .env_remove("RUST_LOG")
             .stdout(Stdio::null())
@@ -236,10 +249,6 @@ impl Server {
             cmd.env(k, v);
         }
         Server::spawn(&mut cmd)
-    }
-
-    fn start_with(cmd: &mut Command) -> Server {
-        Server::spawn(cmd)
     }
 }
 
@@ -282,24 +291,7 @@ async fn serve_uses_the_generated_token_and_stops_cleanly_on_sigterm() {
 async fn serve_no_migrate_waits_for_another_process_to_migrate() {
     let dir = tempfile::tempdir().unwrap();
     let env = [("WP_LITE_ADMIN_TOKEN", "no-migrate-admin-token")];
-    let mut cmd = Command::new(BIN);
-    cmd.current_dir(dir.path())
-        .args([
-            "--log-format",
-            "json",
-            "--no-migrate",
-            "serve",
-            "--bind",
-            "127.0.0.1:0",
-        ])
-        .env_remove("WP_LITE_DATABASE_URL")
-        .env_remove("RUST_LOG")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let served = Server::start_with(&mut cmd);
+    let served = Server::start_args(dir.path(), &["--no-migrate"], &[], &env);
     let http = reqwest::Client::builder().no_proxy().build().unwrap();
     let get = |path: &str| {
         let (http, url) = (http.clone(), format!("{}{path}", served.base));
@@ -1083,23 +1075,12 @@ async fn a_full_disk_is_503_and_service_resumes_when_space_is_freed() {
         return;
     };
     let dir = disk.path().to_path_buf();
-    let mut cmd = Command::new(BIN);
-    cmd.current_dir(&dir)
-        .args([
-            "--log-format",
-            "json",
-            "serve",
-            "--bind",
-            "127.0.0.1:0",
-            "--workers",
-            "none",
-        ])
-        .env_remove("WP_LITE_DATABASE_URL")
-        .env_remove("RUST_LOG")
-        .env("WP_LITE_ADMIN_TOKEN", "full-disk-admin-token")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-    let served = Server::start_with(&mut cmd);
+    let served = Server::start_args(
+        &dir,
+        &[],
+        &["--workers", "none"],
+        &[("WP_LITE_ADMIN_TOKEN", "full-disk-admin-token")],
+    );
     let http = reqwest::Client::builder().no_proxy().build().unwrap();
     let base = served.base.clone();
     // Leave about 1 MB free.

@@ -51,14 +51,7 @@ macro_rules! method_fn {
             T: 'static,
         {
             self.router = self.router.route(path, $axum(handler));
-            self.docs.push(RouteDoc {
-                method: $verb,
-                path: path.to_string(),
-                summary,
-                access,
-                tag: self.tag,
-            });
-            self
+            self.document($verb, path, summary, access)
         }
     };
 }
@@ -94,9 +87,19 @@ impl Api {
         T: 'static,
     {
         self.router = self.router.route(path, post(handler));
+        self.document("post", documented, summary, access)
+    }
+
+    fn document(
+        mut self,
+        method: &'static str,
+        path: &str,
+        summary: &'static str,
+        access: Access,
+    ) -> Self {
         self.docs.push(RouteDoc {
-            method: "post",
-            path: documented.to_string(),
+            method,
+            path: path.to_string(),
             summary,
             access,
             tag: self.tag,

@@ -601,6 +601,16 @@ pub struct OpenOptions {
     pub migrate: bool,
 }
 
+/// (version, name) of a backend's embedded migrations, oldest first.
+pub(crate) fn migration_list(ms: &[refinery::Migration]) -> Vec<(i64, String)> {
+    let mut all: Vec<(i64, String)> = ms
+        .iter()
+        .map(|m| (m.version() as i64, m.name().to_string()))
+        .collect();
+    all.sort();
+    all
+}
+
 /// Applies the migrations up to `version` and no further: a database as an older release
 /// left it (tests of upgrades).
 pub fn migrate_to(url: &str, version: u32) -> std::result::Result<(), OpenError> {

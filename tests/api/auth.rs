@@ -650,16 +650,7 @@ async fn failed_logins_are_throttled_per_address() {
     // Token-authenticated calls are not affected.
     let m = app.admin(Method::GET, "/v1/metrics", None).await;
     assert_eq!(m.status, StatusCode::OK);
-    let text = app
-        .client
-        .get(app.url("/v1/metrics"))
-        .bearer_auth(ADMIN)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = app.metrics_text().await;
     assert!(
         text.contains(r#"wp_lite_login_refused_total{result="invalid"} 5"#),
         "{text}"

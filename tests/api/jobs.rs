@@ -1383,17 +1383,9 @@ async fn long_polls_past_the_limit_answer_at_once() {
     })
     .await;
     let open = || async {
-        let text = app
-            .client
-            .get(app.url("/v1/metrics"))
-            .bearer_auth(ADMIN)
-            .send()
+        app.metrics_text()
             .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        text.lines()
+            .lines()
             .find_map(|l| l.strip_prefix("wp_lite_long_polls_open "))
             .map(|v| v.trim().parse::<f64>().unwrap() as i64)
             .unwrap_or(-1)

@@ -295,6 +295,19 @@ impl TestApp {
         Resp::from(rb.send().await.expect("request")).await
     }
 
+    /// The Prometheus text of `/v1/metrics` (admin token).
+    pub async fn metrics_text(&self) -> String {
+        self.client
+            .get(self.url("/v1/metrics"))
+            .bearer_auth(ADMIN)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
     /// Sends raw bytes with the given content type (None = no Content-Type header).
     pub async fn send_raw(
         &self,

@@ -10,7 +10,7 @@ use crate::domain::notify::{
 };
 use crate::domain::time::{from_ms, to_ms, Ts};
 use crate::domain::JobConflict;
-use crate::storage::delivery::{parse_stored_audience, Delivery};
+use crate::storage::delivery::{parse_stored_audience, ClaimSteps, Delivery};
 use crate::storage::sqlite::like_pattern;
 use crate::storage::{Result, StoreError, Wake};
 use postgres::types::ToSql;
@@ -403,31 +403,22 @@ pub fn claim_due(
         .collect();
     // In the order SQLite returns them (the order they were created).
     claimed.sort_unstable();
-    let mut out = Vec::with_capacity(claimed.len());
-    for (_, id) in claimed {
-        // One broadcast that cannot be prepared (its audience cannot be resolved) fails
-        // on its own; the others are delivered.
-        let prepared = crate::storage::isolated(
-            c,
-            |c, sql| c.batch(sql),
-            |c| {
-                if let Some(d) = load_delivery(c, &id, owner)? {
+    crate::storage::delivery::prepare_claimed(
+        c,
+        claimed.into_iter().map(|(_, id)| id).collect(),
+        ClaimSteps {
+            exec: |c: &mut PgConn, sql: &str| c.batch(sql),
+            prepare: |c: &mut PgConn, id: &str| {
+                if let Some(d) = load_delivery(c, id, owner)? {
                     if d.snapshot_max.is_none() {
                         snapshot(c, &d)?;
                     }
                 }
-                load(c, &id)
+                load(c, id)
             },
-        )?;
-        match prepared {
-            Ok(b) => out.push(b),
-            Err(e) => {
-                tracing::error!(broadcast.id = %id, error = %e, "broadcast {id} cannot be delivered: marked failed");
-                mark_failed(c, &id, owner, &format!("cannot be delivered: {e}"), now)?;
-            }
-        }
-    }
-    Ok(out)
+            fail: |c: &mut PgConn, id: &str, why: &str| mark_failed(c, id, owner, why, now),
+        },
+    )
 }
 
 /// Adds the receipts of one chunk to their users' inbox counts: the `ins` CTE (the

@@ -302,13 +302,7 @@ impl Store for PgStore {
     }
 
     fn migrations(&self) -> Vec<(i64, String)> {
-        let mut all: Vec<(i64, String)> = embedded::migrations::runner()
-            .get_migrations()
-            .iter()
-            .map(|m| (m.version() as i64, m.name().to_string()))
-            .collect();
-        all.sort();
-        all
+        crate::storage::migration_list(embedded::migrations::runner().get_migrations())
     }
 
     fn close(&self) {

@@ -9,7 +9,7 @@ use crate::domain::notify::{
 };
 use crate::domain::time::{from_ms, to_ms, Ts};
 use crate::domain::JobConflict;
-use crate::storage::delivery::{parse_stored_audience, Delivery};
+use crate::storage::delivery::{parse_stored_audience, ClaimSteps, Delivery};
 use crate::storage::{Result, StoreError};
 use rusqlite::types::Value as Sql;
 use rusqlite::{params, params_from_iter, Connection, OptionalExtension, Row};
@@ -368,31 +368,22 @@ pub fn claim_due(
             .collect()
         })
         .map_err(map_err)?;
-    let mut out = Vec::with_capacity(ids.len());
-    for id in ids {
-        // One broadcast that cannot be prepared (its audience cannot be resolved) fails
-        // on its own; the others are delivered.
-        let prepared = crate::storage::isolated(
-            &mut &*c,
-            |c, sql| super::exec(c, sql),
-            |c| {
-                if let Some(d) = load_delivery(c, &id, owner)? {
+    crate::storage::delivery::prepare_claimed(
+        &mut &*c,
+        ids,
+        ClaimSteps {
+            exec: |c: &mut &Connection, sql: &str| super::exec(c, sql),
+            prepare: |c: &mut &Connection, id: &str| {
+                if let Some(d) = load_delivery(c, id, owner)? {
                     if d.snapshot_max.is_none() {
                         snapshot(c, &d)?;
                     }
                 }
-                load(c, &id)
+                load(c, id)
             },
-        )?;
-        match prepared {
-            Ok(b) => out.push(b),
-            Err(e) => {
-                tracing::error!(broadcast.id = %id, error = %e, "broadcast {id} cannot be delivered: marked failed");
-                mark_failed(c, &id, owner, &format!("cannot be delivered: {e}"), now)?;
-            }
-        }
-    }
-    Ok(out)
+            fail: |c: &mut &Connection, id: &str, why: &str| mark_failed(c, id, owner, why, now),
+        },
+    )
 }
 
 /// Delivers the next chunk of up to `chunk` recipients, renewing the claim; finishes the
