@@ -47,6 +47,7 @@ fn worker_routes() -> Vec<(Method, String, Option<Value>)> {
 fn admin_routes() -> Vec<(Method, String, Option<Value>)> {
     vec![
         (Method::GET, "/v1/worker/jobs".into(), None),
+        (Method::GET, "/v1/admin/sessions".into(), None),
         (
             Method::GET,
             format!("/v1/worker/jobs/{UNKNOWN}/events"),
@@ -718,6 +719,30 @@ async fn sessions_are_listed_revoked_and_end_with_a_new_admin_token() {
     app.send(Method::GET, "/v1/admin/sessions", None, None)
         .await
         .assert_error(401, "unauthorized");
+    app.send(
+        Method::DELETE,
+        &format!("/v1/admin/sessions/{b_id}"),
+        None,
+        None,
+    )
+    .await
+    .assert_error(401, "unauthorized");
+    app.send(
+        Method::DELETE,
+        &format!("/v1/admin/sessions/{b_id}"),
+        Some(WORKER),
+        None,
+    )
+    .await
+    .assert_error(403, "forbidden");
+    app.send(
+        Method::POST,
+        "/v1/admin/sessions",
+        Some(ADMIN),
+        Some(json!({})),
+    )
+    .await
+    .assert_error(405, "method_not_allowed");
 
     // Restart on the same database with another admin token: A's session is over.
     app.app.take().unwrap().stop().await.unwrap();
