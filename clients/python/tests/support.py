@@ -18,7 +18,7 @@ import tempfile
 import threading
 import time
 import unittest
-from typing import Any, Callable, Deque, Dict, List, Optional, Sequence, TypeVar
+from typing import Any, Callable, Deque, Dict, List, Optional, Sequence, TypeVar, Union
 
 from . import PACKAGE_ROOT  # noqa: F401 - puts the package on sys.path
 
@@ -90,8 +90,9 @@ def binary() -> str:
     return path
 
 
-def wait_for(cond: Callable[[], T], timeout: float, what: str, interval: float = 0.05) -> T:
-    """Polls ``cond`` until it returns something truthy; fails the test after ``timeout``."""
+def wait_for(cond: Callable[[], T], timeout: float, what: Union[str, Callable[[], str]], interval: float = 0.05) -> T:
+    """Polls ``cond`` until it returns something truthy; fails the test after ``timeout``
+    (``what`` says what was awaited; a callable is asked only then)."""
     deadline = time.monotonic() + timeout
     last: Any = None
     while True:
@@ -99,7 +100,8 @@ def wait_for(cond: Callable[[], T], timeout: float, what: str, interval: float =
         if last:
             return last
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what} (last: {last!r})")
+            text = what() if callable(what) else what
+            raise AssertionError(f"timed out after {timeout} s waiting for {text} (last: {last!r})")
         time.sleep(interval)
 
 

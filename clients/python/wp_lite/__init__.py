@@ -17,6 +17,8 @@
     worker.run()
 """
 
+import logging as _logging
+
 from ._version import __version__
 from .client import DEFAULT_URL, AckItem, Client, Job, JobPage
 from .errors import (
@@ -46,6 +48,9 @@ from .errors import (
     error_from_item,
 )
 from .worker import Finished, Handler, LeasedJob, Worker, current_job
+
+# A library logs, the application decides where it goes (logging.basicConfig, ...).
+_logging.getLogger("wp_lite").addHandler(_logging.NullHandler())
 
 __all__ = [
     "__version__",

@@ -232,15 +232,20 @@ class Client:
     def _conn(self) -> http.client.HTTPConnection:
         conn: Optional[http.client.HTTPConnection] = getattr(self._local, "conn", None)
         if conn is None:
+            self._close_dead()
             conn = self._new_conn()
             self._local.conn = conn
             with self._lock:
-                dead = [t for t in self._conns if not t.is_alive()]
-                ended = [self._conns.pop(t) for t in dead]
                 self._conns[threading.current_thread()] = conn
-            for c in ended:
-                c.close()
         return conn
+
+    def _close_dead(self) -> None:
+        """Closes the connections of threads that have ended."""
+        with self._lock:
+            dead = [t for t in self._conns if not t.is_alive()]
+            ended = [self._conns.pop(t) for t in dead]
+        for c in ended:
+            c.close()
 
     def close(self) -> None:
         """Closes every connection of this client, also those of other threads (a call
