@@ -131,7 +131,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         token = "bench-admin-token-" + uuid.uuid4().hex
         proc, url, directory = start_server(args.bin, token)
     else:
-        url = args.url or os.environ.get("WP_LITE_URL")
+        url = args.url or os.environ.get("WP_LITE_URL") or ""
         token = args.token or os.environ.get("WP_LITE_TOKEN") or ""
         if not url or not token:
             p.error("give --url and --token (or WP_LITE_URL / WP_LITE_TOKEN), or --serve")

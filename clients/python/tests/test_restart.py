@@ -65,7 +65,11 @@ class ServerRestart(unittest.TestCase):
 
         t = threading.Thread(target=run, daemon=True)
         t.start()
-        self.addCleanup(lambda: (worker.stop(), t.join(30)))
+        def stop() -> None:
+            worker.stop()
+            t.join(30)
+
+        self.addCleanup(stop)
 
         with self.assertLogs("wp_lite", level="WARNING") as logs:
             wait_for(lambda: self.succeeded(first) >= n // 4, 30, "a quarter of the jobs done")

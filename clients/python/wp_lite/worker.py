@@ -352,8 +352,8 @@ class Worker:
                     self._stop_requested.set()
             self._shutdown()
         finally:
-            for sig, old in previous.items():
-                signal.signal(sig, old)
+            for signum, old in previous.items():
+                signal.signal(signum, old)
         _log(logging.INFO, "worker stopped", worker_id=self.worker_id)
         if self._fatal is not None:
             raise self._fatal
@@ -431,6 +431,11 @@ class Worker:
             self._ack_stop = True
             self._ack_cond.notify_all()
         self._threads[2].join(self.ack_flush_timeout + self.client.timeout + 1.0)
+        with self._ack_cond:
+            late = list(self._acks)
+            self._acks.clear()
+        if late:  # reported after the acker left (a handler that ended with the grace time)
+            self._send(late)
         for _ in range(self.concurrency):
             self._work.put(None)
         for t in self._threads[3:]:
@@ -551,20 +556,19 @@ class Worker:
                 item = self._run_handler(job)
             finally:
                 with self._cond:
-                    if item is not None and not job._abandoned and not job.cancelled.is_set():
+                    # Handed to the acker before the job stops counting as running, so
+                    # a graceful stop that sees nothing running finds every outcome.
+                    kept = item is not None and not job._abandoned and not job.cancelled.is_set()
+                    if kept:
                         job._done = True
-                        outcome: Optional[_Outcome] = _Outcome(job, item)
-                    else:
-                        outcome = None
-                        if not job._abandoned:
-                            job._done = True
-                            self._held.pop(job.id, None)
+                        self._submit(_Outcome(job, item))  # type: ignore[arg-type]
+                    elif not job._abandoned:
+                        job._done = True
+                        self._held.pop(job.id, None)
                     self._running -= 1
                     self._free += 1
                     self._cond.notify_all()
-            if outcome is not None:
-                self._submit(outcome)
-            elif job.cancel_reason and job.cancel_reason != "shutdown":
+            if not kept and job.cancel_reason and job.cancel_reason != "shutdown":
                 _log(logging.INFO, "result dropped", job_id=job.id, reason=job.cancel_reason)
 
     def _run_handler(self, job: LeasedJob) -> Optional[Dict[str, Any]]:
