@@ -183,6 +183,29 @@ class WorkerTests(ServerTestCase):
         self.assertIn("no handler", o["last_error"])
         self.assertTrue(all(x.ok for x in finished.values()))
 
+    def test_a_result_the_server_refuses_fails_only_that_job(self) -> None:
+        ids = [j.id for j in self.client.enqueue_batch([{"type": self.type, "input": {"deep": i == 3}} for i in range(8)])]
+        finished: Dict[str, Finished] = {}
+        worker = Worker(self.client, concurrency=1, prefetch=7, wait_ms=200, ack_interval=0.2)
+
+        @worker.handler(self.type)
+        def handle(job: LeasedJob) -> Dict[str, Any]:
+            if job["input"]["deep"]:
+                deep: Dict[str, Any] = {}
+                for _ in range(80):  # the server takes at most 64 levels
+                    deep = {"d": deep}
+                return deep
+            return {"ok": True}
+
+        worker.on_finished(lambda f: finished.__setitem__(f.job_id, f))
+        with self.assertLogs("wp_lite", level="WARNING") as logs:
+            self.start(worker)
+            wait_for(lambda: len(finished) == 8, 20, "every outcome reported")
+        self.assertTrue(any("ack batch refused" in m for m in logs.output), logs.output)
+        jobs = [self.admin.get(i) for i in ids]
+        self.assertEqual([j["status"] for j in jobs], ["succeeded"] * 3 + ["failed"] + ["succeeded"] * 4)
+        self.assertIn("refused the handler's result", jobs[3]["last_error"])
+
     def test_graceful_stop_finishes_what_it_can_and_gives_back_the_rest(self) -> None:
         quick = self.client.enqueue(self.type, {"ms": 300}, priority=0).id
         slow = self.client.enqueue(self.type, {"ms": 60_000}, priority=0).id
