@@ -172,7 +172,7 @@ class Worker:
     ``WP_LITE_TOKEN`` when the worker starts. ``worker_id`` defaults to
     ``py-<host>-<pid>``. ``concurrency`` handler threads run at once. ``job_types``
     defaults to the types with a registered handler (any type when a ``"*"`` handler
-    is registered). ``lease_seconds`` is the lease asked for (heartbeats every third of
+    is registered); every type given needs a handler (or a ``"*"`` one). ``lease_seconds`` is the lease asked for (heartbeats every third of
     it); ``wait_ms`` the long-poll wait (≤ 30 000). ``prefetch`` jobs may be leased
     beyond the free handler threads and wait locally (more throughput for short jobs; 0
     leases only for free threads). Outcomes go to the server in ``ack`` batches of up to
@@ -322,6 +322,10 @@ class Worker:
             raise RuntimeError("a Worker runs once")
         if not self._handlers:
             raise RuntimeError("no handler registered")
+        if self.job_types and ANY not in self._handlers:
+            missing = [t for t in self.job_types if t not in self._handlers]
+            if missing:
+                raise ValueError(f"no handler for job_types {missing}; register them or a '*' handler")
         self._started = True
         client = self.client
         self._lease_client = client.clone()
