@@ -92,3 +92,38 @@ class ServerRestart(unittest.TestCase):
         # At-least-once: a job runs again only if its lease was lost in the crash.
         again = [j for j in jobs if j["attempts"] > 1]
         self.assertLessEqual(len(again), 100, again[:3])
+
+    def test_a_lease_lost_in_a_long_outage_reaches_the_handler(self) -> None:
+        first = self.serve()
+        client = first.worker_client(retries=0)
+        self.addCleanup(client.close)
+        job_id = client.enqueue("rs.lost", {}).id
+        reasons: List[str] = []
+        started = threading.Event()
+        worker = Worker(client, concurrency=1, lease_seconds=2, wait_ms=200)
+
+        @worker.handler("rs.lost")
+        def handle(job: LeasedJob) -> Dict[str, int]:
+            if job["attempts"] == 1:
+                started.set()
+                if job.cancelled.wait(30):
+                    reasons.append(str(job.cancel_reason))
+            return {"attempt": job["attempts"]}
+
+        t = threading.Thread(target=worker.run, daemon=True)
+        t.start()
+
+        def stop() -> None:
+            worker.stop()
+            t.join(30)
+
+        self.addCleanup(stop)
+        self.assertTrue(started.wait(15))
+        first.stop(signal.SIGKILL)
+        time.sleep(3.0)  # the outage outlasts the 2 s lease
+        second = self.serve(port=first.port)
+        wait_for(lambda: reasons, 20, "the handler to learn its lease is gone")
+        self.assertIn(reasons[0], ("lease_lost", "job_not_leased"))
+        with second.admin() as admin:
+            done = wait_for(lambda: (lambda j: j["status"] == "succeeded" and j)(admin.get(job_id)), 20, "the second attempt")
+        self.assertEqual((done["attempts"], done["result"]), (2, {"attempt": 2}))  # the first result was dropped
