@@ -483,6 +483,7 @@ class Worker:
         assert self._lease_client is not None
         capacity = self.concurrency + self.prefetch
         backoff = 0.0
+        idle = 0.0
         while True:
             with self._cond:
                 # Lease when the local queue ran dry and a slot is free, or when half the
@@ -494,6 +495,7 @@ class Worker:
                 if self._stopping:
                     return
                 limit = min(self._free, MAX_LEASE_LIMIT)
+            asked = time.monotonic()
             try:
                 jobs = self._lease_client.lease(
                     self.worker_id, types, limit=limit, lease_seconds=self.lease_seconds, wait_ms=self.wait_ms
@@ -519,7 +521,14 @@ class Worker:
                 _log(logging.INFO, "leasing again", worker_id=self.worker_id)
             backoff = 0.0
             if not jobs:
+                # An empty answer well before wait_ms (wait_ms 0, or the server's bound on
+                # long polls reached): poll again after a pause, 50 ms doubling to 1 s.
+                if time.monotonic() - asked < self.wait_ms / 2000.0 + 0.01:
+                    idle = min(max(idle * 2, 0.05), 1.0)
+                    if self._stop_requested.wait(idle):
+                        return
                 continue
+            idle = 0.0
             first_beat = time.monotonic() + self.lease_seconds / 3.0
             leased = []
             for view in jobs:
