@@ -124,9 +124,7 @@ impl JobService {
         let _waiting = slot.map(|s| (s, self.telemetry.long_poll_started()));
         let deadline = tokio::time::Instant::now() + wait;
         loop {
-            let notified = self.queue.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
+            let waiter = self.queue.waiter(&claim.types);
             let now = self.clock.now();
             let c = claim.clone();
             let jobs = self
@@ -144,7 +142,7 @@ impl JobService {
                 return Ok(jobs);
             }
             tokio::select! {
-                _ = &mut notified => {}
+                _ = waiter.woken() => {}
                 _ = tokio::time::sleep(left.min(WAIT_FALLBACK_POLL)) => {}
             }
         }

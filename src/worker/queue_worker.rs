@@ -144,9 +144,7 @@ pub async fn run(
             continue;
         }
         let queue = jobs.queue().clone();
-        let notified = queue.notified();
-        tokio::pin!(notified);
-        notified.as_mut().enable();
+        let waiter = queue.waiter(&spec.job_types);
         let claim = Claim {
             worker_id: worker_id.clone(),
             types: spec.job_types.clone(),
@@ -165,7 +163,7 @@ pub async fn run(
                 break;
             }
             tokio::select! {
-                _ = &mut notified => {}
+                _ = waiter.woken() => {}
                 _ = tokio::time::sleep(idle) => {}
                 Some(_) = running.join_next(), if !running.is_empty() => {}
                 _ = super::stopped(&mut stop) => break,
