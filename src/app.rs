@@ -11,7 +11,6 @@ use crate::storage::{self, Db, OpenOptions};
 use crate::worker::runner::run_worker;
 use crate::worker::{maintenance, Built, Registry, WorkerEnv};
 use anyhow::Context;
-use axum::serve::ListenerExt;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::sync::watch;
@@ -32,7 +31,7 @@ pub struct App {
     state: AppState,
     admin_token: Secret,
     stop: watch::Sender<bool>,
-    server: JoinHandle<std::io::Result<()>>,
+    server: JoinHandle<()>,
     /// The workers and the metrics flusher (started once the schema is current).
     work: JoinHandle<()>,
     background: Vec<JoinHandle<()>>,
@@ -166,6 +165,7 @@ impl App {
             ),
             None => None,
         };
+        let idle = config.idle_timeout;
         let mut background = Vec::new();
         if let Some(l) = metrics_listener {
             let (r, mut stop) = (
@@ -174,22 +174,15 @@ impl App {
             );
             tracing::info!(addr = %l.local_addr()?, "serving /metrics without auth");
             background.push(tokio::spawn(async move {
-                let _ = axum::serve(l, r)
-                    .with_graceful_shutdown(async move { crate::worker::stopped(&mut stop).await })
-                    .await;
+                http::serve::serve(l, r, idle, async move {
+                    crate::worker::stopped(&mut stop).await
+                })
+                .await;
             }));
         }
         let mut server_stop = stop_rx;
         let server = tokio::spawn(async move {
-            // Small JSON requests and answers: never wait for Nagle.
-            let listener = listener.tap_io(|tcp| {
-                let _ = tcp.set_nodelay(true);
-            });
-            axum::serve(
-                listener,
-                router.into_make_service_with_connect_info::<SocketAddr>(),
-            )
-            .with_graceful_shutdown(async move {
+            http::serve::serve(listener, router, idle, async move {
                 let _ = server_stop.wait_for(|s| *s).await;
             })
             .await
@@ -239,8 +232,7 @@ impl App {
         }
         tokio::task::spawn_blocking(move || db.store().close()).await?;
         match served {
-            Ok(Ok(Ok(()))) => Ok(()),
-            Ok(Ok(Err(e))) => Err(e.into()),
+            Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(e.into()),
             Err(_) => {
                 tracing::warn!("requests still running after the shutdown timeout were cut off");

@@ -144,6 +144,9 @@ pub struct ServeArgs {
     /// Leases that may wait for work (`wait_ms`) at once in this process; past them a lease answers at once.
     #[arg(long, env = "WP_LITE_MAX_LONG_POLLS", default_value_t = crate::service::jobs::MAX_LONG_POLLS, value_parser = parse_long_polls)]
     pub max_long_polls: usize,
+    /// How long a client may take to send a request's headers (or each chunk of its body), and how long a kept-alive connection may stay silent, before it is closed (at least 1s).
+    #[arg(long, env = "WP_LITE_IDLE_TIMEOUT", default_value = "60s", value_parser = parse_positive_duration)]
+    pub idle_timeout: std::time::Duration,
     /// How long a browser session lasts (at least 1s).
     #[arg(long, env = "WP_LITE_SESSION_TTL", default_value = "12h", value_parser = parse_positive_duration)]
     pub session_ttl: std::time::Duration,

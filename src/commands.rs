@@ -245,6 +245,7 @@ fn serve_config(database_url: &str, migrate: bool, a: ServeArgs) -> Result<Confi
         max_body_bytes: a.max_body_bytes,
         secure_cookies: a.secure_cookies,
         max_long_polls: a.max_long_polls,
+        idle_timeout: a.idle_timeout,
         session_ttl: a.session_ttl,
         workers: WorkerSelection::parse(a.workers.as_deref()),
         worker_options: worker_options(&a.worker),

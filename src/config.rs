@@ -44,6 +44,9 @@ pub struct Config {
     pub secure_cookies: bool,
     /// Leases that may wait for work at once.
     pub max_long_polls: usize,
+    /// How long a client may take to send a request head or a body chunk, or stay
+    /// silent on a kept-alive connection.
+    pub idle_timeout: Duration,
     pub session_ttl: Duration,
     /// Which workers `serve` runs besides jobs.maintenance.
     pub workers: WorkerSelection,
@@ -90,6 +93,7 @@ impl Config {
             max_body_bytes: 1_048_576,
             secure_cookies: false,
             max_long_polls: crate::service::jobs::MAX_LONG_POLLS,
+            idle_timeout: crate::http::serve::DEFAULT_IDLE_TIMEOUT,
             session_ttl: Duration::from_secs(12 * 3600),
             workers: WorkerSelection::Default,
             worker_options: WorkerOptions::default(),

@@ -135,6 +135,8 @@ fn bad_option_values_exit_2_with_a_one_line_reason() {
         &["serve", "--max-body-bytes", "-1"],
         &["serve", "--max-body-bytes", "99999999999999999999999"],
         &["serve", "--session-ttl", "0"],
+        &["serve", "--idle-timeout", "0"],
+        &["serve", "--idle-timeout", "forever"],
         &["serve", "--session-ttl", "soon"],
         &["serve", "--shutdown-timeout", "-3s"],
         &["serve", "--job-retention", "200y"],
@@ -1189,4 +1191,351 @@ async fn a_full_disk_is_503_and_service_resumes_when_space_is_freed() {
         .unwrap();
     assert_eq!(status.code(), Some(0));
     drop(disk);
+}
+
+/// Reads from `tcp` until the server closes the connection (or 20 s pass, which fails).
+fn read_until_closed(tcp: &mut std::net::TcpStream, what: &str) -> Vec<u8> {
+    use std::io::Read;
+    tcp.set_read_timeout(Some(std::time::Duration::from_secs(20)))
+        .unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match tcp.read(&mut buf) {
+            Ok(0) => return got,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return got,
+            Err(e) => panic!("{what}: the server kept the connection open ({e})"),
+        }
+    }
+}
+
+#[test]
+fn slow_and_idle_clients_are_disconnected_after_the_idle_timeout() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let served = Server::start_args(
+        dir.path(),
+        &[],
+        &["--idle-timeout", "1s", "--workers", "none"],
+        &[("WP_LITE_ADMIN_TOKEN", "idle-admin-token-0123456789")],
+    );
+    let addr = served.base.trim_start_matches("http://").to_string();
+    let connect = || std::net::TcpStream::connect(&addr).unwrap();
+
+    // Connects and says nothing.
+    let mut silent = connect();
+    assert!(read_until_closed(&mut silent, "a silent client").is_empty());
+
+    // Sends half a request head and stalls.
+    let mut half = connect();
+    half.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        .unwrap();
+    assert!(read_until_closed(&mut half, "half a header").is_empty());
+
+    // One request answered, then the kept-alive connection stays silent.
+    let mut kept = connect();
+    kept.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let answer =
+        String::from_utf8_lossy(&read_until_closed(&mut kept, "an idle keep-alive")).to_string();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+
+    // A body that stops arriving: the handler's read gives up with a 400, nothing is enqueued.
+    let mut slow = connect();
+    slow.write_all(
+        b"POST /v1/worker/jobs HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer idle-admin-token-0123456789\r\n\
+          Content-Type: application/json\r\nContent-Length: 40\r\n\r\n{\"type\": \"a\",",
+    )
+    .unwrap();
+    let answer =
+        String::from_utf8_lossy(&read_until_closed(&mut slow, "a stalled body")).to_string();
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    assert!(answer.contains("invalid_payload"), "{answer}");
+
+    // A client that talks in time is served as before.
+    let mut prompt = connect();
+    prompt
+        .write_all(
+            b"GET /v1/worker/jobs HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\
+              Authorization: Bearer idle-admin-token-0123456789\r\n\r\n",
+        )
+        .unwrap();
+    let answer =
+        String::from_utf8_lossy(&read_until_closed(&mut prompt, "a closing request")).to_string();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.contains(r#""items":[]"#), "{answer}");
+}
+
+#[test]
+fn a_nul_byte_in_a_header_is_a_400_before_any_handler() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let served = Server::start_args(
+        dir.path(),
+        &[],
+        &["--workers", "none"],
+        &[("WP_LITE_ADMIN_TOKEN", "nul-admin-token-0123456789")],
+    );
+    let addr = served.base.trim_start_matches("http://").to_string();
+    for header in [
+        &b"Authorization: Bearer nul-admin-token\x000123456789"[..],
+        b"X-Request-Id: abc\x00def",
+        b"X-Admin-Key: \x00",
+        b"Content-Type: application/json\x00",
+    ] {
+        let mut tcp = std::net::TcpStream::connect(&addr).unwrap();
+        let mut req = b"GET /v1/worker/jobs HTTP/1.1\r\nHost: x\r\nConnection: close\r\n".to_vec();
+        req.extend_from_slice(header);
+        req.extend_from_slice(b"\r\n\r\n");
+        tcp.write_all(&req).unwrap();
+        let answer =
+            String::from_utf8_lossy(&read_until_closed(&mut tcp, "a NUL header")).to_string();
+        assert!(
+            answer.starts_with("HTTP/1.1 400"),
+            "{:?}: {answer}",
+            String::from_utf8_lossy(header)
+        );
+    }
+}
+
+/// A PostgreSQL server of the test's own (initdb in a temporary directory, on a free
+/// port), so it can be stopped and started under load without touching the machine's.
+struct PrivatePostgres {
+    dir: tempfile::TempDir,
+    bin: std::path::PathBuf,
+    port: u16,
+}
+
+impl PrivatePostgres {
+    /// None where no PostgreSQL server binaries are installed.
+    fn start() -> Option<PrivatePostgres> {
+        let bin = std::fs::read_dir("/usr/lib/postgresql")
+            .ok()?
+            .filter_map(|e| e.ok().map(|e| e.path().join("bin")))
+            .find(|b| b.join("initdb").exists() && b.join("pg_ctl").exists())?;
+        let dir = tempfile::tempdir().ok()?;
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .ok()?
+            .local_addr()
+            .ok()?
+            .port();
+        let pg = PrivatePostgres { dir, bin, port };
+        // initdb refuses to run as root: the cluster belongs to the postgres user there.
+        if pg.as_root() {
+            let ok = Command::new("chown")
+                .args(["-R", "postgres"])
+                .arg(pg.dir.path())
+                .status()
+                .is_ok_and(|s| s.success());
+            if !ok {
+                return None;
+            }
+        }
+        let data = pg.data();
+        let ok = pg.run(
+            "initdb",
+            &["-D", &data, "-A", "trust", "-U", "postgres", "--no-sync"],
+        );
+        (ok && pg.ctl("start")).then_some(pg)
+    }
+
+    fn as_root(&self) -> bool {
+        Command::new("id")
+            .arg("-u")
+            .output()
+            .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+    }
+
+    fn data(&self) -> String {
+        self.dir.path().join("data").display().to_string()
+    }
+
+    fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+
+    /// Runs one of the server's programs (as postgres when we are root).
+    fn run(&self, program: &str, args: &[&str]) -> bool {
+        let exe = self.bin.join(program);
+        let mut cmd = if self.as_root() {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(&exe);
+            c
+        } else {
+            Command::new(&exe)
+        };
+        cmd.args(args)
+            .current_dir(self.dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    }
+
+    /// `pg_ctl start` (waiting until it accepts connections) or `pg_ctl stop -m fast`.
+    fn ctl(&self, action: &str) -> bool {
+        let data = self.data();
+        let opts = format!(
+            "-p {} -c listen_addresses=127.0.0.1 -c unix_socket_directories='{}' -c fsync=off",
+            self.port,
+            self.dir.path().display()
+        );
+        let log = self.dir.path().join("log").display().to_string();
+        match action {
+            "start" => self.run(
+                "pg_ctl",
+                &[
+                    "-D", &data, "-o", &opts, "-l", &log, "-w", "-t", "60", "start",
+                ],
+            ),
+            _ => self.run("pg_ctl", &["-D", &data, "-m", "fast", "-w", "stop"]),
+        }
+    }
+}
+
+impl Drop for PrivatePostgres {
+    fn drop(&mut self) {
+        let data = self.data();
+        self.run("pg_ctl", &["-D", &data, "-m", "immediate", "-w", "stop"]);
+    }
+}
+
+/// PostgreSQL stopped under load: while it is down every request answers 503
+/// `unavailable` with `Retry-After` (never a 500) and `/readyz` is 503; when it is back,
+/// service resumes by itself without a restart, and every job that was acknowledged reads
+/// back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_stopped_under_load_is_503_and_service_resumes_when_it_is_back() {
+    let Some(pg) = PrivatePostgres::start() else {
+        eprintln!(
+            "PostgreSQL stopped under load: SKIPPED (no PostgreSQL server binaries to start a private server)"
+        );
+        return;
+    };
+    const TOKEN: &str = "pg-down-admin-token-0123456789";
+    let dir = tempfile::tempdir().unwrap();
+    let served = Server::start_args(
+        dir.path(),
+        &["--database-url", &pg.url()],
+        &["--workers", "none"],
+        &[("WP_LITE_ADMIN_TOKEN", TOKEN)],
+    );
+    let http = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(60))
+        .build()
+        .unwrap();
+    let base = served.base.clone();
+
+    // Four producers enqueue until told to stop; each answer is 201 or 503.
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut producers = Vec::new();
+    for p in 0..4 {
+        let (http, base, stop) = (http.clone(), base.clone(), stop.clone());
+        producers.push(tokio::spawn(async move {
+            let (mut acked, mut unavailable, mut i) = (Vec::new(), 0usize, 0usize);
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                i += 1;
+                let r = http
+                    .post(format!("{base}/v1/worker/jobs"))
+                    .bearer_auth(TOKEN)
+                    .json(&json!({ "type": "pg.down", "input": { "p": p, "i": i } }))
+                    .send()
+                    .await
+                    .unwrap();
+                let status = r.status().as_u16();
+                let retry = r.headers().get("retry-after").is_some();
+                let body: Value = r.json().await.unwrap();
+                match status {
+                    201 => acked.push(s(&body["job_id"])),
+                    503 => {
+                        assert!(retry, "503 without Retry-After: {body}");
+                        assert_eq!(body["error"]["code"], "unavailable", "{body}");
+                        unavailable += 1;
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                    other => panic!("enqueue with PostgreSQL stopped answered {other}: {body}"),
+                }
+            }
+            (acked, unavailable)
+        }));
+    }
+    let wait_for = |what: &'static str, want: u16, path: &'static str| {
+        let (http, base) = (http.clone(), base.clone());
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(60);
+            loop {
+                let r = http
+                    .get(format!("{base}{path}"))
+                    .bearer_auth(TOKEN)
+                    .send()
+                    .await
+                    .unwrap();
+                let status = r.status().as_u16();
+                assert!(status == 200 || status == 503, "{path} answered {status}");
+                if status == want {
+                    return;
+                }
+                assert!(Instant::now() < deadline, "{what}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    wait_for("the load never started", 200, "/v1/worker/jobs?limit=1").await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    assert!(
+        tokio::task::block_in_place(|| pg.ctl("stop")),
+        "pg_ctl stop"
+    );
+    wait_for("/readyz stayed 200 with PostgreSQL down", 503, "/readyz").await;
+    // Reads fail the same way as writes.
+    let r = http
+        .get(format!("{base}/v1/worker/queues"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503);
+    assert!(r.headers().get("retry-after").is_some());
+
+    assert!(
+        tokio::task::block_in_place(|| pg.ctl("start")),
+        "pg_ctl start"
+    );
+    wait_for("/readyz did not recover", 200, "/readyz").await;
+    wait_for("reads did not recover", 200, "/v1/worker/queues").await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (mut acked, mut unavailable) = (Vec::new(), 0);
+    for p in producers {
+        let (a, u) = p.await.unwrap();
+        acked.extend(a);
+        unavailable += u;
+    }
+    assert!(unavailable > 0, "no request noticed PostgreSQL was down");
+    for id in &acked {
+        let r = http
+            .get(format!("{base}/v1/worker/jobs/{id}"))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "acknowledged job {id} is missing");
+    }
+    // Enqueues after the restart went through again.
+    let after = http
+        .post(format!("{base}/v1/worker/jobs"))
+        .bearer_auth(TOKEN)
+        .json(&json!({ "type": "pg.down", "input": { "after": true } }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(after.status(), 201);
+    let status = tokio::task::spawn_blocking(move || served.terminate())
+        .await
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
+    drop(pg);
 }

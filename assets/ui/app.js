@@ -24,6 +24,25 @@ async function api(method, path, body) {
   return data;
 }
 
+// Polled reads are conditional: the server tags each JSON answer (ETag) and answers 304
+// with no body while it is unchanged, so an idle page moves no list over the wire.
+const seen = new Map();
+async function poll(path) {
+  const prev = seen.get(path);
+  const res = await fetch(path, {
+    credentials: "same-origin", cache: "no-store",
+    headers: prev ? { "If-None-Match": prev.tag } : {},
+  });
+  if (res.status === 401) { showLogin(); throw new Error("unauthorized"); }
+  if (res.status === 304 && prev) return prev.data;
+  const text = await res.text();
+  const data = text ? JSON.parse(text) : null;
+  if (!res.ok) throw new Error((data && data.error && data.error.message) || res.statusText);
+  const tag = res.headers.get("ETag");
+  if (tag) seen.set(path, { tag, data }); else seen.delete(path);
+  return data;
+}
+
 function esc(s) {
   return String(s ?? "").replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" }[c]));
 }
@@ -129,7 +148,7 @@ function drawChart() {
 
 async function renderJobs() {
   const status = $("job-status").value;
-  const data = await api("GET", `/v1/worker/jobs?status=${status}&limit=20`);
+  const data = await poll(`/v1/worker/jobs?status=${status}&limit=20`);
   $("jobs-table").tBodies[0].innerHTML = data.items.map((j) => {
     const actions = [];
     if (j.status === "failed" || j.status === "canceled") actions.push(`<button class="small" data-retry="${j.job_id}">Retry</button>`);
@@ -148,7 +167,7 @@ function audienceText(a) {
 }
 
 async function renderBroadcasts() {
-  const data = await api("GET", "/v1/admin/notifications/broadcasts?limit=20");
+  const data = await poll("/v1/admin/notifications/broadcasts?limit=20");
   $("bc-counts").textContent = Object.entries(data.status_counts).filter(([, n]) => n).map(([k, n]) => `${n} ${k}`).join(" · ");
   $("broadcasts-table").tBodies[0].innerHTML = data.items.map((b) => {
     const done = b.sent + b.failed + b.skipped;
@@ -168,8 +187,10 @@ async function renderBroadcasts() {
 }
 
 async function refresh() {
+  // A page in a background tab does not poll; it catches up when it is shown again.
+  if (document.hidden) return;
   try {
-    const s = await api("GET", "/v1/admin/telemetry/summary");
+    const s = await poll("/v1/admin/telemetry/summary");
     renderStats(s.workers); renderWorkers(s.workers.processes); renderQueues(s.queues);
     await Promise.all([renderJobs(), renderBroadcasts()]);
     $("updated").textContent = "updated " + new Date().toLocaleTimeString();
@@ -189,6 +210,7 @@ document.addEventListener("click", async (e) => {
 
 $("job-status").addEventListener("change", () => renderJobs().catch(() => {}));
 window.addEventListener("resize", drawChart);
+document.addEventListener("visibilitychange", () => { if (!document.hidden && state.timer) refresh(); });
 
 $("bc-audience").addEventListener("change", () => {
   const v = $("bc-audience").value;

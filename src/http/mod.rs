@@ -3,12 +3,14 @@
 
 pub mod auth;
 pub mod broadcasts;
+pub mod conditional;
 pub mod error;
 pub mod extract;
 pub mod health;
 pub mod inbox;
 pub mod jobs;
 pub mod openapi;
+pub mod serve;
 pub mod telemetry;
 pub mod ui;
 pub mod users;
@@ -91,6 +93,7 @@ pub fn router(state: AppState) -> Router {
         .merge(ui::router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn(conditional::etag))
         .layer(DefaultBodyLimit::disable())
         .layer(PropagateRequestIdLayer::new(request_id.clone()))
         .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))

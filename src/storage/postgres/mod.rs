@@ -183,7 +183,7 @@ impl PgStore {
         let pool = r2d2::Pool::builder()
             .max_size(READ_POOL_SIZE)
             .min_idle(Some(2))
-            .connection_timeout(Duration::from_secs(30))
+            .connection_timeout(Duration::from_secs(5))
             .build(manager)
             .map_err(|e| OpenError::Open(format!("PostgreSQL pool: {e}")))?;
         let config = target.config.clone();
