@@ -436,6 +436,31 @@ async fn complete(
 }
 
 #[derive(Deserialize)]
+struct ReleaseBody {
+    worker_id: Option<String>,
+    lease_token: Option<String>,
+}
+
+/// Gives a lease back unused: the job is queued again at once and the attempt does not
+/// count (a worker that stops before it starts, or gives up a job it cannot run now).
+async fn release(
+    State(st): State<AppState>,
+    _auth: WorkerOrAdmin,
+    JobIdPath(id): JobIdPath,
+    JsonBody(b): JsonBody<ReleaseBody>,
+) -> ApiResult<Json<JobView>> {
+    let mut errs = Vec::new();
+    let worker = worker_id(&mut errs, b.worker_id);
+    let token = lease_token(&mut errs, b.lease_token);
+    fields_ok(errs)?;
+    let fence = Fence {
+        worker_id: worker.expect("checked"),
+        lease_token: token,
+    };
+    Ok(view(st.jobs.release(id, fence).await?))
+}
+
+#[derive(Deserialize)]
 struct FailBody {
     worker_id: Option<String>,
     error: Option<String>,
@@ -851,6 +876,12 @@ pub fn router() -> Api {
             "/v1/worker/jobs/{job_id}/fail",
             fail,
             "Fail a leased job (retry with backoff when retryable)",
+            W,
+        )
+        .post(
+            "/v1/worker/jobs/{job_id}/release",
+            release,
+            "Give a lease back unused: queued again at once, the attempt not counted",
             W,
         )
         .get(

@@ -41,6 +41,11 @@ fn worker_routes() -> Vec<(Method, String, Option<Value>)> {
             format!("/v1/worker/jobs/{UNKNOWN}/fail"),
             Some(json!({ "worker_id": "w", "error": "e" })),
         ),
+        (
+            Method::POST,
+            format!("/v1/worker/jobs/{UNKNOWN}/release"),
+            Some(json!({ "worker_id": "w" })),
+        ),
     ]
 }
 

@@ -93,6 +93,7 @@ async fn malformed_input_on_every_route_is_a_4xx_never_a_500() {
     let heartbeat = json!({ "worker_id": "w1", "lease_seconds": 60, "lease_token": token });
     let complete = json!({ "worker_id": "w1", "result": {}, "lease_token": token });
     let fail = json!({ "worker_id": "w1", "error": "e", "lease_token": token });
+    let release = json!({ "worker_id": "w1", "lease_token": token });
     let login = json!({ "token": ADMIN });
 
     // Per body route: a good body; the same with "@@S@@" in a string field it reads;
@@ -193,6 +194,16 @@ async fn malformed_input_on_every_route_is_a_4xx_never_a_500() {
                 r#"{"worker_id":"w1","error":"e","details":{"d":"#,
                 "}}",
             )),
+        },
+        Route {
+            name: "release",
+            path: jp("/release"),
+            tok: WORKER,
+            good: release.clone(),
+            s_templ: json!({ "worker_id": "@@S@@" }),
+            n_text: r#"{"worker_id":"w1","lease_token":1e400}"#.into(),
+            as_array: json!(["w1", token]),
+            deep: None,
         },
         Route {
             name: "ack",
@@ -634,6 +645,7 @@ async fn malformed_input_on_every_route_is_a_4xx_never_a_500() {
         ("heartbeat", &heartbeat),
         ("complete", &complete),
         ("fail", &fail),
+        ("release", &release),
     ] {
         let path = jp(&format!("/{route}"));
         for (what, body) in [

@@ -1439,3 +1439,134 @@ async fn long_polls_past_the_limit_answer_at_once() {
     assert_eq!(open().await, 0);
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_reads_carry_an_etag_and_answer_304_while_unchanged() {
+    let app = spawn_app().await;
+    app.enqueue_type("etag.a").await;
+    let bearer = format!("Bearer {ADMIN}");
+    for path in [
+        "/v1/worker/jobs?limit=20",
+        "/v1/worker/queues",
+        "/v1/admin/telemetry/summary",
+        "/v1/admin/notifications/broadcasts?limit=20",
+    ] {
+        let first = app
+            .send_with(Method::GET, path, &[("authorization", &bearer)], None)
+            .await;
+        assert_eq!(first.status, StatusCode::OK, "{path}");
+        let tag = first.headers["etag"].to_str().unwrap().to_string();
+        assert!(tag.starts_with("W/\""), "{path}: {tag}");
+        let again = app
+            .send_with(
+                Method::GET,
+                path,
+                &[("authorization", &bearer), ("if-none-match", &tag)],
+                None,
+            )
+            .await;
+        assert_eq!(again.status, StatusCode::NOT_MODIFIED, "{path}");
+        assert_eq!(again.body, Value::Null, "{path}: no body");
+        assert_eq!(again.headers["etag"].to_str().unwrap(), tag);
+        // Another tag, or none: the whole answer.
+        let other = app
+            .send_with(
+                Method::GET,
+                path,
+                &[("authorization", &bearer), ("if-none-match", "W/\"0\"")],
+                None,
+            )
+            .await;
+        assert_eq!(other.status, StatusCode::OK, "{path}");
+    }
+    // A change gives another tag; the old one no longer matches.
+    let path = "/v1/worker/jobs?limit=20";
+    let before = app
+        .send_with(Method::GET, path, &[("authorization", &bearer)], None)
+        .await;
+    let tag = before.headers["etag"].to_str().unwrap().to_string();
+    app.enqueue_type("etag.b").await;
+    let after = app
+        .send_with(
+            Method::GET,
+            path,
+            &[("authorization", &bearer), ("if-none-match", &tag)],
+            None,
+        )
+        .await;
+    assert_eq!(after.status, StatusCode::OK);
+    assert_ne!(after.headers["etag"].to_str().unwrap(), tag);
+    assert_eq!(after.body["items"].as_array().unwrap().len(), 2);
+    // Credentials are checked before anything is compared.
+    let anon = app
+        .send_with(Method::GET, path, &[("if-none-match", "*")], None)
+        .await;
+    anon.assert_error(401, "unauthorized");
+    // Writes are never conditional.
+    let posted = app
+        .send_with(
+            Method::POST,
+            "/v1/worker/jobs",
+            &[("authorization", &bearer), ("if-none-match", "*")],
+            Some(json!({"type": "etag.c", "input": {}})),
+        )
+        .await;
+    assert_eq!(posted.status, StatusCode::CREATED);
+    assert!(posted.headers.get("etag").is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn release_gives_a_lease_back_at_once_without_counting_the_attempt() {
+    let app = spawn_app().await;
+    let id = s(&app.enqueue_type("rel").await["job_id"]);
+    let (_, token) = app.lease_one(W, "rel", 600).await;
+    let shared = &app;
+    let path = format!("/v1/worker/jobs/{id}/release");
+    let release = |worker: &str, token: Option<&str>| {
+        let mut body = json!({ "worker_id": worker });
+        if let Some(t) = token {
+            body["lease_token"] = json!(t);
+        }
+        let path = path.clone();
+        async move { shared.worker(Method::POST, &path, Some(body)).await }
+    };
+    // Only the holder of the lease, with the lease it holds.
+    release("intruder", None)
+        .await
+        .assert_error(409, "job_not_leased");
+    release(W, Some(&"0".repeat(32)))
+        .await
+        .assert_error(409, "lease_lost");
+    let r = release(W, Some(&token)).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(r.body["status"], "queued");
+    assert_eq!(r.body["attempts"], 0);
+    assert!(r.body["lease_token"].is_null());
+    assert!(ts(&r.body["available_at"]) <= app.now());
+    assert_eq!(app.events(&id).await, ["queued", "leased", "released"]);
+    // Twice is a conflict (the old token's lease is gone; without a token, nothing is
+    // leased); the job leases again at once, as a first attempt.
+    release(W, Some(&token))
+        .await
+        .assert_error(409, "lease_lost");
+    release(W, None).await.assert_error(409, "job_not_leased");
+    let (again, _) = app.lease_one("w2", "rel", 60).await;
+    assert_eq!(again, id);
+    assert_eq!(app.job(&id).await["attempts"], 1);
+    // Unknown and malformed ids.
+    app.worker(
+        Method::POST,
+        "/v1/worker/jobs/0190b4a0-0000-7000-8000-000000000000/release",
+        Some(json!({ "worker_id": W })),
+    )
+    .await
+    .assert_error(404, "job_not_found");
+    app.worker(
+        Method::POST,
+        "/v1/worker/jobs/nope/release",
+        Some(json!({ "worker_id": W })),
+    )
+    .await
+    .assert_error(400, "invalid_payload");
+    app.stop().await;
+}
