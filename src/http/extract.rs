@@ -215,17 +215,24 @@ pub fn page_limit(v: Option<&str>) -> Result<usize, ApiError> {
     }
 }
 
-/// Parses a paging `offset` (0–1 000 000, default 0).
+/// The deepest `offset` a list takes: past it a page would walk that many index entries
+/// to skip them, so deeper reads narrow the list instead (`q`, `statuses`).
+pub const MAX_OFFSET: i64 = 10_000;
+
+/// Parses a paging `offset` (0–10 000, default 0).
 pub fn page_offset(v: Option<&str>) -> Result<usize, ApiError> {
     match v {
         None | Some("") => Ok(0),
         Some(s) => s
             .parse::<i64>()
             .ok()
-            .filter(|n| (0..=1_000_000).contains(n))
+            .filter(|n| (0..=MAX_OFFSET).contains(n))
             .map(|n| n as usize)
             .ok_or_else(|| {
-                ApiError::invalid_field("offset", "must be an integer from 0 to 1000000")
+                ApiError::invalid_field(
+                    "offset",
+                    "must be an integer from 0 to 10000 (narrow the list with a search to reach further)",
+                )
             }),
     }
 }

@@ -298,6 +298,9 @@ pub trait Store: Send + Sync + 'static {
 /// through its `self.write` (the group-commit writer). Expanded inside each backend's
 /// `impl Store`, which adds what differs (opening, closing, wake-ups, and the calls a
 /// backend batches).
+/// Users whose inbox one retention pass trims at most.
+pub const PRUNE_USERS_PER_PASS: usize = 100;
+
 macro_rules! delegate_store {
     () => {
         fn get_job(&self, id: JobId) -> Result<Job> {
@@ -485,7 +488,15 @@ macro_rules! delegate_store {
             max_per_user: Option<usize>,
             limit: usize,
         ) -> Result<usize> {
-            self.write(move |c| inbox::prune(c, before, max_per_user, limit))
+            // Who is over the bound is read from the per-user counts on a reader, so the
+            // writer only deletes, each user through its own index range.
+            let over = match max_per_user.filter(|m| *m > 0) {
+                Some(max) => {
+                    self.read(|c| inbox::users_over(c, max, $crate::storage::PRUNE_USERS_PER_PASS))?
+                }
+                None => Vec::new(),
+            };
+            self.write(move |c| inbox::prune(c, before, max_per_user, &over, limit))
         }
 
         fn add_metrics(&self, deltas: &MetricDeltas) -> Result<()> {

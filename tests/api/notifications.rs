@@ -2359,6 +2359,7 @@ async fn malformed_input_on_every_new_route_is_a_4xx_never_a_500() {
         "limit=1.5",
         "offset=-1",
         "offset=x",
+        "offset=10001",
     ] {
         add(
             Method::GET,

@@ -220,12 +220,27 @@ fn uncount(c: &mut PgConn, deleted: Vec<Row>) -> Result<usize> {
     Ok(deleted.len())
 }
 
-/// Deletes at most `limit` items older than `before`, and items beyond the newest
-/// `max_per_user` of each user.
+/// The users (at most `limit`) whose inbox holds more than `max` items, from the counts.
+pub fn users_over(c: &mut PgConn, max: usize, limit: usize) -> Result<Vec<String>> {
+    Ok(c.query(
+        "SELECT user_id FROM inbox_counts WHERE total > $1 LIMIT $2",
+        &[
+            &i64::try_from(max).unwrap_or(i64::MAX),
+            &i64::try_from(limit).unwrap_or(i64::MAX),
+        ],
+    )?
+    .iter()
+    .map(|r| r.get(0))
+    .collect())
+}
+
+/// Deletes at most `limit` items older than `before`, and the items beyond the newest
+/// `max_per_user` of each user in `over`.
 pub fn prune(
     c: &mut PgConn,
     before: Option<Ts>,
     max_per_user: Option<usize>,
+    over: &[String],
     limit: usize,
 ) -> Result<usize> {
     let mut deleted = 0;
@@ -241,15 +256,6 @@ pub fn prune(
     }
     if let Some(max) = max_per_user.filter(|m| *m > 0) {
         let max = i64::try_from(max).unwrap_or(i64::MAX);
-        let over: Vec<String> = c
-            .query(
-                "SELECT user_id FROM inbox_items GROUP BY user_id HAVING COUNT(*) > $1
-                 ORDER BY user_id COLLATE \"C\" LIMIT 100",
-                &[&max],
-            )?
-            .iter()
-            .map(|r| r.get(0))
-            .collect();
         for user in over {
             let gone = c.query(
                 "DELETE FROM inbox_items WHERE user_id = $1 AND id < (

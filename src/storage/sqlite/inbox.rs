@@ -214,12 +214,23 @@ fn uncount(c: &Connection, deleted: Vec<(String, bool)>) -> Result<usize> {
     Ok(deleted.len())
 }
 
-/// Deletes at most `limit` items older than `before`, and items beyond the newest
-/// `max_per_user` of each user.
+/// The users (at most `limit`) whose inbox holds more than `max` items, from the counts.
+pub fn users_over(c: &Connection, max: usize, limit: usize) -> Result<Vec<String>> {
+    c.prepare_cached("SELECT user_id FROM inbox_counts WHERE total > ?1 LIMIT ?2")
+        .and_then(|mut s| {
+            s.query_map(params![max as i64, limit as i64], |r| r.get(0))?
+                .collect()
+        })
+        .map_err(map_err)
+}
+
+/// Deletes at most `limit` items older than `before`, and the items beyond the newest
+/// `max_per_user` of each user in `over`.
 pub fn prune(
     c: &Connection,
     before: Option<Ts>,
     max_per_user: Option<usize>,
+    over: &[String],
     limit: usize,
 ) -> Result<usize> {
     let mut deleted = 0;
@@ -239,12 +250,6 @@ pub fn prune(
         deleted += uncount(c, gone)?;
     }
     if let Some(max) = max_per_user.filter(|m| *m > 0) {
-        let over: Vec<String> = c
-            .prepare_cached(
-                "SELECT user_id FROM inbox_items GROUP BY user_id HAVING COUNT(*) > ?1 LIMIT 100",
-            )
-            .and_then(|mut s| s.query_map([max as i64], |r| r.get(0))?.collect())
-            .map_err(map_err)?;
         for user in over {
             let gone: Vec<(String, bool)> = c
                 .prepare_cached(
