@@ -103,6 +103,60 @@ class ClientRoundTrips(ServerTestCase):
         with self.assertRaises(InvalidPayload):
             self.w.enqueue_batch([])
 
+    def test_release_gives_the_lease_back_without_counting_the_attempt(self) -> None:
+        job = self.w.enqueue(self.type, {})
+        got = self.w.lease("w1", [self.type], lease_seconds=300)[0]
+        self.assertEqual(got["attempts"], 1)
+        back = self.w.release(got.id, "w1", lease_token=got["lease_token"])
+        self.assertIsInstance(back, wp_lite.Job)
+        self.assertEqual((back["status"], back["attempts"], back["lease_owner"]), ("queued", 0, None))
+        self.assertNotIn("lease_token", back)
+        self.assertLessEqual(back["available_at"], back["updated_at"])  # available at once
+        events = self.admin.events(job.id)
+        self.assertEqual([e["event"] for e in events], ["queued", "leased", "released"])
+        self.assertEqual(events[-1]["details"], {"worker_id": "w1"})
+        again = self.w.lease("w2", [self.type])[0]  # at once, and still the first attempt
+        self.assertEqual((again.id, again["attempts"]), (job.id, 1))
+        self.assertNotEqual(again["lease_token"], got["lease_token"])
+        # An admin token may release too, and without a lease_token the worker_id fences.
+        self.assertEqual(self.admin.release(job.id, "w2")["status"], "queued")
+
+    def test_release_is_fenced_like_complete(self) -> None:
+        job = self.w.enqueue(self.type, {})
+        with self.assertRaises(JobNotLeased):  # queued, not leased
+            self.w.release(job.id, "w1")
+        got = self.w.lease("w1", [self.type])[0]
+        token = got["lease_token"]
+        with self.assertRaises(JobNotLeased):
+            self.w.release(job.id, "someone-else")
+        with self.assertRaises(LeaseLost):  # a token that is not the lease's
+            self.w.release(job.id, "w1", lease_token="not-the-token")
+        self.assertEqual(self.w.get(job.id)["status"], "leased")  # refusals change nothing
+        self.w.release(job.id, "w1", lease_token=token)
+        with self.assertRaises(LeaseLost):  # twice: that lease is over
+            self.w.release(job.id, "w1", lease_token=token)
+        with self.assertRaises(LeaseLost):  # complete after release: the lease is gone
+            self.w.complete(job.id, "w1", {}, lease_token=token)
+        got = self.w.lease("w1", [self.type])[0]
+        self.admin.cancel(job.id)
+        with self.assertRaises(JobCanceled) as cm:
+            self.w.release(job.id, "w1", lease_token=got["lease_token"])
+        self.assertEqual((cm.exception.status, cm.exception.code), (409, "job_canceled"))
+        with self.assertRaises(JobNotFound) as nf:
+            self.w.release(str(uuid.uuid4()), "w1")
+        self.assertEqual((nf.exception.status, nf.exception.code), (404, "job_not_found"))
+        with self.assertRaises(InvalidPayload) as bad:
+            self.w.release(job.id, "")
+        self.assertEqual(bad.exception.fields[0]["field"], "worker_id")
+        with self.assertRaises(InvalidPayload):
+            self.w.release("not-a-uuid", "w1")
+        with self.assertRaises(InvalidPayload):
+            self.w.request("POST", f"/v1/worker/jobs/{job.id}/release", [1])
+        # What a server without the route answers: not_found, which is not job_not_found.
+        with self.assertRaises(NotFound) as old:
+            self.w.request("POST", f"/v1/worker/jobs/{job.id}/no-such-action", {"worker_id": "w1"})
+        self.assertEqual((type(old.exception), old.exception.code), (NotFound, "not_found"))
+
     def test_ack_with_mixed_items(self) -> None:
         ids = [j.id for j in self.w.enqueue_batch([{"type": self.type, "input": {"i": i}} for i in range(4)])]
         leased = {j.id: j for j in self.w.lease("w1", [self.type], limit=3)}

@@ -24,6 +24,7 @@ from typing import (
     NamedTuple,
     Optional,
     Sequence,
+    Tuple,
     Union,
 )
 
@@ -139,6 +140,41 @@ def _is_dropped(sock: Optional[socket.socket]) -> bool:
         return True
 
 
+class _NoAnswer(ConnectionResetError):
+    """The connection ended (EOF or reset) before the first byte of an answer's status
+    line: the server never answered this request."""
+
+
+class _HTTPResponse(http.client.HTTPResponse):
+    """Tells a connection that ended before the answer began (:class:`_NoAnswer`) from
+    one that broke in the middle of an answer."""
+
+    _status_seen = False
+
+    def _read_status(self) -> Tuple[str, int, str]:
+        if self._status_seen:  # after a 100 Continue: the answer has begun
+            return super()._read_status()  # type: ignore[misc,no-any-return]
+        try:
+            status: Tuple[str, int, str] = super()._read_status()  # type: ignore[misc]
+        except ConnectionResetError as e:  # RemoteDisconnected (EOF) or ECONNRESET
+            raise _NoAnswer(str(e) or type(e).__name__) from e
+        self._status_seen = True
+        return status
+
+
+class _HTTPConnection(http.client.HTTPConnection):
+    response_class = _HTTPResponse
+    idle_since = 0.0  # time.monotonic() when the last answer was read
+
+
+class _HTTPSConnection(http.client.HTTPSConnection):
+    response_class = _HTTPResponse
+    idle_since = 0.0
+
+
+_Conn = Union[_HTTPConnection, _HTTPSConnection]
+
+
 def _path_id(job_id: str) -> str:
     return urllib.parse.quote(str(job_id), safe="")
 
@@ -150,12 +186,21 @@ class Client:
     admin or worker token (sent as ``Authorization: Bearer``), ``timeout`` the seconds a
     call may take (a long-poll :meth:`lease` gets ``wait_ms`` on top).
 
-    Thread safe: every thread gets its own keep-alive connection. Calls that are safe to
-    repeat (reads, :meth:`heartbeat`, :meth:`enqueue` with an ``idempotency_key``, ...)
-    are retried ``retries`` times with a short backoff when the connection fails; any
-    call is retried when the connection could not even be opened (nothing was sent).
-    Others raise :class:`~wp_lite.errors.TransportError` at once, since the server may
-    have acted on them. Error answers raise the typed exceptions of :mod:`wp_lite.errors`.
+    Thread safe: every thread gets its own keep-alive connection. A kept-alive
+    connection idle for more than ``max_idle`` seconds is not reused (the server closes
+    idle ones, after 60 s by default), and one the server already closed is noticed
+    before use. When a request on a reused connection still meets a connection the
+    server closed while idle — it ends (EOF or reset) before any byte of an answer, or
+    the send fails with a broken pipe or a reset — the request is sent once more on a
+    new connection, whatever the call: the server closes only connections between
+    requests, so it never saw that one.
+
+    Calls that are safe to repeat (reads, :meth:`heartbeat`, :meth:`enqueue` with an
+    ``idempotency_key``, ...) are retried ``retries`` times with a short backoff when the
+    connection fails otherwise; any call is retried when the connection could not even
+    be opened (nothing was sent). Others raise :class:`~wp_lite.errors.TransportError`
+    at once, since the server may have acted on them. Error answers raise the typed
+    exceptions of :mod:`wp_lite.errors`.
     """
 
     def __init__(
@@ -166,6 +211,7 @@ class Client:
         *,
         retries: int = 2,
         retry_backoff: float = 0.1,
+        max_idle: float = 30.0,
     ) -> None:
         parts = urllib.parse.urlsplit(base_url.strip())
         if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -177,6 +223,7 @@ class Client:
         self.timeout = float(timeout)
         self.retries = max(0, int(retries))
         self.retry_backoff = float(retry_backoff)
+        self.max_idle = float(max_idle)
         self._scheme = parts.scheme
         self._host = parts.hostname
         self._port = parts.port
@@ -191,7 +238,7 @@ class Client:
         self._lock = threading.Lock()
         # Every thread's connection, so close() reaches them all and connections of
         # threads that ended are closed (not left to the garbage collector).
-        self._conns: Dict[threading.Thread, http.client.HTTPConnection] = {}
+        self._conns: Dict[threading.Thread, _Conn] = {}
 
     @classmethod
     def from_env(
@@ -211,6 +258,7 @@ class Client:
             self.timeout,
             retries=self.retries,
             retry_backoff=self.retry_backoff,
+            max_idle=self.max_idle,
         )
 
     def __repr__(self) -> str:
@@ -224,13 +272,13 @@ class Client:
 
     # ---------- plumbing ----------
 
-    def _new_conn(self) -> http.client.HTTPConnection:
+    def _new_conn(self) -> _Conn:
         if self._scheme == "https":
-            return http.client.HTTPSConnection(self._host, self._port, timeout=self.timeout)
-        return http.client.HTTPConnection(self._host, self._port, timeout=self.timeout)
+            return _HTTPSConnection(self._host, self._port, timeout=self.timeout)
+        return _HTTPConnection(self._host, self._port, timeout=self.timeout)
 
-    def _conn(self) -> http.client.HTTPConnection:
-        conn: Optional[http.client.HTTPConnection] = getattr(self._local, "conn", None)
+    def _conn(self) -> _Conn:
+        conn: Optional[_Conn] = getattr(self._local, "conn", None)
         if conn is None:
             self._close_dead()
             conn = self._new_conn()
@@ -305,16 +353,21 @@ class Client:
             headers["Content-Type"] = "application/json"
         t = self.timeout if timeout is None else timeout
         attempt = 0
+        resent = False
         while True:
             conn = self._conn()
             sent = False
+            reused = False
             try:
-                if conn.sock is not None and _is_dropped(conn.sock):
+                if conn.sock is not None and (
+                    time.monotonic() - conn.idle_since > self.max_idle or _is_dropped(conn.sock)
+                ):
                     conn.close()
                 if conn.sock is None:
                     conn.timeout = t
                     conn.connect()
                 else:
+                    reused = True
                     conn.sock.settimeout(t)
                 sent = True
                 cut = False
@@ -322,7 +375,8 @@ class Client:
                     conn.request(method, url, body=data, headers=headers)
                 except (BrokenPipeError, ConnectionResetError):
                     # The server may have answered before reading the whole body (413)
-                    # and closed; read that answer if it is there.
+                    # and closed; read that answer if it is there. If there is none,
+                    # getresponse raises _NoAnswer.
                     cut = True
                 resp = conn.getresponse()
                 raw = resp.read()
@@ -331,11 +385,18 @@ class Client:
                 retry_after_h = resp.getheader("Retry-After") if status >= 400 else None
                 if cut:
                     conn.close()
+                conn.idle_since = time.monotonic()
             except socket.timeout as e:
                 conn.close()
                 raise Timeout(f"{method} {path}: no answer within {t:g} s") from e
             except (OSError, http.client.HTTPException) as e:
                 conn.close()
+                if reused and not resent and isinstance(e, _NoAnswer):
+                    # A kept-alive connection the server closed while it was idle (the
+                    # close crossed our request): it never processed this request, so
+                    # any call may go again, once, on a new connection.
+                    resent = True
+                    continue
                 if attempt < self.retries and (idempotent or not sent):
                     time.sleep(min(self.retry_backoff * (2**attempt), 1.0))
                     attempt += 1
@@ -494,6 +555,22 @@ class Client:
         if lease_token is not None:
             body["lease_token"] = lease_token
         return Job(self._call("POST", f"/v1/worker/jobs/{_path_id(job_id)}/fail", body).body)
+
+    def release(self, job_id: str, worker_id: str, lease_token: Optional[str] = None) -> Job:
+        """``POST /v1/worker/jobs/{id}/release``: gives the lease back unused → the job,
+        ``queued`` again and available at once, its attempt not counted (``attempts``
+        goes back down by one; the history gets a ``released`` event).
+
+        Fenced like :meth:`complete`: :class:`~wp_lite.errors.JobNotLeased` (not leased by
+        ``worker_id``), :class:`~wp_lite.errors.LeaseLost` (``lease_token`` no longer
+        holds, e.g. released already), :class:`~wp_lite.errors.JobCanceled`,
+        :class:`~wp_lite.errors.JobNotFound`. A server older than this route answers
+        :class:`~wp_lite.errors.NotFound` with ``code == "not_found"`` (not
+        ``job_not_found``)."""
+        body: JSONDict = {"worker_id": worker_id}
+        if lease_token is not None:
+            body["lease_token"] = lease_token
+        return Job(self._call("POST", f"/v1/worker/jobs/{_path_id(job_id)}/release", body).body)
 
     def ack(self, worker_id: str, items: Sequence[AckItem]) -> List[JSONDict]:
         """``POST /v1/worker/jobs/ack``: finishes 1–1000 leased jobs in one call.
