@@ -182,12 +182,20 @@ class Worker:
     thread): leasing stops at once (a waiting long poll is abandoned); the jobs in hand
     get ``shutdown_timeout`` seconds to finish and their outcomes are reported; the
     jobs still unfinished then (and leased jobs not started) are given back according
-    to ``release``: ``"expire"`` (default) shortens their lease to one second, so the
-    server's lease expiry puts them back to ``queued``, available at once, within about
-    two seconds; ``"fail"`` fails them with ``retryable: true`` (back to ``queued`` at
-    once, but only available after the server's retry backoff, 30 s or more). A second
-    signal skips the rest of the grace time. Then pending acks are flushed (retried up
-    to ``ack_flush_timeout`` seconds) and ``run`` returns.
+    to ``release``:
+
+    - ``"release"`` (default): :meth:`Client.release` gives each lease back unused: the
+      job is ``queued`` again at once, available at once, and the attempt is not
+      counted (a ``released`` event). A server without that route (404 ``not_found``
+      or 405) gets the older way instead: the lease is shortened to one second with a
+      heartbeat, and the server's lease expiry requeues the job, available at once,
+      within about two seconds (the attempt stays counted; an ``expired`` event).
+    - ``"fail"``: fails them with ``retryable: true``: the attempt counts and the job
+      only becomes available after the server's retry backoff (30 s or more), or fails
+      for good on its last attempt.
+
+    A second signal skips the rest of the grace time. Then pending acks are flushed
+    (retried up to ``ack_flush_timeout`` seconds) and ``run`` returns.
     """
 
     def __init__(
@@ -202,7 +210,7 @@ class Worker:
         ack_interval: float = 0.005,
         prefetch: int = 0,
         shutdown_timeout: float = 30.0,
-        release: str = "expire",
+        release: str = "release",
         ack_flush_timeout: float = 10.0,
         handle_signals: bool = True,
     ) -> None:
@@ -216,8 +224,8 @@ class Worker:
             raise ValueError("ack_batch must be within 1..1000")
         if prefetch < 0:
             raise ValueError("prefetch must be >= 0")
-        if release not in ("expire", "fail"):
-            raise ValueError('release must be "expire" or "fail"')
+        if release not in ("release", "fail"):
+            raise ValueError('release must be "release" or "fail"')
         self._client = client
         self.worker_id = worker_id or f"py-{socket.gethostname()}-{os.getpid()}"
         self.concurrency = int(concurrency)
@@ -252,6 +260,7 @@ class Worker:
         self._ack_stop = False
         self._ack_deadline: Optional[float] = None
         self._ack_supported = True
+        self._release_supported = True
         self._hb_stop = threading.Event()
         self._lease_client: Optional[Client] = None
         self._threads: List[threading.Thread] = []
@@ -427,8 +436,17 @@ class Worker:
                 still_running=running,
                 release=self.release,
             )
-            for j in abandoned:
-                self._give_back(j)
+            for i, j in enumerate(abandoned):
+                if not self._give_back(j):
+                    rest = len(abandoned) - i - 1
+                    if rest:
+                        _log(
+                            logging.WARNING,
+                            "server unreachable; leaving the other jobs to their lease expiry",
+                            worker_id=self.worker_id,
+                            count=rest,
+                        )
+                    break
         # Flush the outcomes, retrying for a while if the server is unreachable.
         with self._ack_cond:
             self._ack_deadline = time.monotonic() + self.ack_flush_timeout
@@ -460,22 +478,56 @@ class Worker:
             with self._cond:
                 self._waiting -= 1
 
-    def _give_back(self, job: LeasedJob) -> None:
-        try:
-            if self.release == "expire":
-                self.client.heartbeat(job.id, self.worker_id, job.lease_token, lease_seconds=1)
-            else:
-                self.client.fail(
-                    job.id,
-                    self.worker_id,
-                    "worker shutting down before the job finished",
-                    retryable=True,
-                    details={"worker_id": self.worker_id, "reason": "shutdown"},
-                    lease_token=job.lease_token,
-                )
-            _log(logging.DEBUG, "job given back", job_id=job.id, release=self.release)
-        except WpLiteError as e:
-            _log(logging.WARNING, "could not give back job", job_id=job.id, code=e.code, error=e.message)
+    def _give_back(self, job: LeasedJob) -> bool:
+        """Gives one unfinished job back (see ``release``); False when the server could
+        not be reached (the job's lease will expire by itself)."""
+        how = self.release
+        delay = 0.1
+        tries = 0
+        while True:
+            try:
+                if how == "fail":
+                    self.client.fail(
+                        job.id,
+                        self.worker_id,
+                        "worker shutting down before the job finished",
+                        retryable=True,
+                        details={"worker_id": self.worker_id, "reason": "shutdown"},
+                        lease_token=job.lease_token,
+                    )
+                elif self._release_supported:
+                    self.client.release(job.id, self.worker_id, job.lease_token)
+                else:
+                    how = "expire"
+                    self.client.heartbeat(job.id, self.worker_id, job.lease_token, lease_seconds=1)
+                _log(logging.DEBUG, "job given back", job_id=job.id, release=how)
+                return True
+            except (NotFound, MethodNotAllowed) as e:
+                if how == "release" and e.code in ("not_found", "method_not_allowed"):
+                    # An unknown route (not job_not_found): a server older than release.
+                    _log(logging.WARNING, "the server has no release route; letting leases expire instead", code=e.code)
+                    self._release_supported = False
+                    continue
+                _log(logging.WARNING, "could not give back job", job_id=job.id, code=e.code, error=e.message)
+                return True
+            except _RETRY_SOON as e:
+                # release and fail are not retried by the client; with the lease token a
+                # second try is harmless (it is refused if the first one went through).
+                tries += 1
+                if tries > 2:
+                    _log(logging.WARNING, "could not give back job", job_id=job.id, code=e.code, error=e.message)
+                    return False
+                time.sleep(delay)
+                delay *= 2
+            except Conflict as e:
+                if tries and e.code in ("lease_lost", "job_not_leased"):
+                    _log(logging.DEBUG, "job given back by an earlier try", job_id=job.id, code=e.code)
+                else:
+                    _log(logging.WARNING, "could not give back job", job_id=job.id, code=e.code, error=e.message)
+                return True
+            except WpLiteError as e:
+                _log(logging.WARNING, "could not give back job", job_id=job.id, code=e.code, error=e.message)
+                return True
 
     # ---------- leasing ----------
 
