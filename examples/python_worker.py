@@ -3,7 +3,8 @@
 
 It long-polls for jobs, runs up to CONCURRENCY of them at once with heartbeats while they
 run, reports outcomes in ack batches, and stops cleanly on Ctrl-C / SIGTERM: jobs in hand
-get SHUTDOWN_TIMEOUT seconds to finish, a waiting long poll is simply abandoned.
+get SHUTDOWN_TIMEOUT seconds to finish, those still unfinished are released (back in the
+queue at once, the attempt not counted), a waiting long poll is simply abandoned.
 
     WP_LITE_URL=http://127.0.0.1:8000 WP_LITE_TOKEN=$(wp-lite admin-token) \
     JOB_TYPES=demo.sleep python3 examples/python_worker.py
