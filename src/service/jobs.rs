@@ -327,6 +327,11 @@ impl JobService {
         Ok(self.db.call(move |s| s.queue_stats(now)).await?)
     }
 
+    /// Folds the job counts the writers recorded apart (PostgreSQL's delta rows).
+    pub async fn fold_counts(&self) -> Result<()> {
+        Ok(self.db.call(|s| s.fold_job_counts()).await?)
+    }
+
     /// Takes back every lease that has ended, in batches; returns how many.
     pub async fn reclaim_expired(&self) -> Result<usize> {
         const BATCH: usize = 500;

@@ -5,6 +5,7 @@
 
 pub mod blocking;
 pub mod copy;
+pub mod counts;
 mod delivery;
 pub mod postgres;
 pub mod raw;
@@ -18,7 +19,8 @@ use crate::domain::notify::{
 };
 use crate::domain::{
     Ack, BulkAction, BulkFilter, BulkStep, Claim, Enqueued, Failure, Fence, Job, JobConflict,
-    JobEvent, JobFilter, JobId, JobPage, NewJob, QueueStats, Reclaimed, Ts, WorkerProcess,
+    JobEvent, JobFilter, JobId, JobPage, JobStatus, NewJob, QueueStats, Reclaimed, Ts,
+    WorkerProcess,
 };
 use serde_json::Value;
 use std::sync::Arc;
@@ -51,7 +53,7 @@ pub(crate) fn bulk_step(
     limit: usize,
     action: BulkAction,
     now: Ts,
-    mut save: impl FnMut(i64, &Job, &[crate::domain::NewEvent]) -> Result<()>,
+    mut save: impl FnMut(i64, JobStatus, &Job, &[crate::domain::NewEvent]) -> Result<()>,
 ) -> Result<BulkStep> {
     let next_after = (rows.len() >= limit)
         .then(|| rows.last().map(|(s, _)| *s))
@@ -62,7 +64,7 @@ pub(crate) fn bulk_step(
         let Ok(events) = job.bulk(action, now) else {
             continue;
         };
-        save(seq, &job, &events)?;
+        save(seq, was, &job, &events)?;
         changed.push((was, job));
     }
     Ok(BulkStep {
@@ -208,6 +210,11 @@ pub trait Store: Send + Sync + 'static {
     fn reclaim_expired_leases(&self, now: Ts, limit: usize) -> Result<Vec<Reclaimed>>;
     /// Deletes at most `limit` finished jobs (and their events) last updated before `before`.
     fn prune_finished_jobs(&self, before: Ts, limit: usize) -> Result<usize>;
+    /// Folds the job-count changes the writers recorded apart into the counts (a backend
+    /// whose writers add to the counts directly has nothing to do).
+    fn fold_job_counts(&self) -> Result<()> {
+        Ok(())
+    }
 
     // ---- worker processes ----
     /// Inserts or updates a worker process's liveness row.

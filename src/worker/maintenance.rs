@@ -53,6 +53,7 @@ impl Maintenance {
 
     async fn run_tick(&self) -> anyhow::Result<()> {
         self.jobs.reclaim_expired().await?;
+        self.jobs.fold_counts().await?;
         if self.prune_due() {
             if let Some(r) = self.retention.filter(|r| !r.is_zero()) {
                 let r = chrono::Duration::from_std(r).unwrap_or(chrono::Duration::MAX);

@@ -944,3 +944,210 @@ fn bulk_actions_touch_only_jobs_whose_state_allows_it_in_bounded_passes() {
         assert_eq!(step.changed.len(), 6, "{}", b.name);
     });
 }
+
+/// The per-type, per-status counts the writers keep (`queue_stats`) equal a count of the
+/// jobs themselves after every kind of transition — inserts, replays and refused batches,
+/// leases, completions, retryable and final failures, cancels, releases, ack batches with
+/// refused items, bulk passes, reclaimed leases and retention — and after a fold; a second
+/// store on the same database (another node or process) keeps them too.
+#[test]
+fn queue_counts_follow_every_transition() {
+    use std::collections::BTreeMap;
+    fn truth(s: &dyn Store) -> BTreeMap<(String, String), i64> {
+        let mut out = BTreeMap::new();
+        let mut before = None;
+        loop {
+            let page = s
+                .list_jobs(&JobFilter {
+                    status: None,
+                    job_type: None,
+                    limit: 200,
+                    before_seq: before,
+                })
+                .unwrap();
+            for j in &page.items {
+                *out.entry((
+                    j.job_type.as_str().to_string(),
+                    j.status.as_str().to_string(),
+                ))
+                .or_default() += 1;
+            }
+            match page.next_seq {
+                Some(n) => before = Some(n),
+                None => return out,
+            }
+        }
+    }
+    fn counted(s: &dyn Store, now: DateTime<Utc>) -> BTreeMap<(String, String), i64> {
+        let mut out = BTreeMap::new();
+        for q in s.queue_stats(now).unwrap() {
+            for (status, n) in [
+                ("queued", q.queued),
+                ("leased", q.leased),
+                ("succeeded", q.succeeded),
+                ("failed", q.failed),
+                ("canceled", q.canceled),
+            ] {
+                if n != 0 {
+                    out.insert((q.job_type.clone(), status.to_string()), n);
+                }
+            }
+        }
+        out
+    }
+    each_backend(|b| {
+        let s = &*b.store;
+        let check = |what: &str, now: DateTime<Utc>| {
+            assert_eq!(counted(s, now), truth(s), "{}: {what}", b.name);
+        };
+        let fail = |retryable: bool| Failure {
+            error: "boom".into(),
+            retryable,
+            details: None,
+            jitter: 0.0,
+        };
+        let now = t0();
+        // Inserts, a replay, and a batch refused whole (a duplicate id) that counts nothing.
+        let mut keyed = job("a");
+        keyed.meta.idempotency_key = Some("k1".into());
+        s.enqueue_jobs(vec![keyed.clone(), job("a"), job("a"), job("b")], now)
+            .unwrap();
+        s.enqueue_jobs(vec![keyed.clone()], now).unwrap();
+        let mut dup = job("b");
+        dup.id = Some(JobId::new());
+        assert!(s
+            .enqueue_jobs(vec![job("b"), dup.clone(), dup], now)
+            .is_err());
+        for _ in 0..6 {
+            s.enqueue_jobs(vec![job("c")], now).unwrap();
+        }
+        check("enqueued", now);
+
+        // Leases; completions; a retryable and a final failure; a cancel; a release.
+        let got = s.claim_jobs(&claim("w", 8), now).unwrap();
+        assert_eq!(got.len(), 8);
+        check("leased", now);
+        let f = |i: usize| fence("w", got[i].lease_token.as_deref());
+        s.complete_job(got[0].id, &f(0), None, now).unwrap();
+        s.complete_job(got[1].id, &f(1), None, now).unwrap();
+        // A repeat and a lost lease are refused and count nothing.
+        assert!(s.complete_job(got[1].id, &f(1), None, now).is_err());
+        assert!(s
+            .complete_job(got[2].id, &fence("w", Some(&"0".repeat(32))), None, now)
+            .is_err());
+        s.fail_job(got[2].id, &f(2), &fail(true), now).unwrap();
+        let mut once = job("d");
+        once.max_attempts = 1;
+        s.enqueue_jobs(vec![once], now).unwrap();
+        let d = s
+            .claim_jobs(
+                &Claim {
+                    types: vec![JobType::parse("type", "d").unwrap()],
+                    ..claim("w", 1)
+                },
+                now,
+            )
+            .unwrap();
+        s.fail_job(
+            d[0].id,
+            &fence("w", d[0].lease_token.as_deref()),
+            &fail(true),
+            now,
+        )
+        .unwrap();
+        s.cancel_job(got[3].id, now).unwrap();
+        s.release_job(got[4].id, &f(4), now).unwrap();
+        check("finished one at a time", now);
+
+        // An ack batch: a completion, a failure, and refused items (a repeat, an unknown id).
+        let acks = vec![
+            Ack {
+                id: got[5].id,
+                fence: f(5),
+                outcome: AckOutcome::Complete(None),
+            },
+            Ack {
+                id: got[6].id,
+                fence: f(6),
+                outcome: AckOutcome::Fail(fail(false)),
+            },
+            Ack {
+                id: got[0].id,
+                fence: f(0),
+                outcome: AckOutcome::Complete(None),
+            },
+            Ack {
+                id: JobId::new(),
+                fence: f(7),
+                outcome: AckOutcome::Complete(None),
+            },
+        ];
+        let answers = s.ack_jobs(acks, now).unwrap();
+        assert!(answers[0].is_ok() && answers[1].is_ok());
+        assert!(answers[2].is_err() && answers[3].is_err());
+        check("acked", now);
+
+        // A second store on the same database writes counts too.
+        let other = storage::open(&b.url, &OpenOptions { migrate: false }).unwrap();
+        other.enqueue_jobs(vec![job("a"), job("e")], now).unwrap();
+        let theirs = other.claim_jobs(&claim("w2", 2), now).unwrap();
+        other
+            .complete_job(
+                theirs[0].id,
+                &fence("w2", theirs[0].lease_token.as_deref()),
+                None,
+                now,
+            )
+            .unwrap();
+        check("a second store", now);
+        other.close();
+
+        // Bulk passes: cancel every queued c, then retry every failed or canceled job.
+        let cancel_c = BulkFilter {
+            status: Some(JobStatus::Queued),
+            job_type: Some(JobType::parse("type", "c").unwrap()),
+            ids: None,
+        };
+        let mut after = 0;
+        loop {
+            let step = s
+                .bulk_jobs(BulkAction::Cancel, &cancel_c, after, 2, now)
+                .unwrap();
+            match step.next_after {
+                Some(n) => after = n,
+                None => break,
+            }
+        }
+        check("bulk cancel", now);
+        let retry_all = BulkFilter {
+            status: None,
+            job_type: None,
+            ids: None,
+        };
+        s.bulk_jobs(BulkAction::Retry, &retry_all, 0, 1000, now)
+            .unwrap();
+        check("bulk retry", now);
+
+        // Leases run out; retention deletes what finished.
+        let late = now + Duration::seconds(120);
+        s.reclaim_expired_leases(late, 100).unwrap();
+        check("reclaimed", late);
+        let left = s.claim_jobs(&claim("w3", 100), late).unwrap();
+        for j in &left {
+            s.complete_job(j.id, &fence("w3", j.lease_token.as_deref()), None, late)
+                .unwrap();
+        }
+        let pruned = s
+            .prune_finished_jobs(late + Duration::seconds(1), 5)
+            .unwrap();
+        assert_eq!(pruned, 5, "{}", b.name);
+        check("pruned", late);
+        s.fold_job_counts().unwrap();
+        check("folded", late);
+        s.prune_finished_jobs(late + Duration::seconds(1), 1000)
+            .unwrap();
+        s.fold_job_counts().unwrap();
+        check("all pruned", late);
+        assert!(counted(s, late).is_empty(), "{}", b.name);
+    });
+}

@@ -2,6 +2,8 @@
 //! hands them out, and the writer's transaction control.
 
 use super::listener::Channels;
+use crate::domain::JobStatus;
+use crate::storage::counts::CountLog;
 use crate::storage::writer::TxConn;
 use crate::storage::Wake;
 use crate::storage::{Result, StoreError};
@@ -20,6 +22,8 @@ pub struct PgConn {
     channels: Arc<Channels>,
     stmts: HashMap<String, Statement>,
     broken: bool,
+    /// The job-count moves of the writer's transaction in progress.
+    counts: CountLog,
 }
 
 /// Prepared statements kept per connection.
@@ -32,7 +36,13 @@ impl PgConn {
             channels,
             stmts: HashMap::new(),
             broken: false,
+            counts: CountLog::default(),
         }
+    }
+
+    /// A job of `job_type` entered `to` and left `from` (None: inserted or deleted).
+    pub fn moved(&mut self, job_type: &str, from: Option<JobStatus>, to: Option<JobStatus>) {
+        self.counts.moved(job_type, from, to);
     }
 
     pub fn client(&mut self) -> &mut Client {
@@ -97,27 +107,58 @@ impl PgConn {
 impl TxConn for PgConn {
     fn begin(&mut self) -> Result<()> {
         self.broken = false;
+        self.counts.clear();
         self.control("BEGIN")
     }
+    /// The transaction's job-count sums are appended to `job_count_deltas` first (an
+    /// append never waits on another writer), in the same transaction.
     fn commit(&mut self) -> Result<()> {
-        let r = self.batch("COMMIT");
+        let sums = self.counts.take();
+        let r = if sums.is_empty() {
+            Ok(())
+        } else {
+            let (types, statuses, ns): (Vec<String>, Vec<&str>, Vec<i64>) = sums
+                .iter()
+                .map(|(t, s, n)| (t.clone(), s.as_str(), *n))
+                .fold(
+                    (vec![], vec![], vec![]),
+                    |(mut a, mut b, mut c), (t, s, n)| {
+                        a.push(t);
+                        b.push(s);
+                        c.push(n);
+                        (a, b, c)
+                    },
+                );
+            self.execute(
+                "INSERT INTO job_count_deltas (type, status, n)
+                 SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[])",
+                &[&types, &statuses, &ns],
+            )
+            .map(|_| ())
+        };
+        let r = r.and_then(|()| self.batch("COMMIT"));
         if r.is_err() {
             self.rollback();
         }
         r
     }
     fn rollback(&mut self) {
+        self.counts.clear();
         let _ = self.batch("ROLLBACK");
     }
     fn savepoint(&mut self) -> Result<()> {
-        self.control("SAVEPOINT op")
+        self.control("SAVEPOINT op")?;
+        self.counts.mark();
+        Ok(())
     }
     fn rollback_to_savepoint(&mut self) -> Result<()> {
+        self.counts.rollback_to_mark();
         self.control("ROLLBACK TO SAVEPOINT op")
     }
     /// Fails (and marks the transaction lost) if the operation left it aborted, so an
     /// operation that swallowed an SQL error can never be reported committed.
     fn release_savepoint(&mut self) -> Result<()> {
+        self.counts.release_mark();
         self.control("RELEASE SAVEPOINT op")
     }
     fn in_transaction(&mut self) -> bool {

@@ -59,13 +59,21 @@ const CLAIM_TYPES: &str = concat!(
     cols!()
 );
 
+/// The job list, newest first; with a status, two statements (not one with `$1 IS NULL OR`)
+/// so that the filtered one walks `jobs_by_status` whatever plan the server caches.
 const LIST: &str = concat!(
     "SELECT ",
     cols!(),
     " FROM jobs
-     WHERE ($1::text IS NULL OR status = $1::text) AND ($2::text IS NULL OR type = $2::text)
-       AND ($3::bigint IS NULL OR seq < $3::bigint)
+     WHERE $1::text IS NULL AND seq < $3::bigint AND ($2::text IS NULL OR type = $2::text)
      ORDER BY seq DESC LIMIT $4"
+);
+const LIST_BY_STATUS: &str = concat!(
+    "SELECT ",
+    cols!(),
+    " FROM jobs
+     WHERE status = $1::text AND seq < $3::bigint AND ($2::text IS NULL OR type = $2::text)
+     ORDER BY status, seq DESC LIMIT $4"
 );
 
 const EXPIRED: &str = concat!(
@@ -128,8 +136,9 @@ pub fn get(c: &mut PgConn, id: JobId) -> Result<Job> {
     load(c, SELECT_BY_ID, id).map(|(_, j)| j)
 }
 
-/// Writes every field a transition can change.
-fn save(c: &mut PgConn, seq: i64, j: &Job) -> Result<()> {
+/// Writes every field a transition can change (the job was `was` before it), and counts
+/// the move.
+fn save(c: &mut PgConn, seq: i64, was: JobStatus, j: &Job) -> Result<()> {
     c.execute(
         "UPDATE jobs SET status = $2, result = $3, attempts = $4, max_attempts = $5,
              available_at = $6, lease_owner = $7, lease_until = $8, lease_token = $9,
@@ -148,8 +157,9 @@ fn save(c: &mut PgConn, seq: i64, j: &Job) -> Result<()> {
             &j.last_error,
             &to_ms(&j.updated_at),
         ],
-    )
-    .map(|_| ())
+    )?;
+    c.moved(j.job_type.as_str(), Some(was), Some(j.status));
+    Ok(())
 }
 
 fn add_event(c: &mut PgConn, id: JobId, ts: Ts, ev: &NewEvent) -> Result<()> {
@@ -179,8 +189,9 @@ fn transition(
     f: impl FnOnce(&mut Job) -> std::result::Result<Vec<NewEvent>, JobConflict>,
 ) -> Result<Job> {
     let (seq, mut job) = load(c, LOCK_BY_ID, id)?;
+    let was = job.status;
     let events = f(&mut job).map_err(StoreError::Conflict)?;
-    save(c, seq, &job)?;
+    save(c, seq, was, &job)?;
     for ev in &events {
         add_event(c, id, now, ev)?;
     }
@@ -248,6 +259,7 @@ fn enqueue_one(c: &mut PgConn, nj: NewJob, now: Ts) -> Result<Enqueued> {
     if inserted.is_none() {
         return not_inserted(c, &job);
     }
+    c.moved(job.job_type.as_str(), None, Some(JobStatus::Queued));
     add_event(c, job.id, now, &queued_event())?;
     Ok(Enqueued::Created(job))
 }
@@ -365,6 +377,7 @@ pub fn enqueue_many(c: &mut PgConn, reqs: Vec<EnqueueReq>) -> Result<Vec<Result<
     let mut out = Vec::with_capacity(jobs.len());
     for (j, now) in jobs {
         if inserted.contains(&j.id.to_string()) {
+            c.moved(j.job_type.as_str(), None, Some(JobStatus::Queued));
             wake |= ready_now(&j, now);
             out.push(Ok(Enqueued::Created(j)));
         } else {
@@ -396,6 +409,13 @@ pub fn claim(c: &mut PgConn, claim: &Claim, now: Ts) -> Result<Vec<Job>> {
         )?
     };
     let mut jobs = rows.iter().map(row_to_job).collect::<Result<Vec<_>>>()?;
+    for (_, j) in &jobs {
+        c.moved(
+            j.job_type.as_str(),
+            Some(JobStatus::Queued),
+            Some(JobStatus::Leased),
+        );
+    }
     // RETURNING has no order: the claim order, ties by insertion.
     jobs.sort_by(|(sa, a), (sb, b)| {
         (a.priority, a.available_at, a.created_at, sa).cmp(&(
@@ -429,10 +449,11 @@ pub fn claim(c: &mut PgConn, claim: &Claim, now: Ts) -> Result<Vec<Job>> {
 
 pub fn heartbeat(c: &mut PgConn, id: JobId, fence: &Fence, until: Ts, now: Ts) -> Result<Job> {
     let (seq, mut job) = load(c, LOCK_BY_ID, id)?;
+    let was = job.status;
     let ev = job
         .heartbeat(fence, until, now)
         .map_err(StoreError::Conflict)?;
-    save(c, seq, &job)?;
+    save(c, seq, was, &job)?;
     // Coalesce: a run of heartbeats is one event row whose count and time move. The job
     // row is locked, so its last event cannot change under us.
     let last = c.query_opt(
@@ -519,6 +540,11 @@ pub fn complete_many(c: &mut PgConn, reqs: Vec<CompleteReq>) -> Result<Vec<Resul
     let (mut ev_ids, mut ev_ts, mut ev_details) = (vec![], vec![], vec![]);
     for row in &rows {
         let (_, job) = row_to_job(row)?;
+        c.moved(
+            job.job_type.as_str(),
+            Some(JobStatus::Leased),
+            Some(JobStatus::Succeeded),
+        );
         let i = first[&job.id];
         let ev = NewEvent::succeeded(&reqs[i].fence.worker_id, job.attempts);
         ev_ids.push(job.id.to_string());
@@ -621,8 +647,8 @@ pub fn bulk(
     )?;
     let rows = rows.iter().map(row_to_job).collect::<Result<Vec<_>>>()?;
     let mut wake = false;
-    let step = bulk_step(rows, limit, action, now, |seq, job, events| {
-        save(c, seq, job)?;
+    let step = bulk_step(rows, limit, action, now, |seq, was, job, events| {
+        save(c, seq, was, job)?;
         for ev in events {
             add_event(c, job.id, now, ev)?;
         }
@@ -655,11 +681,15 @@ pub fn list(c: &mut PgConn, f: &JobFilter) -> Result<JobPage> {
     let limit = f.limit.max(1);
     let fetch = i64::try_from(limit).unwrap_or(i64::MAX - 1) + 1;
     let rows = c.query(
-        LIST,
+        if f.status.is_some() {
+            LIST_BY_STATUS
+        } else {
+            LIST
+        },
         &[
             &f.status.map(|s| s.as_str()),
             &f.job_type.as_ref().map(|t| t.as_str()),
-            &f.before_seq,
+            &f.before_seq.unwrap_or(i64::MAX),
             &fetch,
         ],
     )?;
@@ -698,8 +728,12 @@ pub fn events(c: &mut PgConn, id: JobId) -> Result<Vec<JobEvent>> {
 pub fn queue_stats(c: &mut PgConn, now: Ts) -> Result<Vec<QueueStats>> {
     let mut by_type: BTreeMap<String, QueueStats> = BTreeMap::new();
     let now_ms = to_ms(&now);
+    // The folded counts plus the deltas the writers appended since the last fold.
     for r in c.query(
-        "SELECT type, status, COUNT(*) FROM jobs GROUP BY type, status",
+        "SELECT type, status, SUM(n)::bigint FROM (
+             SELECT type, status, n FROM job_counts
+             UNION ALL SELECT type, status, n FROM job_count_deltas) c
+         GROUP BY type, status HAVING SUM(n) <> 0",
         &[],
     )? {
         let t: String = r.try_get(0).map_err(map_err)?;
@@ -734,6 +768,24 @@ pub fn queue_stats(c: &mut PgConn, now: Ts) -> Result<Vec<QueueStats>> {
         stats_entry(&mut by_type, &t).leases_expired_total = n;
     }
     Ok(by_type.into_values().collect())
+}
+
+/// Folds the deltas the writers appended into `job_counts`, in one statement (rows another
+/// node is folding at the same moment are waited for, then skipped as deleted).
+pub fn fold_counts(c: &mut PgConn) -> Result<()> {
+    c.execute(
+        "WITH d AS (DELETE FROM job_count_deltas RETURNING type, status, n)
+         INSERT INTO job_counts (type, status, n)
+         SELECT type, status, SUM(n) FROM d GROUP BY type, status ORDER BY type, status
+         ON CONFLICT (type, status) DO UPDATE SET n = job_counts.n + EXCLUDED.n",
+        &[],
+    )
+    .map(|_| ())
+}
+
+fn parse_status(s: &str) -> Result<JobStatus> {
+    s.parse()
+        .map_err(|()| StoreError::Backend(format!("a job row holds an unknown status {s:?}")))
 }
 
 fn stats_entry<'a>(m: &'a mut BTreeMap<String, QueueStats>, t: &str) -> &'a mut QueueStats {
@@ -775,8 +827,9 @@ pub fn reclaim_expired(c: &mut PgConn, now: Ts, limit: usize) -> Result<Vec<Recl
     let mut per_type: BTreeMap<String, i64> = BTreeMap::new();
     let mut wake = false;
     for (seq, mut job) in expired {
+        let was = job.status;
         let events = job.expire(now);
-        save(c, seq, &job)?;
+        save(c, seq, was, &job)?;
         for ev in &events {
             add_event(c, job.id, now, ev)?;
         }
@@ -809,12 +862,18 @@ pub fn prune_finished(c: &mut PgConn, before: Ts, limit: usize) -> Result<usize>
     let limit = i64::try_from(limit).unwrap_or(i64::MAX);
     // Locking in the subquery rechecks status and time on the current row, so a job an
     // admin is retrying right now is skipped, never deleted. Events cascade.
-    let n = c.execute(
+    let gone = c.query(
         "DELETE FROM jobs WHERE seq IN (
              SELECT seq FROM jobs WHERE status IN ('succeeded', 'failed', 'canceled')
                AND updated_at < $1
-             ORDER BY updated_at, seq LIMIT $2 FOR UPDATE SKIP LOCKED)",
+             ORDER BY updated_at, seq LIMIT $2 FOR UPDATE SKIP LOCKED)
+         RETURNING type, status",
         &[&to_ms(&before), &limit],
     )?;
-    Ok(usize::try_from(n).unwrap_or(usize::MAX))
+    for row in &gone {
+        let t: String = row.try_get(0).map_err(map_err)?;
+        let status: String = row.try_get(1).map_err(map_err)?;
+        c.moved(&t, Some(parse_status(&status)?), None);
+    }
+    Ok(gone.len())
 }

@@ -345,6 +345,10 @@ impl Store for PgStore {
         self.write(move |c| jobs::ack(c, &acks, now))
     }
 
+    fn fold_job_counts(&self) -> Result<()> {
+        self.write(jobs::fold_counts)
+    }
+
     fn bulk_jobs(
         &self,
         action: BulkAction,

@@ -1,7 +1,7 @@
 //! Jobs on SQLite. Transitions load the row, apply the domain state machine and save it
 //! with its events, all inside the writer's transaction; leasing is one set-based UPDATE.
 
-use super::map_err;
+use super::{map_err, WriteConn};
 use crate::domain::time::{from_ms, to_ms, Ts};
 use crate::domain::{
     json_equal, Ack, BulkAction, BulkFilter, BulkStep, Claim, Enqueued, Failure, Fence, Job,
@@ -70,8 +70,9 @@ pub fn get(c: &Connection, id: JobId) -> Result<Job> {
     load(c, id).map(|(_, j)| j)
 }
 
-/// Writes every field a transition can change.
-fn save(c: &Connection, seq: i64, j: &Job) -> Result<()> {
+/// Writes every field a transition can change (the job was `was` before it), and counts
+/// the move.
+fn save(c: &WriteConn, seq: i64, was: JobStatus, j: &Job) -> Result<()> {
     c.prepare_cached(
         "UPDATE jobs SET status = ?2, result = ?3, attempts = ?4, max_attempts = ?5,
              available_at = ?6, lease_owner = ?7, lease_until = ?8, lease_token = ?9,
@@ -93,8 +94,9 @@ fn save(c: &Connection, seq: i64, j: &Job) -> Result<()> {
             to_ms(&j.updated_at),
         ])
     })
-    .map(|_| ())
-    .map_err(map_err)
+    .map_err(map_err)?;
+    c.moved(j.job_type.as_str(), Some(was), Some(j.status));
+    Ok(())
 }
 
 fn add_event(c: &Connection, id: JobId, ts: Ts, ev: &NewEvent) -> Result<()> {
@@ -113,21 +115,22 @@ fn add_event(c: &Connection, id: JobId, ts: Ts, ev: &NewEvent) -> Result<()> {
 
 /// Loads a job, applies a transition and saves it with its events.
 fn transition(
-    c: &Connection,
+    c: &WriteConn,
     id: JobId,
     now: Ts,
     f: impl FnOnce(&mut Job) -> std::result::Result<Vec<NewEvent>, JobConflict>,
 ) -> Result<Job> {
     let (seq, mut job) = load(c, id)?;
+    let was = job.status;
     let events = f(&mut job).map_err(StoreError::Conflict)?;
-    save(c, seq, &job)?;
+    save(c, seq, was, &job)?;
     for ev in &events {
         add_event(c, id, now, ev)?;
     }
     Ok(job)
 }
 
-pub fn enqueue(c: &Connection, new: Vec<NewJob>, now: Ts) -> Result<Vec<Enqueued>> {
+pub fn enqueue(c: &WriteConn, new: Vec<NewJob>, now: Ts) -> Result<Vec<Enqueued>> {
     let mut out = Vec::with_capacity(new.len());
     for nj in new {
         out.push(enqueue_one(c, nj, now)?);
@@ -135,7 +138,7 @@ pub fn enqueue(c: &Connection, new: Vec<NewJob>, now: Ts) -> Result<Vec<Enqueued
     Ok(out)
 }
 
-fn enqueue_one(c: &Connection, nj: NewJob, now: Ts) -> Result<Enqueued> {
+fn enqueue_one(c: &WriteConn, nj: NewJob, now: Ts) -> Result<Enqueued> {
     if let Some(key) = &nj.meta.idempotency_key {
         let existing = c
             .prepare_cached(&format!(
@@ -181,7 +184,7 @@ fn enqueue_one(c: &Connection, nj: NewJob, now: Ts) -> Result<Enqueued> {
             ])
         });
     match inserted {
-        Ok(_) => {}
+        Ok(_) => c.moved(job.job_type.as_str(), None, Some(JobStatus::Queued)),
         Err(rusqlite::Error::SqliteFailure(f, _))
             if f.code == rusqlite::ErrorCode::ConstraintViolation =>
         {
@@ -201,7 +204,7 @@ fn enqueue_one(c: &Connection, nj: NewJob, now: Ts) -> Result<Enqueued> {
     Ok(Enqueued::Created(job))
 }
 
-pub fn claim(c: &Connection, claim: &Claim, now: Ts) -> Result<Vec<Job>> {
+pub fn claim(c: &WriteConn, claim: &Claim, now: Ts) -> Result<Vec<Job>> {
     let type_filter = if claim.types.is_empty() {
         String::new()
     } else {
@@ -237,6 +240,11 @@ pub fn claim(c: &Connection, claim: &Claim, now: Ts) -> Result<Vec<Job>> {
         (a.priority, a.available_at, a.created_at).cmp(&(b.priority, b.available_at, b.created_at))
     });
     for j in &jobs {
+        c.moved(
+            j.job_type.as_str(),
+            Some(JobStatus::Queued),
+            Some(JobStatus::Leased),
+        );
         let ev = NewEvent {
             event: "leased",
             details: Some(serde_json::json!({
@@ -249,12 +257,13 @@ pub fn claim(c: &Connection, claim: &Claim, now: Ts) -> Result<Vec<Job>> {
     Ok(jobs)
 }
 
-pub fn heartbeat(c: &Connection, id: JobId, fence: &Fence, until: Ts, now: Ts) -> Result<Job> {
+pub fn heartbeat(c: &WriteConn, id: JobId, fence: &Fence, until: Ts, now: Ts) -> Result<Job> {
     let (seq, mut job) = load(c, id)?;
+    let was = job.status;
     let ev = job
         .heartbeat(fence, until, now)
         .map_err(StoreError::Conflict)?;
-    save(c, seq, &job)?;
+    save(c, seq, was, &job)?;
     // Coalesce: a run of heartbeats is one event row whose count and time move.
     let last: Option<(i64, String, Option<String>)> = c
         .prepare_cached(
@@ -282,7 +291,7 @@ pub fn heartbeat(c: &Connection, id: JobId, fence: &Fence, until: Ts, now: Ts) -
 }
 
 pub fn complete(
-    c: &Connection,
+    c: &WriteConn,
     id: JobId,
     fence: &Fence,
     result: Option<Value>,
@@ -291,25 +300,25 @@ pub fn complete(
     transition(c, id, now, |j| j.complete(fence, result, now))
 }
 
-pub fn fail(c: &Connection, id: JobId, fence: &Fence, failure: &Failure, now: Ts) -> Result<Job> {
+pub fn fail(c: &WriteConn, id: JobId, fence: &Fence, failure: &Failure, now: Ts) -> Result<Job> {
     transition(c, id, now, |j| j.fail(fence, failure, now))
 }
 
-pub fn cancel(c: &Connection, id: JobId, now: Ts) -> Result<Job> {
+pub fn cancel(c: &WriteConn, id: JobId, now: Ts) -> Result<Job> {
     transition(c, id, now, |j| j.cancel(now))
 }
 
-pub fn retry(c: &Connection, id: JobId, now: Ts) -> Result<Job> {
+pub fn retry(c: &WriteConn, id: JobId, now: Ts) -> Result<Job> {
     transition(c, id, now, |j| j.retry(now))
 }
 
-pub fn release(c: &Connection, id: JobId, fence: &Fence, now: Ts) -> Result<Job> {
+pub fn release(c: &WriteConn, id: JobId, fence: &Fence, now: Ts) -> Result<Job> {
     transition(c, id, now, |j| j.release(fence, now))
 }
 
 /// Finishes a batch of leased jobs, each item judged as its own complete/fail call. A
 /// refused item writes nothing (the state machine refuses before anything is saved).
-pub fn ack(c: &Connection, acks: Vec<Ack>, now: Ts) -> Result<Vec<Result<Job>>> {
+pub fn ack(c: &WriteConn, acks: Vec<Ack>, now: Ts) -> Result<Vec<Result<Job>>> {
     acks.iter()
         .map(|a| per_item(transition(c, a.id, now, |j| j.ack(a, now))))
         .collect()
@@ -317,7 +326,7 @@ pub fn ack(c: &Connection, acks: Vec<Ack>, now: Ts) -> Result<Vec<Result<Job>>> 
 
 /// One bounded pass of a bulk retry or cancel, in insertion order.
 pub fn bulk(
-    c: &Connection,
+    c: &WriteConn,
     action: BulkAction,
     filter: &BulkFilter,
     after: i64,
@@ -354,8 +363,8 @@ pub fn bulk(
             .collect()
         })
         .map_err(map_err)?;
-    bulk_step(rows, limit, action, now, |seq, job, events| {
-        save(c, seq, job)?;
+    bulk_step(rows, limit, action, now, |seq, was, job, events| {
+        save(c, seq, was, job)?;
         events
             .iter()
             .try_for_each(|ev| add_event(c, job.id, now, ev))
@@ -364,11 +373,17 @@ pub fn bulk(
 
 pub fn list(c: &Connection, f: &JobFilter) -> Result<JobPage> {
     let limit = f.limit.max(1);
+    // With a status, the walk is over that status's entries of `jobs_by_status` only
+    // (a plan fixed per statement, so the two shapes are two statements).
+    let status_filter = if f.status.is_some() {
+        "status = ?1"
+    } else {
+        "?1 IS NULL"
+    };
     let mut items: Vec<(i64, Job)> = c
         .prepare_cached(&format!(
             "SELECT {COLS} FROM jobs
-             WHERE (?1 IS NULL OR status = ?1) AND (?2 IS NULL OR type = ?2)
-               AND (?3 IS NULL OR seq < ?3)
+             WHERE {status_filter} AND seq < ?3 AND (?2 IS NULL OR type = ?2)
              ORDER BY seq DESC LIMIT ?4"
         ))
         .and_then(|mut s| {
@@ -376,7 +391,7 @@ pub fn list(c: &Connection, f: &JobFilter) -> Result<JobPage> {
                 params![
                     f.status.map(|s| s.as_str()),
                     f.job_type.as_ref().map(|t| t.as_str()),
-                    f.before_seq,
+                    f.before_seq.unwrap_or(i64::MAX),
                     (limit + 1) as i64
                 ],
                 row_to_job,
@@ -417,7 +432,7 @@ pub fn events(c: &Connection, id: JobId) -> Result<Vec<JobEvent>> {
 pub fn queue_stats(c: &Connection, now: Ts) -> Result<Vec<QueueStats>> {
     let mut by_type: BTreeMap<String, QueueStats> = BTreeMap::new();
     let counts: Vec<(String, String, i64)> = c
-        .prepare_cached("SELECT type, status, COUNT(*) FROM jobs GROUP BY type, status")
+        .prepare_cached("SELECT type, status, n FROM job_counts WHERE n <> 0")
         .and_then(|mut s| {
             s.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
                 .collect()
@@ -480,7 +495,7 @@ pub fn ready_ids(c: &Connection, now: Ts, limit: usize) -> Result<Vec<(JobId, St
     .map_err(map_err)
 }
 
-pub fn reclaim_expired(c: &Connection, now: Ts, limit: usize) -> Result<Vec<Reclaimed>> {
+pub fn reclaim_expired(c: &WriteConn, now: Ts, limit: usize) -> Result<Vec<Reclaimed>> {
     let expired: Vec<(i64, Job)> = c
         .prepare_cached(&format!(
             "SELECT {COLS} FROM jobs WHERE status = 'leased' AND lease_until < ?1
@@ -493,8 +508,9 @@ pub fn reclaim_expired(c: &Connection, now: Ts, limit: usize) -> Result<Vec<Recl
         .map_err(map_err)?;
     let mut out = Vec::with_capacity(expired.len());
     for (seq, mut job) in expired {
+        let was = job.status;
         let events = job.expire(now);
-        save(c, seq, &job)?;
+        save(c, seq, was, &job)?;
         for ev in &events {
             add_event(c, job.id, now, ev)?;
         }
@@ -513,12 +529,41 @@ pub fn reclaim_expired(c: &Connection, now: Ts, limit: usize) -> Result<Vec<Recl
     Ok(out)
 }
 
-pub fn prune_finished(c: &Connection, before: Ts, limit: usize) -> Result<usize> {
-    c.prepare_cached(
-        "DELETE FROM jobs WHERE seq IN (
-             SELECT seq FROM jobs WHERE status IN ('succeeded', 'failed', 'canceled')
-               AND updated_at < ?1 LIMIT ?2)",
-    )
-    .and_then(|mut s| s.execute(params![to_ms(&before), limit as i64]))
-    .map_err(map_err)
+pub fn prune_finished(c: &WriteConn, before: Ts, limit: usize) -> Result<usize> {
+    let gone: Vec<(String, String)> = c
+        .prepare_cached(
+            "DELETE FROM jobs WHERE seq IN (
+                 SELECT seq FROM jobs WHERE status IN ('succeeded', 'failed', 'canceled')
+                   AND updated_at < ?1 LIMIT ?2)
+             RETURNING type, status",
+        )
+        .and_then(|mut s| {
+            s.query_map(params![to_ms(&before), limit as i64], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })?
+            .collect()
+        })
+        .map_err(map_err)?;
+    for (t, status) in &gone {
+        c.moved(t, Some(parse_status(status)?), None);
+    }
+    Ok(gone.len())
+}
+
+fn parse_status(s: &str) -> Result<JobStatus> {
+    s.parse()
+        .map_err(|()| StoreError::Backend(format!("a job row holds an unknown status {s:?}")))
+}
+
+/// Adds a transaction's net job-count changes to `job_counts` (at its commit).
+pub(super) fn add_counts(c: &Connection, sums: &[(String, JobStatus, i64)]) -> Result<()> {
+    for (t, status, n) in sums {
+        c.prepare_cached(
+            "INSERT INTO job_counts (type, status, n) VALUES (?1, ?2, ?3)
+             ON CONFLICT (type, status) DO UPDATE SET n = n + excluded.n",
+        )
+        .and_then(|mut s| s.execute(params![t, status.as_str(), n]))
+        .map_err(map_err)?;
+    }
+    Ok(())
 }

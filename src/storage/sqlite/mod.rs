@@ -19,8 +19,9 @@ use crate::domain::notify::{
 };
 use crate::domain::{
     Ack, BulkAction, BulkFilter, BulkStep, Claim, Enqueued, Failure, Fence, Job, JobEvent,
-    JobFilter, JobId, JobPage, NewJob, QueueStats, Reclaimed, Ts, WorkerProcess,
+    JobFilter, JobId, JobPage, JobStatus, NewJob, QueueStats, Reclaimed, Ts, WorkerProcess,
 };
+use crate::storage::counts::CountLog;
 use crate::storage::writer::{TxConn, Writer};
 use r2d2_sqlite::SqliteConnectionManager;
 use rusqlite::Connection;
@@ -88,7 +89,7 @@ pub(crate) fn uuid_from_blob(b: &[u8]) -> rusqlite::Result<Uuid> {
 
 pub struct SqliteStore {
     pool: r2d2::Pool<SqliteConnectionManager>,
-    writer: Writer<Connection>,
+    writer: Writer<WriteConn>,
     checkpointer: checkpoint::Checkpointer,
     #[allow(dead_code)]
     path: PathBuf,
@@ -122,7 +123,7 @@ impl SqliteStore {
         let checkpointer = checkpoint::Checkpointer::start(path).map_err(open_err)?;
         Ok(Self {
             pool,
-            writer: Writer::start("wp-lite-sqlite-writer", vec![conn], None),
+            writer: Writer::start("wp-lite-sqlite-writer", vec![WriteConn::new(conn)], None),
             checkpointer,
             path: path.to_path_buf(),
         })
@@ -139,9 +140,9 @@ impl SqliteStore {
     fn write<T, F>(&self, f: F) -> Result<T>
     where
         T: Send + 'static,
-        F: FnOnce(&Connection) -> Result<T> + Send + 'static,
+        F: FnOnce(&WriteConn) -> Result<T> + Send + 'static,
     {
-        self.writer.call(move |c: &mut Connection| f(c))
+        self.writer.call(move |c: &mut WriteConn| f(c))
     }
 }
 
@@ -206,6 +207,70 @@ fn retry_busy(mut f: impl FnMut() -> Result<()>) -> Result<()> {
             }
             other => return other,
         }
+    }
+}
+
+/// The writer's connection: the SQLite connection, and the job-count moves of the
+/// transaction in progress (written into `job_counts` at commit).
+pub(crate) struct WriteConn {
+    conn: Connection,
+    counts: std::cell::RefCell<CountLog>,
+}
+
+impl WriteConn {
+    fn new(conn: Connection) -> Self {
+        Self {
+            conn,
+            counts: Default::default(),
+        }
+    }
+
+    /// A job of `job_type` entered `to` and left `from` (None: inserted or deleted).
+    pub(crate) fn moved(&self, job_type: &str, from: Option<JobStatus>, to: Option<JobStatus>) {
+        self.counts.borrow_mut().moved(job_type, from, to);
+    }
+}
+
+impl std::ops::Deref for WriteConn {
+    type Target = Connection;
+    fn deref(&self) -> &Connection {
+        &self.conn
+    }
+}
+
+/// The writer's transactions, with the count log following its savepoints.
+impl TxConn for WriteConn {
+    fn begin(&mut self) -> Result<()> {
+        self.counts.get_mut().clear();
+        TxConn::begin(&mut self.conn)
+    }
+    fn commit(&mut self) -> Result<()> {
+        let sums = self.counts.get_mut().take();
+        if let Err(e) = jobs::add_counts(&self.conn, &sums) {
+            TxConn::rollback(&mut self.conn);
+            return Err(e);
+        }
+        TxConn::commit(&mut self.conn)
+    }
+    fn rollback(&mut self) {
+        self.counts.get_mut().clear();
+        TxConn::rollback(&mut self.conn)
+    }
+    fn savepoint(&mut self) -> Result<()> {
+        TxConn::savepoint(&mut self.conn)?;
+        self.counts.get_mut().mark();
+        Ok(())
+    }
+    fn rollback_to_savepoint(&mut self) -> Result<()> {
+        self.counts.get_mut().rollback_to_mark();
+        TxConn::rollback_to_savepoint(&mut self.conn)
+    }
+    fn release_savepoint(&mut self) -> Result<()> {
+        self.counts.get_mut().release_mark();
+        TxConn::release_savepoint(&mut self.conn)
+    }
+    fn in_transaction(&mut self) -> bool {
+        TxConn::in_transaction(&mut self.conn)
     }
 }
 
