@@ -20,5 +20,8 @@ LOCK TABLE jobs IN SHARE MODE;
 INSERT INTO job_counts (type, status, n)
 SELECT type, status, COUNT(*) FROM jobs GROUP BY type, status;
 
--- The job list filtered by status, newest first, walks only that status.
-CREATE INDEX jobs_by_status ON jobs (status, seq);
+-- The job list filtered by a finished status (the statuses history piles up in), newest
+-- first, walks only that status. Partial, so that no query on queued or leased jobs can
+-- pick it over their own indexes, and leasing does not touch it.
+CREATE INDEX jobs_finished_by_status ON jobs (status, seq)
+    WHERE status IN ('succeeded', 'failed', 'canceled');

@@ -28,11 +28,26 @@ impl CountLog {
             return;
         }
         if let Some(f) = from {
-            self.moves.push((job_type.to_string(), f, -1));
+            self.push(job_type, f, -1);
         }
         if let Some(t) = to {
-            self.moves.push((job_type.to_string(), t, 1));
+            self.push(job_type, t, 1);
         }
+    }
+
+    /// Adds to the newest entry when it is the same (type, status) and inside the open
+    /// savepoint (a batch of one type is one entry, not one per job), else appends.
+    fn push(&mut self, job_type: &str, status: JobStatus, d: i64) {
+        let scope = self.marks.last().copied().unwrap_or(0);
+        if self.moves.len() > scope {
+            if let Some(last) = self.moves.last_mut() {
+                if last.1 == status && last.0 == job_type {
+                    last.2 += d;
+                    return;
+                }
+            }
+        }
+        self.moves.push((job_type.to_string(), status, d));
     }
 
     /// A savepoint opened.

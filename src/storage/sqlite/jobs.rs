@@ -373,16 +373,24 @@ pub fn bulk(
 
 pub fn list(c: &Connection, f: &JobFilter) -> Result<JobPage> {
     let limit = f.limit.max(1);
-    // With a status, the walk is over that status's entries of `jobs_by_status` only
-    // (a plan fixed per statement, so the two shapes are two statements).
-    let status_filter = if f.status.is_some() {
-        "status = ?1"
-    } else {
-        "?1 IS NULL"
+    // A finished status is walked in `jobs_finished_by_status`, newest first. The status is
+    // written into the statement (one of five fixed words): plans are fixed per statement,
+    // and a partial index is chosen only for a condition known when it is prepared.
+    let (index, status_filter) = match f.status {
+        // The index's own condition, word for word, lets SQLite use the partial index.
+        Some(s) if s.is_finished() => (
+            "INDEXED BY jobs_finished_by_status",
+            format!(
+                "status IN ('succeeded', 'failed', 'canceled') AND status = '{}' AND ?1 IS NOT NULL",
+                s.as_str()
+            ),
+        ),
+        Some(s) => ("", format!("status = '{}' AND ?1 IS NOT NULL", s.as_str())),
+        None => ("", "?1 IS NULL".to_string()),
     };
     let mut items: Vec<(i64, Job)> = c
         .prepare_cached(&format!(
-            "SELECT {COLS} FROM jobs
+            "SELECT {COLS} FROM jobs {index}
              WHERE {status_filter} AND seq < ?3 AND (?2 IS NULL OR type = ?2)
              ORDER BY seq DESC LIMIT ?4"
         ))
@@ -533,7 +541,8 @@ pub fn prune_finished(c: &WriteConn, before: Ts, limit: usize) -> Result<usize> 
     let gone: Vec<(String, String)> = c
         .prepare_cached(
             "DELETE FROM jobs WHERE seq IN (
-                 SELECT seq FROM jobs WHERE status IN ('succeeded', 'failed', 'canceled')
+                 SELECT seq FROM jobs INDEXED BY jobs_finished
+                 WHERE status IN ('succeeded', 'failed', 'canceled')
                    AND updated_at < ?1 LIMIT ?2)
              RETURNING type, status",
         )
