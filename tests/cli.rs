@@ -1539,3 +1539,150 @@ async fn postgres_stopped_under_load_is_503_and_service_resumes_when_it_is_back(
     assert_eq!(status.code(), Some(0));
     drop(pg);
 }
+
+/// A database file that is read-only (a restore with the wrong owner, a mount gone
+/// read-only): `serve` starts, reads work, every write is 503 `unavailable` with
+/// `Retry-After` and `/readyz` is 503; once the file is writable again the writer opens it
+/// anew and service resumes without a restart, with nothing lost. (As root, which file
+/// modes do not stop, the server runs as `nobody`.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_only_database_file_is_503_and_service_resumes_when_it_is_writable() {
+    use std::os::unix::fs::PermissionsExt;
+    const TOKEN: &str = "read-only-admin-token-0123456789";
+    let root = Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0");
+    let dir = tempfile::tempdir().unwrap();
+    // A copy of the binary the server's user can run, in a directory it owns.
+    let bin = dir.path().join("wp-lite");
+    std::fs::copy(BIN, &bin).unwrap();
+    let chmod = |p: &Path, mode: u32| {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap()
+    };
+    chmod(dir.path(), 0o777);
+    let serve = || {
+        let mut cmd = if root {
+            let mut c = Command::new("setpriv");
+            c.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+                .arg(&bin);
+            c
+        } else {
+            Command::new(&bin)
+        };
+        cmd.current_dir(dir.path())
+            .args(["--log-format", "json", "serve", "--bind", "127.0.0.1:0"])
+            .args(["--workers", "none"])
+            .env_remove("WP_LITE_DATABASE_URL")
+            .env_remove("RUST_LOG")
+            .env("WP_LITE_ADMIN_TOKEN", TOKEN)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        Server::spawn(&mut cmd)
+    };
+    if root
+        && !Command::new("setpriv")
+            .arg("--help")
+            .output()
+            .is_ok_and(|o| o.status.success())
+    {
+        eprintln!("read-only database: SKIPPED (running as root without setpriv)");
+        return;
+    }
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    let enqueue = |base: String, n: i64| {
+        let http = http.clone();
+        async move {
+            let r = http
+                .post(format!("{base}/v1/worker/jobs"))
+                .bearer_auth(TOKEN)
+                .json(&json!({ "type": "ro", "input": { "n": n } }))
+                .send()
+                .await
+                .unwrap();
+            let status = r.status().as_u16();
+            let retry = r.headers().get("retry-after").is_some();
+            let body: Value = r.json().await.unwrap();
+            (status, retry, body)
+        }
+    };
+
+    // A database with one job in it, then made read-only.
+    let first = serve();
+    let (status, _, job) = enqueue(first.base.clone(), 1).await;
+    assert_eq!(status, 201, "{job}");
+    let first_id = s(&job["job_id"]);
+    assert_eq!(
+        tokio::task::spawn_blocking(move || first.terminate())
+            .await
+            .unwrap()
+            .code(),
+        Some(0)
+    );
+    let db = dir.path().join("wp-lite.db");
+    chmod(&db, 0o444);
+
+    let served = serve();
+    let base = served.base.clone();
+    for n in 0..3 {
+        let (status, retry, body) = enqueue(base.clone(), 100 + n).await;
+        assert_eq!(status, 503, "a write to a read-only file: {body}");
+        assert!(retry, "{body}");
+        assert_eq!(body["error"]["code"], "unavailable", "{body}");
+    }
+    let ready = http.get(format!("{base}/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), 503);
+    let read = http
+        .get(format!("{base}/v1/worker/jobs/{first_id}"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(read.status(), 200, "reads still work");
+
+    chmod(&db, 0o644);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let recovered = loop {
+        let (status, _, body) = enqueue(base.clone(), 200).await;
+        assert!(status == 201 || status == 503, "{status}: {body}");
+        if status == 201 {
+            break s(&body["job_id"]);
+        }
+        assert!(Instant::now() < deadline, "service did not resume");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    loop {
+        let r = http.get(format!("{base}/readyz")).send().await.unwrap();
+        if r.status() == 200 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "/readyz did not recover");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for id in [&first_id, &recovered] {
+        let r = http
+            .get(format!("{base}/v1/worker/jobs/{id}"))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "job {id}");
+    }
+    let queues: Value = http
+        .get(format!("{base}/v1/worker/queues"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(queues["items"][0]["counts"]["queued"], 2, "{queues}");
+    assert_eq!(
+        tokio::task::spawn_blocking(move || served.terminate())
+            .await
+            .unwrap()
+            .code(),
+        Some(0)
+    );
+}

@@ -25,6 +25,12 @@ pub trait TxConn: Send + 'static {
     /// False once the transaction was lost underneath (rolled back by the database itself,
     /// or the connection broke): nothing of the group can commit any more.
     fn in_transaction(&mut self) -> bool;
+    /// False when the connection cannot write at all (SQLite opened a read-only file
+    /// read-only): the writer then opens a new one before its next group, so service
+    /// returns by itself once the fault is cleared.
+    fn usable(&mut self) -> bool {
+        true
+    }
 }
 
 /// Makes (or remakes, after a broken connection) a writer's connection.
@@ -140,7 +146,7 @@ fn run<C: TxConn>(conn: C, rx: Receiver<Op<C>>, reconnect: Option<std::sync::Arc
             std::thread::sleep(Duration::from_millis(100));
             continue;
         };
-        if !run_group(c, group) && reconnect.is_some() {
+        if (!run_group(c, group) || !c.usable()) && reconnect.is_some() {
             conn = None;
         }
     }

@@ -22,11 +22,12 @@ use crate::domain::{
     JobFilter, JobId, JobPage, JobStatus, NewJob, QueueStats, Reclaimed, Ts, WorkerProcess,
 };
 use crate::storage::counts::CountLog;
-use crate::storage::writer::{TxConn, Writer};
+use crate::storage::writer::{Connect, TxConn, Writer};
 use r2d2_sqlite::SqliteConnectionManager;
 use rusqlite::Connection;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 use std::time::Instant;
 use uuid::Uuid;
@@ -121,9 +122,22 @@ impl SqliteStore {
         conn.execute_batch("PRAGMA wal_autocheckpoint = 0;")
             .map_err(open_err)?;
         let checkpointer = checkpoint::Checkpointer::start(path).map_err(open_err)?;
+        // A writer whose file went read-only (or whose connection broke) opens it again.
+        let reopen_path = path.to_path_buf();
+        let reopen: Arc<Connect<WriteConn>> = Arc::new(Box::new(move || {
+            let conn = Connection::open(&reopen_path).map_err(map_err)?;
+            configure(&conn).map_err(map_err)?;
+            conn.execute_batch("PRAGMA wal_autocheckpoint = 0;")
+                .map_err(map_err)?;
+            Ok(WriteConn::new(conn))
+        }));
         Ok(Self {
             pool,
-            writer: Writer::start("wp-lite-sqlite-writer", vec![WriteConn::new(conn)], None),
+            writer: Writer::start(
+                "wp-lite-sqlite-writer",
+                vec![WriteConn::new(conn)],
+                Some(reopen),
+            ),
             checkpointer,
             path: path.to_path_buf(),
         })
@@ -271,6 +285,9 @@ impl TxConn for WriteConn {
     }
     fn in_transaction(&mut self) -> bool {
         TxConn::in_transaction(&mut self.conn)
+    }
+    fn usable(&mut self) -> bool {
+        !self.conn.is_readonly(rusqlite::MAIN_DB).unwrap_or(false)
     }
 }
 
