@@ -1067,11 +1067,86 @@ impl Drop for TinyDisk {
     }
 }
 
+/// One enqueue while a storage fault may be in force: the job's id (201), or None for 503
+/// `unavailable` with `Retry-After`; any other answer fails the test.
+async fn enqueue_during_fault(
+    http: &reqwest::Client,
+    base: &str,
+    token: &str,
+    input: Value,
+) -> Option<String> {
+    let r = http
+        .post(format!("{base}/v1/worker/jobs"))
+        .bearer_auth(token)
+        .json(&json!({ "type": "fault", "input": input }))
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    let retry = r.headers().get("retry-after").is_some();
+    let body: Value = r.json().await.unwrap();
+    match status {
+        201 => Some(s(&body["job_id"])),
+        503 => {
+            assert!(retry, "503 without Retry-After: {body}");
+            assert_eq!(body["error"]["code"], "unavailable", "{body}");
+            None
+        }
+        other => panic!("an enqueue during a storage fault answered {other}: {body}"),
+    }
+}
+
+/// Polls `GET path` until it answers `want`; meanwhile only 200 or 503 are allowed.
+async fn wait_for_status(http: &reqwest::Client, base: &str, token: &str, path: &str, want: u16) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let r = http
+            .get(format!("{base}{path}"))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        assert!(status == 200 || status == 503, "{path} answered {status}");
+        if status == want {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{path} never answered {want}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Enqueues until one is acknowledged again (the fault has cleared); returns its id.
+async fn enqueue_until_accepted(http: &reqwest::Client, base: &str, token: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(id) = enqueue_during_fault(http, base, token, json!({ "after": true })).await {
+            return id;
+        }
+        assert!(Instant::now() < deadline, "service did not resume");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Every acknowledged job reads back.
+async fn assert_jobs_kept(http: &reqwest::Client, base: &str, token: &str, ids: &[String]) {
+    for id in ids {
+        let r = http
+            .get(format!("{base}/v1/worker/jobs/{id}"))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "acknowledged job {id} is missing");
+    }
+}
+
 /// A full disk under a live `serve`: enqueues answer 201 or 503 `unavailable` with
 /// `Retry-After` (never a 500), `/readyz` turns 503, and once space is freed service
 /// comes back by itself; every job that was acknowledged reads back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_disk_is_503_and_service_resumes_when_space_is_freed() {
+    const TOKEN: &str = "full-disk-admin-token";
     let Some(disk) = TinyDisk::mount("6m") else {
         eprintln!("storage faults: SKIPPED (cannot mount a tmpfs here; needs root)");
         return;
@@ -1081,7 +1156,7 @@ async fn a_full_disk_is_503_and_service_resumes_when_space_is_freed() {
         &dir,
         &[],
         &["--workers", "none"],
-        &[("WP_LITE_ADMIN_TOKEN", "full-disk-admin-token")],
+        &[("WP_LITE_ADMIN_TOKEN", TOKEN)],
     );
     let http = reqwest::Client::builder().no_proxy().build().unwrap();
     let base = served.base.clone();
@@ -1106,27 +1181,14 @@ async fn a_full_disk_is_503_and_service_resumes_when_space_is_freed() {
     let pad = "x".repeat(20_000);
     let (mut acked, mut unavailable) = (Vec::new(), 0);
     for i in 0..400 {
-        let r = http
-            .post(format!("{base}/v1/worker/jobs"))
-            .bearer_auth("full-disk-admin-token")
-            .json(&json!({ "type": "fill", "input": { "i": i, "pad": pad } }))
-            .send()
-            .await
-            .unwrap();
-        let status = r.status().as_u16();
-        let retry = r.headers().get("retry-after").is_some();
-        let body: Value = r.json().await.unwrap();
-        match status {
-            201 => acked.push(s(&body["job_id"])),
-            503 => {
-                assert!(retry, "{body}");
-                assert_eq!(body["error"]["code"], "unavailable", "{body}");
+        match enqueue_during_fault(&http, &base, TOKEN, json!({ "i": i, "pad": pad })).await {
+            Some(id) => acked.push(id),
+            None => {
                 unavailable += 1;
                 if unavailable >= 5 {
                     break;
                 }
             }
-            other => panic!("enqueue on a full disk answered {other}: {body}"),
         }
     }
     assert!(
@@ -1137,55 +1199,12 @@ async fn a_full_disk_is_503_and_service_resumes_when_space_is_freed() {
     let ready = http.get(format!("{base}/readyz")).send().await.unwrap();
     assert_eq!(ready.status(), 503);
     // Reads still work while writes cannot.
-    let r = http
-        .get(format!("{base}/v1/worker/jobs/{}", acked[0]))
-        .bearer_auth("full-disk-admin-token")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
+    assert_jobs_kept(&http, &base, TOKEN, &acked[..1]).await;
 
     std::fs::remove_file(&filler).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let r = http
-            .post(format!("{base}/v1/worker/jobs"))
-            .bearer_auth("full-disk-admin-token")
-            .json(&json!({ "type": "fill", "input": { "after": true } }))
-            .send()
-            .await
-            .unwrap();
-        let status = r.status().as_u16();
-        assert!(status == 201 || status == 503, "{status}");
-        if status == 201 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "service did not resume");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    loop {
-        if http
-            .get(format!("{base}/readyz"))
-            .send()
-            .await
-            .unwrap()
-            .status()
-            == 200
-        {
-            break;
-        }
-        assert!(Instant::now() < deadline, "/readyz did not recover");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    for id in &acked {
-        let r = http
-            .get(format!("{base}/v1/worker/jobs/{id}"))
-            .bearer_auth("full-disk-admin-token")
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 200, "acknowledged job {id} is missing");
-    }
+    enqueue_until_accepted(&http, &base, TOKEN).await;
+    wait_for_status(&http, &base, TOKEN, "/readyz", 200).await;
+    assert_jobs_kept(&http, &base, TOKEN, &acked).await;
     let status = tokio::task::spawn_blocking(move || served.terminate())
         .await
         .unwrap();
@@ -1437,59 +1456,25 @@ async fn postgres_stopped_under_load_is_503_and_service_resumes_when_it_is_back(
             let (mut acked, mut unavailable, mut i) = (Vec::new(), 0usize, 0usize);
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                 i += 1;
-                let r = http
-                    .post(format!("{base}/v1/worker/jobs"))
-                    .bearer_auth(TOKEN)
-                    .json(&json!({ "type": "pg.down", "input": { "p": p, "i": i } }))
-                    .send()
-                    .await
-                    .unwrap();
-                let status = r.status().as_u16();
-                let retry = r.headers().get("retry-after").is_some();
-                let body: Value = r.json().await.unwrap();
-                match status {
-                    201 => acked.push(s(&body["job_id"])),
-                    503 => {
-                        assert!(retry, "503 without Retry-After: {body}");
-                        assert_eq!(body["error"]["code"], "unavailable", "{body}");
+                match enqueue_during_fault(&http, &base, TOKEN, json!({ "p": p, "i": i })).await {
+                    Some(id) => acked.push(id),
+                    None => {
                         unavailable += 1;
                         tokio::time::sleep(Duration::from_millis(20)).await;
                     }
-                    other => panic!("enqueue with PostgreSQL stopped answered {other}: {body}"),
                 }
             }
             (acked, unavailable)
         }));
     }
-    let wait_for = |what: &'static str, want: u16, path: &'static str| {
-        let (http, base) = (http.clone(), base.clone());
-        async move {
-            let deadline = Instant::now() + Duration::from_secs(60);
-            loop {
-                let r = http
-                    .get(format!("{base}{path}"))
-                    .bearer_auth(TOKEN)
-                    .send()
-                    .await
-                    .unwrap();
-                let status = r.status().as_u16();
-                assert!(status == 200 || status == 503, "{path} answered {status}");
-                if status == want {
-                    return;
-                }
-                assert!(Instant::now() < deadline, "{what}");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        }
-    };
-    wait_for("the load never started", 200, "/v1/worker/jobs?limit=1").await;
+    wait_for_status(&http, &base, TOKEN, "/v1/worker/jobs?limit=1", 200).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
 
     assert!(
         tokio::task::block_in_place(|| pg.ctl("stop")),
         "pg_ctl stop"
     );
-    wait_for("/readyz stayed 200 with PostgreSQL down", 503, "/readyz").await;
+    wait_for_status(&http, &base, TOKEN, "/readyz", 503).await;
     // Reads fail the same way as writes.
     let r = http
         .get(format!("{base}/v1/worker/queues"))
@@ -1504,8 +1489,8 @@ async fn postgres_stopped_under_load_is_503_and_service_resumes_when_it_is_back(
         tokio::task::block_in_place(|| pg.ctl("start")),
         "pg_ctl start"
     );
-    wait_for("/readyz did not recover", 200, "/readyz").await;
-    wait_for("reads did not recover", 200, "/v1/worker/queues").await;
+    wait_for_status(&http, &base, TOKEN, "/readyz", 200).await;
+    wait_for_status(&http, &base, TOKEN, "/v1/worker/queues", 200).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let (mut acked, mut unavailable) = (Vec::new(), 0);
@@ -1515,24 +1500,9 @@ async fn postgres_stopped_under_load_is_503_and_service_resumes_when_it_is_back(
         unavailable += u;
     }
     assert!(unavailable > 0, "no request noticed PostgreSQL was down");
-    for id in &acked {
-        let r = http
-            .get(format!("{base}/v1/worker/jobs/{id}"))
-            .bearer_auth(TOKEN)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 200, "acknowledged job {id} is missing");
-    }
+    assert_jobs_kept(&http, &base, TOKEN, &acked).await;
     // Enqueues after the restart went through again.
-    let after = http
-        .post(format!("{base}/v1/worker/jobs"))
-        .bearer_auth(TOKEN)
-        .json(&json!({ "type": "pg.down", "input": { "after": true } }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(after.status(), 201);
+    enqueue_until_accepted(&http, &base, TOKEN).await;
     let status = tokio::task::spawn_blocking(move || served.terminate())
         .await
         .unwrap();
@@ -1590,28 +1560,12 @@ async fn a_read_only_database_file_is_503_and_service_resumes_when_it_is_writabl
         return;
     }
     let http = reqwest::Client::builder().no_proxy().build().unwrap();
-    let enqueue = |base: String, n: i64| {
-        let http = http.clone();
-        async move {
-            let r = http
-                .post(format!("{base}/v1/worker/jobs"))
-                .bearer_auth(TOKEN)
-                .json(&json!({ "type": "ro", "input": { "n": n } }))
-                .send()
-                .await
-                .unwrap();
-            let status = r.status().as_u16();
-            let retry = r.headers().get("retry-after").is_some();
-            let body: Value = r.json().await.unwrap();
-            (status, retry, body)
-        }
-    };
 
     // A database with one job in it, then made read-only.
     let first = serve();
-    let (status, _, job) = enqueue(first.base.clone(), 1).await;
-    assert_eq!(status, 201, "{job}");
-    let first_id = s(&job["job_id"]);
+    let first_id = enqueue_during_fault(&http, &first.base, TOKEN, json!({ "n": 1 }))
+        .await
+        .expect("a writable database takes a job");
     assert_eq!(
         tokio::task::spawn_blocking(move || first.terminate())
             .await
@@ -1625,49 +1579,18 @@ async fn a_read_only_database_file_is_503_and_service_resumes_when_it_is_writabl
     let served = serve();
     let base = served.base.clone();
     for n in 0..3 {
-        let (status, retry, body) = enqueue(base.clone(), 100 + n).await;
-        assert_eq!(status, 503, "a write to a read-only file: {body}");
-        assert!(retry, "{body}");
-        assert_eq!(body["error"]["code"], "unavailable", "{body}");
+        let got = enqueue_during_fault(&http, &base, TOKEN, json!({ "n": 100 + n })).await;
+        assert_eq!(got, None, "a write to a read-only file was acknowledged");
     }
     let ready = http.get(format!("{base}/readyz")).send().await.unwrap();
     assert_eq!(ready.status(), 503);
-    let read = http
-        .get(format!("{base}/v1/worker/jobs/{first_id}"))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(read.status(), 200, "reads still work");
+    // Reads still work.
+    assert_jobs_kept(&http, &base, TOKEN, std::slice::from_ref(&first_id)).await;
 
     chmod(&db, 0o644);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let recovered = loop {
-        let (status, _, body) = enqueue(base.clone(), 200).await;
-        assert!(status == 201 || status == 503, "{status}: {body}");
-        if status == 201 {
-            break s(&body["job_id"]);
-        }
-        assert!(Instant::now() < deadline, "service did not resume");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
-    loop {
-        let r = http.get(format!("{base}/readyz")).send().await.unwrap();
-        if r.status() == 200 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "/readyz did not recover");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    for id in [&first_id, &recovered] {
-        let r = http
-            .get(format!("{base}/v1/worker/jobs/{id}"))
-            .bearer_auth(TOKEN)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 200, "job {id}");
-    }
+    let recovered = enqueue_until_accepted(&http, &base, TOKEN).await;
+    wait_for_status(&http, &base, TOKEN, "/readyz", 200).await;
+    assert_jobs_kept(&http, &base, TOKEN, &[first_id, recovered]).await;
     let queues: Value = http
         .get(format!("{base}/v1/worker/queues"))
         .bearer_auth(TOKEN)
