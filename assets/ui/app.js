@@ -15,6 +15,7 @@ async function api(method, path, body) {
   if (method !== "GET") headers["X-CSRF-Token"] = state.csrf || cookie("XSRF-TOKEN") || "";
   const res = await fetch(path, {
     method, headers, credentials: "same-origin",
+    cache: method === "GET" ? "no-cache" : "default",
     body: body === undefined ? undefined : JSON.stringify(body),
   });
   if (res.status === 401) { showLogin(); throw new Error("unauthorized"); }
@@ -24,24 +25,10 @@ async function api(method, path, body) {
   return data;
 }
 
-// Polled reads are conditional: the server tags each JSON answer (ETag) and answers 304
-// with no body while it is unchanged, so an idle page moves no list over the wire.
-const seen = new Map();
-async function poll(path) {
-  const prev = seen.get(path);
-  const res = await fetch(path, {
-    credentials: "same-origin", cache: "no-store",
-    headers: prev ? { "If-None-Match": prev.tag } : {},
-  });
-  if (res.status === 401) { showLogin(); throw new Error("unauthorized"); }
-  if (res.status === 304 && prev) return prev.data;
-  const text = await res.text();
-  const data = text ? JSON.parse(text) : null;
-  if (!res.ok) throw new Error((data && data.error && data.error.message) || res.statusText);
-  const tag = res.headers.get("ETag");
-  if (tag) seen.set(path, { tag, data }); else seen.delete(path);
-  return data;
-}
+// Polled reads are conditional: the server tags each JSON answer (ETag), and with
+// `cache: "no-cache"` the browser revalidates its copy on every poll (If-None-Match), so an
+// unchanged list is a bodiless 304 that the browser answers from its cache.
+function poll(path) { return api("GET", path); }
 
 function esc(s) {
   return String(s ?? "").replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" }[c]));

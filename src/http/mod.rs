@@ -82,6 +82,8 @@ pub fn router(state: AppState) -> Router {
     let request_id = HeaderName::from_static("x-request-id");
     let (routes, _) = api().into_parts();
     routes
+        // Innermost, so the request metrics count a 304 as a 304.
+        .route_layer(axum::middleware::from_fn(conditional::etag))
         .route_layer(axum::middleware::from_fn_with_state(
             state.readiness.clone(),
             health::require_schema,
@@ -93,7 +95,6 @@ pub fn router(state: AppState) -> Router {
         .merge(ui::router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(axum::middleware::from_fn(conditional::etag))
         .layer(DefaultBodyLimit::disable())
         .layer(PropagateRequestIdLayer::new(request_id.clone()))
         .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))

@@ -145,7 +145,7 @@ test("the observability page: log in, live worker, broadcast sent, failed job re
   page.on("console", (m) => {
     if (m.type() === "error" && !m.text().startsWith("Failed to load resource")) problems.push(`console: ${m.text()}`);
   });
-  page.on("requestfailed", (q) => problems.push(`request failed: ${q.url()}`));
+  page.on("requestfailed", (q) => problems.push(`request failed: ${q.url()} ${q.failure() && q.failure().errorText}`));
   page.on("request", (q) => { if (!q.url().startsWith(base)) problems.push(`left the server: ${q.url()}`); });
 
   // Log in through the form.
@@ -225,6 +225,12 @@ test("the observability page: log in, live worker, broadcast sent, failed job re
   }
 
   assert.deepEqual(problems, [], "the page had errors or left the server");
+
+  // The page polls conditionally: unchanged answers came back as bodiless 304s (the server
+  // counts them by route and status).
+  const metrics = await fetch(`${base}/v1/metrics`, { headers: { Authorization: `Bearer ${token}` } });
+  const text = await metrics.text();
+  assert.match(text, /wp_lite_http_requests_total\{[^}]*status="304"[^}]*\} [1-9]/, "no poll was answered 304");
 
   // The server stops cleanly.
   server.child.kill("SIGTERM");
