@@ -1,6 +1,7 @@
 //! Upgrades in place: a database as the previous release left it (schema V1–V6, written
-//! here in that release's SQL) is migrated by this build and reads back the same through
-//! the store, on SQLite and (when `WP_LITE_TEST_POSTGRES_URL` is set) PostgreSQL.
+//! here in that release's SQL, with jobs in every state) is migrated by this build and
+//! reads back the same through the store, with its queue counts, on SQLite and (when
+//! `WP_LITE_TEST_POSTGRES_URL` is set) PostgreSQL.
 
 mod common;
 
@@ -28,6 +29,21 @@ INSERT INTO inbox_items (id, user_id, broadcast_id, content_id, event_key, creat
            (3, 'ann', NULL, 1, 'evt-1', 1700000002000, NULL),
            (4, 'ann', NULL, 2, NULL, 1700000003000, NULL);
 INSERT INTO inbox_counts (user_id, total, unread) VALUES ('ann', 3, 2), ('bob', 1, 1);
+INSERT INTO jobs (seq, id, type, status, priority, idempotency_key, input, attempts,
+                  max_attempts, available_at, lease_owner, lease_until, lease_token,
+                  created_at, updated_at)
+    VALUES (1, '0190a0a0-0000-7000-8000-00000000000a', 'mail', 'queued', 5, 'k1', '{}', 0, 3,
+            1700000000000, NULL, NULL, NULL, 1700000000000, 1700000000000),
+           (2, '0190a0a0-0000-7000-8000-00000000000b', 'mail', 'queued', 5, NULL, '{}', 0, 3,
+            1700000000000, NULL, NULL, NULL, 1700000000000, 1700000000000),
+           (3, '0190a0a0-0000-7000-8000-00000000000c', 'mail', 'leased', 5, NULL, '{}', 1, 3,
+            1700000000000, 'w1', 1900000000000, 'tok', 1700000000000, 1700000000000),
+           (4, '0190a0a0-0000-7000-8000-00000000000d', 'mail', 'succeeded', 5, NULL, '{}', 1, 3,
+            1700000000000, NULL, NULL, NULL, 1700000000000, 1700000000000),
+           (5, '0190a0a0-0000-7000-8000-00000000000e', 'pdf', 'failed', 5, NULL, '{}', 3, 3,
+            1700000000000, NULL, NULL, NULL, 1700000000000, 1700000000000),
+           (6, '0190a0a0-0000-7000-8000-00000000000f', 'pdf', 'canceled', 5, NULL, '{}', 0, 3,
+            1700000000000, NULL, NULL, NULL, 1700000000000, 1700000000000);
 ";
 
 fn check_upgrade(url: &str, seed: impl FnOnce()) {
@@ -38,6 +54,40 @@ fn check_upgrade(url: &str, seed: impl FnOnce()) {
         store.schema_version().unwrap(),
         store.latest_schema_version()
     );
+    // Migration V9 counted the jobs that were there; the counts then follow transitions,
+    // and the list by a finished status finds its jobs.
+    let counts = |store: &dyn storage::Store| -> Vec<(String, [i64; 5])> {
+        store
+            .queue_stats(Utc.timestamp_millis_opt(1_700_000_010_000).unwrap())
+            .unwrap()
+            .into_iter()
+            .map(|q| (q.job_type, [q.queued, q.leased, q.succeeded, q.failed, q.canceled]))
+            .collect()
+    };
+    assert_eq!(
+        counts(&*store),
+        [("mail".into(), [2, 1, 1, 0, 0]), ("pdf".into(), [0, 0, 0, 1, 1])]
+    );
+    let queued = wp_lite::domain::JobId::parse("0190a0a0-0000-7000-8000-00000000000b").unwrap();
+    store
+        .cancel_job(queued, Utc.timestamp_millis_opt(1_700_000_010_000).unwrap())
+        .unwrap();
+    store.fold_job_counts().unwrap();
+    assert_eq!(
+        counts(&*store),
+        [("mail".into(), [1, 1, 1, 0, 1]), ("pdf".into(), [0, 0, 0, 1, 1])]
+    );
+    let failed = store
+        .list_jobs(&wp_lite::domain::JobFilter {
+            status: Some(wp_lite::domain::JobStatus::Failed),
+            job_type: None,
+            limit: 10,
+            before_seq: None,
+        })
+        .unwrap();
+    assert_eq!(failed.items.len(), 1);
+    assert_eq!(failed.items[0].job_type.as_str(), "pdf");
+
     let ann = UserId::parse("user", "ann").unwrap();
     let page = store.inbox_page(&ann, 50, 0).unwrap();
     assert_eq!((page.total, page.unread), (3, 2));
@@ -120,7 +170,8 @@ fn an_inbox_of_the_previous_release_migrates_to_uuid_ids_on_postgres() {
             .batch_execute(&PREVIOUS_RELEASE_ROWS.replace(
                 "INSERT INTO inbox_counts",
                 "SELECT setval('inbox_items_id_seq', 4), setval('notification_contents_id_seq', 2),
-                        setval('users_seq_seq', 2), setval('broadcasts_seq_seq', 1);
+                        setval('users_seq_seq', 2), setval('broadcasts_seq_seq', 1),
+                        setval('jobs_seq_seq', 6);
                  INSERT INTO inbox_counts",
             ))
             .unwrap();
