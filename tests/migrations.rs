@@ -61,12 +61,20 @@ fn check_upgrade(url: &str, seed: impl FnOnce()) {
             .queue_stats(Utc.timestamp_millis_opt(1_700_000_010_000).unwrap())
             .unwrap()
             .into_iter()
-            .map(|q| (q.job_type, [q.queued, q.leased, q.succeeded, q.failed, q.canceled]))
+            .map(|q| {
+                (
+                    q.job_type,
+                    [q.queued, q.leased, q.succeeded, q.failed, q.canceled],
+                )
+            })
             .collect()
     };
     assert_eq!(
         counts(&*store),
-        [("mail".into(), [2, 1, 1, 0, 0]), ("pdf".into(), [0, 0, 0, 1, 1])]
+        [
+            ("mail".into(), [2, 1, 1, 0, 0]),
+            ("pdf".into(), [0, 0, 0, 1, 1])
+        ]
     );
     let queued = wp_lite::domain::JobId::parse("0190a0a0-0000-7000-8000-00000000000b").unwrap();
     store
@@ -75,7 +83,10 @@ fn check_upgrade(url: &str, seed: impl FnOnce()) {
     store.fold_job_counts().unwrap();
     assert_eq!(
         counts(&*store),
-        [("mail".into(), [1, 1, 1, 0, 1]), ("pdf".into(), [0, 0, 0, 1, 1])]
+        [
+            ("mail".into(), [1, 1, 1, 0, 1]),
+            ("pdf".into(), [0, 0, 0, 1, 1])
+        ]
     );
     let failed = store
         .list_jobs(&wp_lite::domain::JobFilter {

@@ -6,6 +6,7 @@
 pub mod blocking;
 pub mod copy;
 pub mod counts;
+pub(crate) mod decode;
 mod delivery;
 pub mod postgres;
 pub mod raw;
@@ -305,6 +306,16 @@ pub trait Store: Send + Sync + 'static {
 /// through its `self.write` (the group-commit writer). Expanded inside each backend's
 /// `impl Store`, which adds what differs (opening, closing, wake-ups, and the calls a
 /// backend batches).
+/// A `LIKE … ESCAPE '\\'` pattern matching `q` anywhere, with `%` and `_` taken literally
+/// (the same in both dialects).
+pub(crate) fn like_pattern(q: &str) -> String {
+    let escaped = q
+        .replace('\\', "\\\\")
+        .replace('%', "\\%")
+        .replace('_', "\\_");
+    format!("%{escaped}%")
+}
+
 /// Users whose inbox one retention pass trims at most.
 pub const PRUNE_USERS_PER_PASS: usize = 100;
 

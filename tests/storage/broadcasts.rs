@@ -996,3 +996,67 @@ fn a_segment_with_long_lists_delivers_to_exactly_its_users() {
         assert_eq!((done.total, done.sent), (3, 3), "{}", b.name);
     });
 }
+
+/// A row the store cannot read back (written behind its back, or corrupted) is an error
+/// naming what is wrong — never a default that would act on the wrong thing (a fresh id, a
+/// `failed` status, an `all_users` audience).
+#[test]
+fn corrupt_rows_are_errors_not_defaults() {
+    each_backend(|b| {
+        let s = &b.store;
+        let bc = broadcast("Corrupt", Audience::AllUsers, None);
+        s.create_broadcast(&bc).unwrap();
+        b.exec_raw(&format!(
+            "UPDATE broadcasts SET audience = '{{\"type\":\"everyone\"}}' WHERE id = '{}'",
+            bc.id
+        ));
+        match s.get_broadcast(bc.id) {
+            Err(StoreError::Backend(m)) => assert!(m.contains("audience"), "{}: {m}", b.name),
+            other => panic!("{}: a corrupt audience read back as {other:?}", b.name),
+        }
+        assert!(
+            s.list_broadcasts(&filter(vec![], None)).is_err(),
+            "{}",
+            b.name
+        );
+
+        let job = wp_lite::domain::NewJob {
+            id: None,
+            job_type: wp_lite::domain::JobType::parse("type", "t").unwrap(),
+            priority: 5,
+            max_attempts: 3,
+            available_at: None,
+            meta: Default::default(),
+            input: json!({}),
+        };
+        let out = s.enqueue_jobs(vec![job], t0()).unwrap();
+        let wp_lite::domain::Enqueued::Created(job) = &out[0] else {
+            panic!("created")
+        };
+        b.exec_raw(&format!(
+            "UPDATE jobs SET status = 'finished' WHERE id = '{}'",
+            job.id
+        ));
+        match s.get_job(job.id) {
+            Err(StoreError::Backend(m)) => assert!(m.contains("job status"), "{}: {m}", b.name),
+            other => panic!("{}: a corrupt status read back as {other:?}", b.name),
+        }
+        b.exec_raw(&format!(
+            "UPDATE jobs SET status = 'queued' WHERE id = '{}';
+             INSERT INTO jobs (id, type, status, priority, input, attempts, max_attempts,
+                               available_at, created_at, updated_at)
+                 VALUES ('not-a-uuid', 't', 'queued', 5, '{{}}', 0, 3, 0, 0, 0)",
+            job.id
+        ));
+        let listed = s.list_jobs(&wp_lite::domain::JobFilter {
+            status: None,
+            job_type: None,
+            limit: 10,
+            before_seq: None,
+        });
+        match listed {
+            Err(StoreError::Backend(m)) => assert!(m.contains("job id"), "{}: {m}", b.name),
+            other => panic!("{}: a corrupt job id read back as {other:?}", b.name),
+        }
+    });
+}

@@ -65,6 +65,22 @@ fn postgres() -> Option<Backend> {
     }
 }
 
+impl Backend {
+    /// Runs SQL on the database directly, behind the store's back (to corrupt a row).
+    pub fn exec_raw(&self, sql: &str) {
+        match &self._schema {
+            Some(schema) => schema.client().batch_execute(sql).unwrap(),
+            None => {
+                let path = self.url.trim_start_matches("sqlite://");
+                rusqlite::Connection::open(path)
+                    .unwrap()
+                    .execute_batch(sql)
+                    .unwrap()
+            }
+        }
+    }
+}
+
 /// Runs a case against every available backend.
 pub fn each_backend(case: impl Fn(&Backend)) {
     let b = sqlite();

@@ -11,7 +11,7 @@ use crate::domain::notify::{
 use crate::domain::time::{from_ms, to_ms, Ts};
 use crate::domain::JobConflict;
 use crate::storage::delivery::{parse_stored_audience, ClaimSteps, Delivery};
-use crate::storage::sqlite::like_pattern;
+use crate::storage::{decode, like_pattern};
 use crate::storage::{Result, StoreError, Wake};
 use postgres::types::ToSql;
 use postgres::Row;
@@ -39,19 +39,16 @@ impl Args {
     }
 }
 
-fn row_to_broadcast(r: &Row) -> Broadcast {
+fn row_to_broadcast(r: &Row) -> Result<Broadcast> {
     let id: String = r.get(0);
     let audience: String = r.get(3);
     let status: String = r.get(4);
-    Broadcast {
-        id: uuid::Uuid::parse_str(&id).unwrap_or_default(),
+    Ok(Broadcast {
+        id: decode::broadcast_id(&id)?,
         title: r.get(1),
         body: r.get(2),
-        audience: serde_json::from_str::<Value>(&audience)
-            .ok()
-            .and_then(|v| Audience::parse(&v).ok())
-            .unwrap_or(Audience::AllUsers),
-        status: status.parse().unwrap_or(BroadcastStatus::Failed),
+        audience: decode::audience(&audience)?,
+        status: decode::broadcast_status(&status)?,
         created_by: r.get(5),
         created_at: from_ms(r.get(6)),
         updated_at: from_ms(r.get(7)),
@@ -63,12 +60,12 @@ fn row_to_broadcast(r: &Row) -> Broadcast {
         failed: r.get(13),
         skipped: r.get(14),
         last_error: r.get(15),
-    }
+    })
 }
 
 fn load(c: &mut PgConn, id: &str) -> Result<Broadcast> {
     let sql = format!("SELECT {COLS} FROM broadcasts WHERE id = $1 AND deleted_at IS NULL");
-    c.query_one(&sql, &[&id]).map(|r| row_to_broadcast(&r))
+    row_to_broadcast(&c.query_one(&sql, &[&id])?)
 }
 
 pub fn get(c: &mut PgConn, id: uuid::Uuid) -> Result<Broadcast> {
@@ -256,7 +253,7 @@ pub fn list(c: &mut PgConn, f: &BroadcastFilter) -> Result<BroadcastPage> {
         )?
         .iter()
         .map(row_to_broadcast)
-        .collect();
+        .collect::<Result<_>>()?;
     Ok(BroadcastPage {
         items,
         total,

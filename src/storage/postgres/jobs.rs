@@ -13,7 +13,7 @@ use crate::domain::{
     Job, JobConflict, JobEvent, JobFilter, JobId, JobMeta, JobPage, JobStatus, JobType, NewEvent,
     NewJob, QueueStats, Reclaimed,
 };
-use crate::storage::{bulk_step, per_item, Result, StoreError, Wake};
+use crate::storage::{bulk_step, decode, per_item, Result, StoreError, Wake};
 use postgres::Row;
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -103,9 +103,9 @@ fn row_to_job(r: &Row) -> Result<(i64, Job)> {
     Ok((
         col(r, 0)?,
         Job {
-            id: JobId::parse(&id).unwrap_or_default(),
+            id: decode::job_id(&id)?,
             job_type: JobType::trusted(col(r, 2)?),
-            status: status.parse().unwrap_or(JobStatus::Failed),
+            status: decode::job_status(&status)?,
             priority: col(r, 4)?,
             meta: JobMeta {
                 idempotency_key: col(r, 5)?,
@@ -789,11 +789,6 @@ pub fn fold_counts(c: &mut PgConn) -> Result<()> {
     .map(|_| ())
 }
 
-fn parse_status(s: &str) -> Result<JobStatus> {
-    s.parse()
-        .map_err(|()| StoreError::Backend(format!("a job row holds an unknown status {s:?}")))
-}
-
 fn stats_entry<'a>(m: &'a mut BTreeMap<String, QueueStats>, t: &str) -> &'a mut QueueStats {
     m.entry(t.to_string()).or_insert_with(|| QueueStats {
         job_type: t.to_string(),
@@ -811,10 +806,7 @@ pub fn ready_ids(c: &mut PgConn, now: Ts, limit: usize) -> Result<Vec<(JobId, St
     .iter()
     .map(|r| {
         let id: String = r.try_get(0).map_err(map_err)?;
-        Ok((
-            JobId::parse(&id).unwrap_or_default(),
-            r.try_get(1).map_err(map_err)?,
-        ))
+        Ok((decode::job_id(&id)?, r.try_get(1).map_err(map_err)?))
     })
     .collect()
 }
@@ -879,7 +871,7 @@ pub fn prune_finished(c: &mut PgConn, before: Ts, limit: usize) -> Result<usize>
     for row in &gone {
         let t: String = row.try_get(0).map_err(map_err)?;
         let status: String = row.try_get(1).map_err(map_err)?;
-        c.moved(&t, Some(parse_status(&status)?), None);
+        c.moved(&t, Some(decode::job_status(&status)?), None);
     }
     Ok(gone.len())
 }

@@ -4,7 +4,7 @@ use super::conn::map_err;
 use super::PgConn;
 use crate::domain::notify::{Attributes, NewUser, User, UserId};
 use crate::domain::time::{from_ms, to_ms, Ts};
-use crate::storage::sqlite::like_pattern;
+use crate::storage::like_pattern;
 use crate::storage::{Result, StoreError};
 use postgres::Row;
 use serde_json::Value;

@@ -2,7 +2,7 @@
 //! resumable delivery (`INSERT … SELECT` from the audience; each chunk's receipts,
 //! counters and cursor commit in one transaction).
 
-use super::{like_pattern, map_err};
+use super::{decoded, map_err};
 use crate::domain::notify::{
     Audience, Broadcast, BroadcastDraft, BroadcastFilter, BroadcastPage, BroadcastStatus,
     ChunkOutcome, Condition,
@@ -10,6 +10,7 @@ use crate::domain::notify::{
 use crate::domain::time::{from_ms, to_ms, Ts};
 use crate::domain::JobConflict;
 use crate::storage::delivery::{parse_stored_audience, ClaimSteps, Delivery};
+use crate::storage::{decode, like_pattern};
 use crate::storage::{Result, StoreError};
 use rusqlite::types::Value as Sql;
 use rusqlite::{params, params_from_iter, Connection, OptionalExtension, Row};
@@ -23,14 +24,11 @@ fn row_to_broadcast(r: &Row<'_>) -> rusqlite::Result<Broadcast> {
     let audience: String = r.get(3)?;
     let status: String = r.get(4)?;
     Ok(Broadcast {
-        id: uuid::Uuid::parse_str(&id).unwrap_or_default(),
+        id: decoded(0, decode::broadcast_id(&id))?,
         title: r.get(1)?,
         body: r.get(2)?,
-        audience: serde_json::from_str::<Value>(&audience)
-            .ok()
-            .and_then(|v| Audience::parse(&v).ok())
-            .unwrap_or(Audience::AllUsers),
-        status: status.parse().unwrap_or(BroadcastStatus::Failed),
+        audience: decoded(3, decode::audience(&audience))?,
+        status: decoded(4, decode::broadcast_status(&status))?,
         created_by: r.get(5)?,
         created_at: from_ms(r.get(6)?),
         updated_at: from_ms(r.get(7)?),

@@ -1,13 +1,14 @@
 //! Jobs on SQLite. Transitions load the row, apply the domain state machine and save it
 //! with its events, all inside the writer's transaction; leasing is one set-based UPDATE.
 
-use super::{map_err, WriteConn};
+use super::{decoded, map_err, WriteConn};
 use crate::domain::time::{from_ms, to_ms, Ts};
 use crate::domain::{
     json_equal, Ack, BulkAction, BulkFilter, BulkStep, Claim, Enqueued, Failure, Fence, Job,
     JobConflict, JobEvent, JobFilter, JobId, JobMeta, JobPage, JobStatus, JobType, NewEvent,
     NewJob, QueueStats, Reclaimed,
 };
+use crate::storage::decode;
 use crate::storage::{bulk_step, per_item, Result, StoreError};
 use rusqlite::{params, params_from_iter, Connection, OptionalExtension, Row};
 use serde_json::Value;
@@ -32,9 +33,9 @@ fn row_to_job(r: &Row<'_>) -> rusqlite::Result<(i64, Job)> {
     Ok((
         r.get(0)?,
         Job {
-            id: JobId::parse(&id).unwrap_or_default(),
+            id: decoded(1, decode::job_id(&id))?,
             job_type: JobType::trusted(r.get(2)?),
-            status: status.parse().unwrap_or(JobStatus::Failed),
+            status: decoded(3, decode::job_status(&status))?,
             priority: r.get(4)?,
             meta: JobMeta {
                 idempotency_key: r.get(5)?,
@@ -496,7 +497,7 @@ pub fn ready_ids(c: &Connection, now: Ts, limit: usize) -> Result<Vec<(JobId, St
     .and_then(|mut s| {
         s.query_map(params![to_ms(&now), limit as i64], |r| {
             let id: String = r.get(0)?;
-            Ok((JobId::parse(&id).unwrap_or_default(), r.get(1)?))
+            Ok((decoded(0, decode::job_id(&id))?, r.get(1)?))
         })?
         .collect()
     })
@@ -554,14 +555,9 @@ pub fn prune_finished(c: &WriteConn, before: Ts, limit: usize) -> Result<usize> 
         })
         .map_err(map_err)?;
     for (t, status) in &gone {
-        c.moved(t, Some(parse_status(status)?), None);
+        c.moved(t, Some(decode::job_status(status)?), None);
     }
     Ok(gone.len())
-}
-
-fn parse_status(s: &str) -> Result<JobStatus> {
-    s.parse()
-        .map_err(|()| StoreError::Backend(format!("a job row holds an unknown status {s:?}")))
 }
 
 /// Adds a transaction's net job-count changes to `job_counts` (at its commit).

@@ -323,13 +323,12 @@ impl TxConn for Connection {
     }
 }
 
-/// A `LIKE … ESCAPE '\\'` pattern matching `q` anywhere, with `%` and `_` taken literally.
-pub(crate) fn like_pattern(q: &str) -> String {
-    let escaped = q
-        .replace('\\', "\\\\")
-        .replace('%', "\\%")
-        .replace('_', "\\_");
-    format!("%{escaped}%")
+/// A stored value read back inside a row mapper: a corrupt one is a conversion error of
+/// column `col` (carrying the decoding error), never a default.
+pub(crate) fn decoded<T>(col: usize, r: Result<T>) -> rusqlite::Result<T> {
+    r.map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(col, rusqlite::types::Type::Text, Box::new(e))
+    })
 }
 
 /// Maps rusqlite errors to the backend-independent kinds.

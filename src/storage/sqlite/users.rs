@@ -1,8 +1,9 @@
 //! Users on SQLite.
 
-use super::{like_pattern, map_err};
+use super::map_err;
 use crate::domain::notify::{Attributes, NewUser, User, UserId};
 use crate::domain::time::{from_ms, to_ms, Ts};
+use crate::storage::like_pattern;
 use crate::storage::{Result, StoreError};
 use rusqlite::{params, Connection, OptionalExtension, Row};
 use serde_json::Value;
