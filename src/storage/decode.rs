@@ -28,11 +28,16 @@ pub fn broadcast_status(s: &str) -> Result<BroadcastStatus, StoreError> {
     s.parse().map_err(|()| corrupt("broadcast status", s))
 }
 
-pub fn audience(s: &str) -> Result<Audience, StoreError> {
+/// A broadcast's audience for reading and listing. Delivery reads the stored audience
+/// strictly (`storage::delivery`: one it cannot read fails that broadcast with the reason);
+/// here a broadcast whose audience cannot be read must stay visible — listed with its
+/// failure — instead of making every list fail, so it is shown as an empty list of users,
+/// which reaches no one.
+pub fn audience_for_display(s: &str) -> Audience {
     serde_json::from_str::<serde_json::Value>(s)
         .ok()
         .and_then(|v| Audience::parse(&v).ok())
-        .ok_or_else(|| corrupt("audience", s))
+        .unwrap_or(Audience::ExplicitUsers(Vec::new()))
 }
 
 #[cfg(test)]
@@ -45,11 +50,12 @@ mod tests {
         assert!(job_status("finished").is_err());
         assert!(broadcast_id("").is_err());
         assert!(broadcast_status("done").is_err());
-        assert!(audience("{\"type\":\"everyone\"}").is_err());
-        assert!(audience("{").is_err());
+        assert!(
+            matches!(audience_for_display("{"), Audience::ExplicitUsers(ids) if ids.is_empty())
+        );
         assert_eq!(job_status("leased").unwrap(), JobStatus::Leased);
         assert!(matches!(
-            audience("{\"type\":\"all_users\"}").unwrap(),
+            audience_for_display("{\"type\":\"all_users\"}"),
             Audience::AllUsers
         ));
     }

@@ -47,7 +47,7 @@ fn row_to_broadcast(r: &Row) -> Result<Broadcast> {
         id: decode::broadcast_id(&id)?,
         title: r.get(1),
         body: r.get(2),
-        audience: decode::audience(&audience)?,
+        audience: decode::audience_for_display(&audience),
         status: decode::broadcast_status(&status)?,
         created_by: r.get(5),
         created_at: from_ms(r.get(6)),

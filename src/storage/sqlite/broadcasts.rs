@@ -27,7 +27,7 @@ fn row_to_broadcast(r: &Row<'_>) -> rusqlite::Result<Broadcast> {
         id: decoded(0, decode::broadcast_id(&id))?,
         title: r.get(1)?,
         body: r.get(2)?,
-        audience: decoded(3, decode::audience(&audience))?,
+        audience: decode::audience_for_display(&audience),
         status: decoded(4, decode::broadcast_status(&status))?,
         created_by: r.get(5)?,
         created_at: from_ms(r.get(6)?),
