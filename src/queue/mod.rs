@@ -103,11 +103,7 @@ impl ReadyQueue {
         if ready.is_empty() {
             return;
         }
-        let mut counts: HashMap<&str, usize> = HashMap::new();
-        for r in &ready {
-            *counts.entry(r.job_type.as_str()).or_default() += 1;
-        }
-        self.wake_for(&mut counts);
+        self.wake_for(&ready);
         for r in ready {
             match self.tx.try_send(r) {
                 Ok(()) | Err(TrySendError::Full(_)) => {}
@@ -116,15 +112,23 @@ impl ReadyQueue {
         }
     }
 
-    /// Wakes, oldest first, one waiter per job counted, each for a type it leases.
-    fn wake_for(&self, counts: &mut HashMap<&str, usize>) {
-        let mut left: usize = counts.values().sum();
+    /// Wakes, oldest first, one waiter per ready job, each for a type it leases. Nothing is
+    /// counted while nobody waits (the common case on a busy enqueue path).
+    fn wake_for(&self, ready: &[Ready]) {
         let mut waiters = self.waiters.lock().expect("waiters lock");
+        if waiters.iter().all(|e| e.woken) {
+            return;
+        }
+        let mut counts: HashMap<&str, usize> = HashMap::new();
+        for r in ready {
+            *counts.entry(r.job_type.as_str()).or_default() += 1;
+        }
+        let mut left = ready.len();
         for e in waiters.iter_mut().filter(|e| !e.woken) {
             if left == 0 {
                 break;
             }
-            if let Some(t) = e.wants(counts) {
+            if let Some(t) = e.wants(&counts) {
                 *counts.get_mut(t).expect("counted type") -= 1;
                 left -= 1;
                 e.woken = true;
