@@ -1445,55 +1445,41 @@ async fn json_reads_carry_an_etag_and_answer_304_while_unchanged() {
     let app = spawn_app().await;
     app.enqueue_type("etag.a").await;
     let bearer = format!("Bearer {ADMIN}");
+    // A GET with the admin token and, when given, an If-None-Match.
+    let get = |path: &'static str, tag: Option<String>| {
+        let (app, bearer) = (&app, bearer.clone());
+        async move {
+            let mut headers = vec![("authorization", bearer.as_str())];
+            if let Some(t) = tag.as_deref() {
+                headers.push(("if-none-match", t));
+            }
+            app.send_with(Method::GET, path, &headers, None).await
+        }
+    };
     for path in [
         "/v1/worker/jobs?limit=20",
         "/v1/worker/queues",
         "/v1/admin/telemetry/summary",
         "/v1/admin/notifications/broadcasts?limit=20",
     ] {
-        let first = app
-            .send_with(Method::GET, path, &[("authorization", &bearer)], None)
-            .await;
+        let first = get(path, None).await;
         assert_eq!(first.status, StatusCode::OK, "{path}");
         let tag = first.headers["etag"].to_str().unwrap().to_string();
         assert!(tag.starts_with("W/\""), "{path}: {tag}");
-        let again = app
-            .send_with(
-                Method::GET,
-                path,
-                &[("authorization", &bearer), ("if-none-match", &tag)],
-                None,
-            )
-            .await;
+        let again = get(path, Some(tag.clone())).await;
         assert_eq!(again.status, StatusCode::NOT_MODIFIED, "{path}");
         assert_eq!(again.body, Value::Null, "{path}: no body");
         assert_eq!(again.headers["etag"].to_str().unwrap(), tag);
         // Another tag, or none: the whole answer.
-        let other = app
-            .send_with(
-                Method::GET,
-                path,
-                &[("authorization", &bearer), ("if-none-match", "W/\"0\"")],
-                None,
-            )
-            .await;
+        let other = get(path, Some("W/\"0\"".into())).await;
         assert_eq!(other.status, StatusCode::OK, "{path}");
     }
     // A change gives another tag; the old one no longer matches.
     let path = "/v1/worker/jobs?limit=20";
-    let before = app
-        .send_with(Method::GET, path, &[("authorization", &bearer)], None)
-        .await;
+    let before = get(path, None).await;
     let tag = before.headers["etag"].to_str().unwrap().to_string();
     app.enqueue_type("etag.b").await;
-    let after = app
-        .send_with(
-            Method::GET,
-            path,
-            &[("authorization", &bearer), ("if-none-match", &tag)],
-            None,
-        )
-        .await;
+    let after = get(path, Some(tag.clone())).await;
     assert_eq!(after.status, StatusCode::OK);
     assert_ne!(after.headers["etag"].to_str().unwrap(), tag);
     assert_eq!(after.body["items"].as_array().unwrap().len(), 2);
