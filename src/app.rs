@@ -97,6 +97,11 @@ impl App {
 
         let state = AppState {
             jobs: jobs.clone(),
+            schedules: crate::service::schedules::ScheduleService::new(
+                db.clone(),
+                clock.clone(),
+                jobs.clone(),
+            ),
             auth,
             workers: crate::service::workers::WorkerService::new(db.clone(), clock.clone()),
             users: crate::service::users::UserService::new(db.clone(), clock.clone()),

@@ -80,6 +80,8 @@ pub enum Command {
     Migrate,
     /// List the registered workers with a one-line description each.
     Workers,
+    /// List the schedules (recurring jobs) with their next run, in their time zone.
+    Schedules,
     /// Manage the users mirrored from the host application.
     Users(UsersArgs),
     /// Print the admin token in use (generated beside a SQLite database if none is configured).

@@ -53,6 +53,13 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Schedules => {
+            let db = open_store(&g.database_url, !g.no_migrate).await?;
+            let r = print_schedules(&db).await;
+            let d = db.clone();
+            tokio::task::spawn_blocking(move || d.store().close()).await?;
+            r
+        }
         Command::AdminToken(t) => {
             let configured = credential("--admin-token", t.admin_token)?;
             let token =
@@ -73,6 +80,50 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             }
         },
     }
+}
+
+/// `wp-lite schedules`: every schedule, one line each, with its next run in its own time
+/// zone.
+async fn print_schedules(db: &crate::storage::Db) -> anyhow::Result<()> {
+    use crate::domain::schedule::in_zone;
+    let show = |t: Option<crate::domain::Ts>, tz: &str| match t {
+        None => "-".to_string(),
+        Some(t) => in_zone(t, tz)
+            .map(|l| l.format("%Y-%m-%d %H:%M:%S %Z").to_string())
+            .unwrap_or_else(|| crate::domain::time::format(&t)),
+    };
+    let mut after: Option<String> = None;
+    let mut any = false;
+    println!(
+        "{:<28} {:<18} {:<16} {:<8} {:<28} {:<28} {:>6} {:>7}",
+        "NAME", "CRON", "TIMEZONE", "ENABLED", "NEXT RUN", "LAST RUN", "RUNS", "SKIPPED"
+    );
+    loop {
+        let a = after.clone();
+        let page = db.call(move |s| s.list_schedules(a.as_deref(), 200)).await?;
+        for s in &page.items {
+            any = true;
+            println!(
+                "{:<28} {:<18} {:<16} {:<8} {:<28} {:<28} {:>6} {:>7}",
+                s.name.as_str(),
+                s.cron,
+                s.timezone,
+                if s.enabled { "yes" } else { "no" },
+                show(s.next_run_at, &s.timezone),
+                show(s.last_run_at, &s.timezone),
+                s.runs_total,
+                s.skipped_total
+            );
+        }
+        match page.next_after {
+            Some(n) => after = Some(n),
+            None => break,
+        }
+    }
+    if !any {
+        println!("(no schedules: create one with PUT /v1/worker/schedules/{{name}})");
+    }
+    Ok(())
 }
 
 /// `wp-lite backup --to FILE`: a consistent copy of a live SQLite database. It copies the

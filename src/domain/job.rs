@@ -394,6 +394,10 @@ pub struct QueueStats {
     pub canceled: i64,
     pub oldest_queued_age_seconds: Option<f64>,
     pub leases_expired_total: i64,
+    /// Queue controls: nothing of this type is leased while paused.
+    pub paused: bool,
+    /// At most this many of this type leased at once (every worker, process and node).
+    pub max_leased: Option<i64>,
 }
 
 /// A lease the maintenance loop took back.

@@ -3,6 +3,7 @@
 pub mod job;
 pub mod metrics;
 pub mod notify;
+pub mod schedule;
 pub mod time;
 pub mod worker;
 

@@ -4,10 +4,12 @@
 use super::auth::{Admin, WorkerOrAdmin};
 use super::error::{ApiError, ApiResult};
 use super::extract::{
-    fields_ok, optional_object, page_limit, parse_batch, JobIdPath, JsonBody, QueryParams,
+    fields_ok, optional_object, page_limit, parse_batch, JobIdPath, JsonBody, PathString,
+    QueryParams,
 };
 use super::openapi::{Access, Api};
 use super::AppState;
+use crate::domain::schedule::max_leased;
 use crate::domain::time::{self, serde_ts, Ts};
 use crate::domain::{
     bounded_text, in_range, Ack, AckOutcome, BulkAction, BulkFilter, Claim, Enqueued, Failure,
@@ -139,7 +141,12 @@ fn is_decimal(s: &str) -> bool {
 
 impl EnqueueBody {
     /// Parses into a `NewJob`, collecting every field error (prefixed for batch items).
-    fn parse(self, prefix: &str, now: Ts, errs: &mut Vec<FieldError>) -> Option<NewJob> {
+    pub(super) fn parse(
+        self,
+        prefix: &str,
+        now: Ts,
+        errs: &mut Vec<FieldError>,
+    ) -> Option<NewJob> {
         let before = errs.len();
         let f = |name: &str| format!("{prefix}{name}");
         let id = match self.job_id.as_deref() {
@@ -806,7 +813,57 @@ pub fn queue_view(q: &QueueStats) -> Value {
         },
         "oldest_queued_age_seconds": q.oldest_queued_age_seconds,
         "leases_expired_total": q.leases_expired_total,
+        "paused": q.paused,
+        "max_leased": q.max_leased,
     })
+}
+
+fn queue_type(PathString(raw): PathString) -> Result<JobType, Error> {
+    JobType::parse("type", &raw).map_err(|e| Error::invalid(vec![e]))
+}
+
+async fn pause(
+    State(st): State<AppState>,
+    _auth: Admin,
+    path: PathString,
+) -> ApiResult<Json<Value>> {
+    let q = st.jobs.control(queue_type(path)?, Some(true), None).await?;
+    Ok(Json(queue_view(&q)))
+}
+
+async fn resume(
+    State(st): State<AppState>,
+    _auth: Admin,
+    path: PathString,
+) -> ApiResult<Json<Value>> {
+    let q = st.jobs.control(queue_type(path)?, Some(false), None).await?;
+    Ok(Json(queue_view(&q)))
+}
+
+/// `{"max_leased": n | null}`: the field must be there (null removes the limit).
+#[derive(Deserialize)]
+struct LimitsBody {
+    #[serde(default, deserialize_with = "present")]
+    max_leased: Option<Option<i64>>,
+}
+
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<i64>>, D::Error> {
+    Option::<i64>::deserialize(d).map(Some)
+}
+
+async fn limits(
+    State(st): State<AppState>,
+    _auth: Admin,
+    path: PathString,
+    JsonBody(b): JsonBody<LimitsBody>,
+) -> ApiResult<Json<Value>> {
+    let job_type = queue_type(path)?;
+    let Some(max) = b.max_leased else {
+        return Err(Error::field("max_leased", "is required (null removes the limit)").into());
+    };
+    let max = max_leased(max).map_err(|e| Error::invalid(vec![e]))?;
+    let q = st.jobs.control(job_type, None, Some(max)).await?;
+    Ok(Json(queue_view(&q)))
 }
 
 async fn queues(State(st): State<AppState>, _auth: Admin) -> ApiResult<Json<Value>> {
@@ -905,7 +962,25 @@ pub fn router() -> Api {
         .get(
             "/v1/worker/queues",
             queues,
-            "Counts per job type and status",
+            "Counts per job type and status, with each type's controls",
+            A,
+        )
+        .post(
+            "/v1/worker/queues/{type}/pause",
+            pause,
+            "Pause a job type: none of its jobs is leased until it is resumed",
+            A,
+        )
+        .post(
+            "/v1/worker/queues/{type}/resume",
+            resume,
+            "Resume a paused job type",
+            A,
+        )
+        .put(
+            "/v1/worker/queues/{type}/limits",
+            limits,
+            "Set (or with null remove) how many jobs of a type may be leased at once",
             A,
         )
 }

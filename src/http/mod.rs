@@ -10,6 +10,7 @@ pub mod health;
 pub mod inbox;
 pub mod jobs;
 pub mod openapi;
+pub mod schedules;
 pub mod serve;
 pub mod telemetry;
 pub mod ui;
@@ -31,6 +32,7 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 #[derive(Clone)]
 pub struct AppState {
     pub jobs: JobService,
+    pub schedules: crate::service::schedules::ScheduleService,
     pub auth: AuthService,
     pub workers: WorkerService,
     pub users: crate::service::users::UserService,
@@ -59,6 +61,7 @@ pub fn api() -> openapi::Api {
     health::router()
         .merge(auth::router())
         .merge(jobs::router())
+        .merge(schedules::router())
         .merge(workers::router())
         .merge(users::router())
         .merge(broadcasts::router())

@@ -7,8 +7,23 @@ use axum::routing::get;
 use axum::Router;
 
 const INDEX: &str = include_str!("../../assets/ui/index.html");
-const APP_JS: &str = include_str!("../../assets/ui/app.js");
 const STYLE: &str = include_str!("../../assets/ui/style.css");
+/// `(file name, contents)` of one of the page's ES modules in `assets/ui/js/`.
+macro_rules! module {
+    ($name:literal) => {
+        ($name, include_str!(concat!("../../assets/ui/js/", $name)))
+    };
+}
+/// The page's script: ES modules served under `/ui/js/`, entry point `main.js`.
+const MODULES: &[(&str, &str)] = &[
+    module!("main.js"),
+    module!("api.js"),
+    module!("overview.js"),
+    module!("queues.js"),
+    module!("jobs.js"),
+    module!("schedules.js"),
+    module!("broadcasts.js"),
+];
 
 fn file(content_type: &'static str, body: &'static str) -> Response {
     (
@@ -36,17 +51,19 @@ async fn index() -> Response {
 
 /// Static files need no credentials; everything they show comes from authenticated calls.
 pub fn router() -> Router<AppState> {
-    Router::new()
+    let router = Router::new()
         .route("/", get(|| async { Redirect::temporary("/ui/") }))
         .route("/ui", get(|| async { Redirect::temporary("/ui/") }))
         .route("/ui/", get(index))
         .route("/ui/index.html", get(index))
         .route(
-            "/ui/app.js",
-            get(|| async { file("text/javascript; charset=utf-8", APP_JS) }),
-        )
-        .route(
             "/ui/style.css",
             get(|| async { file("text/css; charset=utf-8", STYLE) }),
+        );
+    MODULES.iter().fold(router, |r, &(name, body)| {
+        r.route(
+            &format!("/ui/js/{name}"),
+            get(move || async move { file("text/javascript; charset=utf-8", body) }),
         )
+    })
 }

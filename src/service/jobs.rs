@@ -5,7 +5,7 @@ use super::{Error, Result};
 use crate::clock::SharedClock;
 use crate::domain::{
     Ack, BulkAction, BulkFilter, Claim, Enqueued, Failure, Fence, Job, JobEvent, JobFilter, JobId,
-    JobPage, JobStatus, NewJob, QueueStats,
+    JobPage, JobStatus, JobType, NewJob, QueueStats,
 };
 use crate::queue::{Ready, ReadyQueue};
 use crate::storage::Db;
@@ -29,6 +29,33 @@ pub struct JobService {
     /// Open long-polls (`wait_ms`) this process holds at most; past them a lease answers
     /// at once.
     long_polls: Arc<tokio::sync::Semaphore>,
+}
+
+/// Counts per type, each with its controls; a type with controls but no jobs is listed
+/// too (a queue paused before its first job). The store lists types in name order.
+pub fn queues_with_controls(
+    s: &dyn crate::storage::Store,
+    now: crate::domain::Ts,
+) -> crate::storage::Result<Vec<QueueStats>> {
+    let mut stats = s.queue_stats(now)?;
+    for (t, c) in s.queue_controls()? {
+        let i = match stats.binary_search_by(|q| q.job_type.as_str().cmp(&t)) {
+            Ok(i) => i,
+            Err(i) => {
+                stats.insert(
+                    i,
+                    QueueStats {
+                        job_type: t,
+                        ..Default::default()
+                    },
+                );
+                i
+            }
+        };
+        stats[i].paused = c.paused;
+        stats[i].max_leased = c.max_leased;
+    }
+    Ok(stats)
 }
 
 /// The default bound of open long-polls per process.
@@ -80,6 +107,11 @@ impl JobService {
                 .filter(|j| j.status == JobStatus::Queued && j.available_at <= now)
                 .map(hint),
         );
+    }
+
+    /// Announces one job made outside `enqueue` (a schedule's run).
+    pub fn announce_one(&self, job: &Job) {
+        self.announce(std::iter::once(job));
     }
 
     /// Enqueues all or nothing.
@@ -322,9 +354,45 @@ impl JobService {
             .map_err(|e| Error::from_store(e, NOT_FOUND))
     }
 
+    /// Counts per type, with each type's controls (`queues_with_controls`).
     pub async fn queues(&self) -> Result<Vec<QueueStats>> {
         let now = self.clock.now();
-        Ok(self.db.call(move |s| s.queue_stats(now)).await?)
+        Ok(self
+            .db
+            .call(move |s| queues_with_controls(s, now))
+            .await?)
+    }
+
+    /// One type's queue item (all zero when it has no jobs).
+    pub async fn queue_item(&self, job_type: &JobType) -> Result<QueueStats> {
+        let t = job_type.as_str();
+        Ok(self
+            .queues()
+            .await?
+            .into_iter()
+            .find(|q| q.job_type == t)
+            .unwrap_or_else(|| QueueStats {
+                job_type: t.to_string(),
+                ..Default::default()
+            }))
+    }
+
+    /// Pauses or resumes a type, or sets its limit (`Some(None)` removes it); leasers
+    /// waiting in this process look again at once. Returns the queue item.
+    #[instrument(skip_all, fields(job.type = %job_type))]
+    pub async fn control(
+        &self,
+        job_type: JobType,
+        paused: Option<bool>,
+        max_leased: Option<Option<i64>>,
+    ) -> Result<QueueStats> {
+        let now = self.clock.now();
+        let t = job_type.as_str().to_string();
+        self.db
+            .call(move |s| s.set_queue_control(&t, paused, max_leased, now))
+            .await?;
+        self.queue.wake();
+        self.queue_item(&job_type).await
     }
 
     /// Folds the job counts the writers recorded apart (PostgreSQL's delta rows).

@@ -5,6 +5,7 @@ pub mod auth;
 pub mod broadcasts;
 pub mod inbox;
 pub mod jobs;
+pub mod schedules;
 pub mod telemetry;
 pub mod users;
 pub mod workers;

@@ -8,6 +8,9 @@ use crate::telemetry::summary::Snapshot;
 use crate::telemetry::Telemetry;
 use std::sync::Arc;
 
+/// Schedules that get their own metric series, at most (in name order).
+const MAX_SCHEDULE_SERIES: usize = 1000;
+
 #[derive(Clone)]
 pub struct TelemetryService {
     db: Db,
@@ -36,13 +39,14 @@ impl TelemetryService {
             tracing::warn!(error = %e, "could not flush this process's metrics before a snapshot");
         }
         let now = self.clock.now();
-        let (totals, queues, broadcasts) = self
+        let (totals, queues, broadcasts, schedules) = self
             .db
             .call(move |s| {
                 Ok((
                     s.metric_totals()?,
-                    s.queue_stats(now)?,
+                    super::jobs::queues_with_controls(s, now)?,
                     s.broadcast_stats()?,
+                    s.list_schedules(None, MAX_SCHEDULE_SERIES)?.items,
                 ))
             })
             .await?;
@@ -52,6 +56,7 @@ impl TelemetryService {
             queues,
             processes,
             broadcasts,
+            schedules,
         })
     }
 

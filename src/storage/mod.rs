@@ -7,6 +7,7 @@ pub mod blocking;
 pub mod copy;
 pub mod counts;
 pub(crate) mod decode;
+pub(crate) mod schedules;
 mod delivery;
 pub mod postgres;
 pub mod raw;
@@ -23,7 +24,11 @@ use crate::domain::{
     JobEvent, JobFilter, JobId, JobPage, JobStatus, NewJob, QueueStats, Reclaimed, Ts,
     WorkerProcess,
 };
+use crate::domain::schedule::{
+    DueRun, Fired, QueueControl, Schedule, ScheduleName, SchedulePage, ScheduleSpec,
+};
 use serde_json::Value;
+use std::collections::HashMap;
 use std::sync::Arc;
 use uuid::Uuid;
 
@@ -72,6 +77,81 @@ pub(crate) fn bulk_step(
         changed,
         next_after,
     })
+}
+
+/// A claim under queue controls, the same on both backends: `left` holds how many more
+/// jobs each limited type may lease, `excluded` the types it may not lease at all (paused,
+/// or at their limit). `candidates(need, excluded)` reads (and on PostgreSQL locks) the
+/// next `need` ready jobs in lease order as (seq, type); `lease(seqs)` leases those rows.
+/// Candidates of a type with nothing left are passed over and the type excluded, so a
+/// call gets what it asked for from the other types while any are ready.
+pub(crate) fn controlled_claim<C: ?Sized, J>(
+    c: &mut C,
+    limit: usize,
+    mut left: HashMap<String, i64>,
+    mut excluded: Vec<String>,
+    mut candidates: impl FnMut(&mut C, usize, &[String]) -> Result<Vec<(i64, String)>>,
+    mut lease: impl FnMut(&mut C, &[i64]) -> Result<Vec<J>>,
+) -> Result<Vec<J>> {
+    let mut got = Vec::new();
+    loop {
+        let need = limit - got.len();
+        let rows = candidates(c, need, &excluded)?;
+        let mut take = Vec::with_capacity(rows.len());
+        let mut full = Vec::new();
+        for (seq, t) in &rows {
+            match left.get_mut(t) {
+                Some(0) => {
+                    if !full.contains(t) {
+                        full.push(t.clone());
+                    }
+                }
+                Some(n) => {
+                    *n -= 1;
+                    take.push(*seq);
+                }
+                None => take.push(*seq),
+            }
+        }
+        if !take.is_empty() {
+            got.extend(lease(c, &take)?);
+        }
+        if full.is_empty() || got.len() >= limit {
+            return Ok(got);
+        }
+        excluded.extend(full);
+    }
+}
+
+/// What a claim must respect, from the control rows of the types it may lease: the types
+/// it may not lease (paused), and the limited ones with their limit. `None` when no
+/// control applies (the usual case: the claim runs unchanged).
+pub(crate) fn claim_controls(
+    claim: &Claim,
+    controls: Vec<(String, QueueControl)>,
+) -> Option<(Vec<String>, Vec<(String, i64)>)> {
+    let applies = |t: &str| claim.types.is_empty() || claim.types.iter().any(|c| c.as_str() == t);
+    let mut paused = Vec::new();
+    let mut limited = Vec::new();
+    for (t, c) in controls.into_iter().filter(|(t, _)| applies(t)) {
+        if c.paused {
+            paused.push(t);
+        } else if let Some(n) = c.max_leased {
+            limited.push((t, n));
+        }
+    }
+    (!paused.is_empty() || !limited.is_empty()).then_some((paused, limited))
+}
+
+/// A page of schedules read with `limit + 1` rows: the extra row says there is more.
+pub(crate) fn schedule_page(mut items: Vec<Schedule>, limit: usize) -> SchedulePage {
+    let next_after = if items.len() > limit {
+        items.truncate(limit);
+        items.last().map(|s| s.name.as_str().to_string())
+    } else {
+        None
+    };
+    SchedulePage { items, next_after }
 }
 
 /// For calls answered per item (`ack_jobs`): an item's own refusal (unknown job, a state
@@ -143,8 +223,45 @@ pub enum Wake {
 /// Called (on a store thread) when a wake-up arrives; must be quick and not block.
 pub type WakeFn = Arc<dyn Fn(Wake) + Send + Sync>;
 
+/// Schedules (recurring jobs). Each backend implements it in its `schedules` module.
+pub trait ScheduleStore {
+    /// Creates or replaces a schedule; a replaced one keeps its counters, its last run and
+    /// its creation time. Returns the schedule and whether it was created.
+    fn put_schedule(&self, spec: &ScheduleSpec, now: Ts) -> Result<(Schedule, bool)>;
+    fn get_schedule(&self, name: &ScheduleName) -> Result<Schedule>;
+    /// Schedules by name, after `after`, at most `limit`.
+    fn list_schedules(&self, after: Option<&str>, limit: usize) -> Result<SchedulePage>;
+    fn delete_schedule(&self, name: &ScheduleName) -> Result<()>;
+    /// Enabled schedules whose next run is at or before `now`, soonest first.
+    fn due_schedules(&self, now: Ts, limit: usize) -> Result<Vec<Schedule>>;
+    /// Takes one due run in one transaction: only if the schedule's `next_run_at` is still
+    /// `run.expected_next` (else `Taken`) it moves to `run.next_run_at`; then, unless the
+    /// schedule skips overlapping runs and its last job is still queued or leased
+    /// (`Skipped`), `job` is enqueued and counted as a run.
+    fn fire_schedule(&self, name: &ScheduleName, run: &DueRun, job: NewJob, now: Ts)
+        -> Result<Fired>;
+    /// Enqueues `job` for the schedule now, outside its calendar (counted as a run; the
+    /// next run is unchanged).
+    fn trigger_schedule(&self, name: &ScheduleName, job: NewJob, now: Ts) -> Result<Job>;
+}
+
+/// Queue controls per job type (pause, a global limit on leased jobs).
+pub trait QueueControlStore {
+    /// Changes a type's controls: `paused` when given, `max_leased` when given (`Some(None)`
+    /// removes the limit). Returns the controls now in force.
+    fn set_queue_control(
+        &self,
+        job_type: &str,
+        paused: Option<bool>,
+        max_leased: Option<Option<i64>>,
+        now: Ts,
+    ) -> Result<QueueControl>;
+    /// Every type with a control row.
+    fn queue_controls(&self) -> Result<Vec<(String, QueueControl)>>;
+}
+
 /// The whole store: every feature's methods. One implementation per backend.
-pub trait Store: Send + Sync + 'static {
+pub trait Store: ScheduleStore + QueueControlStore + Send + Sync + 'static {
     /// How many calls may usefully run at once (the seam's semaphore size).
     fn max_concurrency(&self) -> usize;
     /// The applied schema version (0 when none).

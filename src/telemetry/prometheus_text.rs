@@ -125,7 +125,13 @@ pub fn render(s: &Snapshot, local: Vec<MetricFamily>) -> String {
     let mut depth = Vec::new();
     let mut oldest = Vec::new();
     let mut expired = Vec::new();
+    let mut paused = Vec::new();
+    let mut limits = Vec::new();
     for q in &s.queues {
+        paused.push(gauge(&[("type", &q.job_type)], f64::from(u8::from(q.paused))));
+        if let Some(max) = q.max_leased {
+            limits.push(gauge(&[("type", &q.job_type)], max as f64));
+        }
         for (status, n) in [
             ("queued", q.queued),
             ("leased", q.leased),
@@ -158,6 +164,57 @@ pub fn render(s: &Snapshot, local: Vec<MetricFamily>) -> String {
         "How long the oldest ready job of each type has waited (0 when none).",
         GAUGE,
         oldest,
+    ));
+    fams.push(family(
+        "wp_lite_queue_paused",
+        "1 while a job type is paused (none of its jobs is leased), else 0.",
+        GAUGE,
+        paused,
+    ));
+    fams.push(family(
+        "wp_lite_queue_max_leased",
+        "The limit on jobs of a type leased at once, for types that have one.",
+        GAUGE,
+        limits,
+    ));
+    let mut runs = Vec::new();
+    let mut skipped = Vec::new();
+    let mut next_run = Vec::new();
+    let mut last_run = Vec::new();
+    for sc in &s.schedules {
+        let l = [("schedule", sc.name.as_str())];
+        runs.push(counter(&l, sc.runs_total as f64));
+        skipped.push(counter(&l, sc.skipped_total as f64));
+        if let Some(t) = sc.next_run_at {
+            next_run.push(gauge(&l, t.timestamp_millis() as f64 / 1000.0));
+        }
+        if let Some(t) = sc.last_run_at {
+            last_run.push(gauge(&l, t.timestamp_millis() as f64 / 1000.0));
+        }
+    }
+    fams.push(family(
+        "wp_lite_schedule_runs_total",
+        "Jobs enqueued by each schedule (calendar runs and manual triggers).",
+        COUNTER,
+        runs,
+    ));
+    fams.push(family(
+        "wp_lite_schedule_skipped_total",
+        "Runs a schedule skipped because its previous run's job was unfinished.",
+        COUNTER,
+        skipped,
+    ));
+    fams.push(family(
+        "wp_lite_schedule_next_run_timestamp_seconds",
+        "When each enabled schedule runs next (Unix time).",
+        GAUGE,
+        next_run,
+    ));
+    fams.push(family(
+        "wp_lite_schedule_last_run_timestamp_seconds",
+        "When each schedule last enqueued a job (Unix time).",
+        GAUGE,
+        last_run,
     ));
     fams.push(family(
         "wp_lite_leases_expired_total",

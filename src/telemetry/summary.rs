@@ -13,6 +13,7 @@ pub struct Snapshot {
     pub queues: Vec<QueueStats>,
     pub processes: Vec<(WorkerProcess, bool)>,
     pub broadcasts: BroadcastStats,
+    pub schedules: Vec<crate::domain::schedule::Schedule>,
 }
 
 impl Snapshot {

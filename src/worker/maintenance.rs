@@ -1,23 +1,26 @@
 //! `jobs.maintenance`: reclaims expired leases within a few seconds, prunes finished jobs
-//! (and their events) past the retention in bounded batches, and drops expired sessions.
+//! (and their events) past the retention in bounded batches, enqueues the due runs of
+//! schedules, and drops expired sessions.
 //! Always on inside `serve`; runnable alone with `wp-lite run --name jobs.maintenance`.
 
 use super::{BoxFuture, Built, Periodic, PeriodicSpec, Worker, WorkerConfigError, WorkerEnv};
 use crate::clock::SharedClock;
 use crate::service::jobs::JobService;
+use crate::service::schedules::ScheduleService;
 use crate::storage::Db;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 pub const NAME: &str = "jobs.maintenance";
 pub const DESCRIPTION: &str =
-    "reclaims expired job leases and prunes finished jobs past --job-retention (always on inside serve)";
+    "reclaims expired job leases, enqueues due schedule runs and prunes finished jobs past --job-retention (always on inside serve)";
 
 /// How often retention runs (lease reclaim runs every tick).
 const PRUNE_EVERY: Duration = Duration::from_secs(60);
 
 pub struct Maintenance {
     jobs: JobService,
+    schedules: ScheduleService,
     db: Db,
     clock: SharedClock,
     interval: Duration,
@@ -30,6 +33,7 @@ pub struct Maintenance {
 pub fn build(env: &WorkerEnv) -> Result<Built, WorkerConfigError> {
     Ok(Built::Periodic(Arc::new(Maintenance {
         jobs: env.jobs.clone(),
+        schedules: ScheduleService::new(env.db.clone(), env.clock.clone(), env.jobs.clone()),
         db: env.db.clone(),
         clock: env.clock.clone(),
         interval: env.options.maintenance_interval,
@@ -53,6 +57,7 @@ impl Maintenance {
 
     async fn run_tick(&self) -> anyhow::Result<()> {
         self.jobs.reclaim_expired().await?;
+        self.schedules.tick().await?;
         self.jobs.fold_counts().await?;
         if self.prune_due() {
             if let Some(r) = self.retention.filter(|r| !r.is_zero()) {

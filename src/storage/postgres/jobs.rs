@@ -59,6 +59,15 @@ const CLAIM_TYPES: &str = concat!(
     cols!()
 );
 
+const LEASE_SEQS: &str = concat!(
+    "UPDATE jobs SET status = 'leased', attempts = attempts + 1, lease_owner = $1,
+         lease_until = $2, lease_token = replace(gen_random_uuid()::text, '-', ''),
+         updated_at = $3
+     WHERE seq = ANY($4::bigint[])
+     RETURNING ",
+    cols!()
+);
+
 /// The job list, newest first. With a status the statement names it (one of five fixed
 /// words, `{status}` below), so a finished status walks `jobs_finished_by_status` whatever
 /// plan the server caches: a generic plan cannot pick a partial index for a parameter.
@@ -398,8 +407,87 @@ pub fn enqueue_many(c: &mut PgConn, reqs: Vec<EnqueueReq>) -> Result<Vec<Result<
 }
 
 pub fn claim(c: &mut PgConn, claim: &Claim, now: Ts) -> Result<Vec<Job>> {
-    let lease_until = now + claim.lease;
-    let until_ms = to_ms(&lease_until);
+    let controls = super::schedules::controls(c)?;
+    let Some((mut excluded, limited)) = crate::storage::claim_controls(claim, controls) else {
+        let rows = claim_ready(c, claim, now)?;
+        return leased(c, claim, rows, now);
+    };
+    let names: Vec<String> = limited.into_iter().map(|(t, _)| t).collect();
+    let mut left = std::collections::HashMap::new();
+    for (t, control, leased) in super::schedules::lock_limits(c, &names)? {
+        match control.max_leased {
+            _ if control.paused => excluded.push(t),
+            Some(max) if max - leased > 0 => {
+                left.insert(t, max - leased);
+            }
+            Some(_) => excluded.push(t),
+            None => {}
+        }
+    }
+    if !claim.types.is_empty()
+        && claim
+            .types
+            .iter()
+            .all(|t| excluded.iter().any(|e| e == t.as_str()))
+    {
+        return Ok(Vec::new());
+    }
+    let rows = crate::storage::controlled_claim(
+        c,
+        claim.limit,
+        left,
+        excluded,
+        |c, need, excluded| candidates(c, claim, need, excluded, now),
+        |c, seqs| lease_rows(c, claim, seqs, now),
+    )?;
+    leased(c, claim, rows, now)
+}
+
+/// The next `need` ready jobs of the claim's types outside `excluded`, in lease order,
+/// locked (`SKIP LOCKED`: rows another claim holds are passed over).
+fn candidates(
+    c: &mut PgConn,
+    claim: &Claim,
+    need: usize,
+    excluded: &[String],
+    now: Ts,
+) -> Result<Vec<(i64, String)>> {
+    let types: Vec<String> = claim.types.iter().map(|t| t.as_str().to_string()).collect();
+    let rows = c.query(
+        "SELECT seq, type FROM jobs WHERE status = 'queued' AND available_at <= $1
+           AND (cardinality($2::text[]) = 0 OR type = ANY($2::text[]))
+           AND NOT (type = ANY($3::text[]))
+         ORDER BY priority, available_at, created_at, seq LIMIT $4
+         FOR UPDATE SKIP LOCKED",
+        &[&to_ms(&now), &types, &excluded, &(need as i64)],
+    )?;
+    rows.iter()
+        .map(|r| {
+            Ok((
+                r.try_get(0).map_err(map_err)?,
+                r.try_get(1).map_err(map_err)?,
+            ))
+        })
+        .collect()
+}
+
+/// Leases the (locked) rows `seqs`.
+fn lease_rows(c: &mut PgConn, claim: &Claim, seqs: &[i64], now: Ts) -> Result<Vec<(i64, Job)>> {
+    let rows = c.query(
+        LEASE_SEQS,
+        &[
+            &claim.worker_id,
+            &to_ms(&(now + claim.lease)),
+            &to_ms(&now),
+            &seqs,
+        ],
+    )?;
+    rows.iter().map(row_to_job).collect()
+}
+
+/// A claim no queue control applies to: one statement.
+fn claim_ready(c: &mut PgConn, claim: &Claim, now: Ts) -> Result<Vec<(i64, Job)>> {
+    let until_ms = to_ms(&(now + claim.lease));
     let now_ms = to_ms(&now);
     let limit = i64::try_from(claim.limit).unwrap_or(i64::MAX);
     let rows = if claim.types.is_empty() {
@@ -411,7 +499,12 @@ pub fn claim(c: &mut PgConn, claim: &Claim, now: Ts) -> Result<Vec<Job>> {
             &[&claim.worker_id, &until_ms, &now_ms, &limit, &types],
         )?
     };
-    let mut jobs = rows.iter().map(row_to_job).collect::<Result<Vec<_>>>()?;
+    rows.iter().map(row_to_job).collect()
+}
+
+/// Counts freshly leased jobs, orders them and writes their `leased` events.
+fn leased(c: &mut PgConn, claim: &Claim, mut jobs: Vec<(i64, Job)>, now: Ts) -> Result<Vec<Job>> {
+    let lease_until = now + claim.lease;
     for (_, j) in &jobs {
         c.moved(
             j.job_type.as_str(),
@@ -444,7 +537,7 @@ pub fn claim(c: &mut PgConn, claim: &Claim, now: Ts) -> Result<Vec<Job>> {
              SELECT e.job_id, $2, 'leased', e.details
              FROM unnest($1::text[], $3::text[]) WITH ORDINALITY AS e (job_id, details, n)
              ORDER BY e.n",
-            &[&ids, &now_ms, &details],
+            &[&ids, &to_ms(&now), &details],
         )?;
     }
     Ok(jobs.into_iter().map(|(_, j)| j).collect())

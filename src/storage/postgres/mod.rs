@@ -14,6 +14,7 @@ mod jobs;
 mod listener;
 mod metrics;
 pub mod raw;
+mod schedules;
 mod sessions;
 mod users;
 mod workers;

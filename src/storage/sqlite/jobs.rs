@@ -205,18 +205,118 @@ fn enqueue_one(c: &WriteConn, nj: NewJob, now: Ts) -> Result<Enqueued> {
     Ok(Enqueued::Created(job))
 }
 
+/// What a lease sets; `?1` the worker, `?2` the lease's end, `?3` now.
+const LEASE_SET: &str = "UPDATE jobs SET status = 'leased', attempts = attempts + 1,
+     lease_owner = ?1, lease_until = ?2, lease_token = lower(hex(randomblob(16))),
+     updated_at = ?3";
+
+/// `?{first}, ?{first+1}, …` for `n` values.
+fn marks(first: usize, n: usize) -> String {
+    (0..n)
+        .map(|i| format!("?{}", i + first))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 pub fn claim(c: &WriteConn, claim: &Claim, now: Ts) -> Result<Vec<Job>> {
+    let controls = super::schedules::controls(c)?;
+    let Some((paused, limited)) = crate::storage::claim_controls(claim, controls) else {
+        return claim_ready(c, claim, now);
+    };
+    // The writer holds the database's write lock: the leased counts read here stay true
+    // until this transaction commits, so a limit cannot be overrun by another leaser.
+    let mut excluded = paused;
+    let mut left = std::collections::HashMap::new();
+    for (t, max) in limited {
+        let leased: i64 = c
+            .prepare_cached("SELECT COUNT(*) FROM jobs WHERE status = 'leased' AND type = ?1")
+            .and_then(|mut s| s.query_row([&t], |r| r.get(0)))
+            .map_err(map_err)?;
+        match max - leased {
+            n if n > 0 => {
+                left.insert(t, n);
+            }
+            _ => excluded.push(t),
+        }
+    }
+    if !claim.types.is_empty()
+        && claim
+            .types
+            .iter()
+            .all(|t| excluded.iter().any(|e| e == t.as_str()))
+    {
+        return Ok(Vec::new());
+    }
+    let jobs = crate::storage::controlled_claim(
+        &mut { c },
+        claim.limit,
+        left,
+        excluded,
+        |c, need, excluded| candidates(c, claim, need, excluded, now),
+        |c, seqs| lease_rows(c, claim, seqs, now),
+    )?;
+    leased(c, claim, jobs, now)
+}
+
+/// The next `need` ready jobs of the claim's types, outside `excluded`, in lease order.
+fn candidates(
+    c: &WriteConn,
+    claim: &Claim,
+    need: usize,
+    excluded: &[String],
+    now: Ts,
+) -> Result<Vec<(i64, String)>> {
+    let mut args: Vec<rusqlite::types::Value> = vec![to_ms(&now).into(), (need as i64).into()];
+    let mut sql = String::from(
+        "SELECT seq, type FROM jobs WHERE status = 'queued' AND available_at <= ?1",
+    );
+    if !claim.types.is_empty() {
+        sql += &format!(" AND type IN ({})", marks(args.len() + 1, claim.types.len()));
+        args.extend(claim.types.iter().map(|t| t.as_str().to_string().into()));
+    }
+    if !excluded.is_empty() {
+        sql += &format!(" AND type NOT IN ({})", marks(args.len() + 1, excluded.len()));
+        args.extend(excluded.iter().map(|t| t.clone().into()));
+    }
+    sql += " ORDER BY priority, available_at, created_at LIMIT ?2";
+    c.prepare_cached(&sql)
+        .and_then(|mut s| {
+            s.query_map(params_from_iter(args), |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect()
+        })
+        .map_err(map_err)
+}
+
+/// Leases the rows `seqs` (ready jobs the caller chose).
+fn lease_rows(c: &WriteConn, claim: &Claim, seqs: &[i64], now: Ts) -> Result<Vec<Job>> {
+    let sql = format!(
+        "{LEASE_SET} WHERE seq IN ({}) RETURNING {COLS}",
+        marks(4, seqs.len())
+    );
+    let mut args: Vec<rusqlite::types::Value> = vec![
+        claim.worker_id.clone().into(),
+        to_ms(&(now + claim.lease)).into(),
+        to_ms(&now).into(),
+    ];
+    args.extend(seqs.iter().map(|s| (*s).into()));
+    c.prepare_cached(&sql)
+        .and_then(|mut s| {
+            s.query_map(params_from_iter(args), row_to_job)?
+                .map(|r| r.map(|(_, j)| j))
+                .collect()
+        })
+        .map_err(map_err)
+}
+
+/// A claim no queue control applies to: one statement.
+fn claim_ready(c: &WriteConn, claim: &Claim, now: Ts) -> Result<Vec<Job>> {
     let type_filter = if claim.types.is_empty() {
         String::new()
     } else {
-        let marks: Vec<String> = (0..claim.types.len())
-            .map(|i| format!("?{}", i + 5))
-            .collect();
-        format!("AND type IN ({})", marks.join(", "))
+        format!("AND type IN ({})", marks(5, claim.types.len()))
     };
     let sql = format!(
-        "UPDATE jobs SET status = 'leased', attempts = attempts + 1, lease_owner = ?1,
-             lease_until = ?2, lease_token = lower(hex(randomblob(16))), updated_at = ?3
+        "{LEASE_SET}
          WHERE seq IN (SELECT seq FROM jobs WHERE status = 'queued' AND available_at <= ?3
                        {type_filter} ORDER BY priority, available_at, created_at LIMIT ?4)
          RETURNING {COLS}"
@@ -229,7 +329,7 @@ pub fn claim(c: &WriteConn, claim: &Claim, now: Ts) -> Result<Vec<Job>> {
         (claim.limit as i64).into(),
     ];
     args.extend(claim.types.iter().map(|t| t.as_str().to_string().into()));
-    let mut jobs: Vec<Job> = c
+    let jobs: Vec<Job> = c
         .prepare_cached(&sql)
         .and_then(|mut s| {
             s.query_map(params_from_iter(args), row_to_job)?
@@ -237,6 +337,11 @@ pub fn claim(c: &WriteConn, claim: &Claim, now: Ts) -> Result<Vec<Job>> {
                 .collect()
         })
         .map_err(map_err)?;
+    leased(c, claim, jobs, now)
+}
+
+/// Orders freshly leased jobs, counts them and writes their `leased` events.
+fn leased(c: &WriteConn, claim: &Claim, mut jobs: Vec<Job>, now: Ts) -> Result<Vec<Job>> {
     jobs.sort_by(|a, b| {
         (a.priority, a.available_at, a.created_at).cmp(&(b.priority, b.available_at, b.created_at))
     });

@@ -7,6 +7,7 @@ mod inbox;
 mod jobs;
 mod metrics;
 pub mod raw;
+mod schedules;
 mod sessions;
 mod users;
 mod workers;
