@@ -8,6 +8,7 @@ mod common;
 mod inbox;
 mod jobs;
 mod metrics;
+mod schedules;
 mod sessions;
 mod users;
 
