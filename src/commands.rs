@@ -100,7 +100,9 @@ async fn print_schedules(db: &crate::storage::Db) -> anyhow::Result<()> {
     );
     loop {
         let a = after.clone();
-        let page = db.call(move |s| s.list_schedules(a.as_deref(), 200)).await?;
+        let page = db
+            .call(move |s| s.list_schedules(a.as_deref(), 200))
+            .await?;
         for s in &page.items {
             any = true;
             println!(

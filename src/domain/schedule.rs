@@ -133,9 +133,7 @@ impl Calendar {
                 .find_previous_occurrence(&t.with_timezone(tz), true)
                 .ok()
                 .map(|n| n.with_timezone(&chrono::Utc)),
-            Calendar::Every(p) => {
-                (t >= anchor).then(|| anchor + *p * period_count(t - anchor, *p))
-            }
+            Calendar::Every(p) => (t >= anchor).then(|| anchor + *p * period_count(t - anchor, *p)),
         }
     }
 }
@@ -250,7 +248,10 @@ impl ScheduleSpec {
     /// The first run of a schedule written at `now` (None when disabled).
     pub fn first_run(&self, now: Ts) -> Option<Ts> {
         self.enabled
-            .then(|| self.calendar.next_after(now, now + period_or_zero(&self.calendar)))
+            .then(|| {
+                self.calendar
+                    .next_after(now, now + period_or_zero(&self.calendar))
+            })
             .flatten()
     }
 
@@ -376,7 +377,9 @@ pub fn cron_text(v: &str) -> Result<(), FieldError> {
 
 /// Converts a UTC instant to a zone (tests and the CLI's display).
 pub fn in_zone(t: Ts, tz: &str) -> Option<chrono::DateTime<Tz>> {
-    tz.parse::<Tz>().ok().map(|z| z.from_utc_datetime(&t.naive_utc()))
+    tz.parse::<Tz>()
+        .ok()
+        .map(|z| z.from_utc_datetime(&t.naive_utc()))
 }
 
 #[cfg(test)]
@@ -466,8 +469,16 @@ mod tests {
     #[test]
     fn bad_expressions_and_zones_name_their_field() {
         for bad in [
-            "", "* * *", "61 * * * *", "* * * * * * * *", "@sometimes", "@every", "@every 0s",
-            "@every 500ms", "@everyday", "@every 1 fortnight",
+            "",
+            "* * *",
+            "61 * * * *",
+            "* * * * * * * *",
+            "@sometimes",
+            "@every",
+            "@every 0s",
+            "@every 500ms",
+            "@everyday",
+            "@every 1 fortnight",
         ] {
             let errs = Calendar::parse(bad, "UTC").expect_err(bad);
             assert_eq!(errs[0].field, "cron", "{bad}");

@@ -141,12 +141,7 @@ fn is_decimal(s: &str) -> bool {
 
 impl EnqueueBody {
     /// Parses into a `NewJob`, collecting every field error (prefixed for batch items).
-    pub(super) fn parse(
-        self,
-        prefix: &str,
-        now: Ts,
-        errs: &mut Vec<FieldError>,
-    ) -> Option<NewJob> {
+    pub(super) fn parse(self, prefix: &str, now: Ts, errs: &mut Vec<FieldError>) -> Option<NewJob> {
         let before = errs.len();
         let f = |name: &str| format!("{prefix}{name}");
         let id = match self.job_id.as_deref() {
@@ -836,7 +831,10 @@ async fn resume(
     _auth: Admin,
     path: PathString,
 ) -> ApiResult<Json<Value>> {
-    let q = st.jobs.control(queue_type(path)?, Some(false), None).await?;
+    let q = st
+        .jobs
+        .control(queue_type(path)?, Some(false), None)
+        .await?;
     Ok(Json(queue_view(&q)))
 }
 

@@ -129,7 +129,10 @@ impl ScheduleBody {
                 None
             }
             Some(_) => {
-                errs.push(FieldError::new("job", "must be an object (an enqueue body)"));
+                errs.push(FieldError::new(
+                    "job",
+                    "must be an object (an enqueue body)",
+                ));
                 None
             }
         };
@@ -221,7 +224,9 @@ async fn list(
     };
     let page = st.schedules.list(after, limit).await?;
     let items: Vec<ScheduleView> = page.items.into_iter().map(Into::into).collect();
-    Ok(Json(json!({ "items": items, "next_cursor": page.next_after })))
+    Ok(Json(
+        json!({ "items": items, "next_cursor": page.next_after }),
+    ))
 }
 
 pub fn router() -> Api {

@@ -357,10 +357,7 @@ impl JobService {
     /// Counts per type, with each type's controls (`queues_with_controls`).
     pub async fn queues(&self) -> Result<Vec<QueueStats>> {
         let now = self.clock.now();
-        Ok(self
-            .db
-            .call(move |s| queues_with_controls(s, now))
-            .await?)
+        Ok(self.db.call(move |s| queues_with_controls(s, now)).await?)
     }
 
     /// One type's queue item (all zero when it has no jobs).

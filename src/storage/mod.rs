@@ -7,10 +7,10 @@ pub mod blocking;
 pub mod copy;
 pub mod counts;
 pub(crate) mod decode;
-pub(crate) mod schedules;
 mod delivery;
 pub mod postgres;
 pub mod raw;
+pub(crate) mod schedules;
 pub mod sqlite;
 pub mod writer;
 
@@ -19,13 +19,13 @@ use crate::domain::notify::{
     Broadcast, BroadcastDraft, BroadcastFilter, BroadcastPage, ChunkOutcome, Delivered,
     DirectNotification, InboxItem, InboxPage, NewUser, User, UserId,
 };
+use crate::domain::schedule::{
+    DueRun, Fired, QueueControl, Schedule, ScheduleName, SchedulePage, ScheduleSpec,
+};
 use crate::domain::{
     Ack, BulkAction, BulkFilter, BulkStep, Claim, Enqueued, Failure, Fence, Job, JobConflict,
     JobEvent, JobFilter, JobId, JobPage, JobStatus, NewJob, QueueStats, Reclaimed, Ts,
     WorkerProcess,
-};
-use crate::domain::schedule::{
-    DueRun, Fired, QueueControl, Schedule, ScheduleName, SchedulePage, ScheduleSpec,
 };
 use serde_json::Value;
 use std::collections::HashMap;
@@ -238,8 +238,13 @@ pub trait ScheduleStore {
     /// `run.expected_next` (else `Taken`) it moves to `run.next_run_at`; then, unless the
     /// schedule skips overlapping runs and its last job is still queued or leased
     /// (`Skipped`), `job` is enqueued and counted as a run.
-    fn fire_schedule(&self, name: &ScheduleName, run: &DueRun, job: NewJob, now: Ts)
-        -> Result<Fired>;
+    fn fire_schedule(
+        &self,
+        name: &ScheduleName,
+        run: &DueRun,
+        job: NewJob,
+        now: Ts,
+    ) -> Result<Fired>;
     /// Enqueues `job` for the schedule now, outside its calendar (counted as a run; the
     /// next run is unchanged).
     fn trigger_schedule(&self, name: &ScheduleName, job: NewJob, now: Ts) -> Result<Job>;

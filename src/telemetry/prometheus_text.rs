@@ -128,7 +128,10 @@ pub fn render(s: &Snapshot, local: Vec<MetricFamily>) -> String {
     let mut paused = Vec::new();
     let mut limits = Vec::new();
     for q in &s.queues {
-        paused.push(gauge(&[("type", &q.job_type)], f64::from(u8::from(q.paused))));
+        paused.push(gauge(
+            &[("type", &q.job_type)],
+            f64::from(u8::from(q.paused)),
+        ));
         if let Some(max) = q.max_leased {
             limits.push(gauge(&[("type", &q.job_type)], max as f64));
         }

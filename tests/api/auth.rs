@@ -69,6 +69,26 @@ fn admin_routes() -> Vec<(Method, String, Option<Value>)> {
             None,
         ),
         (Method::GET, "/v1/worker/queues".into(), None),
+        (Method::POST, "/v1/worker/queues/auth.q/pause".into(), None),
+        (Method::POST, "/v1/worker/queues/auth.q/resume".into(), None),
+        (
+            Method::PUT,
+            "/v1/worker/queues/auth.q/limits".into(),
+            Some(json!({ "max_leased": 2 })),
+        ),
+        (Method::GET, "/v1/worker/schedules".into(), None),
+        (
+            Method::PUT,
+            "/v1/worker/schedules/auth.s".into(),
+            Some(json!({ "cron": "@daily", "job": { "type": "t", "input": {} } })),
+        ),
+        (Method::GET, "/v1/worker/schedules/auth.s".into(), None),
+        (
+            Method::POST,
+            "/v1/worker/schedules/auth.s/actions/trigger".into(),
+            None,
+        ),
+        (Method::DELETE, "/v1/worker/schedules/none".into(), None),
     ]
 }
 
@@ -81,7 +101,9 @@ fn all_routes() -> Vec<(Method, String, Option<Value>)> {
 /// What a caller that is let in gets: 2xx, or 404 for the unknown job.
 fn assert_let_in(r: &Resp, what: &str) {
     assert!(
-        r.status.is_success() || (r.status == StatusCode::NOT_FOUND && r.code() == "job_not_found"),
+        r.status.is_success()
+            || (r.status == StatusCode::NOT_FOUND
+                && ["job_not_found", "schedule_not_found"].contains(&r.code())),
         "{what}: {} {}",
         r.status,
         r.body

@@ -11,3 +11,4 @@ mod concurrency;
 mod jobs;
 mod notifications;
 mod openapi;
+mod schedules;

@@ -135,7 +135,10 @@ fn schedules_are_written_read_listed_replaced_and_deleted() {
         let gone = ScheduleName::parse("n", "b").unwrap();
         s.delete_schedule(&gone).unwrap();
         assert!(matches!(s.get_schedule(&gone), Err(StoreError::NotFound)));
-        assert!(matches!(s.delete_schedule(&gone), Err(StoreError::NotFound)));
+        assert!(matches!(
+            s.delete_schedule(&gone),
+            Err(StoreError::NotFound)
+        ));
     });
 }
 
@@ -160,7 +163,8 @@ fn a_due_run_is_enqueued_once_however_many_nodes_take_it() {
             let enqueued = Arc::new(AtomicUsize::new(0));
             std::thread::scope(|sc| {
                 for node in &nodes {
-                    let (node, barrier, enqueued) = (node.clone(), barrier.clone(), enqueued.clone());
+                    let (node, barrier, enqueued) =
+                        (node.clone(), barrier.clone(), enqueued.clone());
                     let (name, sched) = (name.clone(), sched.clone());
                     sc.spawn(move || {
                         let job = sched
@@ -216,14 +220,21 @@ fn overlap_skip_waits_for_the_previous_runs_job_and_trigger_runs_now() {
         let s = &b.store;
         s.put_schedule(&spec("skip", "@every 1m", "skip.job", Overlap::Skip), t0())
             .unwrap();
-        s.put_schedule(&spec("allow", "@every 1m", "allow.job", Overlap::Allow), t0())
-            .unwrap();
+        s.put_schedule(
+            &spec("allow", "@every 1m", "allow.job", Overlap::Allow),
+            t0(),
+        )
+        .unwrap();
         let at = |m: i64| t0() + Duration::minutes(m) + Duration::seconds(5);
         let Fired::Enqueued(first) = fire(s, "skip", at(1)) else {
             panic!("{}: the first run enqueues", b.name)
         };
         // Queued: skipped.
-        assert!(matches!(fire(s, "skip", at(2)), Fired::Skipped), "{}", b.name);
+        assert!(
+            matches!(fire(s, "skip", at(2)), Fired::Skipped),
+            "{}",
+            b.name
+        );
         // Leased: skipped.
         let leased = s.claim_jobs(&claim("w", &["skip.job"], 1), at(2)).unwrap();
         assert_eq!(leased[0].id, first.id);
@@ -372,7 +383,12 @@ fn max_leased_holds_for_concurrent_leasers_on_every_node() {
                 });
             }
         });
-        assert_eq!(done.load(Ordering::SeqCst), total, "{}: every job done", b.name);
+        assert_eq!(
+            done.load(Ordering::SeqCst),
+            total,
+            "{}: every job done",
+            b.name
+        );
         assert_eq!(free_leased.load(Ordering::SeqCst), 20, "{}", b.name);
 
         // Replay the history in event order.
@@ -408,7 +424,10 @@ fn max_leased_holds_for_concurrent_leasers_on_every_node() {
         }
         assert!(peak <= 3, "{}: {peak} leased at once", b.name);
         assert!(peak >= 1);
-        eprintln!("{}: at most {peak} of the limited type leased at once", b.name);
+        eprintln!(
+            "{}: at most {peak} of the limited type leased at once",
+            b.name
+        );
         nodes[1].close();
     });
 }

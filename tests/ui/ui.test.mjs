@@ -1,6 +1,9 @@
 // The observability page in headless Chromium (Debian's, driven by playwright-core)
 // against the real binary: log in, see a live worker, create a broadcast, send it now,
-// watch it reach `sent`, retry a failed job. Screenshots go to artifacts/ui.png and
+// watch it reach `sent` and open its detail, retry a failed job and open its timeline,
+// bulk-retry failed jobs through the filter, pause/resume a queue and set its limit,
+// create, trigger, edit, disable and delete schedules through the form (and see the
+// server's error for a bad cron expression). Screenshots go to artifacts/ui.png and
 // artifacts/ui-phone.png (390 px wide).
 //
 //   cargo build && cd tests/ui && npm ci && node --test
@@ -73,7 +76,7 @@ async function until(what, fn, ms = 30_000) {
   }
 }
 
-test("the observability page: log in, live worker, broadcast sent, failed job retried", { timeout: 180_000 }, async (t) => {
+test("the observability page: log in, live worker, broadcasts, jobs, queues, schedules", { timeout: 180_000 }, async (t) => {
   assert.ok(fs.existsSync(BIN), `${BIN} does not exist: run \`cargo build\` first (or set WP_LITE_BIN)`);
   assert.ok(fs.existsSync(CHROMIUM), `${CHROMIUM} does not exist: apt-get install chromium (or set CHROMIUM_PATH)`);
   fs.mkdirSync(ARTIFACTS, { recursive: true });
@@ -134,12 +137,16 @@ test("the observability page: log in, live worker, broadcast sent, failed job re
   const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
   const problems = [];
   page.on("pageerror", (e) => problems.push(`page error: ${e.message}`));
-  // Before logging in the page asks whether a session exists: that one 401 is expected.
+  // Before logging in the page asks whether a session exists: that one 401 is expected,
+  // and so is the 400 of the schedule with a bad cron expression while it is being shown.
   // Every other error response is a problem (the console repeats them as "Failed to load
   // resource", so those lines are left to this handler).
   let loggedIn = false;
+  let badSchedule = false;
   page.on("response", (res) => {
-    const expected = !loggedIn && res.status() === 401;
+    const rejectedSchedule = badSchedule && res.status() === 400 && res.request().method() === "PUT"
+      && new URL(res.url()).pathname.startsWith("/v1/worker/schedules/");
+    const expected = (!loggedIn && res.status() === 401) || rejectedSchedule;
     if (res.status() >= 400 && !expected) problems.push(`${res.status()} ${res.request().method()} ${res.url()}`);
   });
   page.on("console", (m) => {
@@ -147,6 +154,9 @@ test("the observability page: log in, live worker, broadcast sent, failed job re
   });
   page.on("requestfailed", (q) => problems.push(`request failed: ${q.url()} ${q.failure() && q.failure().errorText}`));
   page.on("request", (q) => { if (!q.url().startsWith(base)) problems.push(`left the server: ${q.url()}`); });
+  // confirm() before bulk actions and deletes: accepted, and what it asked is kept.
+  const confirms = [];
+  page.on("dialog", async (d) => { confirms.push(d.message()); await d.accept(); });
 
   // Log in through the form.
   await page.goto(`${base}/`);
@@ -208,6 +218,154 @@ test("the observability page: log in, live worker, broadcast sent, failed job re
   await until("the stats to show the failed attempt", async () => Number(await page.locator("#stat-failed").innerText()) >= 1);
   assert.match(await page.locator("#queues-table tbody").innerText(), /ui\.report/);
 
+  // The broadcast's detail: its whole record, counters included.
+  await page.locator(`#broadcasts-table button[data-bc-open="${bcId}"]`).click();
+  const bcDetail = page.locator(`#bc-detail[data-broadcast="${bcId}"]`);
+  await bcDetail.locator('[data-fact="sent"]', { hasText: "3" }).waitFor({ timeout: 15_000 });
+  assert.equal(await page.locator("#bcd-title").innerText(), title);
+  assert.match(await page.locator("#bcd-body").innerText(), /Version 2 is out/);
+  assert.match(await bcDetail.locator('[data-fact="status"]').innerText(), /sent/);
+  assert.match(await page.locator("#bcd-pct").innerText(), /100 %/);
+  await page.locator("#bcd-close").click();
+  await page.locator("#bc-detail").waitFor({ state: "hidden" });
+
+  // The retried job's detail: its fields and its event timeline.
+  await page.locator(`#jobs-table tr[data-job="${jobId}"] button[data-job-open="${jobId}"]`).click();
+  const jobDetail = page.locator(`#job-detail[data-job="${jobId}"]`);
+  await jobDetail.locator('#jd-events li[data-event="failed"]').waitFor({ timeout: 15_000 });
+  const events = await jobDetail.locator("#jd-events li").evaluateAll((lis) => lis.map((li) => li.dataset.event));
+  for (const e of ["queued", "leased", "failed"]) assert.ok(events.includes(e), `timeline: ${events}`);
+  assert.match(await jobDetail.locator("#jd-events").innerText(), /leased/);
+  assert.equal(await jobDetail.locator('[data-fact="type"]').innerText(), "ui.report");
+  assert.match(await jobDetail.locator('[data-fact="attempts"]').innerText(), /^\d+\/3$/);
+  assert.match(await jobDetail.locator('[data-fact="status"]').innerText(), /queued/);
+  assert.match(await jobDetail.locator("#jd-input").innerText(), /"page": 1/);
+  await page.locator("#jd-close").click();
+  await page.locator("#job-detail").waitFor({ state: "hidden" });
+
+  // Bulk retry: a job failed for good (one attempt allowed) over REST, then the page's
+  // filter (status failed, its type) and "Retry all".
+  r = await call("POST", "/v1/worker/jobs", { type: "ui.bulk", input: { n: 1 }, max_attempts: 1 });
+  assert.equal(r.status, 201, JSON.stringify(r.body));
+  const bulkId = r.body.job_id;
+  r = await call("POST", "/v1/worker/jobs/lease", { worker_id: "ui-test", job_types: ["ui.bulk"], lease_seconds: 300 });
+  assert.equal(r.body.jobs.length, 1, JSON.stringify(r.body));
+  r = await call("POST", `/v1/worker/jobs/${bulkId}/fail`, {
+    worker_id: "ui-test", lease_token: r.body.jobs[0].lease_token, error: "out of paper", retryable: true,
+  });
+  assert.equal(r.body.status, "failed", JSON.stringify(r.body));
+  await page.locator("#job-status").selectOption("failed");
+  await page.locator("#job-type").fill("ui.bulk");
+  await page.locator("#job-apply").click();
+  await page.locator(`#jobs-table tr[data-job="${bulkId}"][data-status="failed"]`).waitFor({ timeout: 15_000 });
+  assert.equal(await page.locator("#jobs-table tbody tr").count(), 1, "the filter shows only ui.bulk's failed job");
+  await page.locator("#bulk-retry").click();
+  await page.locator("#bulk-result", { hasText: "1 job queued again" }).waitFor({ timeout: 15_000 });
+  assert.match(confirms.at(-1), /status failed and type ui\.bulk/);
+  await until("the bulk-retried job to be queued", async () => (await call("GET", `/v1/worker/jobs/${bulkId}`)).body.status === "queued");
+  await page.locator("#jobs-empty").waitFor({ state: "visible", timeout: 15_000 }); // nothing failed of that type now
+  await page.locator("#job-type").fill("");
+  await page.locator("#job-status").selectOption(""); // any status, for the screenshots
+
+  // Pause and resume a queue; the server says so too.
+  const queueRest = async (type) => (await call("GET", "/v1/worker/queues")).body.items.find((q) => q.type === type);
+  const qrow = page.locator('#queues-table tr[data-queue="ui.report"]');
+  await qrow.locator('button[data-action="pause"]').click();
+  await page.locator('#queues-table tr[data-queue="ui.report"][data-paused="true"]').waitFor({ timeout: 15_000 });
+  assert.match(await qrow.innerText(), /paused/);
+  assert.equal((await queueRest("ui.report")).paused, true);
+  await qrow.locator('button[data-action="resume"]').click();
+  await page.locator('#queues-table tr[data-queue="ui.report"][data-paused="false"]').waitFor({ timeout: 15_000 });
+  assert.equal((await queueRest("ui.report")).paused, false);
+
+  // A concurrency limit, then none again (an empty input).
+  await qrow.locator('input[data-limit-for="ui.report"]').fill("2");
+  await qrow.locator('button[data-limit-save="ui.report"]').click();
+  await page.locator('#queues-table tr[data-queue="ui.report"][data-max-leased="2"]').waitFor({ timeout: 15_000 });
+  assert.equal((await queueRest("ui.report")).max_leased, 2);
+  await qrow.locator('input[data-limit-for="ui.report"]').fill("");
+  await qrow.locator('button[data-limit-save="ui.report"]').click();
+  await page.locator('#queues-table tr[data-queue="ui.report"][data-max-leased=""]').waitFor({ timeout: 15_000 });
+  assert.equal((await queueRest("ui.report")).max_leased, null);
+
+  // A schedule through the form.
+  const scheduleRest = async (name) => (await call("GET", "/v1/worker/schedules?limit=100")).body.items.find((s) => s.name === name);
+  await page.locator("#sch-name").fill("nightly");
+  await page.locator("#sch-cron").fill("0 3 * * *");
+  await page.locator("#sch-tz").fill("Europe/Berlin");
+  await page.locator("#sch-type").fill("report.build");
+  await page.locator("#sch-input").fill('{"format": "pdf"}');
+  await page.locator("#sch-save").click();
+  const nightly = page.locator('#schedules-table tr[data-schedule="nightly"]');
+  await nightly.waitFor({ timeout: 15_000 });
+  assert.match(await nightly.innerText(), /0 3 \* \* \*/);
+  assert.match(await nightly.innerText(), /report\.build/);
+  let sch = await scheduleRest("nightly");
+  assert.deepEqual([sch.cron, sch.timezone, sch.job.type, sch.job.input, sch.enabled, sch.overlap],
+    ["0 3 * * *", "Europe/Berlin", "report.build", { format: "pdf" }, true, "skip"], JSON.stringify(sch));
+  assert.ok(sch.next_run_at, "an enabled schedule has a next run");
+  assert.equal(await page.locator("#sch-name").inputValue(), "", "the form is empty again after saving");
+
+  // Trigger it: a report.build job exists, and its id opens its detail.
+  await nightly.locator('button[data-sch-trigger="nightly"]').click();
+  const triggered = page.locator("#sch-triggered button[data-job-open]");
+  await triggered.waitFor({ timeout: 15_000 });
+  const triggeredId = await triggered.getAttribute("data-job-open");
+  r = await call("GET", `/v1/worker/jobs/${triggeredId}`);
+  assert.equal(r.body.type, "report.build", JSON.stringify(r.body));
+  r = await call("GET", "/v1/worker/jobs?type=report.build");
+  assert.ok(r.body.items.some((j) => j.job_id === triggeredId), JSON.stringify(r.body));
+  await triggered.click();
+  await page.locator(`#job-detail[data-job="${triggeredId}"] #jd-events li[data-event="queued"]`).waitFor({ timeout: 15_000 });
+  assert.equal(await page.locator('#job-detail [data-fact="type"]').innerText(), "report.build");
+  await page.locator("#jd-close").click();
+  await page.locator("#job-detail").waitFor({ state: "hidden" });
+
+  // Disable it (the row button re-puts the schedule), then edit its cron in the form.
+  await nightly.locator('button[data-sch-toggle="nightly"]').click();
+  await page.locator('#schedules-table tr[data-schedule="nightly"][data-enabled="false"]').waitFor({ timeout: 15_000 });
+  sch = await scheduleRest("nightly");
+  assert.equal(sch.enabled, false);
+  assert.deepEqual([sch.cron, sch.timezone, sch.job.type], ["0 3 * * *", "Europe/Berlin", "report.build"]);
+  await nightly.locator('button[data-sch-edit="nightly"]').click();
+  assert.equal(await page.locator("#sch-name").inputValue(), "nightly");
+  assert.equal(await page.locator("#sch-enabled").isChecked(), false);
+  await page.locator("#sch-cron").fill("30 4 * * *");
+  await page.locator("#sch-enabled").check();
+  await page.locator("#sch-save").click();
+  await page.locator('#schedules-table tr[data-schedule="nightly"][data-enabled="true"]', { hasText: "30 4 * * *" }).waitFor({ timeout: 15_000 });
+  sch = await scheduleRest("nightly");
+  assert.deepEqual([sch.cron, sch.timezone, sch.job.type, sch.job.input, sch.enabled],
+    ["30 4 * * *", "Europe/Berlin", "report.build", { format: "pdf" }, true], JSON.stringify(sch));
+
+  // A bad cron expression: the server's message shows beside the cron field, nothing saved.
+  badSchedule = true;
+  await page.locator("#sch-name").fill("broken");
+  await page.locator("#sch-cron").fill("61 * * * *");
+  await page.locator("#sch-type").fill("report.build");
+  await page.locator("#sch-save").click();
+  const cronError = page.locator('#schedule-form [data-field-error~="cron"]');
+  await until("the cron error to show", async () => (await cronError.innerText()).trim().length > 0, 15_000);
+  badSchedule = false;
+  assert.notEqual((await page.locator("#sch-error").innerText()).trim(), "", "the error's message shows");
+  assert.equal(await page.locator("#sch-cron").getAttribute("aria-invalid"), "true");
+  assert.equal(await scheduleRest("broken"), undefined, "a bad schedule is not saved");
+  await page.locator("#sch-new").click();
+  assert.equal(await cronError.innerText(), "");
+
+  // Another schedule (UTC by default), deleted again after a confirm().
+  await page.locator("#sch-name").fill("hourly");
+  await page.locator("#sch-cron").fill("0 * * * *");
+  await page.locator("#sch-type").fill("report.build");
+  await page.locator("#sch-save").click();
+  const hourly = page.locator('#schedules-table tr[data-schedule="hourly"]');
+  await hourly.waitFor({ timeout: 15_000 });
+  assert.equal((await scheduleRest("hourly")).timezone, "UTC");
+  await hourly.locator('button[data-sch-delete="hourly"]').click();
+  await hourly.waitFor({ state: "detached", timeout: 15_000 });
+  assert.match(confirms.at(-1), /hourly/);
+  assert.equal(await scheduleRest("hourly"), undefined);
+
   // Screenshots: a laptop, then a phone. At phone width nothing makes the page wider
   // than the screen (wide tables scroll inside their card).
   await page.waitForTimeout(2_500); // let the chart collect a few samples for the picture
@@ -219,7 +377,7 @@ test("the observability page: log in, live worker, broadcast sent, failed job re
   await page.evaluate(() => window.scrollTo(0, 0));
   await page.screenshot({ path: path.join(ARTIFACTS, "ui-phone.png"), fullPage: true });
   assert.ok(overflow <= 0, `the page is ${overflow} px wider than a 390 px phone`);
-  for (const id of ["#bc-create", "#job-status", "#logout"]) {
+  for (const id of ["#bc-create", "#job-status", "#job-type", "#bulk-retry", "#sch-save", "#logout"]) {
     const box = await page.locator(id).boundingBox();
     assert.ok(box && box.x >= 0 && box.x + box.width <= 390, `${id} is off screen at 390 px: ${JSON.stringify(box)}`);
   }

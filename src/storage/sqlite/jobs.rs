@@ -267,15 +267,20 @@ fn candidates(
     now: Ts,
 ) -> Result<Vec<(i64, String)>> {
     let mut args: Vec<rusqlite::types::Value> = vec![to_ms(&now).into(), (need as i64).into()];
-    let mut sql = String::from(
-        "SELECT seq, type FROM jobs WHERE status = 'queued' AND available_at <= ?1",
-    );
+    let mut sql =
+        String::from("SELECT seq, type FROM jobs WHERE status = 'queued' AND available_at <= ?1");
     if !claim.types.is_empty() {
-        sql += &format!(" AND type IN ({})", marks(args.len() + 1, claim.types.len()));
+        sql += &format!(
+            " AND type IN ({})",
+            marks(args.len() + 1, claim.types.len())
+        );
         args.extend(claim.types.iter().map(|t| t.as_str().to_string().into()));
     }
     if !excluded.is_empty() {
-        sql += &format!(" AND type NOT IN ({})", marks(args.len() + 1, excluded.len()));
+        sql += &format!(
+            " AND type NOT IN ({})",
+            marks(args.len() + 1, excluded.len())
+        );
         args.extend(excluded.iter().map(|t| t.clone().into()));
     }
     sql += " ORDER BY priority, available_at, created_at LIMIT ?2";

@@ -157,11 +157,11 @@ impl RunSteps for Steps<'_> {
             .map_err(map_err)?;
         taken
             .map(|(o, last)| {
-                Overlap::parse(&o)
-                    .map(|o| (o, last))
-                    .ok_or_else(|| crate::storage::StoreError::Backend(format!(
+                Overlap::parse(&o).map(|o| (o, last)).ok_or_else(|| {
+                    crate::storage::StoreError::Backend(format!(
                         "schedule {name} holds an invalid overlap {o:?}"
-                    )))
+                    ))
+                })
             })
             .transpose()
     }
