@@ -305,6 +305,13 @@ impl Schedule {
         Calendar::parse(&self.cron, &self.timezone)
     }
 
+    /// The time from the next run to the one after it (an alert's measure of "late").
+    pub fn period_at_next_run(&self) -> Option<Duration> {
+        let next = self.next_run_at?;
+        let after = self.calendar().ok()?.next_after(next, next)?;
+        Some(after - next)
+    }
+
     /// When a schedule found due at `now` runs: the latest calendar time at or before `now`
     /// (a single catch-up run after downtime), and the run after `now`.
     pub fn due_run(&self, now: Ts) -> Option<DueRun> {

@@ -184,6 +184,7 @@ pub fn render(s: &Snapshot, local: Vec<MetricFamily>) -> String {
     let mut skipped = Vec::new();
     let mut next_run = Vec::new();
     let mut last_run = Vec::new();
+    let mut period = Vec::new();
     for sc in &s.schedules {
         let l = [("schedule", sc.name.as_str())];
         runs.push(counter(&l, sc.runs_total as f64));
@@ -193,6 +194,9 @@ pub fn render(s: &Snapshot, local: Vec<MetricFamily>) -> String {
         }
         if let Some(t) = sc.last_run_at {
             last_run.push(gauge(&l, t.timestamp_millis() as f64 / 1000.0));
+        }
+        if let Some(p) = sc.period_at_next_run() {
+            period.push(gauge(&l, p.num_milliseconds() as f64 / 1000.0));
         }
     }
     fams.push(family(
@@ -212,6 +216,12 @@ pub fn render(s: &Snapshot, local: Vec<MetricFamily>) -> String {
         "When each enabled schedule runs next (Unix time).",
         GAUGE,
         next_run,
+    ));
+    fams.push(family(
+        "wp_lite_schedule_period_seconds",
+        "Time from each enabled schedule's next run to the one after it.",
+        GAUGE,
+        period,
     ));
     fams.push(family(
         "wp_lite_schedule_last_run_timestamp_seconds",
