@@ -4,9 +4,10 @@
 //! broadcast claimed once by `notifications.broadcast` workers on two nodes and a `wp-lite
 //! run` process, the telemetry summary of any node counting every node's work, a node
 //! killed with SIGKILL mid-load whose leases expire and are finished elsewhere, and a
-//! long-poll lease on one node woken by an enqueue on another.
+//! long-poll lease on one node woken by an enqueue on another; schedules that run once
+//! per run time and a pause that holds across processes (also two SQLite processes).
 //!
-//! Every test runs only when `WP_LITE_TEST_POSTGRES_URL` is set (it says clearly when it is
+//! Every PostgreSQL test runs only when `WP_LITE_TEST_POSTGRES_URL` is set (it says clearly when it is
 //! skipped), each in a schema of its own that is dropped at the end. Nothing waits a fixed
 //! time for an outcome: what must happen is polled with a deadline; timings are printed,
 //! never asserted.
@@ -1739,4 +1740,142 @@ fn cross_node_wakeup() {
     for n in [a, b] {
         n.terminate();
     }
+}
+
+// ---------------------------------------------------------------------------------------
+// Schedules and queue controls across processes (SQLite: two `serve` on one file, always;
+// PostgreSQL: three nodes)
+// ---------------------------------------------------------------------------------------
+
+/// Every node ticks its schedules every 100 ms; an `@every 1s` schedule runs a few times,
+/// then is disabled: the jobs it made are exactly its runs, one per run time. A type paused
+/// on one node is leased by no node until another resumes it.
+fn schedules_and_pause_across(url: &str, names: &[&'static str]) {
+    const TYPE: &str = "mn.sched";
+    let nodes: Vec<Node> = names
+        .iter()
+        .map(|n| {
+            Node::start(
+                n,
+                url,
+                &["--workers", "none", "--maintenance-interval", "100ms"],
+                &[],
+            )
+        })
+        .collect();
+    let apis: Vec<Api> = nodes.iter().map(Node::api).collect();
+    let rt = runtime();
+    rt.block_on(async {
+        let put = |enabled: bool| {
+            json!({ "cron": "@every 1s", "overlap": "allow", "enabled": enabled,
+                    "job": { "type": TYPE, "input": {} } })
+        };
+        apis[0]
+            .expect(
+                reqwest::Method::PUT,
+                "/v1/worker/schedules/multi",
+                Some(&put(true)),
+                200,
+            )
+            .await;
+        let last = apis.last().unwrap().clone();
+        let mut runs = 0;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while runs < 4 {
+            assert!(
+                Instant::now() < deadline,
+                "the schedule ran {runs} times in 30 s"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            runs = last.get("/v1/worker/schedules/multi").await["runs_total"]
+                .as_i64()
+                .unwrap();
+        }
+        let off = apis[1 % apis.len()]
+            .expect(
+                reqwest::Method::PUT,
+                "/v1/worker/schedules/multi",
+                Some(&put(false)),
+                200,
+            )
+            .await;
+        let runs = off["runs_total"].as_i64().unwrap();
+        let jobs = apis[0]
+            .get(&format!("/v1/worker/jobs?type={TYPE}&limit=200"))
+            .await;
+        let keys: BTreeSet<String> = jobs["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|j| s(&j["idempotency_key"]))
+            .collect();
+        assert_eq!(
+            jobs["items"].as_array().unwrap().len() as i64,
+            runs,
+            "one job per run: {jobs}"
+        );
+        assert_eq!(keys.len() as i64, runs, "each run's key once: {keys:?}");
+        assert!(keys.iter().all(|k| k.starts_with("schedule:multi:")));
+        eprintln!(
+            "multinode: {} processes ticking every 100 ms made {runs} runs, one job each",
+            apis.len()
+        );
+
+        // Pause on the first node; enqueue on the last; no node leases it.
+        apis[0]
+            .post("/v1/worker/queues/mn.paused/pause", json!({}), 200)
+            .await;
+        let id = last.enqueue("mn.paused", json!({})).await;
+        for (i, api) in apis.iter().enumerate() {
+            let v = api
+                .post(
+                    "/v1/worker/jobs/lease",
+                    json!({ "worker_id": format!("w{i}"), "limit": 10 }),
+                    200,
+                )
+                .await;
+            assert!(
+                v["jobs"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .all(|j| j["type"] != "mn.paused"),
+                "node {i} leased a paused job: {v}"
+            );
+        }
+        let q = apis[1 % apis.len()].queue_counts("mn.paused").await;
+        assert_eq!(q["paused"], true, "{q}");
+        last.post("/v1/worker/queues/mn.paused/resume", json!({}), 200)
+            .await;
+        let v = apis[0]
+            .post(
+                "/v1/worker/jobs/lease",
+                json!({ "worker_id": "after", "job_types": ["mn.paused"] }),
+                200,
+            )
+            .await;
+        assert_eq!(v["jobs"][0]["job_id"], id.as_str(), "{v}");
+    });
+    drop(rt);
+    for n in nodes {
+        n.terminate();
+    }
+}
+
+#[test]
+fn schedules_run_once_and_pause_holds_across_two_sqlite_processes() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("multi.db").display());
+    schedules_and_pause_across(&url, &["S1", "S2"]);
+}
+
+#[test]
+fn schedules_run_once_and_pause_holds_across_three_postgres_nodes() {
+    let Some(base) = pg_base("schedules_across_nodes") else {
+        return;
+    };
+    let _serial = serial();
+    let schema = schema(&base, "sched");
+    schedules_and_pause_across(&schema.url(), &["A", "B", "C"]);
 }
