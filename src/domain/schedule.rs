@@ -345,7 +345,7 @@ pub struct DueRun {
 #[derive(Debug, Clone)]
 pub enum Fired {
     /// The run's job was enqueued.
-    Enqueued(super::Job),
+    Enqueued(Box<super::Job>),
     /// Skipped: the previous run's job was still queued or leased (`overlap: skip`).
     Skipped,
     /// Another process or node took the run first (or the schedule changed meanwhile).

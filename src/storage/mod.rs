@@ -123,13 +123,20 @@ pub(crate) fn controlled_claim<C: ?Sized, J>(
     }
 }
 
-/// What a claim must respect, from the control rows of the types it may lease: the types
-/// it may not lease (paused), and the limited ones with their limit. `None` when no
-/// control applies (the usual case: the claim runs unchanged).
+/// The controls a claim must respect.
+pub(crate) struct ClaimControls {
+    /// Types it may not lease.
+    pub paused: Vec<String>,
+    /// Types it may lease up to a limit: (type, max_leased).
+    pub limited: Vec<(String, i64)>,
+}
+
+/// What a claim must respect, from the control rows of the types it may lease. `None` when
+/// no control applies (the usual case: the claim runs unchanged).
 pub(crate) fn claim_controls(
     claim: &Claim,
     controls: Vec<(String, QueueControl)>,
-) -> Option<(Vec<String>, Vec<(String, i64)>)> {
+) -> Option<ClaimControls> {
     let applies = |t: &str| claim.types.is_empty() || claim.types.iter().any(|c| c.as_str() == t);
     let mut paused = Vec::new();
     let mut limited = Vec::new();
@@ -140,7 +147,7 @@ pub(crate) fn claim_controls(
             limited.push((t, n));
         }
     }
-    (!paused.is_empty() || !limited.is_empty()).then_some((paused, limited))
+    (!paused.is_empty() || !limited.is_empty()).then_some(ClaimControls { paused, limited })
 }
 
 /// A page of schedules read with `limit + 1` rows: the extra row says there is more.

@@ -108,7 +108,7 @@ pub(crate) fn fire(
     match c.enqueue(job, now)? {
         Enqueued::Created(j) => {
             c.count_run(name, run.run_at, j.id, now)?;
-            Ok(Fired::Enqueued(j))
+            Ok(Fired::Enqueued(Box::new(j)))
         }
         // The run's key was used before (the schedule was replaced and its calendar
         // reached the same run again): that run is already enqueued.

@@ -408,10 +408,13 @@ pub fn enqueue_many(c: &mut PgConn, reqs: Vec<EnqueueReq>) -> Result<Vec<Result<
 
 pub fn claim(c: &mut PgConn, claim: &Claim, now: Ts) -> Result<Vec<Job>> {
     let controls = super::schedules::controls(c)?;
-    let Some((mut excluded, limited)) = crate::storage::claim_controls(claim, controls) else {
+    let Some(crate::storage::ClaimControls { paused, limited }) =
+        crate::storage::claim_controls(claim, controls)
+    else {
         let rows = claim_ready(c, claim, now)?;
         return leased(c, claim, rows, now);
     };
+    let mut excluded = paused;
     let names: Vec<String> = limited.into_iter().map(|(t, _)| t).collect();
     let mut left = std::collections::HashMap::new();
     for (t, control, leased) in super::schedules::lock_limits(c, &names)? {

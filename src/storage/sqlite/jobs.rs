@@ -220,7 +220,9 @@ fn marks(first: usize, n: usize) -> String {
 
 pub fn claim(c: &WriteConn, claim: &Claim, now: Ts) -> Result<Vec<Job>> {
     let controls = super::schedules::controls(c)?;
-    let Some((paused, limited)) = crate::storage::claim_controls(claim, controls) else {
+    let Some(crate::storage::ClaimControls { paused, limited }) =
+        crate::storage::claim_controls(claim, controls)
+    else {
         return claim_ready(c, claim, now);
     };
     // The writer holds the database's write lock: the leased counts read here stay true
