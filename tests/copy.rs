@@ -173,6 +173,13 @@ async fn snapshot(http: &reqwest::Client, base: &str) -> BTreeMap<String, Value>
         "/v1/worker/queues".into(),
         timeless(ok(admin("/v1/worker/queues"), 200).await),
     );
+    let schedules = ok(admin("/v1/worker/schedules"), 200).await;
+    assert_eq!(
+        schedules["items"].as_array().unwrap().len(),
+        2,
+        "{schedules}"
+    );
+    out.insert("/v1/worker/schedules".into(), schedules);
 
     let users = ok(admin("/v1/admin/users?limit=200"), 200).await;
     for u in users["items"].as_array().unwrap() {
@@ -267,6 +274,24 @@ async fn make_data(
     )
     .await;
     assert_eq!(st, 204);
+
+    // Schedules (one disabled) and queue controls.
+    for (name, enabled) in [("copy.yearly", true), ("copy.off", false)] {
+        ok(
+            put(&format!("/v1/worker/schedules/{name}")).json(&json!({
+                "cron": "@yearly", "timezone": "Europe/Berlin", "enabled": enabled,
+                "job": { "type": "copy.sched", "input": { "note": tricky } },
+            })),
+            200,
+        )
+        .await;
+    }
+    ok(post("/v1/worker/queues/copy.paused/pause"), 200).await;
+    ok(
+        put("/v1/worker/queues/copy.limited/limits").json(&json!({ "max_leased": 4 })),
+        200,
+    )
+    .await;
 
     // Jobs: succeeded (with a result and an idempotency key), failed, queued for later,
     // queued again after a retryable failure, canceled, and one still leased.

@@ -116,6 +116,8 @@ enum Kind {
     Text,
     /// 16 bytes on SQLite, `uuid` on PostgreSQL.
     Uuid,
+    /// 0 or 1 on SQLite, `boolean` on PostgreSQL.
+    Bool,
 }
 
 struct Table {
@@ -332,6 +334,7 @@ fn plan(src: &Connection, tx: &mut Transaction<'_>) -> Result<Vec<Table>, CopyEr
                 "double precision" | "real" => Kind::Float,
                 "text" | "character varying" => Kind::Text,
                 "uuid" => Kind::Uuid,
+                "boolean" => Kind::Bool,
                 other => {
                     return Err(CopyError::Failed(format!(
                         "target column {name}.{col} has type {other}, which copy does not handle"
@@ -387,6 +390,16 @@ fn push_value(
 ) -> Result<(), CopyError> {
     match v {
         ValueRef::Null => out.extend_from_slice(b"\\N"),
+        // SQLite keeps a flag as 0 or 1; a PostgreSQL boolean column takes t or f.
+        ValueRef::Integer(i) if kind == Kind::Bool => match i {
+            0 => out.push(b'f'),
+            1 => out.push(b't'),
+            _ => {
+                return Err(CopyError::Failed(format!(
+                    "{table}.{col} holds {i}, which is not a flag (0 or 1)"
+                )))
+            }
+        },
         ValueRef::Integer(i) => {
             let _ = write!(out, "{i}");
         }
@@ -559,6 +572,9 @@ mod tests {
         assert_eq!(text(ValueRef::Real(3.0), Kind::Int), "3");
         assert_eq!(text(ValueRef::Real(f64::INFINITY), Kind::Float), "Infinity");
         let mut out = Vec::new();
+        assert_eq!(text(ValueRef::Integer(1), Kind::Bool), "t");
+        assert_eq!(text(ValueRef::Integer(0), Kind::Bool), "f");
+        assert!(push_value(&mut out, ValueRef::Integer(2), Kind::Bool, "t", "c").is_err());
         assert!(push_value(&mut out, ValueRef::Real(1.5), Kind::Int, "t", "c").is_err());
         assert!(push_value(&mut out, ValueRef::Blob(b"x"), Kind::Text, "t", "c").is_err());
         assert!(push_value(&mut out, ValueRef::Text(b"\xff"), Kind::Text, "t", "c").is_err());
