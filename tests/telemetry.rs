@@ -722,6 +722,21 @@ async fn summary_and_prometheus_count_what_the_test_did_across_processes() {
         )
         .await;
     assert_eq!(v["status"], "canceled", "{v}");
+    // Queue controls on the idle type, and a schedule that will not run during the test.
+    api.post("/v1/worker/queues/tele.idle/pause", json!({}))
+        .await;
+    api.ok(
+        reqwest::Method::PUT,
+        "/v1/worker/queues/tele.idle/limits",
+        Some(json!({ "max_leased": 7 })),
+    )
+    .await;
+    api.ok(
+        reqwest::Method::PUT,
+        "/v1/worker/schedules/tele.yearly",
+        Some(json!({ "cron": "@yearly", "job": { "type": "tele.sched", "input": {} } })),
+    )
+    .await;
     let job_ids: Vec<String> = [&ok[..], &fatal, &retry, &cancel]
         .concat()
         .into_iter()
@@ -802,6 +817,16 @@ async fn summary_and_prometheus_count_what_the_test_did_across_processes() {
     assert_eq!(queue_counts(queues, "tele.retry"), counts(1, 0, 0, 0, 0));
     assert_eq!(queue_counts(queues, "tele.cancel"), counts(0, 0, 0, 0, 1));
     assert_eq!(queue_counts(queues, "tele.idle"), counts(2, 0, 0, 0, 0));
+    let idle = queues
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|q| q["type"] == "tele.idle")
+        .unwrap();
+    assert_eq!(
+        (&idle["paused"], &idle["max_leased"]),
+        (&json!(true), &json!(7))
+    );
     assert_eq!(queues.as_array().unwrap().len(), 5, "{queues}");
     let direct = api.get("/v1/worker/queues").await;
     for q in direct["items"].as_array().unwrap() {
@@ -903,6 +928,20 @@ async fn summary_and_prometheus_count_what_the_test_did_across_processes() {
             "{path}:\n{t}"
         );
         e.must("ai_worker_job_duration_ms_avg", &[]);
+        let idle = [("type", "tele.idle")];
+        assert_eq!(e.must("wp_lite_queue_paused", &idle), 1.0, "{path}");
+        assert_eq!(e.must("wp_lite_queue_paused", &[("type", "tele.ok")]), 0.0);
+        assert_eq!(e.must("wp_lite_queue_max_leased", &idle), 7.0);
+        let yearly = [("schedule", "tele.yearly")];
+        assert_eq!(
+            e.must("wp_lite_schedule_runs_total", &yearly),
+            0.0,
+            "{path}"
+        );
+        assert_eq!(e.must("wp_lite_schedule_skipped_total", &yearly), 0.0);
+        let period = e.must("wp_lite_schedule_period_seconds", &yearly);
+        assert!(period >= 365.0 * 86400.0, "a year: {period}");
+        e.must("wp_lite_schedule_next_run_timestamp_seconds", &yearly);
         assert_eq!(e.must("wp_lite_stage_duration_seconds_count", &stage), 1.0);
         assert_eq!(
             e.must(

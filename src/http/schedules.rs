@@ -101,6 +101,15 @@ impl ScheduleBody {
                 .ok()
                 .and(None),
         };
+        if calendar
+            .as_ref()
+            .is_some_and(|c| c.next_after(now, now).is_none())
+        {
+            errs.push(FieldError::new(
+                "cron",
+                "never matches a time (no next run)",
+            ));
+        }
         let job = match self.job {
             Some(Value::Object(mut map)) => {
                 for f in NOT_IN_TEMPLATE {

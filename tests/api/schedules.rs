@@ -345,6 +345,11 @@ async fn schedule_input_is_checked_field_by_field() {
             "cron",
         ),
         ("ok".into(), json!({ "cron": "", "job": job }), "cron"),
+        (
+            "ok".into(),
+            json!({ "cron": "0 0 30 2 *", "job": job }),
+            "never matches",
+        ),
         ("ok".into(), json!({ "job": job }), "cron"),
         ("ok".into(), json!({ "cron": 5, "job": job }), "cron"),
         (
