@@ -79,21 +79,61 @@ pub(crate) fn bulk_step(
     })
 }
 
-/// A claim under queue controls, the same on both backends: `left` holds how many more
-/// jobs each limited type may lease, `excluded` the types it may not lease at all (paused,
-/// or at their limit). `candidates(need, excluded)` reads (and on PostgreSQL locks) the
-/// next `need` ready jobs in lease order as (seq, type); `lease(seqs)` leases those rows.
-/// Candidates of a type with nothing left are passed over and the type excluded, so a
-/// call gets what it asked for from the other types while any are ready.
+/// How much a claim under queue controls may lease: how many more jobs each limited type
+/// may lease (`left`), and the types it may not lease at all (`excluded`: paused, or at
+/// their limit).
+pub(crate) struct Budget {
+    left: HashMap<String, i64>,
+    excluded: Vec<String>,
+}
+
+impl Budget {
+    /// From the paused types and each limited type's controls (as they stand under the
+    /// backend's lock) with its leased jobs counted.
+    pub(crate) fn new(paused: Vec<String>, counted: Vec<(String, QueueControl, i64)>) -> Self {
+        let mut excluded = paused;
+        let mut left = HashMap::new();
+        for (t, control, leased) in counted {
+            match control.max_leased {
+                _ if control.paused => excluded.push(t),
+                Some(max) if max - leased > 0 => {
+                    left.insert(t, max - leased);
+                }
+                Some(_) => excluded.push(t),
+                None => {}
+            }
+        }
+        Self { left, excluded }
+    }
+}
+
+/// A claim under queue controls, the same on both backends. `candidates(need, excluded)`
+/// reads (and on PostgreSQL locks) the next `need` ready jobs in lease order as (seq, type);
+/// `lease(seqs)` leases those rows. Candidates of a type with nothing left are passed over
+/// and the type excluded, so a call gets what it asked for from the other types while any
+/// are ready.
 pub(crate) fn controlled_claim<C: ?Sized, J>(
     c: &mut C,
-    limit: usize,
-    mut left: HashMap<String, i64>,
-    mut excluded: Vec<String>,
+    claim: &Claim,
+    budget: Budget,
     mut candidates: impl FnMut(&mut C, usize, &[String]) -> Result<Vec<(i64, String)>>,
     mut lease: impl FnMut(&mut C, &[i64]) -> Result<Vec<J>>,
 ) -> Result<Vec<J>> {
+    let Budget {
+        mut left,
+        mut excluded,
+    } = budget;
+    let limit = claim.limit;
     let mut got = Vec::new();
+    // Every type the claim names is shut: nothing to look for.
+    if !claim.types.is_empty()
+        && claim
+            .types
+            .iter()
+            .all(|t| excluded.iter().any(|e| e == t.as_str()))
+    {
+        return Ok(got);
+    }
     loop {
         let need = limit - got.len();
         let rows = candidates(c, need, &excluded)?;

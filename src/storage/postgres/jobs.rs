@@ -414,32 +414,12 @@ pub fn claim(c: &mut PgConn, claim: &Claim, now: Ts) -> Result<Vec<Job>> {
         let rows = claim_ready(c, claim, now)?;
         return leased(c, claim, rows, now);
     };
-    let mut excluded = paused;
     let names: Vec<String> = limited.into_iter().map(|(t, _)| t).collect();
-    let mut left = std::collections::HashMap::new();
-    for (t, control, leased) in super::schedules::lock_limits(c, &names)? {
-        match control.max_leased {
-            _ if control.paused => excluded.push(t),
-            Some(max) if max - leased > 0 => {
-                left.insert(t, max - leased);
-            }
-            Some(_) => excluded.push(t),
-            None => {}
-        }
-    }
-    if !claim.types.is_empty()
-        && claim
-            .types
-            .iter()
-            .all(|t| excluded.iter().any(|e| e == t.as_str()))
-    {
-        return Ok(Vec::new());
-    }
+    let counted = super::schedules::lock_limits(c, &names)?;
     let rows = crate::storage::controlled_claim(
         c,
-        claim.limit,
-        left,
-        excluded,
+        claim,
+        crate::storage::Budget::new(paused, counted),
         |c, need, excluded| candidates(c, claim, need, excluded, now),
         |c, seqs| lease_rows(c, claim, seqs, now),
     )?;

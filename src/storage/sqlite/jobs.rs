@@ -227,33 +227,22 @@ pub fn claim(c: &WriteConn, claim: &Claim, now: Ts) -> Result<Vec<Job>> {
     };
     // The writer holds the database's write lock: the leased counts read here stay true
     // until this transaction commits, so a limit cannot be overrun by another leaser.
-    let mut excluded = paused;
-    let mut left = std::collections::HashMap::new();
+    let mut counted = Vec::with_capacity(limited.len());
     for (t, max) in limited {
         let leased: i64 = c
             .prepare_cached("SELECT COUNT(*) FROM jobs WHERE status = 'leased' AND type = ?1")
             .and_then(|mut s| s.query_row([&t], |r| r.get(0)))
             .map_err(map_err)?;
-        match max - leased {
-            n if n > 0 => {
-                left.insert(t, n);
-            }
-            _ => excluded.push(t),
-        }
-    }
-    if !claim.types.is_empty()
-        && claim
-            .types
-            .iter()
-            .all(|t| excluded.iter().any(|e| e == t.as_str()))
-    {
-        return Ok(Vec::new());
+        let control = crate::domain::schedule::QueueControl {
+            paused: false,
+            max_leased: Some(max),
+        };
+        counted.push((t, control, leased));
     }
     let jobs = crate::storage::controlled_claim(
         &mut { c },
-        claim.limit,
-        left,
-        excluded,
+        claim,
+        crate::storage::Budget::new(paused, counted),
         |c, need, excluded| candidates(c, claim, need, excluded, now),
         |c, seqs| lease_rows(c, claim, seqs, now),
     )?;
