@@ -1,4 +1,8 @@
-//! The storage abstraction: one trait with intent-named methods, chosen once from the URL.
+//! The storage abstraction: intent-named methods, one trait per feature (`JobStore`,
+//! `BroadcastStore`, `UserStore`, `InboxStore`, `MetricStore`, `SessionStore`, `WorkerStore`,
+//! `ScheduleStore`, `QueueControlStore`), with `Store` as their supertrait; the backend is
+//! chosen once from the URL. Each backend implements each feature trait in its module of that
+//! name (`sqlite::jobs`, `postgres::jobs`, …).
 //!
 //! Nothing outside this module names SQLite or PostgreSQL. Methods are synchronous and are
 //! called only through [`blocking::Db`], the one sync→async seam. `now` is always passed in.
@@ -312,38 +316,9 @@ pub trait QueueControlStore {
     fn queue_controls(&self) -> Result<Vec<(String, QueueControl)>>;
 }
 
-/// The whole store: every feature's methods. One implementation per backend.
-pub trait Store: ScheduleStore + QueueControlStore + Send + Sync + 'static {
-    /// How many calls may usefully run at once (the seam's semaphore size).
-    fn max_concurrency(&self) -> usize;
-    /// The applied schema version (0 when none).
-    fn schema_version(&self) -> Result<i64>;
-    /// The migrations this build carries: (version, name), oldest first.
-    fn migrations(&self) -> Vec<(i64, String)>;
-    /// The newest schema version this build knows.
-    fn latest_schema_version(&self) -> i64 {
-        self.migrations().last().map_or(0, |m| m.0)
-    }
-    /// The migrations this build carries that the database has not applied
-    /// (`V7__inbox_uuid`), oldest first.
-    fn pending_migrations(&self) -> Result<Vec<String>> {
-        let applied = self.schema_version()?;
-        Ok(self
-            .migrations()
-            .into_iter()
-            .filter(|(v, _)| *v > applied)
-            .map(|(v, name)| format!("V{v}__{name}"))
-            .collect())
-    }
-    /// Flushes and stops background threads; later calls fail with `Unavailable`.
-    fn close(&self);
-    /// Asks to be woken when another process or node makes work ready. A backend that
-    /// cannot tell (SQLite) never calls; waiting callers poll on a bounded interval anyway.
-    fn subscribe(&self, wake: WakeFn) {
-        let _ = wake;
-    }
-
-    // ---- jobs ----
+/// Jobs: enqueueing, leasing, finishing and reading them back. Each backend implements it in
+/// its `jobs` module.
+pub trait JobStore {
     /// Enqueues all or nothing, applying idempotency per (type, key) and job id uniqueness.
     fn enqueue_jobs(&self, jobs: Vec<NewJob>, now: Ts) -> Result<Vec<Enqueued>>;
     fn get_job(&self, id: JobId) -> Result<Job>;
@@ -385,22 +360,29 @@ pub trait Store: ScheduleStore + QueueControlStore + Send + Sync + 'static {
     fn fold_job_counts(&self) -> Result<()> {
         Ok(())
     }
+}
 
-    // ---- worker processes ----
+/// Worker processes' liveness rows. Each backend implements it in its `workers` module.
+pub trait WorkerStore {
     /// Inserts or updates a worker process's liveness row.
     fn record_worker_process(&self, p: &WorkerProcess) -> Result<()>;
     /// Worker processes seen since `since`, newest first.
     fn list_worker_processes(&self, since: Ts) -> Result<Vec<WorkerProcess>>;
+}
 
-    // ---- users ----
+/// Users (the recipients of notifications). Each backend implements it in its `users` module.
+pub trait UserStore {
     /// Upserts all in one transaction (reviving soft-deleted users); returns how many.
     fn upsert_users(&self, users: Vec<NewUser>, now: Ts) -> Result<usize>;
     fn get_user(&self, id: &UserId) -> Result<User>;
     /// Users whose id or email contains `q`, in creation order, and how many match.
     fn list_users(&self, q: Option<&str>, limit: usize, offset: usize) -> Result<(Vec<User>, i64)>;
     fn delete_user(&self, id: &UserId, now: Ts) -> Result<()>;
+}
 
-    // ---- broadcasts ----
+/// Broadcasts: drafts, schedules, claims and chunked delivery. Each backend implements it in
+/// its `broadcasts` module.
+pub trait BroadcastStore {
     fn create_broadcast(&self, b: &Broadcast) -> Result<()>;
     fn get_broadcast(&self, id: Uuid) -> Result<Broadcast>;
     fn list_broadcasts(&self, filter: &BroadcastFilter) -> Result<BroadcastPage>;
@@ -437,8 +419,11 @@ pub trait Store: ScheduleStore + QueueControlStore + Send + Sync + 'static {
         error: &str,
         now: Ts,
     ) -> Result<Option<Broadcast>>;
+}
 
-    // ---- inbox ----
+/// Inboxes: direct notifications, reading and retention. Each backend implements it in its
+/// `inbox` module.
+pub trait InboxStore {
     fn deliver_direct(&self, n: &DirectNotification, now: Ts) -> Result<Delivered>;
     fn inbox_page(&self, user: &UserId, limit: usize, offset: usize) -> Result<InboxPage>;
     fn unread_count(&self, user: &UserId) -> Result<i64>;
@@ -452,15 +437,19 @@ pub trait Store: ScheduleStore + QueueControlStore + Send + Sync + 'static {
         max_per_user: Option<usize>,
         limit: usize,
     ) -> Result<usize>;
+}
 
-    // ---- metrics ----
+/// Metric totals shared by every process. Each backend implements it in its `metrics` module.
+pub trait MetricStore {
     /// Adds a process's metric deltas to the shared totals.
     fn add_metrics(&self, deltas: &MetricDeltas) -> Result<()>;
     fn metric_totals(&self) -> Result<MetricTotals>;
     /// Broadcasts per status, and recipients by result over all broadcasts.
     fn broadcast_stats(&self) -> Result<BroadcastStats>;
+}
 
-    // ---- sessions ----
+/// Browser sessions. Each backend implements it in its `sessions` module.
+pub trait SessionStore {
     fn create_session(&self, session: &Session) -> Result<()>;
     fn find_session(&self, token_hash: &str, now: Ts) -> Result<Option<Session>>;
     fn delete_session(&self, token_hash: &str) -> Result<()>;
@@ -469,12 +458,52 @@ pub trait Store: ScheduleStore + QueueControlStore + Send + Sync + 'static {
     fn prune_sessions(&self, now: Ts) -> Result<usize>;
 }
 
-/// The `Store` methods every backend implements the same way: each is one call of the
-/// function of the same purpose in the backend's feature module (`jobs`, `broadcasts`,
-/// `inbox`, …), reading through the backend's `self.read` (a pooled connection) and writing
-/// through its `self.write` (the group-commit writer). Expanded inside each backend's
-/// `impl Store`, which adds what differs (opening, closing, wake-ups, and the calls a
-/// backend batches).
+/// The whole store: every feature's trait, and the lifecycle of the store itself (opening
+/// is [`open`]). One implementation of each trait per backend, in the backend's feature module.
+pub trait Store:
+    JobStore
+    + WorkerStore
+    + UserStore
+    + BroadcastStore
+    + InboxStore
+    + MetricStore
+    + SessionStore
+    + ScheduleStore
+    + QueueControlStore
+    + Send
+    + Sync
+    + 'static
+{
+    /// How many calls may usefully run at once (the seam's semaphore size).
+    fn max_concurrency(&self) -> usize;
+    /// The applied schema version (0 when none).
+    fn schema_version(&self) -> Result<i64>;
+    /// The migrations this build carries: (version, name), oldest first.
+    fn migrations(&self) -> Vec<(i64, String)>;
+    /// The newest schema version this build knows.
+    fn latest_schema_version(&self) -> i64 {
+        self.migrations().last().map_or(0, |m| m.0)
+    }
+    /// The migrations this build carries that the database has not applied
+    /// (`V7__inbox_uuid`), oldest first.
+    fn pending_migrations(&self) -> Result<Vec<String>> {
+        let applied = self.schema_version()?;
+        Ok(self
+            .migrations()
+            .into_iter()
+            .filter(|(v, _)| *v > applied)
+            .map(|(v, name)| format!("V{v}__{name}"))
+            .collect())
+    }
+    /// Flushes and stops background threads; later calls fail with `Unavailable`.
+    fn close(&self);
+    /// Asks to be woken when another process or node makes work ready. A backend that
+    /// cannot tell (SQLite) never calls; waiting callers poll on a bounded interval anyway.
+    fn subscribe(&self, wake: WakeFn) {
+        let _ = wake;
+    }
+}
+
 /// A `LIKE … ESCAPE '\\'` pattern matching `q` anywhere, with `%` and `_` taken literally
 /// (the same in both dialects).
 pub(crate) fn like_pattern(q: &str) -> String {
@@ -487,241 +516,6 @@ pub(crate) fn like_pattern(q: &str) -> String {
 
 /// Users whose inbox one retention pass trims at most.
 pub const PRUNE_USERS_PER_PASS: usize = 100;
-
-macro_rules! delegate_store {
-    () => {
-        fn get_job(&self, id: JobId) -> Result<Job> {
-            self.read(|c| jobs::get(c, id))
-        }
-
-        fn claim_jobs(&self, claim: &Claim, now: Ts) -> Result<Vec<Job>> {
-            let claim = claim.clone();
-            self.write(move |c| jobs::claim(c, &claim, now))
-        }
-
-        fn heartbeat_job(&self, id: JobId, fence: &Fence, lease_until: Ts, now: Ts) -> Result<Job> {
-            let fence = fence.clone();
-            self.write(move |c| jobs::heartbeat(c, id, &fence, lease_until, now))
-        }
-
-        fn fail_job(&self, id: JobId, fence: &Fence, failure: &Failure, now: Ts) -> Result<Job> {
-            let (fence, failure) = (fence.clone(), failure.clone());
-            self.write(move |c| jobs::fail(c, id, &fence, &failure, now))
-        }
-
-        fn cancel_job(&self, id: JobId, now: Ts) -> Result<Job> {
-            self.write(move |c| jobs::cancel(c, id, now))
-        }
-
-        fn retry_job(&self, id: JobId, now: Ts) -> Result<Job> {
-            self.write(move |c| jobs::retry(c, id, now))
-        }
-
-        fn release_job(&self, id: JobId, fence: &Fence, now: Ts) -> Result<Job> {
-            let fence = fence.clone();
-            self.write(move |c| jobs::release(c, id, &fence, now))
-        }
-
-        fn list_jobs(&self, filter: &JobFilter) -> Result<JobPage> {
-            self.read(|c| jobs::list(c, filter))
-        }
-
-        fn job_events(&self, id: JobId) -> Result<Vec<JobEvent>> {
-            self.read(|c| jobs::events(c, id))
-        }
-
-        fn queue_stats(&self, now: Ts) -> Result<Vec<QueueStats>> {
-            self.read(|c| jobs::queue_stats(c, now))
-        }
-
-        fn ready_job_ids(&self, now: Ts, limit: usize) -> Result<Vec<(JobId, String)>> {
-            self.read(|c| jobs::ready_ids(c, now, limit))
-        }
-
-        fn reclaim_expired_leases(&self, now: Ts, limit: usize) -> Result<Vec<Reclaimed>> {
-            self.write(move |c| jobs::reclaim_expired(c, now, limit))
-        }
-
-        fn prune_finished_jobs(&self, before: Ts, limit: usize) -> Result<usize> {
-            self.write(move |c| jobs::prune_finished(c, before, limit))
-        }
-
-        fn record_worker_process(&self, p: &WorkerProcess) -> Result<()> {
-            let p = p.clone();
-            self.write(move |c| workers::record(c, &p))
-        }
-
-        fn list_worker_processes(&self, since: Ts) -> Result<Vec<WorkerProcess>> {
-            self.read(|c| workers::list(c, since))
-        }
-
-        fn upsert_users(&self, users: Vec<NewUser>, now: Ts) -> Result<usize> {
-            self.write(move |c| users::upsert(c, &users, now))
-        }
-
-        fn get_user(&self, id: &UserId) -> Result<User> {
-            self.read(|c| users::get(c, id))
-        }
-
-        fn list_users(
-            &self,
-            q: Option<&str>,
-            limit: usize,
-            offset: usize,
-        ) -> Result<(Vec<User>, i64)> {
-            self.read(|c| users::list(c, q, limit, offset))
-        }
-
-        fn delete_user(&self, id: &UserId, now: Ts) -> Result<()> {
-            let id = id.clone();
-            self.write(move |c| users::soft_delete(c, &id, now))
-        }
-
-        fn create_broadcast(&self, b: &Broadcast) -> Result<()> {
-            let b = b.clone();
-            self.write(move |c| broadcasts::create(c, &b))
-        }
-
-        fn get_broadcast(&self, id: Uuid) -> Result<Broadcast> {
-            self.read(|c| broadcasts::get(c, id))
-        }
-
-        fn list_broadcasts(&self, filter: &BroadcastFilter) -> Result<BroadcastPage> {
-            self.read(|c| broadcasts::list(c, filter))
-        }
-
-        fn replace_broadcast(
-            &self,
-            id: Uuid,
-            draft: &BroadcastDraft,
-            now: Ts,
-        ) -> Result<Broadcast> {
-            let d = draft.clone();
-            self.write(move |c| broadcasts::replace(c, id, &d, now))
-        }
-
-        fn schedule_broadcast(&self, id: Uuid, at: Ts, now: Ts) -> Result<Broadcast> {
-            self.write(move |c| broadcasts::schedule(c, id, at, now))
-        }
-
-        fn cancel_broadcast(&self, id: Uuid, now: Ts) -> Result<Broadcast> {
-            self.write(move |c| broadcasts::cancel(c, id, now))
-        }
-
-        fn delete_broadcast(&self, id: Uuid, now: Ts) -> Result<()> {
-            self.write(move |c| broadcasts::delete(c, id, now))
-        }
-
-        fn claim_due_broadcasts(
-            &self,
-            owner: &str,
-            limit: usize,
-            lease_until: Ts,
-            now: Ts,
-        ) -> Result<Vec<Broadcast>> {
-            let owner = owner.to_string();
-            self.write(move |c| broadcasts::claim_due(c, &owner, limit, lease_until, now))
-        }
-
-        fn deliver_broadcast_chunk(
-            &self,
-            id: Uuid,
-            owner: &str,
-            chunk: usize,
-            lease_until: Ts,
-            now: Ts,
-        ) -> Result<ChunkOutcome> {
-            let owner = owner.to_string();
-            self.write(move |c| broadcasts::deliver_chunk(c, id, &owner, chunk, lease_until, now))
-        }
-
-        fn fail_broadcast(
-            &self,
-            id: Uuid,
-            owner: &str,
-            error: &str,
-            now: Ts,
-        ) -> Result<Option<Broadcast>> {
-            let (owner, error) = (owner.to_string(), error.to_string());
-            self.write(move |c| broadcasts::fail(c, id, &owner, &error, now))
-        }
-
-        fn deliver_direct(&self, n: &DirectNotification, now: Ts) -> Result<Delivered> {
-            let n = n.clone();
-            self.write(move |c| inbox::deliver_direct(c, &n, now))
-        }
-
-        fn inbox_page(&self, user: &UserId, limit: usize, offset: usize) -> Result<InboxPage> {
-            self.read(|c| inbox::page(c, user, limit, offset))
-        }
-
-        fn unread_count(&self, user: &UserId) -> Result<i64> {
-            self.read(|c| inbox::unread(c, user))
-        }
-
-        fn mark_read(&self, user: &UserId, item: uuid::Uuid, now: Ts) -> Result<InboxItem> {
-            let user = user.clone();
-            self.write(move |c| inbox::mark_read(c, &user, item, now))
-        }
-
-        fn mark_all_read(&self, user: &UserId, now: Ts) -> Result<usize> {
-            let user = user.clone();
-            self.write(move |c| inbox::mark_all_read(c, &user, now))
-        }
-
-        fn prune_inbox(
-            &self,
-            before: Option<Ts>,
-            max_per_user: Option<usize>,
-            limit: usize,
-        ) -> Result<usize> {
-            // Who is over the bound is read from the per-user counts on a reader, so the
-            // writer only deletes, each user through its own index range.
-            let over = match max_per_user.filter(|m| *m > 0) {
-                Some(max) => {
-                    self.read(|c| inbox::users_over(c, max, $crate::storage::PRUNE_USERS_PER_PASS))?
-                }
-                None => Vec::new(),
-            };
-            self.write(move |c| inbox::prune(c, before, max_per_user, &over, limit))
-        }
-
-        fn add_metrics(&self, deltas: &MetricDeltas) -> Result<()> {
-            let d = deltas.clone();
-            self.write(move |c| metrics::add(c, &d))
-        }
-
-        fn metric_totals(&self) -> Result<MetricTotals> {
-            self.read(metrics::totals)
-        }
-
-        fn broadcast_stats(&self) -> Result<BroadcastStats> {
-            self.read(metrics::broadcast_stats)
-        }
-
-        fn create_session(&self, session: &Session) -> Result<()> {
-            let s = session.clone();
-            self.write(move |c| sessions::create(c, &s))
-        }
-
-        fn find_session(&self, token_hash: &str, now: Ts) -> Result<Option<Session>> {
-            self.read(|c| sessions::find(c, token_hash, now))
-        }
-
-        fn delete_session(&self, token_hash: &str) -> Result<()> {
-            let h = token_hash.to_string();
-            self.write(move |c| sessions::delete(c, &h))
-        }
-
-        fn prune_sessions(&self, now: Ts) -> Result<usize> {
-            self.write(move |c| sessions::prune(c, now))
-        }
-        fn list_sessions(&self, now: Ts, limit: usize) -> Result<Vec<Session>> {
-            self.read(|c| sessions::list(c, now, limit))
-        }
-    };
-}
-pub(crate) use delegate_store;
 
 /// Which backend a URL names, checked before anything is opened.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -6,14 +6,14 @@
 //! leasers of every node (NOTIFY, delivered at commit).
 
 use super::conn::map_err;
-use super::PgConn;
+use super::{PgConn, PgStore};
 use crate::domain::time::{from_ms, to_ms, Ts};
 use crate::domain::{
     json_equal, Ack, AckOutcome, BulkAction, BulkFilter, BulkStep, Claim, Enqueued, Failure, Fence,
     Job, JobConflict, JobEvent, JobFilter, JobId, JobMeta, JobPage, JobStatus, JobType, NewEvent,
     NewJob, QueueStats, Reclaimed,
 };
-use crate::storage::{bulk_step, decode, per_item, Result, StoreError, Wake};
+use crate::storage::{bulk_step, decode, per_item, JobStore, Result, StoreError, Wake};
 use postgres::Row;
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -950,4 +950,109 @@ pub fn prune_finished(c: &mut PgConn, before: Ts, limit: usize) -> Result<usize>
         c.moved(&t, Some(decode::job_status(&status)?), None);
     }
     Ok(gone.len())
+}
+
+impl JobStore for PgStore {
+    fn enqueue_jobs(&self, new: Vec<NewJob>, now: Ts) -> Result<Vec<Enqueued>> {
+        if new.len() == 1 {
+            // Single-job enqueues from many callers share one multi-row insert.
+            let job = new.into_iter().next().expect("one job");
+            let req = EnqueueReq { job, now };
+            return Ok(vec![self.enqueues.call(&self.writer, req, enqueue_many)?]);
+        }
+        self.write(move |c| enqueue_batch(c, new.clone(), now))
+    }
+
+    fn get_job(&self, id: JobId) -> Result<Job> {
+        self.read(|c| get(c, id))
+    }
+
+    fn claim_jobs(&self, claim: &Claim, now: Ts) -> Result<Vec<Job>> {
+        let claim = claim.clone();
+        self.write(move |c| self::claim(c, &claim, now))
+    }
+
+    fn heartbeat_job(&self, id: JobId, fence: &Fence, lease_until: Ts, now: Ts) -> Result<Job> {
+        let fence = fence.clone();
+        self.write(move |c| heartbeat(c, id, &fence, lease_until, now))
+    }
+
+    fn complete_job(
+        &self,
+        id: JobId,
+        fence: &Fence,
+        result: Option<Value>,
+        now: Ts,
+    ) -> Result<Job> {
+        // Completions from many callers share one set-based update (`complete_many`).
+        let req = CompleteReq {
+            id,
+            fence: fence.clone(),
+            result,
+            now,
+        };
+        self.completions.call(&self.writer, req, complete_many)
+    }
+
+    fn fail_job(&self, id: JobId, fence: &Fence, failure: &Failure, now: Ts) -> Result<Job> {
+        let (fence, failure) = (fence.clone(), failure.clone());
+        self.write(move |c| fail(c, id, &fence, &failure, now))
+    }
+
+    fn cancel_job(&self, id: JobId, now: Ts) -> Result<Job> {
+        self.write(move |c| cancel(c, id, now))
+    }
+
+    fn retry_job(&self, id: JobId, now: Ts) -> Result<Job> {
+        self.write(move |c| retry(c, id, now))
+    }
+
+    fn release_job(&self, id: JobId, fence: &Fence, now: Ts) -> Result<Job> {
+        let fence = fence.clone();
+        self.write(move |c| release(c, id, &fence, now))
+    }
+
+    fn ack_jobs(&self, acks: Vec<Ack>, now: Ts) -> Result<Vec<Result<Job>>> {
+        self.write(move |c| ack(c, &acks, now))
+    }
+
+    fn bulk_jobs(
+        &self,
+        action: BulkAction,
+        filter: &BulkFilter,
+        after: i64,
+        limit: usize,
+        now: Ts,
+    ) -> Result<BulkStep> {
+        let filter = filter.clone();
+        self.write(move |c| bulk(c, action, &filter, after, limit, now))
+    }
+
+    fn list_jobs(&self, filter: &JobFilter) -> Result<JobPage> {
+        self.read(|c| list(c, filter))
+    }
+
+    fn job_events(&self, id: JobId) -> Result<Vec<JobEvent>> {
+        self.read(|c| events(c, id))
+    }
+
+    fn queue_stats(&self, now: Ts) -> Result<Vec<QueueStats>> {
+        self.read(|c| queue_stats(c, now))
+    }
+
+    fn ready_job_ids(&self, now: Ts, limit: usize) -> Result<Vec<(JobId, String)>> {
+        self.read(|c| ready_ids(c, now, limit))
+    }
+
+    fn reclaim_expired_leases(&self, now: Ts, limit: usize) -> Result<Vec<Reclaimed>> {
+        self.write(move |c| reclaim_expired(c, now, limit))
+    }
+
+    fn prune_finished_jobs(&self, before: Ts, limit: usize) -> Result<usize> {
+        self.write(move |c| prune_finished(c, before, limit))
+    }
+
+    fn fold_job_counts(&self) -> Result<()> {
+        self.write(fold_counts)
+    }
 }

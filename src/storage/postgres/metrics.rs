@@ -2,9 +2,9 @@
 //! change is additive and rows are touched in key order (no deadlocks between flushes).
 
 use super::conn::map_err;
-use super::PgConn;
+use super::{PgConn, PgStore};
 use crate::domain::metrics::{BroadcastStats, MetricDeltas, MetricTotals, StageTotals};
-use crate::storage::{Result, StoreError};
+use crate::storage::{MetricStore, Result, StoreError};
 use std::collections::BTreeMap;
 
 const ADD_COUNTERS: &str = "INSERT INTO metric_counters (name, label, value)
@@ -152,4 +152,19 @@ pub fn broadcast_stats(c: &mut PgConn) -> Result<BroadcastStats> {
         failed: r.try_get(1).map_err(map_err)?,
         skipped: r.try_get(2).map_err(map_err)?,
     })
+}
+
+impl MetricStore for PgStore {
+    fn add_metrics(&self, deltas: &MetricDeltas) -> Result<()> {
+        let d = deltas.clone();
+        self.write(move |c| add(c, &d))
+    }
+
+    fn metric_totals(&self) -> Result<MetricTotals> {
+        self.read(totals)
+    }
+
+    fn broadcast_stats(&self) -> Result<BroadcastStats> {
+        self.read(broadcast_stats)
+    }
 }

@@ -5,6 +5,12 @@
 //! Every call arrives through the one sync→async seam (`storage::Db`), so the sync client
 //! never runs on a tokio worker thread. Claims use `FOR UPDATE SKIP LOCKED`, so several
 //! nodes never lease one job twice and never wait on each other's claimed rows.
+//!
+//! This file opens the store and implements [`Store`] (lifecycle, migrations, wake-ups);
+//! each feature trait is implemented in the module of its name (`impl JobStore for PgStore`
+//! in `jobs.rs`, `impl BroadcastStore for PgStore` in `broadcasts.rs`, …), reading through
+//! `PgStore::read` (a pooled connection) and writing through `PgStore::write` (the
+//! group-commit writers).
 
 mod batch;
 mod broadcasts;
@@ -19,26 +25,16 @@ mod sessions;
 mod users;
 mod workers;
 
-use super::{OpenError, OpenOptions, Result, Session, Store, StoreError, WakeFn};
-use crate::domain::metrics::{BroadcastStats, MetricDeltas, MetricTotals};
-use crate::domain::notify::{
-    Broadcast, BroadcastDraft, BroadcastFilter, BroadcastPage, ChunkOutcome, Delivered,
-    DirectNotification, InboxItem, InboxPage, NewUser, User, UserId,
-};
-use crate::domain::{
-    Ack, BulkAction, BulkFilter, BulkStep, Claim, Enqueued, Failure, Fence, Job, JobEvent,
-    JobFilter, JobId, JobPage, NewJob, QueueStats, Reclaimed, Ts, WorkerProcess,
-};
+use super::{OpenError, OpenOptions, Result, Store, StoreError, WakeFn};
+use crate::domain::{Enqueued, Job};
 use crate::storage::writer::{Connect, Writer};
 pub use conn::PgConn;
 use conn::{map_err, Manager};
 use listener::{Channels, Listener, Subscribers};
 use postgres::{Client, Config, NoTls};
 use r2d2_postgres::PostgresConnectionManager;
-use serde_json::Value;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use uuid::Uuid;
 
 mod embedded {
     refinery::embed_migrations!("migrations/postgres");
@@ -327,59 +323,6 @@ impl Store for PgStore {
             ));
         }
     }
-
-    fn enqueue_jobs(&self, new: Vec<NewJob>, now: Ts) -> Result<Vec<Enqueued>> {
-        if new.len() == 1 {
-            // Single-job enqueues from many callers share one multi-row insert.
-            let job = new.into_iter().next().expect("one job");
-            let req = jobs::EnqueueReq { job, now };
-            return Ok(vec![self.enqueues.call(
-                &self.writer,
-                req,
-                jobs::enqueue_many,
-            )?]);
-        }
-        self.write(move |c| jobs::enqueue_batch(c, new.clone(), now))
-    }
-
-    fn ack_jobs(&self, acks: Vec<Ack>, now: Ts) -> Result<Vec<Result<Job>>> {
-        self.write(move |c| jobs::ack(c, &acks, now))
-    }
-
-    fn fold_job_counts(&self) -> Result<()> {
-        self.write(jobs::fold_counts)
-    }
-
-    fn bulk_jobs(
-        &self,
-        action: BulkAction,
-        filter: &BulkFilter,
-        after: i64,
-        limit: usize,
-        now: Ts,
-    ) -> Result<BulkStep> {
-        let filter = filter.clone();
-        self.write(move |c| jobs::bulk(c, action, &filter, after, limit, now))
-    }
-
-    fn complete_job(
-        &self,
-        id: JobId,
-        fence: &Fence,
-        result: Option<Value>,
-        now: Ts,
-    ) -> Result<Job> {
-        let req = jobs::CompleteReq {
-            id,
-            fence: fence.clone(),
-            result,
-            now,
-        };
-        self.completions
-            .call(&self.writer, req, jobs::complete_many)
-    }
-
-    crate::storage::delegate_store!();
 }
 
 impl Drop for PgStore {

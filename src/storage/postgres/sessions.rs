@@ -1,9 +1,9 @@
 //! Browser sessions on PostgreSQL.
 
 use super::conn::map_err;
-use super::PgConn;
+use super::{PgConn, PgStore};
 use crate::domain::time::{from_ms, to_ms, Ts};
-use crate::storage::{Result, Session};
+use crate::storage::{Result, Session, SessionStore};
 
 pub fn create(c: &mut PgConn, s: &Session) -> Result<()> {
     c.execute(
@@ -67,4 +67,28 @@ pub fn prune(c: &mut PgConn, now: Ts) -> Result<usize> {
         &[&to_ms(&now)],
     )
     .map(|n| n as usize)
+}
+
+impl SessionStore for PgStore {
+    fn create_session(&self, session: &Session) -> Result<()> {
+        let s = session.clone();
+        self.write(move |c| create(c, &s))
+    }
+
+    fn find_session(&self, token_hash: &str, now: Ts) -> Result<Option<Session>> {
+        self.read(|c| find(c, token_hash, now))
+    }
+
+    fn delete_session(&self, token_hash: &str) -> Result<()> {
+        let h = token_hash.to_string();
+        self.write(move |c| delete(c, &h))
+    }
+
+    fn list_sessions(&self, now: Ts, limit: usize) -> Result<Vec<Session>> {
+        self.read(|c| list(c, now, limit))
+    }
+
+    fn prune_sessions(&self, now: Ts) -> Result<usize> {
+        self.write(move |c| prune(c, now))
+    }
 }

@@ -1,11 +1,11 @@
 //! Users on PostgreSQL.
 
 use super::conn::map_err;
-use super::PgConn;
+use super::{PgConn, PgStore};
 use crate::domain::notify::{Attributes, NewUser, User, UserId};
 use crate::domain::time::{from_ms, to_ms, Ts};
 use crate::storage::like_pattern;
-use crate::storage::{Result, StoreError};
+use crate::storage::{Result, StoreError, UserStore};
 use postgres::Row;
 use serde_json::Value;
 use std::collections::HashMap;
@@ -173,4 +173,23 @@ pub fn soft_delete(c: &mut PgConn, id: &UserId, now: Ts) -> Result<()> {
         return Err(StoreError::NotFound);
     }
     Ok(())
+}
+
+impl UserStore for PgStore {
+    fn upsert_users(&self, users: Vec<NewUser>, now: Ts) -> Result<usize> {
+        self.write(move |c| upsert(c, &users, now))
+    }
+
+    fn get_user(&self, id: &UserId) -> Result<User> {
+        self.read(|c| get(c, id))
+    }
+
+    fn list_users(&self, q: Option<&str>, limit: usize, offset: usize) -> Result<(Vec<User>, i64)> {
+        self.read(|c| list(c, q, limit, offset))
+    }
+
+    fn delete_user(&self, id: &UserId, now: Ts) -> Result<()> {
+        let id = id.clone();
+        self.write(move |c| soft_delete(c, &id, now))
+    }
 }

@@ -1,10 +1,10 @@
 //! Worker process liveness rows on PostgreSQL.
 
 use super::conn::map_err;
-use super::PgConn;
+use super::{PgConn, PgStore};
 use crate::domain::time::{from_ms, to_ms, Ts};
 use crate::domain::WorkerProcess;
-use crate::storage::Result;
+use crate::storage::{Result, WorkerStore};
 
 pub fn record(c: &mut PgConn, p: &WorkerProcess) -> Result<()> {
     c.execute(
@@ -57,4 +57,15 @@ pub fn list(c: &mut PgConn, since: Ts) -> Result<Vec<WorkerProcess>> {
         })
     })
     .collect()
+}
+
+impl WorkerStore for PgStore {
+    fn record_worker_process(&self, p: &WorkerProcess) -> Result<()> {
+        let p = p.clone();
+        self.write(move |c| record(c, &p))
+    }
+
+    fn list_worker_processes(&self, since: Ts) -> Result<Vec<WorkerProcess>> {
+        self.read(|c| list(c, since))
+    }
 }

@@ -2,7 +2,7 @@
 //! resumable delivery (`INSERT … SELECT` from the audience; each chunk's receipts,
 //! counters and cursor commit in one transaction).
 
-use super::{decoded, map_err};
+use super::{decoded, map_err, SqliteStore};
 use crate::domain::notify::{
     Audience, Broadcast, BroadcastDraft, BroadcastFilter, BroadcastPage, BroadcastStatus,
     ChunkOutcome, Condition,
@@ -11,10 +11,11 @@ use crate::domain::time::{from_ms, to_ms, Ts};
 use crate::domain::JobConflict;
 use crate::storage::delivery::{parse_stored_audience, ClaimSteps, Delivery};
 use crate::storage::{decode, like_pattern};
-use crate::storage::{Result, StoreError};
+use crate::storage::{BroadcastStore, Result, StoreError};
 use rusqlite::types::Value as Sql;
 use rusqlite::{params, params_from_iter, Connection, OptionalExtension, Row};
 use serde_json::Value;
+use uuid::Uuid;
 
 const COLS: &str = "id, title, body, audience, status, created_by, created_at, updated_at, \
     scheduled_at, started_at, finished_at, total, sent, failed, skipped, last_error";
@@ -510,4 +511,70 @@ fn mark_failed(c: &Connection, id: &str, owner: &str, error: &str, now: Ts) -> R
         .and_then(|mut s| s.execute(params![id, owner, error, to_ms(&now)]))
         .map_err(map_err)?;
     Ok(n == 1)
+}
+
+impl BroadcastStore for SqliteStore {
+    fn create_broadcast(&self, b: &Broadcast) -> Result<()> {
+        let b = b.clone();
+        self.write(move |c| create(c, &b))
+    }
+
+    fn get_broadcast(&self, id: Uuid) -> Result<Broadcast> {
+        self.read(|c| get(c, id))
+    }
+
+    fn list_broadcasts(&self, filter: &BroadcastFilter) -> Result<BroadcastPage> {
+        self.read(|c| list(c, filter))
+    }
+
+    fn replace_broadcast(&self, id: Uuid, draft: &BroadcastDraft, now: Ts) -> Result<Broadcast> {
+        let d = draft.clone();
+        self.write(move |c| replace(c, id, &d, now))
+    }
+
+    fn schedule_broadcast(&self, id: Uuid, at: Ts, now: Ts) -> Result<Broadcast> {
+        self.write(move |c| schedule(c, id, at, now))
+    }
+
+    fn cancel_broadcast(&self, id: Uuid, now: Ts) -> Result<Broadcast> {
+        self.write(move |c| cancel(c, id, now))
+    }
+
+    fn delete_broadcast(&self, id: Uuid, now: Ts) -> Result<()> {
+        self.write(move |c| delete(c, id, now))
+    }
+
+    fn claim_due_broadcasts(
+        &self,
+        owner: &str,
+        limit: usize,
+        lease_until: Ts,
+        now: Ts,
+    ) -> Result<Vec<Broadcast>> {
+        let owner = owner.to_string();
+        self.write(move |c| claim_due(c, &owner, limit, lease_until, now))
+    }
+
+    fn deliver_broadcast_chunk(
+        &self,
+        id: Uuid,
+        owner: &str,
+        chunk: usize,
+        lease_until: Ts,
+        now: Ts,
+    ) -> Result<ChunkOutcome> {
+        let owner = owner.to_string();
+        self.write(move |c| deliver_chunk(c, id, &owner, chunk, lease_until, now))
+    }
+
+    fn fail_broadcast(
+        &self,
+        id: Uuid,
+        owner: &str,
+        error: &str,
+        now: Ts,
+    ) -> Result<Option<Broadcast>> {
+        let (owner, error) = (owner.to_string(), error.to_string());
+        self.write(move |c| fail(c, id, &owner, &error, now))
+    }
 }

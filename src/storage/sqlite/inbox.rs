@@ -1,10 +1,10 @@
 //! Inboxes on SQLite. Broadcast items point at their broadcast (content stored once);
 //! direct notifications point at a content row.
 
-use super::map_err;
+use super::{map_err, SqliteStore};
 use crate::domain::notify::{Delivered, DirectNotification, InboxItem, InboxPage, UserId};
 use crate::domain::time::{from_ms, to_ms, Ts};
-use crate::storage::{Result, StoreError};
+use crate::storage::{InboxStore, Result, StoreError, PRUNE_USERS_PER_PASS};
 use rusqlite::{params, Connection, OptionalExtension, Row};
 use uuid::Uuid;
 
@@ -269,4 +269,44 @@ pub fn prune(
         }
     }
     Ok(deleted)
+}
+
+impl InboxStore for SqliteStore {
+    fn deliver_direct(&self, n: &DirectNotification, now: Ts) -> Result<Delivered> {
+        let n = n.clone();
+        self.write(move |c| deliver_direct(c, &n, now))
+    }
+
+    fn inbox_page(&self, user: &UserId, limit: usize, offset: usize) -> Result<InboxPage> {
+        self.read(|c| page(c, user, limit, offset))
+    }
+
+    fn unread_count(&self, user: &UserId) -> Result<i64> {
+        self.read(|c| unread(c, user))
+    }
+
+    fn mark_read(&self, user: &UserId, item: Uuid, now: Ts) -> Result<InboxItem> {
+        let user = user.clone();
+        self.write(move |c| mark_read(c, &user, item, now))
+    }
+
+    fn mark_all_read(&self, user: &UserId, now: Ts) -> Result<usize> {
+        let user = user.clone();
+        self.write(move |c| mark_all_read(c, &user, now))
+    }
+
+    fn prune_inbox(
+        &self,
+        before: Option<Ts>,
+        max_per_user: Option<usize>,
+        limit: usize,
+    ) -> Result<usize> {
+        // Who is over the bound is read from the per-user counts on a reader, so the
+        // writer only deletes, each user through its own index range.
+        let over = match max_per_user.filter(|m| *m > 0) {
+            Some(max) => self.read(|c| users_over(c, max, PRUNE_USERS_PER_PASS))?,
+            None => Vec::new(),
+        };
+        self.write(move |c| prune(c, before, max_per_user, &over, limit))
+    }
 }

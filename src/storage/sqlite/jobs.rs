@@ -1,7 +1,7 @@
 //! Jobs on SQLite. Transitions load the row, apply the domain state machine and save it
 //! with its events, all inside the writer's transaction; leasing is one set-based UPDATE.
 
-use super::{decoded, map_err, WriteConn};
+use super::{decoded, map_err, SqliteStore, WriteConn};
 use crate::domain::time::{from_ms, to_ms, Ts};
 use crate::domain::{
     json_equal, Ack, BulkAction, BulkFilter, BulkStep, Claim, Enqueued, Failure, Fence, Job,
@@ -9,7 +9,7 @@ use crate::domain::{
     NewJob, QueueStats, Reclaimed,
 };
 use crate::storage::decode;
-use crate::storage::{bulk_step, per_item, Result, StoreError};
+use crate::storage::{bulk_step, per_item, JobStore, Result, StoreError};
 use rusqlite::{params, params_from_iter, Connection, OptionalExtension, Row};
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -672,4 +672,93 @@ pub(super) fn add_counts(c: &Connection, sums: &[(String, JobStatus, i64)]) -> R
         .map_err(map_err)?;
     }
     Ok(())
+}
+
+impl JobStore for SqliteStore {
+    fn enqueue_jobs(&self, new: Vec<NewJob>, now: Ts) -> Result<Vec<Enqueued>> {
+        self.write(move |c| enqueue(c, new, now))
+    }
+
+    fn get_job(&self, id: JobId) -> Result<Job> {
+        self.read(|c| get(c, id))
+    }
+
+    fn claim_jobs(&self, claim: &Claim, now: Ts) -> Result<Vec<Job>> {
+        let claim = claim.clone();
+        self.write(move |c| self::claim(c, &claim, now))
+    }
+
+    fn heartbeat_job(&self, id: JobId, fence: &Fence, lease_until: Ts, now: Ts) -> Result<Job> {
+        let fence = fence.clone();
+        self.write(move |c| heartbeat(c, id, &fence, lease_until, now))
+    }
+
+    fn complete_job(
+        &self,
+        id: JobId,
+        fence: &Fence,
+        result: Option<Value>,
+        now: Ts,
+    ) -> Result<Job> {
+        let fence = fence.clone();
+        self.write(move |c| complete(c, id, &fence, result, now))
+    }
+
+    fn fail_job(&self, id: JobId, fence: &Fence, failure: &Failure, now: Ts) -> Result<Job> {
+        let (fence, failure) = (fence.clone(), failure.clone());
+        self.write(move |c| fail(c, id, &fence, &failure, now))
+    }
+
+    fn cancel_job(&self, id: JobId, now: Ts) -> Result<Job> {
+        self.write(move |c| cancel(c, id, now))
+    }
+
+    fn retry_job(&self, id: JobId, now: Ts) -> Result<Job> {
+        self.write(move |c| retry(c, id, now))
+    }
+
+    fn release_job(&self, id: JobId, fence: &Fence, now: Ts) -> Result<Job> {
+        let fence = fence.clone();
+        self.write(move |c| release(c, id, &fence, now))
+    }
+
+    fn ack_jobs(&self, acks: Vec<Ack>, now: Ts) -> Result<Vec<Result<Job>>> {
+        self.write(move |c| ack(c, acks, now))
+    }
+
+    fn bulk_jobs(
+        &self,
+        action: BulkAction,
+        filter: &BulkFilter,
+        after: i64,
+        limit: usize,
+        now: Ts,
+    ) -> Result<BulkStep> {
+        let filter = filter.clone();
+        self.write(move |c| bulk(c, action, &filter, after, limit, now))
+    }
+
+    fn list_jobs(&self, filter: &JobFilter) -> Result<JobPage> {
+        self.read(|c| list(c, filter))
+    }
+
+    fn job_events(&self, id: JobId) -> Result<Vec<JobEvent>> {
+        self.read(|c| events(c, id))
+    }
+
+    fn queue_stats(&self, now: Ts) -> Result<Vec<QueueStats>> {
+        self.read(|c| queue_stats(c, now))
+    }
+
+    fn ready_job_ids(&self, now: Ts, limit: usize) -> Result<Vec<(JobId, String)>> {
+        self.read(|c| ready_ids(c, now, limit))
+    }
+
+    fn reclaim_expired_leases(&self, now: Ts, limit: usize) -> Result<Vec<Reclaimed>> {
+        self.write(move |c| reclaim_expired(c, now, limit))
+    }
+
+    fn prune_finished_jobs(&self, before: Ts, limit: usize) -> Result<usize> {
+        self.write(move |c| prune_finished(c, before, limit))
+    }
 }

@@ -1,8 +1,8 @@
 //! Metric totals on SQLite.
 
-use super::map_err;
+use super::{map_err, SqliteStore};
 use crate::domain::metrics::{BroadcastStats, MetricDeltas, MetricTotals, StageTotals};
-use crate::storage::Result;
+use crate::storage::{MetricStore, Result};
 use rusqlite::{params, Connection, OptionalExtension};
 
 pub fn add(c: &Connection, d: &MetricDeltas) -> Result<()> {
@@ -93,4 +93,19 @@ pub fn broadcast_stats(c: &Connection) -> Result<BroadcastStats> {
         failed,
         skipped,
     })
+}
+
+impl MetricStore for SqliteStore {
+    fn add_metrics(&self, deltas: &MetricDeltas) -> Result<()> {
+        let d = deltas.clone();
+        self.write(move |c| add(c, &d))
+    }
+
+    fn metric_totals(&self) -> Result<MetricTotals> {
+        self.read(totals)
+    }
+
+    fn broadcast_stats(&self) -> Result<BroadcastStats> {
+        self.read(broadcast_stats)
+    }
 }

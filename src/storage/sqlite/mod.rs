@@ -1,4 +1,10 @@
 //! The SQLite backend: bundled SQLite, WAL, an r2d2 pool for reads and one writer thread.
+//!
+//! This file opens the store and implements [`Store`] (lifecycle, migrations); each feature
+//! trait is implemented in the module of its name (`impl JobStore for SqliteStore` in
+//! `jobs.rs`, `impl BroadcastStore for SqliteStore` in `broadcasts.rs`, …), reading through
+//! `SqliteStore::read` (a pooled connection) and writing through `SqliteStore::write` (the
+//! writer thread).
 
 pub mod backup;
 mod broadcasts;
@@ -12,21 +18,12 @@ mod sessions;
 mod users;
 mod workers;
 
-use super::{OpenError, OpenOptions, Result, Session, Store, StoreError};
-use crate::domain::metrics::{BroadcastStats, MetricDeltas, MetricTotals};
-use crate::domain::notify::{
-    Broadcast, BroadcastDraft, BroadcastFilter, BroadcastPage, ChunkOutcome, Delivered,
-    DirectNotification, InboxItem, InboxPage, NewUser, User, UserId,
-};
-use crate::domain::{
-    Ack, BulkAction, BulkFilter, BulkStep, Claim, Enqueued, Failure, Fence, Job, JobEvent,
-    JobFilter, JobId, JobPage, JobStatus, NewJob, QueueStats, Reclaimed, Ts, WorkerProcess,
-};
+use super::{OpenError, OpenOptions, Result, Store, StoreError};
+use crate::domain::JobStatus;
 use crate::storage::counts::CountLog;
 use crate::storage::writer::{Connect, TxConn, Writer};
 use r2d2_sqlite::SqliteConnectionManager;
 use rusqlite::Connection;
-use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -387,39 +384,6 @@ impl Store for SqliteStore {
         self.writer.close();
         self.checkpointer.close();
     }
-
-    fn enqueue_jobs(&self, new: Vec<NewJob>, now: Ts) -> Result<Vec<Enqueued>> {
-        self.write(move |c| jobs::enqueue(c, new, now))
-    }
-
-    fn complete_job(
-        &self,
-        id: JobId,
-        fence: &Fence,
-        result: Option<Value>,
-        now: Ts,
-    ) -> Result<Job> {
-        let fence = fence.clone();
-        self.write(move |c| jobs::complete(c, id, &fence, result, now))
-    }
-
-    fn ack_jobs(&self, acks: Vec<Ack>, now: Ts) -> Result<Vec<Result<Job>>> {
-        self.write(move |c| jobs::ack(c, acks, now))
-    }
-
-    fn bulk_jobs(
-        &self,
-        action: BulkAction,
-        filter: &BulkFilter,
-        after: i64,
-        limit: usize,
-        now: Ts,
-    ) -> Result<BulkStep> {
-        let filter = filter.clone();
-        self.write(move |c| jobs::bulk(c, action, &filter, after, limit, now))
-    }
-
-    crate::storage::delegate_store!();
 }
 
 impl Drop for SqliteStore {

@@ -1,8 +1,8 @@
 //! Browser sessions on SQLite.
 
-use super::map_err;
+use super::{map_err, SqliteStore};
 use crate::domain::time::{from_ms, to_ms, Ts};
-use crate::storage::{Result, Session};
+use crate::storage::{Result, Session, SessionStore};
 use rusqlite::{params, Connection, OptionalExtension};
 
 pub fn create(c: &Connection, s: &Session) -> Result<()> {
@@ -70,4 +70,28 @@ pub fn prune(c: &Connection, now: Ts) -> Result<usize> {
     c.prepare_cached("DELETE FROM sessions WHERE expires_at <= ?1")
         .and_then(|mut st| st.execute([to_ms(&now)]))
         .map_err(map_err)
+}
+
+impl SessionStore for SqliteStore {
+    fn create_session(&self, session: &Session) -> Result<()> {
+        let s = session.clone();
+        self.write(move |c| create(c, &s))
+    }
+
+    fn find_session(&self, token_hash: &str, now: Ts) -> Result<Option<Session>> {
+        self.read(|c| find(c, token_hash, now))
+    }
+
+    fn delete_session(&self, token_hash: &str) -> Result<()> {
+        let h = token_hash.to_string();
+        self.write(move |c| delete(c, &h))
+    }
+
+    fn list_sessions(&self, now: Ts, limit: usize) -> Result<Vec<Session>> {
+        self.read(|c| list(c, now, limit))
+    }
+
+    fn prune_sessions(&self, now: Ts) -> Result<usize> {
+        self.write(move |c| prune(c, now))
+    }
 }

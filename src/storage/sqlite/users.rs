@@ -1,10 +1,10 @@
 //! Users on SQLite.
 
-use super::map_err;
+use super::{map_err, SqliteStore};
 use crate::domain::notify::{Attributes, NewUser, User, UserId};
 use crate::domain::time::{from_ms, to_ms, Ts};
 use crate::storage::like_pattern;
-use crate::storage::{Result, StoreError};
+use crate::storage::{Result, StoreError, UserStore};
 use rusqlite::{params, Connection, OptionalExtension, Row};
 use serde_json::Value;
 
@@ -93,4 +93,23 @@ pub fn soft_delete(c: &Connection, id: &UserId, now: Ts) -> Result<()> {
         return Err(StoreError::NotFound);
     }
     Ok(())
+}
+
+impl UserStore for SqliteStore {
+    fn upsert_users(&self, users: Vec<NewUser>, now: Ts) -> Result<usize> {
+        self.write(move |c| upsert(c, &users, now))
+    }
+
+    fn get_user(&self, id: &UserId) -> Result<User> {
+        self.read(|c| get(c, id))
+    }
+
+    fn list_users(&self, q: Option<&str>, limit: usize, offset: usize) -> Result<(Vec<User>, i64)> {
+        self.read(|c| list(c, q, limit, offset))
+    }
+
+    fn delete_user(&self, id: &UserId, now: Ts) -> Result<()> {
+        let id = id.clone();
+        self.write(move |c| soft_delete(c, &id, now))
+    }
 }

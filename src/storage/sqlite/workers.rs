@@ -1,9 +1,9 @@
 //! Worker process liveness rows on SQLite.
 
-use super::map_err;
+use super::{map_err, SqliteStore};
 use crate::domain::time::{from_ms, to_ms, Ts};
 use crate::domain::WorkerProcess;
-use crate::storage::Result;
+use crate::storage::{Result, WorkerStore};
 use rusqlite::{params, Connection};
 
 pub fn record(c: &Connection, p: &WorkerProcess) -> Result<()> {
@@ -58,4 +58,15 @@ pub fn list(c: &Connection, since: Ts) -> Result<Vec<WorkerProcess>> {
         .collect()
     })
     .map_err(map_err)
+}
+
+impl WorkerStore for SqliteStore {
+    fn record_worker_process(&self, p: &WorkerProcess) -> Result<()> {
+        let p = p.clone();
+        self.write(move |c| record(c, &p))
+    }
+
+    fn list_worker_processes(&self, since: Ts) -> Result<Vec<WorkerProcess>> {
+        self.read(|c| list(c, since))
+    }
 }
