@@ -18,11 +18,7 @@ use tokio::task::JoinHandle;
 
 /// Opens the store named by `url` off the async runtime (opening blocks).
 pub async fn open_store(url: &str, migrate: bool) -> anyhow::Result<Db> {
-    let url = url.to_string();
-    let store = tokio::task::spawn_blocking(move || storage::open(&url, &OpenOptions { migrate }))
-        .await
-        .context("opening the store")??;
-    Ok(Db::new(store))
+    Ok(Db::open(url, OpenOptions { migrate }).await?)
 }
 
 /// A running application.
@@ -149,7 +145,7 @@ impl App {
                 // Counters and stage timings reach the store every few seconds and on stop.
                 let mut handles = vec![telemetry.spawn_flusher(
                     env.db.clone(),
-                    crate::commands::METRICS_FLUSH,
+                    crate::telemetry::FLUSH_EVERY,
                     stop.clone(),
                 )];
                 handles.extend(chosen.into_iter().map(|w| {
@@ -180,7 +176,7 @@ impl App {
             tracing::info!(addr = %l.local_addr()?, "serving /metrics without auth");
             background.push(tokio::spawn(async move {
                 http::serve::serve(l, r, idle, async move {
-                    crate::worker::stopped(&mut stop).await
+                    crate::shutdown::stopped(&mut stop).await
                 })
                 .await;
             }));
@@ -235,7 +231,7 @@ impl App {
         if let Err(e) = self.state.telemetry.telemetry().flush(&db).await {
             tracing::warn!(error = %e, "could not flush metrics on stop");
         }
-        tokio::task::spawn_blocking(move || db.store().close()).await?;
+        db.close().await;
         match served {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(e.into()),
@@ -260,7 +256,7 @@ async fn wait_for_schema(
     loop {
         tokio::select! {
             _ = tokio::time::sleep(SCHEMA_POLL) => {}
-            _ = crate::worker::stopped(stop) => return false,
+            _ = crate::shutdown::stopped(stop) => return false,
         }
         match db.call(|s| s.pending_migrations()).await {
             Ok(p) if p.is_empty() => return true,

@@ -271,7 +271,7 @@ async fn drain_history(url: &str, ops: usize, history: usize) -> anyhow::Result<
         let _svc = service(url).await?; // creates and migrates the file
     }
     let u = url.to_string();
-    tokio::task::spawn_blocking(move || raw::fill_finished(&u, history)).await??;
+    crate::storage::blocking::run(move || raw::fill_finished(&u, history)).await?;
     let svc = service(url).await?;
     fill(&svc, ops).await?;
     reset_peak_rss();
@@ -611,7 +611,7 @@ async fn users_db(url: &str, users: usize) -> anyhow::Result<()> {
         let _ = open_store(url, true).await?;
     }
     let u = url.to_string();
-    tokio::task::spawn_blocking(move || raw::fill_users(&u, users)).await??;
+    crate::storage::blocking::run(move || raw::fill_users(&u, users)).await?;
     Ok(())
 }
 
@@ -619,7 +619,7 @@ async fn raw_insert_select(url: &str, users: usize) -> anyhow::Result<Outcome> {
     users_db(url, users).await?;
     reset_peak_rss();
     let u = url.to_string();
-    let (n, elapsed) = tokio::task::spawn_blocking(move || raw::insert_select(&u)).await??;
+    let (n, elapsed) = crate::storage::blocking::run(move || raw::insert_select(&u)).await?;
     anyhow::ensure!(n == users, "raw-insert-select inserted {n} of {users}");
     Ok(Outcome::new("raw-insert-select", n, elapsed))
 }
@@ -710,7 +710,7 @@ async fn inbox_list(url: &str, items: usize, ops: usize) -> anyhow::Result<Outco
 async fn raw_scenario(url: &str, name: &str, ops: usize) -> anyhow::Result<Outcome> {
     let u = url.to_string();
     let n = name.to_string();
-    let elapsed = tokio::task::spawn_blocking(move || match n.as_str() {
+    let elapsed = crate::storage::blocking::run(move || match n.as_str() {
         "raw-insert-single" => raw::insert_single(&u, ops),
         "raw-insert-batch" => raw::insert_batch(&u, ops, 1000),
         "raw-minimal-insert-single" => raw::minimal_insert_single(&u, ops),
@@ -718,7 +718,7 @@ async fn raw_scenario(url: &str, name: &str, ops: usize) -> anyhow::Result<Outco
         "raw-minimal-claim-complete" => raw::minimal_claim_complete(&u, ops),
         _ => raw::claim_complete(&u, ops),
     })
-    .await??;
+    .await?;
     Ok(Outcome::new(name, ops, elapsed))
 }
 
@@ -768,7 +768,7 @@ impl BenchTarget {
             }
             BenchTarget::Postgres(base) => {
                 let (base, schema) = (base.clone(), Self::schema(name));
-                let _ = tokio::task::spawn_blocking(move || {
+                let _ = crate::storage::blocking::run(move || {
                     crate::storage::postgres::raw::drop_schema(&base, &schema)
                 })
                 .await;
@@ -1042,7 +1042,7 @@ pub async fn run(args: BenchArgs, database_url: &str) -> anyhow::Result<()> {
     } else {
         for s in &args.scenarios {
             if !SCENARIOS.contains(&s.as_str()) {
-                return Err(crate::commands::UsageError(format!(
+                return Err(crate::exit::UsageError(format!(
                     "unknown scenario '{s}'; known: {}",
                     SCENARIOS.join(", ")
                 ))
@@ -1079,10 +1079,10 @@ pub async fn run(args: BenchArgs, database_url: &str) -> anyhow::Result<()> {
         let doc = if let BenchTarget::Postgres(url) = &target {
             let version = {
                 let u = url.clone();
-                tokio::task::spawn_blocking(move || {
+                crate::storage::blocking::run(move || {
                     crate::storage::postgres::raw::server_version(&u)
                 })
-                .await?
+                .await
                 .unwrap_or_else(|e| format!("unknown ({e})"))
             };
             format!(

@@ -7,30 +7,13 @@ use crate::clock::{SharedClock, SystemClock};
 use crate::config::{resolve_admin_token, Config, ConfigError, Secret, WorkerSelection};
 use crate::queue::ReadyQueue;
 use crate::service::jobs::JobService;
-use crate::storage::{parse_url, OpenError};
+use crate::storage::parse_url;
 use crate::worker::runner::run_worker;
 use crate::worker::{Registry, WorkerEnv, WorkerOptions};
 use std::sync::Arc;
 use tokio::sync::watch;
 
-/// How often a worker process adds its metrics to the store.
-pub const METRICS_FLUSH: std::time::Duration = std::time::Duration::from_secs(2);
-
-/// A usage error with a one-line reason (exit 2).
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct UsageError(pub String);
-
-/// The exit status for an error: 2 for usage and configuration, 1 otherwise.
-pub fn exit_code(e: &anyhow::Error) -> u8 {
-    if e.downcast_ref::<UsageError>().is_some() || e.downcast_ref::<ConfigError>().is_some() {
-        return 2;
-    }
-    if e.downcast_ref::<OpenError>().is_some_and(|o| o.is_usage()) {
-        return 2;
-    }
-    1
-}
+pub use crate::exit::{exit_code, UsageError};
 
 pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
     let g = cli.global;
@@ -43,8 +26,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             let db = open_store(&g.database_url, true).await?;
             let v = db.call(|s| s.schema_version()).await?;
             println!("schema version {v}");
-            let d = db.clone();
-            tokio::task::spawn_blocking(move || d.store().close()).await?;
+            db.close().await;
             Ok(())
         }
         Command::Workers => {
@@ -56,8 +38,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Schedules => {
             let db = open_store(&g.database_url, !g.no_migrate).await?;
             let r = print_schedules(&db).await;
-            let d = db.clone();
-            tokio::task::spawn_blocking(move || d.store().close()).await?;
+            db.close().await;
             r
         }
         Command::AdminToken(t) => {
@@ -74,8 +55,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             crate::cli::UsersCommand::Import(a) => {
                 let db = open_store(&g.database_url, !g.no_migrate).await?;
                 let r = crate::import::run(&db, &a).await;
-                let d = db.clone();
-                tokio::task::spawn_blocking(move || d.store().close()).await?;
+                db.close().await;
                 r
             }
         },
@@ -145,7 +125,7 @@ async fn backup(database_url: &str, args: crate::cli::BackupArgs) -> anyhow::Res
         }
     };
     let target = args.to.clone();
-    let report = tokio::task::spawn_blocking(move || {
+    let report = crate::storage::blocking::run(move || {
         let bar = progress_bar("backup");
         let r = backup(&source, &target, &mut |done, total| {
             if let Some(b) = &bar {
@@ -158,7 +138,7 @@ async fn backup(database_url: &str, args: crate::cli::BackupArgs) -> anyhow::Res
         }
         r
     })
-    .await?;
+    .await;
     let report = match report {
         Ok(r) => r,
         Err(BackupError::Usage(m)) => return Err(UsageError(m).into()),
@@ -195,11 +175,11 @@ fn progress_bar(prefix: &'static str) -> Option<indicatif::ProgressBar> {
 async fn copy(args: crate::cli::CopyArgs, migrate: bool) -> anyhow::Result<()> {
     use crate::storage::copy::{copy, CopyError};
     let (from, to) = (args.from.trim().to_string(), args.to.trim().to_string());
-    let report = tokio::task::spawn_blocking(move || {
+    let report = crate::storage::blocking::run(move || {
         let mut progress = CopyProgress::new();
         copy(&from, &to, migrate, &mut progress)
     })
-    .await?;
+    .await;
     let report = match report {
         Ok(r) => r,
         Err(e @ CopyError::Usage(_)) => return Err(UsageError(e.to_string()).into()),
@@ -356,9 +336,10 @@ async fn run(database_url: &str, migrate: bool, args: RunArgs) -> anyhow::Result
     let mut signals = ShutdownSignals::new();
     let (stop, stop_rx) = watch::channel(false);
     // Counters and stage timings reach the store every few seconds and on stop.
-    let flusher = telemetry
-        .clone()
-        .spawn_flusher(db.clone(), METRICS_FLUSH, stop_rx.clone());
+    let flusher =
+        telemetry
+            .clone()
+            .spawn_flusher(db.clone(), crate::telemetry::FLUSH_EVERY, stop_rx.clone());
     let task = {
         let env = env.clone();
         tokio::spawn(async move { run_worker(worker, &env, args.once, stop_rx).await })
@@ -382,7 +363,7 @@ async fn run(database_url: &str, migrate: bool, args: RunArgs) -> anyhow::Result
     if let Err(e) = telemetry.flush(&db).await {
         tracing::warn!(error = %e, "could not flush metrics on stop");
     }
-    tokio::task::spawn_blocking(move || db.store().close()).await?;
+    db.close().await;
     Ok(())
 }
 

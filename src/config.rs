@@ -2,28 +2,10 @@
 
 use crate::storage::{parse_url, Target, UrlError};
 use crate::worker::WorkerOptions;
-use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
-/// A secret string; `Debug` and `Display` print `***`.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(s: impl Into<String>) -> Self {
-        Self(s.into())
-    }
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("***")
-    }
-}
+pub use crate::secret::Secret;
 
 /// Everything `serve` needs.
 #[derive(Debug, Clone)]
@@ -166,7 +148,7 @@ pub fn resolve_admin_token(
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(io)?;
     }
-    let token = crate::service::auth::generate_token();
+    let token = crate::secret::generate_token();
     if !publish_private(&path, &token).map_err(io)? {
         // Another process published its token first: use theirs, so every process agrees.
         return read(&path)?.ok_or_else(|| {

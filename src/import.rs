@@ -6,10 +6,10 @@
 
 use crate::cli::{ImportArgs, ImportFormat};
 use crate::clock::SystemClock;
-use crate::commands::UsageError;
+use crate::domain::notify::UserBody;
 use crate::domain::notify::{Attributes, NewUser, UserId};
 use crate::domain::FieldError;
-use crate::http::users::UserBody;
+use crate::exit::UsageError;
 use crate::service::users::{UserService, MAX_BATCH};
 use crate::storage::Db;
 use anyhow::Context;
@@ -67,8 +67,11 @@ fn read_rows(
                     continue;
                 }
                 let n = i as u64 + 1;
-                let parsed = crate::http::extract::parse_json::<UserBody>(line.as_bytes())
-                    .map_err(|e| e.message)
+                let parsed = crate::domain::json_object::<UserBody>(line.as_bytes())
+                    .map_err(|e| match e.field {
+                        Some(f) => format!("{f}: {}", e.message),
+                        None => e.message,
+                    })
                     .and_then(|body| {
                         let mut errs = Vec::new();
                         body.parse("", None, &mut errs).ok_or_else(|| join(&errs))
@@ -153,7 +156,7 @@ pub async fn run(db: &Db, args: &ImportArgs) -> anyhow::Result<()> {
     // Pass 1: check every row; nothing is written if any is bad.
     let (rows, bad) = {
         let p = path.clone();
-        tokio::task::spawn_blocking(move || -> anyhow::Result<(u64, Vec<String>)> {
+        crate::storage::blocking::run(move || -> anyhow::Result<(u64, Vec<String>)> {
             let (mut rows, mut bad) = (0u64, Vec::new());
             read_rows(&p, format, |line, r| {
                 rows += 1;
@@ -163,7 +166,7 @@ pub async fn run(db: &Db, args: &ImportArgs) -> anyhow::Result<()> {
             })?;
             Ok((rows, bad))
         })
-        .await??
+        .await?
     };
     if !bad.is_empty() {
         for b in bad.iter().take(MAX_REPORTED) {
@@ -192,7 +195,7 @@ pub async fn run(db: &Db, args: &ImportArgs) -> anyhow::Result<()> {
     };
     let users = UserService::new(db.clone(), Arc::new(SystemClock));
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<NewUser>>(2);
-    let reader = tokio::task::spawn_blocking(move || {
+    let reader = tokio::spawn(crate::storage::blocking::run(move || {
         let mut batch = Vec::with_capacity(MAX_BATCH);
         read_rows(&path, format, |_, r| {
             if let Ok(u) = r {
@@ -207,7 +210,7 @@ pub async fn run(db: &Db, args: &ImportArgs) -> anyhow::Result<()> {
             let _ = tx.blocking_send(batch);
         }
         anyhow::Ok(())
-    });
+    }));
     let mut imported = 0usize;
     while let Some(batch) = rx.recv().await {
         let n = users.upsert_many(batch).await?;

@@ -14,21 +14,28 @@ pub mod cli;
 pub mod clock;
 /// What each command does (dispatch from `main`), and exit codes.
 pub mod commands;
-/// Typed configuration built from the CLI; secrets never print in `Debug`.
+/// Typed configuration built from the CLI.
 pub mod config;
 /// Plain types without I/O: jobs, their states and the rules that belong to them.
 pub mod domain;
+/// Exit codes: the one place that decides them, and `UsageError`.
+pub mod exit;
 /// The HTTP API: router, extractors, the one error mapping, feature handlers.
 pub mod http;
 /// `wp-lite users import`: CSV and JSON Lines.
 pub mod import;
 /// The in-process ready queue and wake-ups (a hint, never the truth).
 pub mod queue;
+/// Secrets (never printed in `Debug`) and the random tokens wp-lite makes.
+pub mod secret;
 /// Business rules: jobs, auth sessions.
 pub mod service;
+/// The stop signal every long-running loop waits on.
+pub mod shutdown;
 /// The storage traits, `StoreError`, `open(url)` and the one sync→async seam.
 pub mod storage;
-/// Logging initialisation.
+/// Metrics counted in memory and flushed to the store, their JSON and Prometheus views, and
+/// logging initialisation.
 pub mod telemetry;
 /// Maintenance and other background workers.
 pub mod worker;

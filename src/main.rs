@@ -40,7 +40,7 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            let code = wp_lite::commands::exit_code(&e);
+            let code = wp_lite::exit::exit_code(&e);
             if code == 2 {
                 eprintln!("error: {e}");
             } else {

@@ -116,3 +116,82 @@ mod depth_tests {
         assert!(json_depth(&nested(120)) > MAX_JSON_DEPTH);
     }
 }
+
+/// Why a JSON text was refused: the field it names (a type error), or the whole text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JsonRefused {
+    pub field: Option<String>,
+    pub message: String,
+}
+
+impl JsonRefused {
+    fn whole(message: impl Into<String>) -> Self {
+        Self {
+            field: None,
+            message: message.into(),
+        }
+    }
+}
+
+/// Parses JSON bytes into `T`, naming the field on a type error. Every body of this API is
+/// a JSON object: an array is refused here (serde would read one as a struct's fields in
+/// order), and so is anything after the value.
+///
+/// The whole body must be UTF-8 (also inside fields that are ignored), and no string in
+/// it may hold a NUL character (`\u0000`): text from clients never does.
+pub fn json_object<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, JsonRefused> {
+    let text = std::str::from_utf8(bytes).map_err(|e| {
+        JsonRefused::whole(format!(
+            "the body is not valid UTF-8 (at byte {})",
+            e.valid_up_to()
+        ))
+    })?;
+    if text.trim_start().starts_with('[') {
+        return Err(JsonRefused::whole("the body must be a JSON object"));
+    }
+    if escapes_nul(text) {
+        return Err(JsonRefused::whole(
+            "text must not hold a NUL character (\\u0000)",
+        ));
+    }
+    let mut de = serde_json::Deserializer::from_str(text);
+    let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        if path.is_empty() || path == "." {
+            JsonRefused::whole(format!("malformed JSON body: {inner}"))
+        } else {
+            JsonRefused {
+                field: Some(path),
+                message: inner.to_string(),
+            }
+        }
+    })?;
+    de.end()
+        .map_err(|e| JsonRefused::whole(format!("malformed JSON body: {e}")))?;
+    Ok(value)
+}
+
+/// Whether a JSON text holds the escape `\u0000` inside a string (an escaped backslash
+/// followed by `u0000` is ordinary text). A raw NUL byte is not valid JSON at all.
+fn escapes_nul(text: &str) -> bool {
+    if !text.contains("u0000") {
+        return false;
+    }
+    let b = text.as_bytes();
+    let (mut i, mut in_string) = (0, false);
+    while i < b.len() {
+        match b[i] {
+            b'"' => in_string = !in_string,
+            b'\\' if in_string => {
+                if b.get(i + 1) == Some(&b'u') && b.get(i + 2..i + 6) == Some(b"0000") {
+                    return true;
+                }
+                i += 1;
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    false
+}

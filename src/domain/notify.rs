@@ -1,7 +1,7 @@
 //! Users, broadcasts, audiences and inbox items.
 
 use super::time::Ts;
-use super::FieldError;
+use super::{bounded_text, FieldError};
 use serde_json::{Map, Value};
 use std::str::FromStr;
 
@@ -472,5 +472,56 @@ mod audience_bounds {
             "audience.filters.c"
         );
         assert!(segment(json!({ "c": [[1]] })).is_err());
+    }
+}
+
+/// A user as the API (`PUT /v1/admin/users/{id}`, the batch) and the importer take it,
+/// before it is checked.
+#[derive(serde::Deserialize)]
+pub struct UserBody {
+    pub id: Option<String>,
+    pub email: Option<String>,
+    pub attributes: Option<Value>,
+    pub is_active: Option<bool>,
+}
+
+impl UserBody {
+    /// Parses into a `NewUser`; `id` comes from the path when given.
+    pub fn parse(
+        self,
+        prefix: &str,
+        path_id: Option<UserId>,
+        errs: &mut Vec<FieldError>,
+    ) -> Option<NewUser> {
+        let before = errs.len();
+        let f = |n: &str| format!("{prefix}{n}");
+        let id = match (path_id, self.id.as_deref()) {
+            (Some(id), _) => Some(id),
+            (None, Some(s)) => UserId::parse(&f("id"), s).map_err(|e| errs.push(e)).ok(),
+            (None, None) => {
+                errs.push(FieldError::new(f("id"), "is required"));
+                None
+            }
+        };
+        let email = self.email.filter(|e| !e.trim().is_empty());
+        if let Some(e) = &email {
+            if let Err(e) = bounded_text(&f("email"), e, 3, 320) {
+                errs.push(e);
+            } else if !e.contains('@') {
+                errs.push(FieldError::new(f("email"), "must be an email address"));
+            }
+        }
+        let attributes = Attributes::parse(&f("attributes"), self.attributes)
+            .map_err(|e| errs.push(e))
+            .ok();
+        if errs.len() != before {
+            return None;
+        }
+        Some(NewUser {
+            id: id?,
+            email,
+            attributes: attributes?,
+            is_active: self.is_active.unwrap_or(true),
+        })
     }
 }

@@ -55,64 +55,13 @@ fn too_large(limit: usize) -> ApiError {
     )
 }
 
-/// Parses JSON bytes into `T`, naming the field on a type error. Every body of this API is
-/// a JSON object: an array is refused here (serde would read one as a struct's fields in
-/// order), and so is anything after the value.
-///
-/// The whole body must be UTF-8 (also inside fields that are ignored), and no string in
-/// it may hold a NUL character (`\u0000`): text from clients never does.
+/// Parses a JSON request body into `T` (`domain::json_object`: an object, UTF-8, no NUL
+/// character in any string, nothing after the value), naming the field on a type error.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
-    let text = std::str::from_utf8(bytes).map_err(|e| {
-        ApiError::invalid(format!(
-            "the body is not valid UTF-8 (at byte {})",
-            e.valid_up_to()
-        ))
-    })?;
-    if text.trim_start().starts_with('[') {
-        return Err(ApiError::invalid("the body must be a JSON object"));
-    }
-    if escapes_nul(text) {
-        return Err(ApiError::invalid(
-            "text must not hold a NUL character (\\u0000)",
-        ));
-    }
-    let mut de = serde_json::Deserializer::from_str(text);
-    let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
-        let path = e.path().to_string();
-        let inner = e.into_inner();
-        if path.is_empty() || path == "." {
-            ApiError::invalid(format!("malformed JSON body: {inner}"))
-        } else {
-            ApiError::invalid_field(&path, &inner.to_string())
-        }
-    })?;
-    de.end()
-        .map_err(|e| ApiError::invalid(format!("malformed JSON body: {e}")))?;
-    Ok(value)
-}
-
-/// Whether a JSON text holds the escape `\u0000` inside a string (an escaped backslash
-/// followed by `u0000` is ordinary text). A raw NUL byte is not valid JSON at all.
-fn escapes_nul(text: &str) -> bool {
-    if !text.contains("u0000") {
-        return false;
-    }
-    let b = text.as_bytes();
-    let (mut i, mut in_string) = (0, false);
-    while i < b.len() {
-        match b[i] {
-            b'"' => in_string = !in_string,
-            b'\\' if in_string => {
-                if b.get(i + 1) == Some(&b'u') && b.get(i + 2..i + 6) == Some(b"0000") {
-                    return true;
-                }
-                i += 1;
-            }
-            _ => {}
-        }
-        i += 1;
-    }
-    false
+    crate::domain::json_object(bytes).map_err(|e| match e.field {
+        Some(f) => ApiError::invalid_field(&f, &e.message),
+        None => ApiError::invalid(e.message),
+    })
 }
 
 /// Refuses a NUL character in text taken from a query string or a path.

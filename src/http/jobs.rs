@@ -14,9 +14,10 @@ use crate::domain::time::{self, serde_ts, Ts};
 use crate::domain::{
     bounded_text, in_range, Ack, AckOutcome, BulkAction, BulkFilter, Claim, Enqueued, Failure,
     Fence, FieldError, Job, JobEvent, JobFilter, JobId, JobMeta, JobStatus, JobType, NewJob,
-    QueueStats, MAX_BATCH_ITEMS,
+    MAX_BATCH_ITEMS,
 };
 use crate::service::Error;
+use crate::telemetry::views::queue_view;
 use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -796,21 +797,6 @@ async fn retry(
     JobIdPath(id): JobIdPath,
 ) -> ApiResult<Json<JobView>> {
     Ok(view(st.jobs.retry(id).await?))
-}
-
-/// One item of `GET /v1/worker/queues` (also used by the telemetry summary).
-pub fn queue_view(q: &QueueStats) -> Value {
-    json!({
-        "type": q.job_type,
-        "counts": {
-            "queued": q.queued, "leased": q.leased, "succeeded": q.succeeded,
-            "failed": q.failed, "canceled": q.canceled,
-        },
-        "oldest_queued_age_seconds": q.oldest_queued_age_seconds,
-        "leases_expired_total": q.leases_expired_total,
-        "paused": q.paused,
-        "max_leased": q.max_leased,
-    })
 }
 
 fn queue_type(PathString(raw): PathString) -> Result<JobType, Error> {

@@ -9,9 +9,8 @@ use super::extract::{
 use super::inbox::inbox_view;
 use super::openapi::{Access, Api};
 use super::AppState;
-use crate::domain::notify::{Attributes, NewUser, User, UserId};
+use crate::domain::notify::{NewUser, User, UserBody};
 use crate::domain::time::{serde_ts, Ts};
-use crate::domain::{bounded_text, FieldError};
 use crate::service::users::MAX_BATCH;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -44,56 +43,6 @@ impl From<User> for UserView {
             updated_at: u.updated_at,
             deleted_at: u.deleted_at,
         }
-    }
-}
-
-/// A user as the API and the importer take it.
-#[derive(Deserialize)]
-pub struct UserBody {
-    pub id: Option<String>,
-    pub email: Option<String>,
-    pub attributes: Option<Value>,
-    pub is_active: Option<bool>,
-}
-
-impl UserBody {
-    /// Parses into a `NewUser`; `id` comes from the path when given.
-    pub fn parse(
-        self,
-        prefix: &str,
-        path_id: Option<UserId>,
-        errs: &mut Vec<FieldError>,
-    ) -> Option<NewUser> {
-        let before = errs.len();
-        let f = |n: &str| format!("{prefix}{n}");
-        let id = match (path_id, self.id.as_deref()) {
-            (Some(id), _) => Some(id),
-            (None, Some(s)) => UserId::parse(&f("id"), s).map_err(|e| errs.push(e)).ok(),
-            (None, None) => {
-                errs.push(FieldError::new(f("id"), "is required"));
-                None
-            }
-        };
-        let email = self.email.filter(|e| !e.trim().is_empty());
-        if let Some(e) = &email {
-            if let Err(e) = bounded_text(&f("email"), e, 3, 320) {
-                errs.push(e);
-            } else if !e.contains('@') {
-                errs.push(FieldError::new(f("email"), "must be an email address"));
-            }
-        }
-        let attributes = Attributes::parse(&f("attributes"), self.attributes)
-            .map_err(|e| errs.push(e))
-            .ok();
-        if errs.len() != before {
-            return None;
-        }
-        Some(NewUser {
-            id: id?,
-            email,
-            attributes: attributes?,
-            is_active: self.is_active.unwrap_or(true),
-        })
     }
 }
 

@@ -2,8 +2,8 @@
 
 use super::{Error, Result};
 use crate::clock::SharedClock;
-use crate::config::Secret;
 use crate::domain::time::Ts;
+use crate::secret::{generate_token, random_hex, Secret};
 use crate::storage::{Db, Session};
 use chrono::Duration;
 use sha2::{Digest, Sha256};
@@ -129,17 +129,6 @@ fn digest(s: &str) -> [u8; 32] {
 /// Constant-time comparison (both sides hashed first so their lengths do not leak).
 pub fn same_secret(given: &str, expected: &str) -> bool {
     digest(given).ct_eq(&digest(expected)).into()
-}
-
-fn random_hex(bytes: usize) -> String {
-    let mut buf = vec![0u8; bytes];
-    rand::fill(&mut buf[..]);
-    hex::encode(buf)
-}
-
-/// A fresh random token with 256 bits of entropy.
-pub fn generate_token() -> String {
-    random_hex(32)
 }
 
 impl AuthService {

@@ -21,7 +21,32 @@ pub struct Db {
 /// How long `/readyz` stays 503 after the store last failed to serve a call.
 pub const FAULT_MEMORY: std::time::Duration = std::time::Duration::from_secs(2);
 
+/// Runs synchronous work (a backup, a copy, filling a bench database) on the blocking pool:
+/// the same seam as store calls, for work that is not one. A panic is raised again here.
+pub async fn run<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(v) => v,
+        Err(e) => std::panic::resume_unwind(e.into_panic()),
+    }
+}
+
 impl Db {
+    /// Opens the store a URL names (migrating unless told not to) off the async runtime.
+    pub async fn open(
+        url: &str,
+        opts: super::OpenOptions,
+    ) -> std::result::Result<Db, super::OpenError> {
+        let url = url.to_string();
+        let store = run(move || super::open(&url, &opts)).await?;
+        Ok(Db::new(store))
+    }
+
+    /// Flushes and closes the store off the async runtime (its threads are joined).
+    pub async fn close(&self) {
+        let store = self.store.clone();
+        run(move || store.close()).await
+    }
+
     pub fn new(store: Arc<dyn Store>) -> Self {
         let permits = Arc::new(Semaphore::new(store.max_concurrency().max(1)));
         Self {

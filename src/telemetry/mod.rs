@@ -5,8 +5,12 @@
 mod logging;
 pub mod prometheus_text;
 pub mod summary;
+pub mod views;
 
 pub use logging::init_logging;
+
+/// How often a process adds its metric deltas to the store (and once more when it stops).
+pub const FLUSH_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
 
 use crate::domain::metrics::{MetricDeltas, StageTotals};
 use crate::storage::Db;
@@ -214,7 +218,7 @@ impl Telemetry {
             loop {
                 let stopping = tokio::select! {
                     _ = tokio::time::sleep(every) => false,
-                    _ = crate::worker::stopped(&mut stop) => true,
+                    _ = crate::shutdown::stopped(&mut stop) => true,
                 };
                 if let Err(e) = self.flush(&db).await {
                     tracing::warn!(error = %e, "could not flush metrics; will retry");

@@ -69,7 +69,7 @@ impl Snapshot {
             .processes
             .iter()
             .map(|(p, alive)| {
-                serde_json::to_value(crate::http::workers::ProcessView::new(p.clone(), *alive))
+                serde_json::to_value(super::views::ProcessView::new(p.clone(), *alive))
                     .unwrap_or(Value::Null)
             })
             .collect();
@@ -82,11 +82,7 @@ impl Snapshot {
     }
 
     pub fn json(&self) -> Value {
-        let queues: Vec<Value> = self
-            .queues
-            .iter()
-            .map(crate::http::jobs::queue_view)
-            .collect();
+        let queues: Vec<Value> = self.queues.iter().map(super::views::queue_view).collect();
         let status_counts: Map<String, Value> = BroadcastStatus::ALL
             .iter()
             .map(|s| {

@@ -220,10 +220,7 @@ impl Registry {
     }
 }
 
-/// Completes once `stop` is true (or its sender is gone).
-pub async fn stopped(stop: &mut tokio::sync::watch::Receiver<bool>) {
-    let _ = stop.wait_for(|s| *s).await;
-}
+pub use crate::shutdown::stopped;
 
 /// The job types a queue worker handles, parsed once.
 pub fn job_types(types: &[&str]) -> Vec<JobType> {
