@@ -95,7 +95,7 @@ impl Db {
         let r = match handle.instrument(tracing::Span::current()).await {
             Ok(r) => r,
             Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-            Err(e) => Err(StoreError::Unavailable(e.to_string())),
+            Err(e) => Err(StoreError::Unavailable(super::Cause::of(e))),
         };
         self.note(&r);
         r

@@ -9,7 +9,7 @@ use crate::domain::{JobId, JobStatus};
 
 fn corrupt(column: &str, value: &str) -> StoreError {
     let shown: String = value.chars().take(64).collect();
-    StoreError::Backend(format!("a stored row holds an invalid {column}: {shown:?}"))
+    StoreError::Backend(format!("a stored row holds an invalid {column}: {shown:?}").into())
 }
 
 pub fn job_id(s: &str) -> Result<JobId, StoreError> {

@@ -21,7 +21,7 @@ pub(crate) fn parse_stored_audience(raw: &str) -> Result<Audience> {
         .ok()
         .and_then(|v| Audience::parse(&v).ok())
         .ok_or_else(|| {
-            StoreError::Backend(format!("the stored audience cannot be read: {raw:.200}"))
+            StoreError::Backend(format!("the stored audience cannot be read: {raw:.200}").into())
         })
 }
 

@@ -38,19 +38,95 @@ use uuid::Uuid;
 
 pub use blocking::Db;
 
-/// What can go wrong in a store, independent of the backend.
-#[derive(Debug, thiserror::Error)]
+/// What can go wrong in a store, independent of the backend. Cheap to clone: the writer
+/// answers every caller of a failed group commit with the same error.
+#[derive(Debug, Clone)]
 pub enum StoreError {
-    #[error("not found")]
     NotFound,
-    #[error("conflict: {}", .0.code())]
     Conflict(JobConflict),
-    #[error("the store is busy")]
     Busy,
-    #[error("the store is unavailable: {0}")]
-    Unavailable(String),
-    #[error("storage backend error: {0}")]
-    Backend(String),
+    /// The store cannot serve now (disk full, read-only file, I/O error, PostgreSQL down).
+    Unavailable(Cause),
+    /// A failure of the statement or the data (a bug, or a corrupt row).
+    Backend(Cause),
+}
+
+impl std::fmt::Display for StoreError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StoreError::NotFound => f.write_str("not found"),
+            StoreError::Conflict(c) => write!(f, "conflict: {}", c.code()),
+            StoreError::Busy => f.write_str("the store is busy"),
+            StoreError::Unavailable(c) => write!(f, "the store is unavailable: {c}"),
+            StoreError::Backend(c) => write!(f, "storage backend error: {c}"),
+        }
+    }
+}
+
+/// The chain below the message: the causes of the driver's error (its own text is already
+/// the message), so `http::error` and the CLI log the whole chain without repeating it.
+impl std::error::Error for StoreError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            StoreError::Unavailable(c) | StoreError::Backend(c) => c.error.as_ref()?.source(),
+            _ => None,
+        }
+    }
+}
+
+/// Why a store call failed, beyond its kind: a message, and the driver's error it came
+/// from when there is one (kept, not flattened to text, so its causes can be logged).
+#[derive(Debug, Clone)]
+pub struct Cause {
+    message: String,
+    error: Option<Arc<dyn std::error::Error + Send + Sync>>,
+}
+
+impl Cause {
+    /// The cause is `e` itself: its text is the message, its sources the chain.
+    pub fn of(e: impl std::error::Error + Send + Sync + 'static) -> Self {
+        Self {
+            message: e.to_string(),
+            error: Some(Arc::new(e)),
+        }
+    }
+
+    /// `e` with a clearer message of our own.
+    pub fn with_message(
+        message: impl Into<String>,
+        e: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        Self {
+            message: message.into(),
+            error: Some(Arc::new(e)),
+        }
+    }
+
+    /// The driver's error, if the cause came from one.
+    pub fn error(&self) -> Option<&(dyn std::error::Error + Send + Sync + 'static)> {
+        self.error.as_deref()
+    }
+}
+
+impl std::fmt::Display for Cause {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl From<String> for Cause {
+    fn from(message: String) -> Self {
+        Self {
+            message,
+            error: None,
+        }
+    }
+}
+
+impl From<&str> for Cause {
+    fn from(message: &str) -> Self {
+        message.to_string().into()
+    }
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
@@ -629,6 +705,32 @@ pub fn open(url: &str, opts: &OpenOptions) -> std::result::Result<Arc<dyn Store>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A driver error with a cause of its own (like a PostgreSQL error over a broken socket).
+    #[derive(Debug, thiserror::Error)]
+    #[error("connection lost")]
+    struct DriverError(#[source] std::io::Error);
+
+    #[test]
+    fn store_errors_keep_the_drivers_cause_chain() {
+        let io = std::io::Error::new(std::io::ErrorKind::BrokenPipe, "broken pipe");
+        let e = StoreError::Unavailable(Cause::of(DriverError(io)));
+        assert_eq!(e.to_string(), "the store is unavailable: connection lost");
+        let mut chain = vec![e.to_string()];
+        let mut cur = std::error::Error::source(&e);
+        while let Some(c) = cur {
+            chain.push(c.to_string());
+            cur = c.source();
+        }
+        assert_eq!(
+            chain,
+            ["the store is unavailable: connection lost", "broken pipe"]
+        );
+        let again = e.clone();
+        assert!(matches!(&again, StoreError::Unavailable(c) if c.error().is_some()));
+        let plain = StoreError::Backend("a corrupt row".into());
+        assert!(std::error::Error::source(&plain).is_none());
+    }
 
     #[test]
     fn urls() {

@@ -31,10 +31,13 @@ impl ScheduleRow {
     /// Decodes; a corrupt value is an error naming it, never a default.
     pub fn decode(self) -> Result<Schedule> {
         let corrupt = |what: &str| {
-            StoreError::Backend(format!(
-                "schedule {:?} holds an invalid {what}",
-                self.name.chars().take(64).collect::<String>()
-            ))
+            StoreError::Backend(
+                format!(
+                    "schedule {:?} holds an invalid {what}",
+                    self.name.chars().take(64).collect::<String>()
+                )
+                .into(),
+            )
         };
         let job: JobTemplate = serde_json::from_str(&self.job).map_err(|_| corrupt("job"))?;
         let overlap = Overlap::parse(&self.overlap).ok_or_else(|| corrupt("overlap"))?;

@@ -162,7 +162,7 @@ fn fail_all<C: TxConn>(group: Vec<Op<C>>, err: impl Fn() -> StoreError) {
 /// Runs one group in one transaction; false when the connection looks broken.
 fn run_group<C: TxConn>(conn: &mut C, group: Vec<Op<C>>) -> bool {
     if let Err(e) = conn.begin() {
-        fail_all(group, || clone_err(&e));
+        fail_all(group, || e.clone());
         return false;
     }
     let lost =
@@ -208,17 +208,7 @@ fn run_group<C: TxConn>(conn: &mut C, group: Vec<Op<C>>) -> bool {
     };
     let healthy = commit.is_ok() || !matches!(commit, Err(StoreError::Unavailable(_)));
     for reply in replies {
-        reply(commit.as_ref().err().map(clone_err));
+        reply(commit.as_ref().err().cloned());
     }
     healthy
-}
-
-pub(crate) fn clone_err(e: &StoreError) -> StoreError {
-    match e {
-        StoreError::NotFound => StoreError::NotFound,
-        StoreError::Conflict(c) => StoreError::Conflict(*c),
-        StoreError::Busy => StoreError::Busy,
-        StoreError::Unavailable(s) => StoreError::Unavailable(s.clone()),
-        StoreError::Backend(s) => StoreError::Backend(s.clone()),
-    }
 }

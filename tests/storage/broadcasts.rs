@@ -1025,7 +1025,11 @@ fn corrupt_rows_are_errors_not_defaults() {
         ));
         match s.get_broadcast(bc.id) {
             Err(StoreError::Backend(m)) => {
-                assert!(m.contains("broadcast status"), "{}: {m}", b.name)
+                assert!(
+                    m.to_string().contains("broadcast status"),
+                    "{}: {m}",
+                    b.name
+                )
             }
             other => panic!("{}: a corrupt status read back as {other:?}", b.name),
         }
@@ -1048,7 +1052,9 @@ fn corrupt_rows_are_errors_not_defaults() {
             job.id
         ));
         match s.get_job(job.id) {
-            Err(StoreError::Backend(m)) => assert!(m.contains("job status"), "{}: {m}", b.name),
+            Err(StoreError::Backend(m)) => {
+                assert!(m.to_string().contains("job status"), "{}: {m}", b.name)
+            }
             other => panic!("{}: a corrupt status read back as {other:?}", b.name),
         }
         b.exec_raw(&format!(
@@ -1065,7 +1071,9 @@ fn corrupt_rows_are_errors_not_defaults() {
             before_seq: None,
         });
         match listed {
-            Err(StoreError::Backend(m)) => assert!(m.contains("job id"), "{}: {m}", b.name),
+            Err(StoreError::Backend(m)) => {
+                assert!(m.to_string().contains("job id"), "{}: {m}", b.name)
+            }
             other => panic!("{}: a corrupt job id read back as {other:?}", b.name),
         }
     });

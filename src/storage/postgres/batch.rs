@@ -9,7 +9,7 @@
 //! a batch hands each caller its own answer (or the commit's error).
 
 use super::PgConn;
-use crate::storage::writer::{clone_err, Writer};
+use crate::storage::writer::Writer;
 use crate::storage::{Result, StoreError};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -130,14 +130,14 @@ impl<Req: Clone + Send + 'static, T: Send + 'static> Coalescer<Req, T> {
                     // The batch ran and was rolled back (or its commit failed).
                     Some(replies) => {
                         for r in replies {
-                            let _ = r.send(Err(clone_err(&e)));
+                            let _ = r.send(Err(e.clone()));
                         }
                     }
                     // The operation never ran (store closed, no connection, the group
                     // lost before it): nothing queued ran, so fail what is queued now.
                     None => {
                         for (_, r) in self.rx.try_iter() {
-                            let _ = r.send(Err(clone_err(&e)));
+                            let _ = r.send(Err(e.clone()));
                         }
                     }
                 }

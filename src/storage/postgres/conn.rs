@@ -6,7 +6,7 @@ use crate::domain::JobStatus;
 use crate::storage::counts::CountLog;
 use crate::storage::writer::TxConn;
 use crate::storage::Wake;
-use crate::storage::{Result, StoreError};
+use crate::storage::{Cause, Result, StoreError};
 use postgres::types::ToSql;
 use postgres::{Client, NoTls, Row, Statement};
 use r2d2_postgres::PostgresConnectionManager;
@@ -195,7 +195,7 @@ impl r2d2::ManageConnection for Manager {
 pub fn map_err(e: postgres::Error) -> StoreError {
     use postgres::error::SqlState;
     if e.is_closed() {
-        return StoreError::Unavailable(e.to_string());
+        return StoreError::Unavailable(Cause::of(e));
     }
     match e.code() {
         Some(c)
@@ -217,12 +217,12 @@ pub fn map_err(e: postgres::Error) -> StoreError {
                 || *c == SqlState::READ_ONLY_SQL_TRANSACTION
                 || c.code().starts_with("08") =>
         {
-            StoreError::Unavailable(e.to_string())
+            StoreError::Unavailable(Cause::of(e))
         }
         None if std::error::Error::source(&e).is_some_and(|s| s.is::<std::io::Error>()) => {
-            StoreError::Unavailable(e.to_string())
+            StoreError::Unavailable(Cause::of(e))
         }
-        _ => StoreError::Backend(db_message(&e)),
+        _ => StoreError::Backend(Cause::with_message(db_message(&e), e)),
     }
 }
 

@@ -20,8 +20,9 @@ const ITEM: &str =
 
 /// A UUID column read as text (the `postgres` crate is built without its uuid feature).
 fn uuid_text(s: &str) -> Result<Uuid> {
-    Uuid::parse_str(s)
-        .map_err(|e| StoreError::Backend(format!("a stored inbox item id is not a UUID: {e}")))
+    Uuid::parse_str(s).map_err(|e| {
+        StoreError::Backend(format!("a stored inbox item id is not a UUID: {e}").into())
+    })
 }
 
 fn row_to_item(r: &Row) -> Result<InboxItem> {

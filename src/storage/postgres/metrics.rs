@@ -34,9 +34,9 @@ pub fn add(c: &mut PgConn, d: &MetricDeltas) -> Result<()> {
     let mut counters: BTreeMap<(&str, &str), i64> = BTreeMap::new();
     for (name, label, delta) in &d.counters {
         let v = counters.entry((name, label)).or_insert(0);
-        *v = v
-            .checked_add(*delta)
-            .ok_or_else(|| StoreError::Backend(format!("metric {name} {label}: out of range")))?;
+        *v = v.checked_add(*delta).ok_or_else(|| {
+            StoreError::Backend(format!("metric {name} {label}: out of range").into())
+        })?;
     }
     if !counters.is_empty() {
         let names: Vec<&str> = counters.keys().map(|k| k.0).collect();

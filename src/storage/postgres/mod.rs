@@ -211,7 +211,7 @@ impl PgStore {
         let mut conn = self
             .pool
             .get()
-            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+            .map_err(|e| StoreError::Unavailable(crate::storage::Cause::of(e)))?;
         f(&mut conn)
     }
 

@@ -171,7 +171,7 @@ impl RunSteps for PgConn {
         let Some(r) = r else { return Ok(None) };
         let o: String = get_col(&r, 0)?;
         let overlap = Overlap::parse(&o).ok_or_else(|| {
-            StoreError::Backend(format!("schedule {name} holds an invalid overlap {o:?}"))
+            StoreError::Backend(format!("schedule {name} holds an invalid overlap {o:?}").into())
         })?;
         Ok(Some((overlap, get_col(&r, 1)?)))
     }

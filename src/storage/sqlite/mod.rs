@@ -145,7 +145,7 @@ impl SqliteStore {
         let conn = self
             .pool
             .get()
-            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+            .map_err(|e| StoreError::Unavailable(crate::storage::Cause::of(e)))?;
         f(&conn)
     }
 
@@ -352,9 +352,9 @@ pub(crate) fn map_err(e: rusqlite::Error) -> StoreError {
                     | ErrorCode::FileLockingProtocolFailed
             ) =>
         {
-            StoreError::Unavailable(e.to_string())
+            StoreError::Unavailable(crate::storage::Cause::of(e))
         }
-        _ => StoreError::Backend(e.to_string()),
+        _ => StoreError::Backend(crate::storage::Cause::of(e)),
     }
 }
 

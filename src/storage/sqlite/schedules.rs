@@ -158,9 +158,9 @@ impl RunSteps for Steps<'_> {
         taken
             .map(|(o, last)| {
                 Overlap::parse(&o).map(|o| (o, last)).ok_or_else(|| {
-                    crate::storage::StoreError::Backend(format!(
-                        "schedule {name} holds an invalid overlap {o:?}"
-                    ))
+                    crate::storage::StoreError::Backend(
+                        format!("schedule {name} holds an invalid overlap {o:?}").into(),
+                    )
                 })
             })
             .transpose()
