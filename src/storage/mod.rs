@@ -14,6 +14,7 @@ pub(crate) mod decode;
 mod delivery;
 pub mod postgres;
 pub mod raw;
+pub(crate) mod row;
 pub(crate) mod schedules;
 pub mod sqlite;
 pub mod writer;

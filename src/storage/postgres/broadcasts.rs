@@ -8,10 +8,10 @@ use crate::domain::notify::{
     Audience, Broadcast, BroadcastDraft, BroadcastFilter, BroadcastPage, BroadcastStatus,
     ChunkOutcome, Condition,
 };
-use crate::domain::time::{from_ms, to_ms, Ts};
+use crate::domain::time::{to_ms, Ts};
 use crate::domain::JobConflict;
 use crate::storage::delivery::{parse_stored_audience, ClaimSteps, Delivery};
-use crate::storage::{decode, like_pattern};
+use crate::storage::like_pattern;
 use crate::storage::{BroadcastStore, Result, StoreError, Wake};
 use postgres::types::ToSql;
 use postgres::Row;
@@ -41,27 +41,7 @@ impl Args {
 }
 
 fn row_to_broadcast(r: &Row) -> Result<Broadcast> {
-    let id: String = r.get(0);
-    let audience: String = r.get(3);
-    let status: String = r.get(4);
-    Ok(Broadcast {
-        id: decode::broadcast_id(&id)?,
-        title: r.get(1),
-        body: r.get(2),
-        audience: decode::audience_for_display(&audience),
-        status: decode::broadcast_status(&status)?,
-        created_by: r.get(5),
-        created_at: from_ms(r.get(6)),
-        updated_at: from_ms(r.get(7)),
-        scheduled_at: r.get::<_, Option<i64>>(8).map(from_ms),
-        started_at: r.get::<_, Option<i64>>(9).map(from_ms),
-        finished_at: r.get::<_, Option<i64>>(10).map(from_ms),
-        total: r.get(11),
-        sent: r.get(12),
-        failed: r.get(13),
-        skipped: r.get(14),
-        last_error: r.get(15),
-    })
+    crate::storage::row::broadcast(r)
 }
 
 fn load(c: &mut PgConn, id: &str) -> Result<Broadcast> {

@@ -191,6 +191,37 @@ impl r2d2::ManageConnection for Manager {
     }
 }
 
+/// Typed column access for the shared row decoders (`storage::row`).
+impl crate::storage::row::Columns for Row {
+    fn int(&self, i: usize) -> Result<i64> {
+        self.try_get(i).map_err(map_err)
+    }
+    fn opt_int(&self, i: usize) -> Result<Option<i64>> {
+        self.try_get(i).map_err(map_err)
+    }
+    fn text(&self, i: usize) -> Result<String> {
+        self.try_get(i).map_err(map_err)
+    }
+    fn opt_text(&self, i: usize) -> Result<Option<String>> {
+        self.try_get(i).map_err(map_err)
+    }
+    /// UUID columns are read as text (the `postgres` crate is built without its uuid
+    /// feature; queries cast them with `::text`).
+    fn uuid(&self, i: usize) -> Result<uuid::Uuid> {
+        let s = self.text(i)?;
+        uuid::Uuid::parse_str(&s).map_err(|e| {
+            StoreError::Backend(Cause::with_message(format!("{s:?} is not a UUID"), e))
+        })
+    }
+    /// New tables keep flags as `boolean`; the first ones as 0/1 integers.
+    fn flag(&self, i: usize) -> Result<bool> {
+        match self.try_get::<_, bool>(i) {
+            Ok(b) => Ok(b),
+            Err(_) => Ok(self.int(i)? != 0),
+        }
+    }
+}
+
 /// Maps PostgreSQL errors to the backend-independent kinds.
 pub fn map_err(e: postgres::Error) -> StoreError {
     use postgres::error::SqlState;

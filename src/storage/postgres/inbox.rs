@@ -5,7 +5,7 @@
 
 use super::{PgConn, PgStore};
 use crate::domain::notify::{Delivered, DirectNotification, InboxItem, InboxPage, UserId};
-use crate::domain::time::{from_ms, to_ms, Ts};
+use crate::domain::time::{to_ms, Ts};
 use crate::storage::{InboxStore, Result, StoreError, PRUNE_USERS_PER_PASS};
 use postgres::Row;
 use std::collections::BTreeMap;
@@ -26,31 +26,7 @@ fn uuid_text(s: &str) -> Result<Uuid> {
 }
 
 fn row_to_item(r: &Row) -> Result<InboxItem> {
-    let id = uuid_text(r.get(0))?;
-    let broadcast_id: Option<String> = r.get(3);
-    let event_key: Option<String> = r.get(4);
-    let user_id: String = r.get(5);
-    let meta: Option<String> = r.get(8);
-    let event_id = match (&broadcast_id, event_key) {
-        (Some(b), _) => format!("broadcast:{b}:{user_id}"),
-        (None, Some(k)) => k,
-        (None, None) => format!("direct:{id}"),
-    };
-    Ok(InboxItem {
-        id,
-        title: r.get(6),
-        message: r.get(7),
-        kind: if broadcast_id.is_some() {
-            "broadcast"
-        } else {
-            "direct"
-        },
-        created_at: from_ms(r.get(1)),
-        read_at: r.get::<_, Option<i64>>(2).map(from_ms),
-        meta: meta.and_then(|m| serde_json::from_str(&m).ok()),
-        event_id,
-        broadcast_id,
-    })
+    crate::storage::row::inbox_item(r)
 }
 
 fn existing_event(c: &mut PgConn, user: &str, key: &str) -> Result<Option<Uuid>> {

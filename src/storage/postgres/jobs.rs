@@ -10,8 +10,8 @@ use super::{PgConn, PgStore};
 use crate::domain::time::{from_ms, to_ms, Ts};
 use crate::domain::{
     json_equal, Ack, AckOutcome, BulkAction, BulkFilter, BulkStep, Claim, Enqueued, Failure, Fence,
-    Job, JobConflict, JobEvent, JobFilter, JobId, JobMeta, JobPage, JobStatus, JobType, NewEvent,
-    NewJob, QueueStats, Reclaimed,
+    Job, JobConflict, JobEvent, JobFilter, JobId, JobPage, JobStatus, NewEvent, NewJob, QueueStats,
+    Reclaimed,
 };
 use crate::storage::{bulk_step, decode, per_item, JobStore, Result, StoreError, Wake};
 use postgres::Row;
@@ -104,39 +104,7 @@ fn to_json(v: &Value) -> String {
 }
 
 fn row_to_job(r: &Row) -> Result<(i64, Job)> {
-    fn col<'a, T: postgres::types::FromSql<'a>>(r: &'a Row, i: usize) -> Result<T> {
-        r.try_get(i).map_err(map_err)
-    }
-    let id: String = col(r, 1)?;
-    let status: String = col(r, 3)?;
-    Ok((
-        col(r, 0)?,
-        Job {
-            id: decode::job_id(&id)?,
-            job_type: JobType::trusted(col(r, 2)?),
-            status: decode::job_status(&status)?,
-            priority: col(r, 4)?,
-            meta: JobMeta {
-                idempotency_key: col(r, 5)?,
-                code_version: col(r, 6)?,
-                model_version: col(r, 7)?,
-                config_hash: col(r, 8)?,
-                budget_tag: col(r, 9)?,
-                cost_cap_eur: col(r, 10)?,
-            },
-            input: json_col(col(r, 11)?).unwrap_or(Value::Null),
-            result: json_col(col(r, 12)?),
-            attempts: col(r, 13)?,
-            max_attempts: col(r, 14)?,
-            available_at: from_ms(col(r, 15)?),
-            lease_owner: col(r, 16)?,
-            lease_until: col::<Option<i64>>(r, 17)?.map(from_ms),
-            lease_token: col(r, 18)?,
-            last_error: col(r, 19)?,
-            created_at: from_ms(col(r, 20)?),
-            updated_at: from_ms(col(r, 21)?),
-        },
-    ))
+    crate::storage::row::job(r)
 }
 
 fn load(c: &mut PgConn, sql: &str, id: JobId) -> Result<(i64, Job)> {

@@ -6,7 +6,7 @@ use crate::domain::schedule::{
 };
 use crate::domain::time::{to_ms, Ts};
 use crate::domain::{Enqueued, Job, JobId, JobStatus, NewJob};
-use crate::storage::schedules::{self as shared, RunSteps, ScheduleRow, SCHEDULE_COLS};
+use crate::storage::schedules::{self as shared, RunSteps, SCHEDULE_COLS};
 use crate::storage::{decode, QueueControlStore, Result, ScheduleStore, StoreError, Wake};
 use postgres::Row;
 
@@ -15,22 +15,7 @@ fn get_col<'a, T: postgres::types::FromSql<'a>>(r: &'a Row, i: usize) -> Result<
 }
 
 fn row(r: &Row) -> Result<Schedule> {
-    ScheduleRow {
-        name: get_col(r, 0)?,
-        cron: get_col(r, 1)?,
-        timezone: get_col(r, 2)?,
-        job: get_col(r, 3)?,
-        enabled: get_col(r, 4)?,
-        overlap: get_col(r, 5)?,
-        next_run_at: get_col(r, 6)?,
-        last_run_at: get_col(r, 7)?,
-        last_job_id: get_col(r, 8)?,
-        runs_total: get_col(r, 9)?,
-        skipped_total: get_col(r, 10)?,
-        created_at: get_col(r, 11)?,
-        updated_at: get_col(r, 12)?,
-    }
-    .decode()
+    crate::storage::row::schedule(r)
 }
 
 fn get(c: &mut PgConn, name: &str, lock: bool) -> Result<Option<Schedule>> {

@@ -1,8 +1,7 @@
 //! Browser sessions on PostgreSQL.
 
-use super::conn::map_err;
 use super::{PgConn, PgStore};
-use crate::domain::time::{from_ms, to_ms, Ts};
+use crate::domain::time::{to_ms, Ts};
 use crate::storage::{Result, Session, SessionStore};
 
 pub fn create(c: &mut PgConn, s: &Session) -> Result<()> {
@@ -24,14 +23,7 @@ pub fn create(c: &mut PgConn, s: &Session) -> Result<()> {
 const COLS: &str = "token_hash, csrf_token, principal, created_at, expires_at, epoch";
 
 fn row_to_session(r: &postgres::Row) -> Result<Session> {
-    Ok(Session {
-        token_hash: r.try_get(0).map_err(map_err)?,
-        csrf_token: r.try_get(1).map_err(map_err)?,
-        principal: r.try_get(2).map_err(map_err)?,
-        created_at: from_ms(r.try_get(3).map_err(map_err)?),
-        expires_at: from_ms(r.try_get(4).map_err(map_err)?),
-        epoch: r.try_get(5).map_err(map_err)?,
-    })
+    crate::storage::row::session(r)
 }
 
 pub fn find(c: &mut PgConn, token_hash: &str, now: Ts) -> Result<Option<Session>> {

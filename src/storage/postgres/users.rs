@@ -2,8 +2,8 @@
 
 use super::conn::map_err;
 use super::{PgConn, PgStore};
-use crate::domain::notify::{Attributes, NewUser, User, UserId};
-use crate::domain::time::{from_ms, to_ms, Ts};
+use crate::domain::notify::{NewUser, User, UserId};
+use crate::domain::time::{to_ms, Ts};
 use crate::storage::like_pattern;
 use crate::storage::{Result, StoreError, UserStore};
 use postgres::Row;
@@ -11,22 +11,7 @@ use serde_json::Value;
 use std::collections::HashMap;
 
 fn row_to_user(r: &Row) -> Result<User> {
-    let attrs: String = r.try_get(2).map_err(map_err)?;
-    Ok(User {
-        id: UserId::trusted(r.try_get(0).map_err(map_err)?),
-        email: r.try_get(1).map_err(map_err)?,
-        attributes: match serde_json::from_str(&attrs) {
-            Ok(Value::Object(m)) => Attributes(m),
-            _ => Attributes::default(),
-        },
-        is_active: r.try_get::<_, i64>(3).map_err(map_err)? != 0,
-        created_at: from_ms(r.try_get(4).map_err(map_err)?),
-        updated_at: from_ms(r.try_get(5).map_err(map_err)?),
-        deleted_at: r
-            .try_get::<_, Option<i64>>(6)
-            .map_err(map_err)?
-            .map(from_ms),
-    })
+    crate::storage::row::user(r)
 }
 
 const UPSERT_ONE: &str =

@@ -2,15 +2,15 @@
 //! resumable delivery (`INSERT … SELECT` from the audience; each chunk's receipts,
 //! counters and cursor commit in one transaction).
 
-use super::{decoded, map_err, SqliteStore};
+use super::{map_err, SqliteStore};
 use crate::domain::notify::{
     Audience, Broadcast, BroadcastDraft, BroadcastFilter, BroadcastPage, BroadcastStatus,
     ChunkOutcome, Condition,
 };
-use crate::domain::time::{from_ms, to_ms, Ts};
+use crate::domain::time::{to_ms, Ts};
 use crate::domain::JobConflict;
 use crate::storage::delivery::{parse_stored_audience, ClaimSteps, Delivery};
-use crate::storage::{decode, like_pattern};
+use crate::storage::like_pattern;
 use crate::storage::{BroadcastStore, Result, StoreError};
 use rusqlite::types::Value as Sql;
 use rusqlite::{params, params_from_iter, Connection, OptionalExtension, Row};
@@ -21,27 +21,7 @@ const COLS: &str = "id, title, body, audience, status, created_by, created_at, u
     scheduled_at, started_at, finished_at, total, sent, failed, skipped, last_error";
 
 fn row_to_broadcast(r: &Row<'_>) -> rusqlite::Result<Broadcast> {
-    let id: String = r.get(0)?;
-    let audience: String = r.get(3)?;
-    let status: String = r.get(4)?;
-    Ok(Broadcast {
-        id: decoded(0, decode::broadcast_id(&id))?,
-        title: r.get(1)?,
-        body: r.get(2)?,
-        audience: decode::audience_for_display(&audience),
-        status: decoded(4, decode::broadcast_status(&status))?,
-        created_by: r.get(5)?,
-        created_at: from_ms(r.get(6)?),
-        updated_at: from_ms(r.get(7)?),
-        scheduled_at: r.get::<_, Option<i64>>(8)?.map(from_ms),
-        started_at: r.get::<_, Option<i64>>(9)?.map(from_ms),
-        finished_at: r.get::<_, Option<i64>>(10)?.map(from_ms),
-        total: r.get(11)?,
-        sent: r.get(12)?,
-        failed: r.get(13)?,
-        skipped: r.get(14)?,
-        last_error: r.get(15)?,
-    })
+    super::decoded(0, crate::storage::row::broadcast(r))
 }
 
 fn load(c: &Connection, id: &str) -> Result<Broadcast> {

@@ -5,8 +5,8 @@ use super::{decoded, map_err, SqliteStore, WriteConn};
 use crate::domain::time::{from_ms, to_ms, Ts};
 use crate::domain::{
     json_equal, Ack, BulkAction, BulkFilter, BulkStep, Claim, Enqueued, Failure, Fence, Job,
-    JobConflict, JobEvent, JobFilter, JobId, JobMeta, JobPage, JobStatus, JobType, NewEvent,
-    NewJob, QueueStats, Reclaimed,
+    JobConflict, JobEvent, JobFilter, JobId, JobPage, JobStatus, NewEvent, NewJob, QueueStats,
+    Reclaimed,
 };
 use crate::storage::decode;
 use crate::storage::{bulk_step, per_item, JobStore, Result, StoreError};
@@ -28,36 +28,7 @@ fn to_json(v: &Value) -> String {
 }
 
 fn row_to_job(r: &Row<'_>) -> rusqlite::Result<(i64, Job)> {
-    let id: String = r.get(1)?;
-    let status: String = r.get(3)?;
-    Ok((
-        r.get(0)?,
-        Job {
-            id: decoded(1, decode::job_id(&id))?,
-            job_type: JobType::trusted(r.get(2)?),
-            status: decoded(3, decode::job_status(&status))?,
-            priority: r.get(4)?,
-            meta: JobMeta {
-                idempotency_key: r.get(5)?,
-                code_version: r.get(6)?,
-                model_version: r.get(7)?,
-                config_hash: r.get(8)?,
-                budget_tag: r.get(9)?,
-                cost_cap_eur: r.get(10)?,
-            },
-            input: json_col(r.get(11)?).unwrap_or(Value::Null),
-            result: json_col(r.get(12)?),
-            attempts: r.get(13)?,
-            max_attempts: r.get(14)?,
-            available_at: from_ms(r.get(15)?),
-            lease_owner: r.get(16)?,
-            lease_until: r.get::<_, Option<i64>>(17)?.map(from_ms),
-            lease_token: r.get(18)?,
-            last_error: r.get(19)?,
-            created_at: from_ms(r.get(20)?),
-            updated_at: from_ms(r.get(21)?),
-        },
-    ))
+    super::decoded(0, crate::storage::row::job(r))
 }
 
 fn load(c: &Connection, id: JobId) -> Result<(i64, Job)> {

@@ -321,7 +321,28 @@ impl TxConn for Connection {
     }
 }
 
-/// A stored value read back inside a row mapper: a corrupt one is a conversion error of
+/// Typed column access for the shared row decoders (`storage::row`).
+impl crate::storage::row::Columns for rusqlite::Row<'_> {
+    fn int(&self, i: usize) -> Result<i64> {
+        self.get(i).map_err(map_err)
+    }
+    fn opt_int(&self, i: usize) -> Result<Option<i64>> {
+        self.get(i).map_err(map_err)
+    }
+    fn text(&self, i: usize) -> Result<String> {
+        self.get(i).map_err(map_err)
+    }
+    fn opt_text(&self, i: usize) -> Result<Option<String>> {
+        self.get(i).map_err(map_err)
+    }
+    fn uuid(&self, i: usize) -> Result<Uuid> {
+        let b: Vec<u8> = self.get(i).map_err(map_err)?;
+        uuid_from_blob(&b).map_err(map_err)
+    }
+}
+
+/// A stored value read back inside a row mapper (or a shared decoder of `storage::row` used
+/// as one): a corrupt one is a conversion error of
 /// column `col` (carrying the decoding error), never a default.
 pub(crate) fn decoded<T>(col: usize, r: Result<T>) -> rusqlite::Result<T> {
     r.map_err(|e| {

@@ -6,34 +6,18 @@ use crate::domain::schedule::{
 };
 use crate::domain::time::{to_ms, Ts};
 use crate::domain::{Enqueued, Job, JobId, JobStatus, NewJob};
-use crate::storage::schedules::{self as shared, RunSteps, ScheduleRow, SCHEDULE_COLS};
+use crate::storage::schedules::{self as shared, RunSteps, SCHEDULE_COLS};
 use crate::storage::{decode, QueueControlStore, Result, ScheduleStore};
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
-fn row(r: &Row<'_>) -> rusqlite::Result<ScheduleRow> {
-    Ok(ScheduleRow {
-        name: r.get(0)?,
-        cron: r.get(1)?,
-        timezone: r.get(2)?,
-        job: r.get(3)?,
-        enabled: r.get::<_, i64>(4)? != 0,
-        overlap: r.get(5)?,
-        next_run_at: r.get(6)?,
-        last_run_at: r.get(7)?,
-        last_job_id: r.get(8)?,
-        runs_total: r.get(9)?,
-        skipped_total: r.get(10)?,
-        created_at: r.get(11)?,
-        updated_at: r.get(12)?,
-    })
+fn row(r: &Row<'_>) -> rusqlite::Result<Schedule> {
+    super::decoded(0, crate::storage::row::schedule(r))
 }
 
 fn query(c: &Connection, sql: &str, args: impl rusqlite::Params) -> Result<Vec<Schedule>> {
-    let rows: Vec<ScheduleRow> = c
-        .prepare_cached(sql)
+    c.prepare_cached(sql)
         .and_then(|mut s| s.query_map(args, row)?.collect())
-        .map_err(map_err)?;
-    rows.into_iter().map(ScheduleRow::decode).collect()
+        .map_err(map_err)
 }
 
 fn get(c: &Connection, name: &str) -> Result<Option<Schedule>> {

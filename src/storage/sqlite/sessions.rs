@@ -1,7 +1,7 @@
 //! Browser sessions on SQLite.
 
 use super::{map_err, SqliteStore};
-use crate::domain::time::{from_ms, to_ms, Ts};
+use crate::domain::time::{to_ms, Ts};
 use crate::storage::{Result, Session, SessionStore};
 use rusqlite::{params, Connection, OptionalExtension};
 
@@ -27,14 +27,7 @@ pub fn create(c: &Connection, s: &Session) -> Result<()> {
 const COLS: &str = "token_hash, csrf_token, principal, created_at, expires_at, epoch";
 
 fn row_to_session(r: &rusqlite::Row<'_>) -> rusqlite::Result<Session> {
-    Ok(Session {
-        token_hash: r.get(0)?,
-        csrf_token: r.get(1)?,
-        principal: r.get(2)?,
-        created_at: from_ms(r.get(3)?),
-        expires_at: from_ms(r.get(4)?),
-        epoch: r.get(5)?,
-    })
+    super::decoded(0, crate::storage::row::session(r))
 }
 
 pub fn find(c: &Connection, token_hash: &str, now: Ts) -> Result<Option<Session>> {

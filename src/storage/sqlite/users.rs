@@ -1,8 +1,8 @@
 //! Users on SQLite.
 
 use super::{map_err, SqliteStore};
-use crate::domain::notify::{Attributes, NewUser, User, UserId};
-use crate::domain::time::{from_ms, to_ms, Ts};
+use crate::domain::notify::{NewUser, User, UserId};
+use crate::domain::time::{to_ms, Ts};
 use crate::storage::like_pattern;
 use crate::storage::{Result, StoreError, UserStore};
 use rusqlite::{params, Connection, OptionalExtension, Row};
@@ -11,19 +11,7 @@ use serde_json::Value;
 const COLS: &str = "id, email, attributes, is_active, created_at, updated_at, deleted_at";
 
 fn row_to_user(r: &Row<'_>) -> rusqlite::Result<User> {
-    let attrs: String = r.get(2)?;
-    Ok(User {
-        id: UserId::trusted(r.get(0)?),
-        email: r.get(1)?,
-        attributes: match serde_json::from_str(&attrs) {
-            Ok(Value::Object(m)) => Attributes(m),
-            _ => Attributes::default(),
-        },
-        is_active: r.get::<_, i64>(3)? != 0,
-        created_at: from_ms(r.get(4)?),
-        updated_at: from_ms(r.get(5)?),
-        deleted_at: r.get::<_, Option<i64>>(6)?.map(from_ms),
-    })
+    super::decoded(0, crate::storage::row::user(r))
 }
 
 /// Upserts every user in one transaction; an upsert revives a soft-deleted user.
