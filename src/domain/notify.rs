@@ -324,6 +324,41 @@ impl BroadcastStatus {
     }
 }
 
+/// What an admin may do to a broadcast, and from which statuses (the rules of the
+/// broadcast's state machine, as `domain::job` holds the job's). The stores apply them in
+/// one guarded statement (`… AND status IN (allowed_from)`), so a concurrent change is
+/// never overwritten.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BroadcastAction {
+    /// Replace content, audience and schedule.
+    Replace,
+    /// Schedule at a time (or send now).
+    Schedule,
+    Cancel,
+    Delete,
+}
+
+impl BroadcastAction {
+    pub fn allowed_from(self) -> &'static [BroadcastStatus] {
+        use BroadcastStatus::*;
+        match self {
+            BroadcastAction::Replace | BroadcastAction::Schedule => &[Draft, Scheduled],
+            BroadcastAction::Cancel => &[Draft, Scheduled, Sending],
+            BroadcastAction::Delete => &[Draft, Cancelled],
+        }
+    }
+
+    /// The statuses as an SQL list of literals (`'draft', 'scheduled'`), the same in both
+    /// dialects; they are fixed words, never input.
+    pub fn sql_statuses(self) -> String {
+        self.allowed_from()
+            .iter()
+            .map(|s| format!("'{}'", s.as_str()))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
 impl FromStr for BroadcastStatus {
     type Err = ();
     fn from_str(s: &str) -> Result<Self, ()> {
@@ -523,5 +558,40 @@ impl UserBody {
             attributes: attributes?,
             is_active: self.is_active.unwrap_or(true),
         })
+    }
+}
+
+#[cfg(test)]
+mod broadcast_action_tests {
+    use super::*;
+
+    #[test]
+    fn each_action_names_the_statuses_it_starts_from() {
+        assert_eq!(
+            BroadcastAction::Replace.sql_statuses(),
+            "'draft', 'scheduled'"
+        );
+        assert_eq!(
+            BroadcastAction::Schedule.sql_statuses(),
+            "'draft', 'scheduled'"
+        );
+        assert_eq!(
+            BroadcastAction::Cancel.sql_statuses(),
+            "'draft', 'scheduled', 'sending'"
+        );
+        assert_eq!(
+            BroadcastAction::Delete.sql_statuses(),
+            "'draft', 'cancelled'"
+        );
+        // Nothing leaves a finished broadcast but delete of a cancelled one.
+        for a in [
+            BroadcastAction::Replace,
+            BroadcastAction::Schedule,
+            BroadcastAction::Cancel,
+            BroadcastAction::Delete,
+        ] {
+            assert!(!a.allowed_from().contains(&BroadcastStatus::Sent));
+            assert!(!a.allowed_from().contains(&BroadcastStatus::Failed));
+        }
     }
 }

@@ -5,8 +5,8 @@
 
 use super::{PgConn, PgStore};
 use crate::domain::notify::{
-    Audience, Broadcast, BroadcastDraft, BroadcastFilter, BroadcastPage, BroadcastStatus,
-    ChunkOutcome, Condition,
+    Audience, Broadcast, BroadcastAction, BroadcastDraft, BroadcastFilter, BroadcastPage,
+    BroadcastStatus, ChunkOutcome, Condition,
 };
 use crate::domain::time::{to_ms, Ts};
 use crate::domain::JobConflict;
@@ -125,9 +125,12 @@ pub fn replace(c: &mut PgConn, id: uuid::Uuid, d: &BroadcastDraft, now: Ts) -> R
     let b = guarded(
         c,
         &id,
-        "UPDATE broadcasts SET title = $2, body = $3, audience = $4, scheduled_at = $5,
+        &format!(
+            "UPDATE broadcasts SET title = $2, body = $3, audience = $4, scheduled_at = $5,
              status = $6, updated_at = $7
-         WHERE id = $1 AND deleted_at IS NULL AND status IN ('draft', 'scheduled') RETURNING id",
+         WHERE id = $1 AND deleted_at IS NULL AND status IN ({}) RETURNING id",
+            BroadcastAction::Replace.sql_statuses()
+        ),
         &[
             &id,
             &d.title,
@@ -148,8 +151,11 @@ pub fn schedule(c: &mut PgConn, id: uuid::Uuid, at: Ts, now: Ts) -> Result<Broad
     let b = guarded(
         c,
         &id,
-        "UPDATE broadcasts SET status = 'scheduled', scheduled_at = $2, updated_at = $3
-         WHERE id = $1 AND deleted_at IS NULL AND status IN ('draft', 'scheduled') RETURNING id",
+        &format!(
+            "UPDATE broadcasts SET status = 'scheduled', scheduled_at = $2, updated_at = $3
+         WHERE id = $1 AND deleted_at IS NULL AND status IN ({}) RETURNING id",
+            BroadcastAction::Schedule.sql_statuses()
+        ),
         &[&id, &to_ms(&at), &to_ms(&now)],
     )?;
     wake_if_due(c, &b, now)?;
@@ -161,10 +167,13 @@ pub fn cancel(c: &mut PgConn, id: uuid::Uuid, now: Ts) -> Result<Broadcast> {
     guarded(
         c,
         &id,
-        "UPDATE broadcasts SET status = 'cancelled', finished_at = $2, updated_at = $2,
+        &format!(
+            "UPDATE broadcasts SET status = 'cancelled', finished_at = $2, updated_at = $2,
              lease_owner = NULL, lease_until = NULL
-         WHERE id = $1 AND deleted_at IS NULL AND status IN ('draft', 'scheduled', 'sending')
+         WHERE id = $1 AND deleted_at IS NULL AND status IN ({})
          RETURNING id",
+            BroadcastAction::Cancel.sql_statuses()
+        ),
         &[&id, &to_ms(&now)],
     )
 }
@@ -174,8 +183,11 @@ pub fn delete(c: &mut PgConn, id: uuid::Uuid, now: Ts) -> Result<()> {
     guarded_update(
         c,
         &id,
-        "UPDATE broadcasts SET deleted_at = $2, updated_at = $2
-         WHERE id = $1 AND deleted_at IS NULL AND status IN ('draft', 'cancelled') RETURNING id",
+        &format!(
+            "UPDATE broadcasts SET deleted_at = $2, updated_at = $2
+         WHERE id = $1 AND deleted_at IS NULL AND status IN ({}) RETURNING id",
+            BroadcastAction::Delete.sql_statuses()
+        ),
         &[&id, &to_ms(&now)],
     )?;
     c.execute(

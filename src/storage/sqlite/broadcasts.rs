@@ -4,8 +4,8 @@
 
 use super::{map_err, SqliteStore};
 use crate::domain::notify::{
-    Audience, Broadcast, BroadcastDraft, BroadcastFilter, BroadcastPage, BroadcastStatus,
-    ChunkOutcome, Condition,
+    Audience, Broadcast, BroadcastAction, BroadcastDraft, BroadcastFilter, BroadcastPage,
+    BroadcastStatus, ChunkOutcome, Condition,
 };
 use crate::domain::time::{to_ms, Ts};
 use crate::domain::JobConflict;
@@ -109,9 +109,12 @@ pub fn replace(c: &Connection, id: uuid::Uuid, d: &BroadcastDraft, now: Ts) -> R
     let b = guarded(
         c,
         &id,
-        "UPDATE broadcasts SET title = ?2, body = ?3, audience = ?4, scheduled_at = ?5,
+        &format!(
+            "UPDATE broadcasts SET title = ?2, body = ?3, audience = ?4, scheduled_at = ?5,
              status = ?6, updated_at = ?7
-         WHERE id = ?1 AND deleted_at IS NULL AND status IN ('draft', 'scheduled') RETURNING id",
+         WHERE id = ?1 AND deleted_at IS NULL AND status IN ({}) RETURNING id",
+            BroadcastAction::Replace.sql_statuses()
+        ),
         vec![
             id.clone().into(),
             d.title.clone().into(),
@@ -131,8 +134,11 @@ pub fn schedule(c: &Connection, id: uuid::Uuid, at: Ts, now: Ts) -> Result<Broad
     guarded(
         c,
         &id,
-        "UPDATE broadcasts SET status = 'scheduled', scheduled_at = ?2, updated_at = ?3
-         WHERE id = ?1 AND deleted_at IS NULL AND status IN ('draft', 'scheduled') RETURNING id",
+        &format!(
+            "UPDATE broadcasts SET status = 'scheduled', scheduled_at = ?2, updated_at = ?3
+         WHERE id = ?1 AND deleted_at IS NULL AND status IN ({}) RETURNING id",
+            BroadcastAction::Schedule.sql_statuses()
+        ),
         vec![id.clone().into(), to_ms(&at).into(), to_ms(&now).into()],
     )
 }
@@ -142,10 +148,13 @@ pub fn cancel(c: &Connection, id: uuid::Uuid, now: Ts) -> Result<Broadcast> {
     guarded(
         c,
         &id,
-        "UPDATE broadcasts SET status = 'cancelled', finished_at = ?2, updated_at = ?2,
+        &format!(
+            "UPDATE broadcasts SET status = 'cancelled', finished_at = ?2, updated_at = ?2,
              lease_owner = NULL, lease_until = NULL
-         WHERE id = ?1 AND deleted_at IS NULL AND status IN ('draft', 'scheduled', 'sending')
+         WHERE id = ?1 AND deleted_at IS NULL AND status IN ({})
          RETURNING id",
+            BroadcastAction::Cancel.sql_statuses()
+        ),
         vec![id.clone().into(), to_ms(&now).into()],
     )
 }
@@ -155,8 +164,11 @@ pub fn delete(c: &Connection, id: uuid::Uuid, now: Ts) -> Result<()> {
     guarded_update(
         c,
         &id,
-        "UPDATE broadcasts SET deleted_at = ?2, updated_at = ?2
-         WHERE id = ?1 AND deleted_at IS NULL AND status IN ('draft', 'cancelled') RETURNING id",
+        &format!(
+            "UPDATE broadcasts SET deleted_at = ?2, updated_at = ?2
+         WHERE id = ?1 AND deleted_at IS NULL AND status IN ({}) RETURNING id",
+            BroadcastAction::Delete.sql_statuses()
+        ),
         vec![id.clone().into(), to_ms(&now).into()],
     )?;
     c.prepare_cached("DELETE FROM broadcast_recipients WHERE broadcast_id = ?1")
