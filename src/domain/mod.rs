@@ -6,6 +6,7 @@ pub mod notify;
 pub mod schedule;
 pub mod time;
 pub mod worker;
+pub mod worker_input;
 
 pub use job::*;
 pub use time::Ts;

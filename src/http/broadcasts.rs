@@ -154,18 +154,18 @@ impl DraftBody {
                 .ok(),
         };
         let scheduled_at = timestamp(&mut errs, "scheduled_at", self.scheduled_at.as_deref());
-        if !errs.is_empty() {
-            return Err(Error::invalid(errs).into());
+        match (title, body, audience) {
+            (Some(title), Some(body), Some(audience)) if errs.is_empty() => Ok((
+                BroadcastDraft {
+                    title,
+                    body,
+                    audience,
+                    scheduled_at,
+                },
+                created_by,
+            )),
+            _ => Err(Error::invalid(errs).into()),
         }
-        Ok((
-            BroadcastDraft {
-                title: title.expect("checked"),
-                body: body.expect("checked"),
-                audience: audience.expect("checked"),
-                scheduled_at,
-            },
-            created_by,
-        ))
     }
 }
 
@@ -279,15 +279,10 @@ async fn schedule(
         errs.push(FieldError::new("scheduled_at", "is required"));
     }
     let at = timestamp(&mut errs, "scheduled_at", body.scheduled_at.as_deref());
-    if !errs.is_empty() {
-        return Err(Error::invalid(errs).into());
+    match at {
+        Some(at) if errs.is_empty() => Ok(Json(st.broadcasts.schedule(id, at).await?.into())),
+        _ => Err(Error::invalid(errs).into()),
     }
-    Ok(Json(
-        st.broadcasts
-            .schedule(id, at.expect("checked"))
-            .await?
-            .into(),
-    ))
 }
 
 async fn cancel(

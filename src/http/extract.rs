@@ -329,21 +329,8 @@ pub fn optional_object(
     field: &str,
     v: Option<serde_json::Value>,
 ) -> Option<serde_json::Value> {
-    match v {
-        None | Some(serde_json::Value::Null) => None,
-        Some(v @ serde_json::Value::Object(_)) => match crate::domain::nesting_ok(field, &v) {
-            Ok(()) => Some(v),
-            Err(e) => {
-                errs.push(e);
-                None
-            }
-        },
-        Some(_) => {
-            errs.push(crate::domain::FieldError::new(
-                field,
-                "must be a JSON object or null",
-            ));
-            None
-        }
-    }
+    crate::domain::worker_input::optional_object(field, v)
+        .map_err(|e| errs.push(e))
+        .ok()
+        .flatten()
 }

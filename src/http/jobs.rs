@@ -11,6 +11,7 @@ use super::openapi::{Access, Api};
 use super::AppState;
 use crate::domain::schedule::max_leased;
 use crate::domain::time::{self, serde_ts, Ts};
+use crate::domain::worker_input::{self as input, Fields};
 use crate::domain::{
     bounded_text, in_range, Ack, AckOutcome, BulkAction, BulkFilter, Claim, Enqueued, Failure,
     Fence, FieldError, Job, JobEvent, JobFilter, JobId, JobMeta, JobStatus, JobType, NewJob,
@@ -239,37 +240,6 @@ impl EnqueueBody {
     }
 }
 
-fn worker_id(errs: &mut Vec<FieldError>, v: Option<String>) -> Option<String> {
-    match v {
-        None => {
-            errs.push(FieldError::new("worker_id", "is required"));
-            None
-        }
-        Some(w) => bounded_text("worker_id", &w, 1, 200)
-            .map(|_| w)
-            .map_err(|e| errs.push(e))
-            .ok(),
-    }
-}
-
-fn lease_token(errs: &mut Vec<FieldError>, v: Option<String>) -> Option<String> {
-    opaque(errs, "lease_token", v, 200)
-}
-
-/// A failure's `error`: required, 1 to 10 000 characters.
-fn failure_message(errs: &mut Vec<FieldError>, field: &str, v: Option<String>) -> Option<String> {
-    match v {
-        None => {
-            errs.push(FieldError::new(field, "is required"));
-            None
-        }
-        Some(e) => bounded_text(field, &e, 1, 10_000)
-            .map(|_| e)
-            .map_err(|e| errs.push(e))
-            .ok(),
-    }
-}
-
 // ---------- handlers ----------
 
 async fn enqueue(
@@ -278,9 +248,11 @@ async fn enqueue(
     JsonBody(body): JsonBody<EnqueueBody>,
 ) -> ApiResult<Response> {
     let mut errs = Vec::new();
-    let new = body.parse("", st.clock.now(), &mut errs);
-    fields_ok(errs)?;
-    let out = st.jobs.enqueue(vec![new.expect("checked")]).await?;
+    let new = match body.parse("", st.clock.now(), &mut errs) {
+        Some(new) if errs.is_empty() => new,
+        _ => return Err(checked_err(errs)),
+    };
+    let out = st.jobs.enqueue(vec![new]).await?;
     let one = out.into_iter().next().expect("one job in, one out");
     Ok(match one {
         Enqueued::Created(j) => (StatusCode::CREATED, view(j)).into_response(),
@@ -335,51 +307,77 @@ struct LeaseBody {
     wait_ms: Option<i64>,
 }
 
+/// A lease request: the claim, and how long to wait for work.
+impl TryFrom<LeaseBody> for (Claim, std::time::Duration) {
+    type Error = Vec<FieldError>;
+
+    fn try_from(b: LeaseBody) -> Result<Self, Self::Error> {
+        let mut f = Fields::default();
+        let worker = f.take(input::worker_id(b.worker_id));
+        let job_types = b.job_types.unwrap_or_default();
+        let types: Vec<JobType> = if job_types.len() > MAX_LEASE_TYPES {
+            f.push(FieldError::new(
+                "job_types",
+                format!("must hold at most {MAX_LEASE_TYPES} types"),
+            ));
+            Vec::new()
+        } else {
+            job_types
+                .iter()
+                .enumerate()
+                .filter_map(|(i, t)| f.take(JobType::parse(&format!("job_types[{i}]"), t)))
+                .collect()
+        };
+        let limit = f.take(input::lease_limit(b.limit));
+        let lease = f.take(input::lease_seconds(b.lease_seconds));
+        let wait = f.take(input::wait_ms(b.wait_ms));
+        let built = match (worker, limit, lease, wait) {
+            (Some(worker_id), Some(limit), Some(lease), Some(wait)) => Some((
+                Claim {
+                    worker_id,
+                    types,
+                    limit,
+                    lease,
+                },
+                wait,
+            )),
+            _ => None,
+        };
+        f.finish(built)
+    }
+}
+
 async fn lease(
     State(st): State<AppState>,
     _auth: WorkerOrAdmin,
     JsonBody(b): JsonBody<LeaseBody>,
 ) -> ApiResult<Json<Value>> {
-    let mut errs = Vec::new();
-    let worker = worker_id(&mut errs, b.worker_id);
-    let job_types = b.job_types.unwrap_or_default();
-    let types: Vec<JobType> = if job_types.len() > MAX_LEASE_TYPES {
-        errs.push(FieldError::new(
-            "job_types",
-            format!("must hold at most {MAX_LEASE_TYPES} types"),
-        ));
-        Vec::new()
-    } else {
-        job_types
-            .iter()
-            .enumerate()
-            .filter_map(|(i, t)| {
-                JobType::parse(&format!("job_types[{i}]"), t)
-                    .map_err(|e| errs.push(e))
-                    .ok()
-            })
-            .collect()
-    };
-    let limit = in_range("limit", b.limit.unwrap_or(1), 1, 100)
-        .map_err(|e| errs.push(e))
-        .ok();
-    let lease = in_range("lease_seconds", b.lease_seconds.unwrap_or(600), 1, 3600)
-        .map_err(|e| errs.push(e))
-        .ok();
-    let wait = in_range("wait_ms", b.wait_ms.unwrap_or(0), 0, 30_000)
-        .map_err(|e| errs.push(e))
-        .ok();
-    fields_ok(errs)?;
-    let claim = Claim {
-        worker_id: worker.expect("checked"),
-        types,
-        limit: limit.expect("checked") as usize,
-        lease: Duration::seconds(lease.expect("checked")),
-    };
-    let wait = std::time::Duration::from_millis(wait.expect("checked") as u64);
+    let (claim, wait) = checked(b)?;
     let jobs = st.jobs.lease(claim, wait).await?;
     let jobs: Vec<JobView> = jobs.into_iter().map(|j| JobView::new(j, true)).collect();
     Ok(Json(json!({ "jobs": jobs })))
+}
+
+/// Converts a body into what its handler needs, every field error in one 400.
+fn checked<B, T: TryFrom<B, Error = Vec<FieldError>>>(b: B) -> Result<T, ApiError> {
+    T::try_from(b).map_err(checked_err)
+}
+
+/// The 400 listing `errs`.
+fn checked_err(errs: Vec<FieldError>) -> ApiError {
+    fields_ok(errs)
+        .err()
+        .unwrap_or_else(|| ApiError::invalid("invalid input"))
+}
+
+/// Who says they hold a lease: every worker call but lease carries these two fields.
+fn fence(f: &mut Fields, worker_id: Option<String>, lease_token: Option<String>) -> Option<Fence> {
+    let worker = f.take(input::worker_id(worker_id));
+    let token = f.take(input::lease_token(lease_token));
+    Some(Fence {
+        worker_id: worker?,
+        lease_token: token?,
+    })
 }
 
 #[derive(Deserialize)]
@@ -389,27 +387,25 @@ struct HeartbeatBody {
     lease_token: Option<String>,
 }
 
+impl TryFrom<HeartbeatBody> for (Fence, Duration) {
+    type Error = Vec<FieldError>;
+
+    fn try_from(b: HeartbeatBody) -> Result<Self, Self::Error> {
+        let mut f = Fields::default();
+        let fence = fence(&mut f, b.worker_id, b.lease_token);
+        let lease = f.take(input::lease_seconds(b.lease_seconds));
+        f.finish(fence.zip(lease))
+    }
+}
+
 async fn heartbeat(
     State(st): State<AppState>,
     _auth: WorkerOrAdmin,
     JobIdPath(id): JobIdPath,
     JsonBody(b): JsonBody<HeartbeatBody>,
 ) -> ApiResult<Json<JobView>> {
-    let mut errs = Vec::new();
-    let worker = worker_id(&mut errs, b.worker_id);
-    let lease = in_range("lease_seconds", b.lease_seconds.unwrap_or(600), 1, 3600)
-        .map_err(|e| errs.push(e))
-        .ok();
-    let token = lease_token(&mut errs, b.lease_token);
-    fields_ok(errs)?;
-    let fence = Fence {
-        worker_id: worker.expect("checked"),
-        lease_token: token,
-    };
-    let job = st
-        .jobs
-        .heartbeat(id, fence, Duration::seconds(lease.expect("checked")))
-        .await?;
+    let (fence, lease) = checked(b)?;
+    let job = st.jobs.heartbeat(id, fence, lease).await?;
     Ok(Json(JobView::new(job, true)))
 }
 
@@ -420,21 +416,24 @@ struct CompleteBody {
     lease_token: Option<String>,
 }
 
+impl TryFrom<CompleteBody> for (Fence, Option<Value>) {
+    type Error = Vec<FieldError>;
+
+    fn try_from(b: CompleteBody) -> Result<Self, Self::Error> {
+        let mut f = Fields::default();
+        let fence = fence(&mut f, b.worker_id, b.lease_token);
+        let result = f.take(input::optional_object("result", b.result));
+        f.finish(fence.zip(result))
+    }
+}
+
 async fn complete(
     State(st): State<AppState>,
     _auth: WorkerOrAdmin,
     JobIdPath(id): JobIdPath,
     JsonBody(b): JsonBody<CompleteBody>,
 ) -> ApiResult<Json<JobView>> {
-    let mut errs = Vec::new();
-    let worker = worker_id(&mut errs, b.worker_id);
-    let token = lease_token(&mut errs, b.lease_token);
-    let result = optional_object(&mut errs, "result", b.result);
-    fields_ok(errs)?;
-    let fence = Fence {
-        worker_id: worker.expect("checked"),
-        lease_token: token,
-    };
+    let (fence, result) = checked(b)?;
     Ok(view(st.jobs.complete(id, fence, result).await?))
 }
 
@@ -442,6 +441,16 @@ async fn complete(
 struct ReleaseBody {
     worker_id: Option<String>,
     lease_token: Option<String>,
+}
+
+impl TryFrom<ReleaseBody> for Fence {
+    type Error = Vec<FieldError>;
+
+    fn try_from(b: ReleaseBody) -> Result<Self, Self::Error> {
+        let mut f = Fields::default();
+        let fence = fence(&mut f, b.worker_id, b.lease_token);
+        f.finish(fence)
+    }
 }
 
 /// Gives a lease back unused: the job is queued again at once and the attempt does not
@@ -452,14 +461,7 @@ async fn release(
     JobIdPath(id): JobIdPath,
     JsonBody(b): JsonBody<ReleaseBody>,
 ) -> ApiResult<Json<JobView>> {
-    let mut errs = Vec::new();
-    let worker = worker_id(&mut errs, b.worker_id);
-    let token = lease_token(&mut errs, b.lease_token);
-    fields_ok(errs)?;
-    let fence = Fence {
-        worker_id: worker.expect("checked"),
-        lease_token: token,
-    };
+    let fence: Fence = checked(b)?;
     Ok(view(st.jobs.release(id, fence).await?))
 }
 
@@ -472,33 +474,35 @@ struct FailBody {
     lease_token: Option<String>,
 }
 
+/// A failure report: who holds the lease, the error, whether to retry, and details.
+impl TryFrom<FailBody> for (Fence, String, bool, Option<Value>) {
+    type Error = Vec<FieldError>;
+
+    fn try_from(b: FailBody) -> Result<Self, Self::Error> {
+        let mut f = Fields::default();
+        let fence = fence(&mut f, b.worker_id, b.lease_token);
+        let error = f.take(input::failure_message("error", b.error));
+        let details = f.take(input::optional_object("details", b.details));
+        let built = match (fence, error, details) {
+            (Some(fence), Some(error), Some(details)) => {
+                Some((fence, error, b.retryable.unwrap_or(false), details))
+            }
+            _ => None,
+        };
+        f.finish(built)
+    }
+}
+
 async fn fail(
     State(st): State<AppState>,
     _auth: WorkerOrAdmin,
     JobIdPath(id): JobIdPath,
     JsonBody(b): JsonBody<FailBody>,
 ) -> ApiResult<Json<JobView>> {
-    let mut errs = Vec::new();
-    let worker = worker_id(&mut errs, b.worker_id);
-    let token = lease_token(&mut errs, b.lease_token);
-    let error = failure_message(&mut errs, "error", b.error);
-    let details = optional_object(&mut errs, "details", b.details);
-    fields_ok(errs)?;
-    let fence = Fence {
-        worker_id: worker.expect("checked"),
-        lease_token: token,
-    };
-    let job = st
-        .jobs
-        .fail(
-            id,
-            fence,
-            error.expect("checked"),
-            b.retryable.unwrap_or(false),
-            details,
-        )
-        .await?;
-    Ok(view(job))
+    let (fence, error, retryable, details) = checked(b)?;
+    Ok(view(
+        st.jobs.fail(id, fence, error, retryable, details).await?,
+    ))
 }
 
 #[derive(Deserialize)]
@@ -544,7 +548,9 @@ impl AckItemBody {
                 self.result,
             ))),
             Some("fail") => {
-                let error = failure_message(errs, &f("error"), self.error);
+                let error = input::failure_message(&f("error"), self.error)
+                    .map_err(|e| errs.push(e))
+                    .ok();
                 let details = optional_object(errs, &f("details"), self.details);
                 error.map(|error| {
                     AckOutcome::Fail(Failure {
@@ -580,10 +586,8 @@ async fn ack(
     _auth: WorkerOrAdmin,
     JsonBody(b): JsonBody<AckBody>,
 ) -> ApiResult<Json<Value>> {
-    let mut errs = Vec::new();
-    let worker = worker_id(&mut errs, b.worker_id);
-    fields_ok(errs)?;
-    let worker = worker.expect("checked");
+    let worker =
+        input::worker_id(b.worker_id).map_err(|e| ApiError::invalid_field(&e.field, &e.message))?;
     let acks: Vec<Ack> = parse_batch("items", b.items, MAX_BATCH_ITEMS, |i: AckItemBody, p, e| {
         i.parse(p, &worker, e)
     })?;

@@ -152,19 +152,25 @@ impl ScheduleBody {
                 None
             }),
         };
-        if !errs.is_empty() {
-            errs.truncate(50);
-            return Err(Error::invalid(errs));
+        let built = match (cron, calendar, job, overlap) {
+            (Some(cron), Some(calendar), Some(job), Some(overlap)) => Some(ScheduleSpec {
+                name,
+                cron: cron.trim().to_string(),
+                timezone,
+                calendar,
+                job,
+                enabled: self.enabled.unwrap_or(true),
+                overlap,
+            }),
+            _ => None,
+        };
+        match built {
+            Some(spec) if errs.is_empty() => Ok(spec),
+            _ => {
+                errs.truncate(50);
+                Err(Error::invalid(errs))
+            }
         }
-        Ok(ScheduleSpec {
-            name,
-            cron: cron.expect("checked").trim().to_string(),
-            timezone,
-            calendar: calendar.expect("checked"),
-            job: job.expect("checked"),
-            enabled: self.enabled.unwrap_or(true),
-            overlap: overlap.expect("checked"),
-        })
     }
 }
 

@@ -53,9 +53,12 @@ async fn put_user(
     JsonBody(body): JsonBody<UserBody>,
 ) -> ApiResult<Json<UserView>> {
     let mut errs = Vec::new();
-    let user = body.parse("", Some(id), &mut errs);
-    fields_ok(errs)?;
-    Ok(Json(st.users.upsert(user.expect("checked")).await?.into()))
+    match body.parse("", Some(id), &mut errs) {
+        Some(user) if errs.is_empty() => Ok(Json(st.users.upsert(user).await?.into())),
+        _ => Err(fields_ok(errs)
+            .err()
+            .unwrap_or_else(|| ApiError::invalid("invalid user"))),
+    }
 }
 
 #[derive(Deserialize)]
