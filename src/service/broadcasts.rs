@@ -4,7 +4,7 @@
 use super::{Error, Result};
 use crate::clock::SharedClock;
 use crate::domain::notify::{
-    Broadcast, BroadcastDraft, BroadcastFilter, BroadcastPage, BroadcastStatus,
+    Broadcast, BroadcastDraft, BroadcastFilter, BroadcastPage, BroadcastStatus, ChunkOutcome,
 };
 use crate::domain::Ts;
 use crate::storage::Db;
@@ -26,6 +26,52 @@ pub struct BroadcastService {
 impl BroadcastService {
     pub fn new(db: Db, clock: SharedClock, wake: Arc<Notify>) -> Self {
         Self { db, clock, wake }
+    }
+
+    // ---- delivery (the `notifications.broadcast` worker) ----
+
+    /// Claims up to `limit` due broadcasts (and ones whose claim expired) for `owner`, for
+    /// `lease` from now.
+    pub async fn claim_due(
+        &self,
+        owner: String,
+        limit: usize,
+        lease: chrono::Duration,
+    ) -> Result<Vec<Broadcast>> {
+        let now = self.clock.now();
+        Ok(self
+            .db
+            .call(move |s| s.claim_due_broadcasts(&owner, limit, now + lease, now))
+            .await?)
+    }
+
+    /// Delivers the next `chunk` recipients of a claimed broadcast and renews the claim.
+    pub async fn deliver_chunk(
+        &self,
+        id: Uuid,
+        owner: String,
+        chunk: usize,
+        lease: chrono::Duration,
+    ) -> Result<ChunkOutcome> {
+        let now = self.clock.now();
+        self.db
+            .call(move |s| s.deliver_broadcast_chunk(id, &owner, chunk, now + lease, now))
+            .await
+            .map_err(|e| Error::from_store(e, NOT_FOUND))
+    }
+
+    /// Ends a claimed broadcast that cannot be delivered (None if the claim is gone).
+    pub async fn fail_delivery(
+        &self,
+        id: Uuid,
+        owner: String,
+        error: String,
+    ) -> Result<Option<Broadcast>> {
+        let now = self.clock.now();
+        Ok(self
+            .db
+            .call(move |s| s.fail_broadcast(id, &owner, &error, now))
+            .await?)
     }
 
     /// A past `scheduled_at` is stored as now.

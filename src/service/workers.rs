@@ -19,6 +19,11 @@ impl WorkerService {
         Self { db, clock }
     }
 
+    /// Records a worker process's liveness row (its heartbeat).
+    pub async fn record(&self, row: WorkerProcess) -> Result<()> {
+        Ok(self.db.call(move |s| s.record_worker_process(&row)).await?)
+    }
+
     /// Processes seen in the last day, each with whether it is alive now.
     pub async fn processes(&self) -> Result<Vec<(WorkerProcess, bool)>> {
         let now = self.clock.now();

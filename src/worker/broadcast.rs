@@ -7,9 +7,9 @@
 //! has expired and resumed from its cursor.
 
 use super::{BoxFuture, Built, Periodic, PeriodicSpec, Worker, WorkerConfigError, WorkerEnv};
-use crate::clock::SharedClock;
 use crate::domain::notify::{Broadcast, BroadcastStatus, ChunkOutcome};
-use crate::storage::{Db, StoreError};
+use crate::service::broadcasts::BroadcastService;
+use crate::service::Error;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::Notify;
@@ -97,8 +97,7 @@ impl Settings {
 }
 
 pub struct BroadcastWorker {
-    db: Db,
-    clock: SharedClock,
+    broadcasts: BroadcastService,
     settings: Settings,
     owner: String,
     wake: Arc<Notify>,
@@ -115,8 +114,11 @@ pub fn build(env: &WorkerEnv) -> Result<Built, WorkerConfigError> {
 impl BroadcastWorker {
     pub fn new(env: &WorkerEnv, settings: Settings) -> Self {
         Self {
-            db: env.db.clone(),
-            clock: env.clock.clone(),
+            broadcasts: BroadcastService::new(
+                env.db.clone(),
+                env.clock.clone(),
+                env.broadcast_wake.clone(),
+            ),
             settings,
             owner: format!(
                 "{NAME}@{}:{}:{}",
@@ -138,11 +140,9 @@ impl BroadcastWorker {
         let started = Instant::now();
         let id = b.id;
         loop {
-            let now = self.clock.now();
-            let (owner, lease_until) = (self.owner.clone(), now + self.lease());
             let step = self
-                .db
-                .call(move |s| s.deliver_broadcast_chunk(id, &owner, CHUNK, lease_until, now))
+                .broadcasts
+                .deliver_chunk(id, self.owner.clone(), CHUNK, self.lease())
                 .await;
             match step {
                 Ok(ChunkOutcome::Progress(_)) => tokio::task::yield_now().await,
@@ -179,16 +179,21 @@ impl BroadcastWorker {
                     tracing::info!(worker = NAME, broadcast.id = %id, "broadcast {id} stopped (cancelled or claimed elsewhere)");
                     return Ok(());
                 }
-                Err(e @ (StoreError::Busy | StoreError::Unavailable(_))) => {
+                Err(e @ Error::Unavailable(_)) => {
                     // Transient: the claim expires and a later tick resumes from the cursor.
                     return Err(anyhow::Error::new(e)
                         .context(format!("delivering broadcast {id}; it will resume")));
                 }
                 Err(e) => {
-                    let (owner, msg, now) = (self.owner.clone(), e.to_string(), self.clock.now());
+                    // The reason the store gave (a stored audience it cannot read, …), not
+                    // the service's "internal error".
+                    let msg = match &e {
+                        Error::Internal(cause) => cause.to_string(),
+                        other => other.to_string(),
+                    };
                     let failed = self
-                        .db
-                        .call(move |s| s.fail_broadcast(id, &owner, &msg, now))
+                        .broadcasts
+                        .fail_delivery(id, self.owner.clone(), msg)
                         .await?;
                     if let Some(f) = failed {
                         self.telemetry.jobs("failed", 1);
@@ -212,15 +217,9 @@ impl BroadcastWorker {
 
     /// One tick: claim due broadcasts and deliver each.
     pub async fn run_tick(&self) -> anyhow::Result<()> {
-        let now = self.clock.now();
-        let (owner, limit, lease_until) = (
-            self.owner.clone(),
-            self.settings.batch_limit,
-            now + self.lease(),
-        );
         let claimed = self
-            .db
-            .call(move |s| s.claim_due_broadcasts(&owner, limit, lease_until, now))
+            .broadcasts
+            .claim_due(self.owner.clone(), self.settings.batch_limit, self.lease())
             .await?;
         let mut first_error = None;
         self.telemetry.jobs("started", claimed.len() as i64);

@@ -4,6 +4,7 @@
 
 use crate::clock::SharedClock;
 use crate::domain::WorkerProcess;
+use crate::service::workers::WorkerService;
 use crate::storage::Db;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -11,7 +12,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 pub struct Liveness {
-    db: Db,
+    workers: WorkerService,
     clock: SharedClock,
     row: Mutex<WorkerProcess>,
     period: Duration,
@@ -43,7 +44,7 @@ impl Liveness {
             heartbeat_ms: period.as_millis().max(1) as i64,
         };
         Arc::new(Self {
-            db,
+            workers: WorkerService::new(db, clock.clone()),
             clock,
             row: Mutex::new(row),
             period,
@@ -72,7 +73,7 @@ impl Liveness {
             row.last_heartbeat_at = self.clock.now();
             row.clone()
         };
-        if let Err(e) = self.db.call(move |s| s.record_worker_process(&row)).await {
+        if let Err(e) = self.workers.record(row).await {
             tracing::warn!(worker = %self.row.lock().expect("liveness lock").name, error = %e, "could not record liveness");
         }
     }
