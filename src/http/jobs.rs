@@ -29,12 +29,15 @@ use serde_json::{json, Value};
 
 // ---------- views ----------
 
-/// The job view of SPEC §4.1.
-#[derive(Serialize)]
+/// A job as the API shows it.
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = Job)]
 pub struct JobView {
+    #[schema(example = "0191e3c1-0000-7000-8000-000000000000")]
     job_id: String,
     #[serde(rename = "type")]
     job_type: String,
+    #[schema(value_type = String, example = "queued")]
     status: JobStatus,
     priority: i64,
     idempotency_key: Option<String>,
@@ -43,21 +46,27 @@ pub struct JobView {
     config_hash: Option<String>,
     cost_cap_eur: Option<String>,
     budget_tag: Option<String>,
+    #[schema(value_type = Object)]
     input: Value,
+    #[schema(value_type = Option<Object>)]
     result: Option<Value>,
     attempts: i64,
     max_attempts: i64,
     #[serde(with = "serde_ts")]
+    #[schema(value_type = String, format = DateTime)]
     available_at: Ts,
     lease_owner: Option<String>,
     #[serde(with = "serde_ts::option")]
+    #[schema(value_type = Option<String>, format = DateTime)]
     lease_until: Option<Ts>,
     #[serde(skip_serializing_if = "Option::is_none")]
     lease_token: Option<String>,
     last_error: Option<String>,
     #[serde(with = "serde_ts")]
+    #[schema(value_type = String, format = DateTime)]
     created_at: Ts,
     #[serde(with = "serde_ts")]
+    #[schema(value_type = String, format = DateTime)]
     updated_at: Ts,
 }
 
@@ -96,21 +105,36 @@ fn view(j: Job) -> Json<JobView> {
 
 // ---------- input ----------
 
-#[derive(Deserialize)]
+/// A job to enqueue. `available_at` and `delay_seconds` exclude each other.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[schema(as = NewJob)]
 pub struct EnqueueBody {
+    #[schema(example = "0191e3c1-0000-7000-8000-000000000000")]
     job_id: Option<String>,
     #[serde(rename = "type")]
+    #[schema(required = true, value_type = String, pattern = "^[A-Za-z0-9._:-]{1,200}$", example = "email.send")]
     job_type: Option<String>,
+    #[schema(required = true, value_type = Object, example = json!({}))]
     input: Option<Value>,
+    #[schema(minimum = 0, maximum = 1000)]
     priority: Option<i64>,
+    #[schema(minimum = 1, maximum = 100)]
     max_attempts: Option<i64>,
+    #[schema(format = DateTime)]
     available_at: Option<String>,
+    #[schema(minimum = 0, maximum = 31_536_000)]
     delay_seconds: Option<i64>,
+    #[schema(max_length = 255)]
     idempotency_key: Option<String>,
+    #[schema(max_length = 255)]
     code_version: Option<String>,
+    #[schema(max_length = 255)]
     model_version: Option<String>,
+    #[schema(max_length = 255)]
     config_hash: Option<String>,
+    #[schema(pattern = "^[0-9]{1,15}([.][0-9]{1,6})?$", example = "10.50")]
     cost_cap_eur: Option<String>,
+    #[schema(max_length = 255)]
     budget_tag: Option<String>,
 }
 
@@ -265,8 +289,11 @@ async fn enqueue(
     })
 }
 
-#[derive(Deserialize)]
+/// 1 to 1000 jobs, enqueued all or nothing.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[schema(as = NewJobBatch)]
 struct BatchBody {
+    #[schema(required = true, value_type = Vec<EnqueueBody>, min_items = 1, max_items = 1000)]
     jobs: Option<Vec<Value>>,
 }
 
@@ -298,12 +325,20 @@ async fn get_job(
 /// The most `job_types` one lease may name (each becomes a bound SQL parameter).
 const MAX_LEASE_TYPES: usize = 1000;
 
-#[derive(Deserialize)]
+/// A lease request.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[schema(as = Lease)]
 struct LeaseBody {
+    #[schema(required = true, value_type = String, min_length = 1, max_length = 200, example = "worker-1")]
     worker_id: Option<String>,
+    /// Types to lease (none or empty: any).
+    #[schema(max_items = 1000)]
     job_types: Option<Vec<String>>,
+    #[schema(minimum = 1, maximum = 100)]
     limit: Option<i64>,
+    #[schema(minimum = 1, maximum = 3600)]
     lease_seconds: Option<i64>,
+    #[schema(minimum = 0, maximum = 30000)]
     wait_ms: Option<i64>,
 }
 
@@ -380,10 +415,15 @@ fn fence(f: &mut Fields, worker_id: Option<String>, lease_token: Option<String>)
     })
 }
 
-#[derive(Deserialize)]
+/// Extends a lease.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[schema(as = Heartbeat)]
 struct HeartbeatBody {
+    #[schema(required = true, value_type = String, min_length = 1, max_length = 200, example = "worker-1")]
     worker_id: Option<String>,
+    #[schema(minimum = 1, maximum = 3600)]
     lease_seconds: Option<i64>,
+    #[schema(max_length = 200)]
     lease_token: Option<String>,
 }
 
@@ -409,10 +449,15 @@ async fn heartbeat(
     Ok(Json(JobView::new(job, true)))
 }
 
-#[derive(Deserialize)]
+/// Completes a leased job.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[schema(as = Complete)]
 struct CompleteBody {
+    #[schema(required = true, value_type = String, min_length = 1, max_length = 200, example = "worker-1")]
     worker_id: Option<String>,
+    #[schema(value_type = Option<Object>)]
     result: Option<Value>,
+    #[schema(max_length = 200)]
     lease_token: Option<String>,
 }
 
@@ -437,9 +482,13 @@ async fn complete(
     Ok(view(st.jobs.complete(id, fence, result).await?))
 }
 
-#[derive(Deserialize)]
+/// Gives a lease back unused.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[schema(as = Release)]
 struct ReleaseBody {
+    #[schema(required = true, value_type = String, min_length = 1, max_length = 200, example = "worker-1")]
     worker_id: Option<String>,
+    #[schema(max_length = 200)]
     lease_token: Option<String>,
 }
 
@@ -465,12 +514,18 @@ async fn release(
     Ok(view(st.jobs.release(id, fence).await?))
 }
 
-#[derive(Deserialize)]
+/// Fails a leased job (retried with backoff when retryable and attempts remain).
+#[derive(Deserialize, utoipa::ToSchema)]
+#[schema(as = Fail)]
 struct FailBody {
+    #[schema(required = true, value_type = String, min_length = 1, max_length = 200, example = "worker-1")]
     worker_id: Option<String>,
+    #[schema(required = true, value_type = String, min_length = 1, max_length = 10000, example = "SMTP 451")]
     error: Option<String>,
     retryable: Option<bool>,
+    #[schema(value_type = Option<Object>)]
     details: Option<Value>,
+    #[schema(max_length = 200)]
     lease_token: Option<String>,
 }
 
@@ -505,20 +560,32 @@ async fn fail(
     ))
 }
 
-#[derive(Deserialize)]
+/// Completes or fails many leased jobs, answered per item.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[schema(as = Ack)]
 struct AckBody {
+    #[schema(required = true, value_type = String, min_length = 1, max_length = 200, example = "worker-1")]
     worker_id: Option<String>,
+    #[schema(required = true, value_type = Vec<AckItemBody>, min_items = 1, max_items = 1000)]
     items: Option<Vec<Value>>,
 }
 
-#[derive(Deserialize)]
+/// One job of an ack (`error` is required when `outcome` is `fail`).
+#[derive(Deserialize, utoipa::ToSchema)]
+#[schema(as = AckItem)]
 struct AckItemBody {
+    #[schema(required = true, value_type = String, example = "0191e3c1-0000-7000-8000-000000000000")]
     job_id: Option<String>,
+    #[schema(max_length = 200)]
     lease_token: Option<String>,
+    #[schema(required = true, value_type = String, pattern = "^(complete|fail)$", example = "complete")]
     outcome: Option<String>,
+    #[schema(value_type = Option<Object>)]
     result: Option<Value>,
+    #[schema(max_length = 10000)]
     error: Option<String>,
     retryable: Option<bool>,
+    #[schema(value_type = Option<Object>)]
     details: Option<Value>,
 }
 
@@ -612,11 +679,19 @@ async fn ack(
     Ok(Json(json!({ "items": items })))
 }
 
-#[derive(Deserialize)]
+/// Which jobs a bulk action applies to (at least one field).
+#[derive(Deserialize, utoipa::ToSchema)]
+#[schema(as = BulkFilter, example = json!({"status": "failed"}))]
 struct BulkBody {
+    #[schema(
+        example = "failed",
+        pattern = "^(queued|leased|succeeded|failed|canceled)$"
+    )]
     status: Option<String>,
     #[serde(rename = "type")]
+    #[schema(pattern = "^[A-Za-z0-9._:-]{1,200}$")]
     job_type: Option<String>,
+    #[schema(min_items = 1, max_items = 1000)]
     job_ids: Option<Vec<String>>,
 }
 
@@ -829,9 +904,12 @@ async fn resume(
 }
 
 /// `{"max_leased": n | null}`: the field must be there (null removes the limit).
-#[derive(Deserialize)]
+/// A job type's concurrency limit (`null` removes it).
+#[derive(Deserialize, utoipa::ToSchema)]
+#[schema(as = QueueLimits)]
 struct LimitsBody {
     #[serde(default, deserialize_with = "present")]
+    #[schema(required = true, value_type = Option<i64>, minimum = 0, maximum = 1_000_000, example = 3)]
     max_leased: Option<Option<i64>>,
 }
 
@@ -868,6 +946,8 @@ pub fn router() -> Api {
             "Enqueue a job (idempotency key, delay, priority)",
             W,
         )
+        .body::<EnqueueBody>()
+        .returns::<JobView>(201)
         .get(
             "/v1/worker/jobs",
             list,
@@ -880,55 +960,69 @@ pub fn router() -> Api {
             "Enqueue 1 to 1000 jobs, all or nothing",
             W,
         )
+        .body::<BatchBody>()
         .post(
             "/v1/worker/jobs/lease",
             lease,
             "Lease ready jobs (long poll with wait_ms)",
             W,
         )
+        .body::<LeaseBody>()
         .post(
             "/v1/worker/jobs/ack",
             ack,
             "Complete or fail 1 to 1000 leased jobs, answered per item",
             W,
         )
+        .body::<AckBody>()
         .post(
             "/v1/worker/jobs/actions/retry",
             bulk_retry,
             "Retry every failed or canceled job matching a filter",
             A,
         )
+        .body::<BulkBody>()
         .post(
             "/v1/worker/jobs/actions/cancel",
             bulk_cancel,
             "Cancel every queued or leased job matching a filter",
             A,
         )
+        .body::<BulkBody>()
         .get("/v1/worker/jobs/{job_id}", get_job, "One job", W)
+        .returns::<JobView>(200)
         .post(
             "/v1/worker/jobs/{job_id}/heartbeat",
             heartbeat,
             "Extend a lease",
             W,
         )
+        .body::<HeartbeatBody>()
+        .returns::<JobView>(200)
         .post(
             "/v1/worker/jobs/{job_id}/complete",
             complete,
             "Complete a leased job",
             W,
         )
+        .body::<CompleteBody>()
+        .returns::<JobView>(200)
         .post(
             "/v1/worker/jobs/{job_id}/fail",
             fail,
             "Fail a leased job (retry with backoff when retryable)",
             W,
         )
+        .body::<FailBody>()
+        .returns::<JobView>(200)
         .post(
             "/v1/worker/jobs/{job_id}/release",
             release,
             "Give a lease back unused: queued again at once, the attempt not counted",
             W,
         )
+        .body::<ReleaseBody>()
+        .returns::<JobView>(200)
         .get(
             "/v1/worker/jobs/{job_id}/events",
             events,
@@ -971,4 +1065,5 @@ pub fn router() -> Api {
             "Set (or with null remove) how many jobs of a type may be leased at once",
             A,
         )
+        .body::<LimitsBody>()
 }

@@ -20,6 +20,39 @@ pub enum Access {
     User,
 }
 
+/// A JSON schema derived from a DTO (`utoipa::ToSchema`): its component name, and a
+/// function that renders it with the schemas it refers to.
+#[derive(Clone, Copy)]
+pub struct SchemaOf {
+    pub name: fn() -> String,
+    pub render: fn(&mut Map<String, Value>),
+}
+
+impl std::fmt::Debug for SchemaOf {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&(self.name)())
+    }
+}
+
+impl SchemaOf {
+    pub fn of<T: utoipa::ToSchema>() -> Self {
+        fn name<T: utoipa::ToSchema>() -> String {
+            T::name().into_owned()
+        }
+        fn render<T: utoipa::ToSchema>(components: &mut Map<String, Value>) {
+            let mut all = vec![(T::name().into_owned(), T::schema())];
+            T::schemas(&mut all);
+            for (n, s) in all {
+                components.insert(n, serde_json::to_value(s).expect("a schema serialises"));
+            }
+        }
+        Self {
+            name: name::<T>,
+            render: render::<T>,
+        }
+    }
+}
+
 /// One documented route.
 #[derive(Debug, Clone)]
 pub struct RouteDoc {
@@ -28,6 +61,10 @@ pub struct RouteDoc {
     pub summary: &'static str,
     pub access: Access,
     pub tag: &'static str,
+    /// The JSON body the route takes, when it takes one.
+    pub request: Option<SchemaOf>,
+    /// The success status and the JSON it answers with, when documented.
+    pub response: Option<(u16, SchemaOf)>,
 }
 
 /// A router under construction and the documentation of every route in it.
@@ -103,7 +140,25 @@ impl Api {
             summary,
             access,
             tag: self.tag,
+            request: None,
+            response: None,
         });
+        self
+    }
+
+    /// The route added last takes a JSON body of type `T` (documented from its schema).
+    pub fn body<T: utoipa::ToSchema>(mut self) -> Self {
+        if let Some(d) = self.docs.last_mut() {
+            d.request = Some(SchemaOf::of::<T>());
+        }
+        self
+    }
+
+    /// The route added last answers `status` with a JSON body of type `T`.
+    pub fn returns<T: utoipa::ToSchema>(mut self, status: u16) -> Self {
+        if let Some(d) = self.docs.last_mut() {
+            d.response = Some((status, SchemaOf::of::<T>()));
+        }
         self
     }
 
@@ -121,6 +176,9 @@ impl Api {
 /// The OpenAPI 3 document of these routes.
 pub fn document(docs: &[RouteDoc]) -> Value {
     let mut paths = Map::new();
+    let mut components = Map::new();
+    let reference =
+        |s: &SchemaOf| json!({ "$ref": format!("#/components/schemas/{}", (s.name)()) });
     for d in docs {
         let entry = paths.entry(d.path.clone()).or_insert_with(|| json!({}));
         let params: Vec<Value> = d
@@ -147,16 +205,36 @@ pub fn document(docs: &[RouteDoc]) -> Value {
                 "4XX": { "description": "error", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Error" } } } },
             },
         });
-        if matches!(d.method, "post" | "put") {
-            op["requestBody"] = json!({
-                "required": false,
-                "content": { "application/json": { "schema": { "type": "object" } } },
+        match &d.request {
+            Some(body) => {
+                (body.render)(&mut components);
+                op["requestBody"] = json!({
+                    "required": true,
+                    "content": { "application/json": { "schema": reference(body) } },
+                });
+            }
+            None if matches!(d.method, "post" | "put") => {
+                op["requestBody"] = json!({
+                    "required": false,
+                    "content": { "application/json": { "schema": { "type": "object" } } },
+                });
+            }
+            None => {}
+        }
+        if let Some((status, answer)) = &d.response {
+            (answer.render)(&mut components);
+            op["responses"][status.to_string()] = json!({
+                "description": "success",
+                "content": { "application/json": { "schema": reference(answer) } },
             });
+            if let Some(r) = op["responses"].as_object_mut() {
+                r.remove("2XX");
+            }
         }
         entry[d.method] = op;
     }
     json!({
-        "openapi": "3.0.3",
+        "openapi": "3.1.0",
         "info": {
             "title": "wp-lite",
             "version": env!("CARGO_PKG_VERSION"),
@@ -171,23 +249,30 @@ pub fn document(docs: &[RouteDoc]) -> Value {
                 "csrf": { "type": "apiKey", "in": "header", "name": "X-CSRF-Token" },
                 "userJwt": { "type": "http", "scheme": "bearer", "bearerFormat": "JWT" },
             },
-            "schemas": {
-                "Error": {
+            "schemas": error_and(components),
+        },
+    })
+}
+
+/// The error schema every route shares, beside the schemas derived from the DTOs.
+fn error_and(mut components: Map<String, Value>) -> Value {
+    components.insert(
+        "Error".into(),
+        json!({
+            "type": "object",
+            "required": ["detail", "error"],
+            "properties": {
+                "detail": { "type": "string" },
+                "error": {
                     "type": "object",
-                    "required": ["detail", "error"],
                     "properties": {
-                        "detail": { "type": "string" },
-                        "error": {
-                            "type": "object",
-                            "properties": {
-                                "code": { "type": "string" },
-                                "message": { "type": "string" },
-                                "fields": { "type": "array", "items": { "type": "object" } },
-                            },
-                        },
+                        "code": { "type": "string" },
+                        "message": { "type": "string" },
+                        "fields": { "type": "array", "items": { "type": "object" } },
                     },
                 },
             },
-        },
-    })
+        }),
+    );
+    Value::Object(components)
 }

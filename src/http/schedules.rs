@@ -20,24 +20,32 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 /// A schedule as the API shows it.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = Schedule)]
 pub struct ScheduleView {
     name: String,
     cron: String,
     timezone: String,
+    /// The enqueue body each run uses.
+    #[schema(value_type = Object)]
     job: JobTemplate,
     enabled: bool,
+    #[schema(value_type = String, example = "skip")]
     overlap: Overlap,
     #[serde(with = "serde_ts::option")]
+    #[schema(value_type = Option<String>, format = DateTime)]
     next_run_at: Option<Ts>,
     #[serde(with = "serde_ts::option")]
+    #[schema(value_type = Option<String>, format = DateTime)]
     last_run_at: Option<Ts>,
     last_job_id: Option<String>,
     runs_total: i64,
     skipped_total: i64,
     #[serde(with = "serde_ts")]
+    #[schema(value_type = String, format = DateTime)]
     created_at: Ts,
     #[serde(with = "serde_ts")]
+    #[schema(value_type = String, format = DateTime)]
     updated_at: Ts,
 }
 
@@ -61,12 +69,21 @@ impl From<Schedule> for ScheduleView {
     }
 }
 
-#[derive(Deserialize)]
+/// A schedule to create or replace.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[schema(as = ScheduleSpec)]
 struct ScheduleBody {
+    /// 5 fields, 6 with seconds first, a macro (`@daily`) or `@every <duration>`.
+    #[schema(required = true, value_type = String, min_length = 1, max_length = 200, example = "@daily")]
     cron: Option<String>,
+    /// An IANA time zone (default UTC).
+    #[schema(example = "Europe/Berlin")]
     timezone: Option<String>,
+    /// An enqueue body without job_id, available_at, delay_seconds or idempotency_key.
+    #[schema(required = true, value_type = EnqueueBody)]
     job: Option<Value>,
     enabled: Option<bool>,
+    #[schema(pattern = "^(skip|allow)$", example = "skip")]
     overlap: Option<String>,
 }
 
@@ -259,7 +276,10 @@ pub fn router() -> Api {
             "Create or replace a schedule (cron, timezone, job, enabled, overlap)",
             A,
         )
+        .body::<ScheduleBody>()
+        .returns::<ScheduleView>(200)
         .get("/v1/worker/schedules/{name}", get_one, "One schedule", A)
+        .returns::<ScheduleView>(200)
         .delete(
             "/v1/worker/schedules/{name}",
             delete_one,
