@@ -512,10 +512,15 @@ mod audience_bounds {
 
 /// A user as the API (`PUT /v1/admin/users/{id}`, the batch) and the importer take it,
 /// before it is checked.
-#[derive(serde::Deserialize)]
+#[derive(serde::Deserialize, utoipa::ToSchema)]
+#[schema(as = User, example = json!({"id": "u1", "email": "u1@example.com", "attributes": {"plan": "pro"}}))]
 pub struct UserBody {
+    /// Required in a batch; in `PUT /v1/admin/users/{user_id}` the path names the user.
+    #[schema(min_length = 1, max_length = 128)]
     pub id: Option<String>,
     pub email: Option<String>,
+    /// A flat JSON object (segments filter on it).
+    #[schema(value_type = Option<Object>)]
     pub attributes: Option<Value>,
     pub is_active: Option<bool>,
 }

@@ -93,12 +93,40 @@ impl From<Broadcast> for BroadcastView {
     }
 }
 
-#[derive(Deserialize)]
+/// Who a broadcast reaches, as the API takes it (documentation only: the body is read as
+/// JSON and checked by `Audience::parse`).
+#[derive(utoipa::ToSchema)]
+#[schema(as = Audience)]
+#[allow(dead_code)]
+struct AudienceDoc {
+    /// `all_users`, `explicit_users` (with `user_ids`) or `segment` (with `filters`).
+    #[schema(
+        rename = "type",
+        pattern = "^(all_users|explicit_users|segment)$",
+        example = "all_users"
+    )]
+    kind: String,
+    /// The users of an `explicit_users` audience.
+    user_ids: Option<Vec<String>>,
+    /// Attribute filters of a `segment` audience (`{"plan": "pro"}`, lists for any-of).
+    #[schema(value_type = Option<Object>)]
+    filters: Option<Value>,
+}
+
+/// A broadcast's content, audience and optional time.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[schema(as = BroadcastDraft)]
 struct DraftBody {
+    #[schema(required = true, value_type = String, min_length = 1, example = "Feature launch")]
     title: Option<String>,
+    #[schema(required = true, value_type = String, min_length = 1, example = "We are live!")]
     body: Option<String>,
+    #[schema(required = true, value_type = AudienceDoc)]
     audience: Option<Value>,
+    #[schema(max_length = 200)]
     created_by: Option<String>,
+    /// Absent: a draft; a time: scheduled (a past time means now).
+    #[schema(format = DateTime)]
     scheduled_at: Option<String>,
 }
 
@@ -262,8 +290,11 @@ async fn send_now(
     ))
 }
 
-#[derive(Deserialize)]
+/// When to send a broadcast.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[schema(as = BroadcastSchedule)]
 struct ScheduleBody {
+    #[schema(required = true, value_type = String, format = DateTime, example = "2030-01-01T09:00:00Z")]
     scheduled_at: Option<String>,
 }
 
@@ -303,6 +334,7 @@ fn routes(prefix: &str) -> Api {
             "Create a broadcast (draft, or scheduled with scheduled_at)",
             a,
         )
+        .body::<DraftBody>()
         .get(
             &p(""),
             list,
@@ -316,6 +348,7 @@ fn routes(prefix: &str) -> Api {
             "Replace title, body, audience, schedule (draft or scheduled)",
             a,
         )
+        .body::<DraftBody>()
         .delete(
             &p("/{id}"),
             delete,
@@ -334,6 +367,7 @@ fn routes(prefix: &str) -> Api {
             "Schedule at scheduled_at",
             a,
         )
+        .body::<ScheduleBody>()
         .post(
             &p("/{id}/actions/cancel"),
             cancel,

@@ -61,8 +61,11 @@ async fn put_user(
     }
 }
 
-#[derive(Deserialize)]
+/// 1 to 10 000 users, upserted in one transaction.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[schema(as = UserBatch)]
 struct BatchBody {
+    #[schema(required = true, value_type = Vec<UserBody>, min_items = 1, max_items = 10000)]
     users: Option<Vec<Value>>,
 }
 
@@ -158,6 +161,7 @@ pub fn router() -> Api {
             "Upsert 1 to 10 000 users in one transaction",
             a,
         )
+        .body::<BatchBody>()
         .get(
             "/v1/admin/users/{user_id}",
             get_user,
@@ -165,6 +169,7 @@ pub fn router() -> Api {
             a,
         )
         .put("/v1/admin/users/{user_id}", put_user, "Upsert one user", a)
+        .body::<UserBody>()
         .delete(
             "/v1/admin/users/{user_id}",
             delete_user,
