@@ -1,5 +1,6 @@
-//! `wp-lite bench`: the scenarios of SPEC §9 on a throw-away database, each next to the
-//! raw SQLite limit measured in the same run on the same disk with the same settings.
+//! `wp-lite bench`: the benchmark scenarios (README, "Benchmarks") on a throw-away
+//! database, each next to the raw SQLite limit measured in the same run on the same disk
+//! with the same settings.
 
 use crate::app::{open_store, App};
 use crate::cli::BenchArgs;
@@ -38,7 +39,7 @@ pub const SCENARIOS: &[&str] = &[
     "inbox-list-10000",
 ];
 
-/// One line of the report (the `--json` fields of SPEC §9).
+/// One line of the report (the fields `--json` prints).
 #[derive(Debug, Clone, Serialize)]
 pub struct Outcome {
     pub scenario: String,

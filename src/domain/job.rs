@@ -456,7 +456,7 @@ impl NewEvent {
     }
 }
 
-/// The state machine of SPEC §4.1. Each method checks that the transition is allowed,
+/// The job state machine. Each method checks that the transition is allowed,
 /// changes the job and returns the events to record in the same transaction. Both
 /// backends load the row, call one of these and save the result, so the rules live once.
 impl Job {

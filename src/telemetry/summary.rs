@@ -1,4 +1,4 @@
-//! The JSON summary of SPEC §7, built from the store (all processes) after this
+//! The JSON telemetry summary, built from the store (all processes) after this
 //! process's own deltas were flushed.
 
 use super::counter;
