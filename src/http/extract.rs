@@ -265,12 +265,21 @@ impl<S: Send + Sync> FromRequestParts<S> for PathString {
 }
 
 /// Turns collected field errors into one 400 (the first 50 are listed).
-pub fn fields_ok(mut errs: Vec<crate::domain::FieldError>) -> Result<(), ApiError> {
+pub fn fields_ok(errs: Vec<crate::domain::FieldError>) -> Result<(), ApiError> {
     if errs.is_empty() {
         return Ok(());
     }
+    Err(refused(errs))
+}
+
+/// The 400 of an input refused field by field (the first 50 listed). Called with no
+/// field error only when a value could not be built for a reason no field names.
+pub fn refused(mut errs: Vec<crate::domain::FieldError>) -> ApiError {
+    if errs.is_empty() {
+        return ApiError::invalid("invalid input");
+    }
     errs.truncate(50);
-    Err(crate::service::Error::invalid(errs).into())
+    crate::service::Error::invalid(errs).into()
 }
 
 /// Parses the items of a batch (`{"<field>": [ … 1 to max objects … ]}`), each with `parse`,

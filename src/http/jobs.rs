@@ -4,8 +4,7 @@
 use super::auth::{Admin, WorkerOrAdmin};
 use super::error::{ApiError, ApiResult};
 use super::extract::{
-    fields_ok, optional_object, page_limit, parse_batch, JobIdPath, JsonBody, PathString,
-    QueryParams,
+    optional_object, page_limit, parse_batch, refused, JobIdPath, JsonBody, PathString, QueryParams,
 };
 use super::openapi::{Access, Api};
 use super::AppState;
@@ -274,7 +273,7 @@ async fn enqueue(
     let mut errs = Vec::new();
     let new = match body.parse("", st.clock.now(), &mut errs) {
         Some(new) if errs.is_empty() => new,
-        _ => return Err(checked_err(errs)),
+        _ => return Err(refused(errs)),
     };
     let out = st.jobs.enqueue(vec![new]).await?;
     let one = out.into_iter().next().expect("one job in, one out");
@@ -395,14 +394,7 @@ async fn lease(
 
 /// Converts a body into what its handler needs, every field error in one 400.
 fn checked<B, T: TryFrom<B, Error = Vec<FieldError>>>(b: B) -> Result<T, ApiError> {
-    T::try_from(b).map_err(checked_err)
-}
-
-/// The 400 listing `errs`.
-fn checked_err(errs: Vec<FieldError>) -> ApiError {
-    fields_ok(errs)
-        .err()
-        .unwrap_or_else(|| ApiError::invalid("invalid input"))
+    T::try_from(b).map_err(refused)
 }
 
 /// Who says they hold a lease: every worker call but lease carries these two fields.

@@ -1,8 +1,9 @@
 //! `/v1/worker/schedules*`: recurring jobs on a cron calendar (admin only).
 
 use super::auth::Admin;
+use super::error::ApiError;
 use super::error::ApiResult;
-use super::extract::{page_limit, JsonBody, PathString, QueryParams};
+use super::extract::{page_limit, refused, JsonBody, PathString, QueryParams};
 use super::jobs::{EnqueueBody, JobView};
 use super::openapi::{Access, Api};
 use super::AppState;
@@ -93,7 +94,7 @@ const NOT_IN_TEMPLATE: [&str; 4] = ["job_id", "available_at", "delay_seconds", "
 
 impl ScheduleBody {
     /// Parses into a spec, collecting every field error.
-    fn parse(self, name: ScheduleName, now: Ts) -> Result<ScheduleSpec, Error> {
+    fn parse(self, name: ScheduleName, now: Ts) -> Result<ScheduleSpec, ApiError> {
         let mut errs = Vec::new();
         let cron = match self.cron {
             None => {
@@ -183,10 +184,7 @@ impl ScheduleBody {
         };
         match built {
             Some(spec) if errs.is_empty() => Ok(spec),
-            _ => {
-                errs.truncate(50);
-                Err(Error::invalid(errs))
-            }
+            _ => Err(refused(errs)),
         }
     }
 }

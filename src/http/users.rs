@@ -4,7 +4,7 @@
 use super::auth::Admin;
 use super::error::{ApiError, ApiResult};
 use super::extract::{
-    fields_ok, page_limit, page_offset, parse_batch, search_query, JsonBody, QueryPairs, UserIdPath,
+    page_limit, page_offset, parse_batch, refused, search_query, JsonBody, QueryPairs, UserIdPath,
 };
 use super::inbox::inbox_view;
 use super::openapi::{Access, Api};
@@ -55,9 +55,7 @@ async fn put_user(
     let mut errs = Vec::new();
     match body.parse("", Some(id), &mut errs) {
         Some(user) if errs.is_empty() => Ok(Json(st.users.upsert(user).await?.into())),
-        _ => Err(fields_ok(errs)
-            .err()
-            .unwrap_or_else(|| ApiError::invalid("invalid user"))),
+        _ => Err(refused(errs)),
     }
 }
 
