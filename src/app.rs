@@ -68,12 +68,19 @@ impl App {
         )
         .with_login_metric(telemetry.login_refused())
         .with_jwt_audience(config.jwt_audience.clone());
+        let (stop, stop_rx) = watch::channel(false);
+        let hub = Arc::new(crate::service::streams::Hub::new(
+            config.max_streams,
+            telemetry.streams(),
+            stop_rx.clone(),
+        ));
         let env = WorkerEnv {
             jobs: jobs.clone(),
             db: db.clone(),
             clock: clock.clone(),
             options: config.worker_options.clone(),
             broadcast_wake: broadcast_wake.clone(),
+            hub: Some(hub.clone()),
         };
         env.subscribe_wakes();
         let chosen = choose_workers(&registry, &config.workers, &env)?;
@@ -105,8 +112,10 @@ impl App {
                 db.clone(),
                 clock.clone(),
                 broadcast_wake.clone(),
-            ),
-            inbox: crate::service::inbox::InboxService::new(db.clone(), clock.clone()),
+            )
+            .with_signal(env.inbox_signal()),
+            inbox: env.inbox(),
+            streams: hub.clone(),
             telemetry: crate::service::telemetry::TelemetryService::new(
                 db.clone(),
                 clock.clone(),
@@ -122,7 +131,6 @@ impl App {
             .await
             .with_context(|| format!("binding {}", config.bind))?;
         let addr = listener.local_addr()?;
-        let (stop, stop_rx) = watch::channel(false);
 
         let work = {
             let (env, mut stop, telemetry) = (env.clone(), stop_rx.clone(), telemetry.clone());
@@ -167,7 +175,11 @@ impl App {
             None => None,
         };
         let idle = config.idle_timeout;
-        let mut background = Vec::new();
+        let mut background = vec![tokio::spawn(crate::service::streams::run_fan_in(
+            hub,
+            db.clone(),
+            stop_rx.clone(),
+        ))];
         if let Some(l) = metrics_listener {
             let (r, mut stop) = (
                 http::telemetry::metrics_router(state.clone()),

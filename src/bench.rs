@@ -642,6 +642,7 @@ async fn broadcast_fanout(url: &str, users: usize) -> anyhow::Result<Outcome> {
         clock: clock.clone(),
         options: WorkerOptions::default(),
         broadcast_wake: wake.clone(),
+        hub: None,
     };
     let settings = Settings::from_lookup(|_| None).map_err(|e| anyhow::anyhow!(e.0))?;
     let worker = BroadcastWorker::new(&env, settings);

@@ -146,6 +146,9 @@ pub struct ServeArgs {
     /// Leases that may wait for work (`wait_ms`) at once in this process; past them a lease answers at once.
     #[arg(long, env = "WP_LITE_MAX_LONG_POLLS", default_value_t = crate::service::jobs::MAX_LONG_POLLS, value_parser = parse_long_polls)]
     pub max_long_polls: usize,
+    /// Real-time inbox streams (SSE and WebSocket) open at once in this process; past them a new stream is refused (503 / close 1013). Each user may hold 5.
+    #[arg(long, env = "WP_LITE_MAX_STREAMS", default_value_t = crate::service::streams::MAX_STREAMS, value_parser = parse_streams)]
+    pub max_streams: usize,
     /// How long a client may take to send a request's headers (or each chunk of its body), and how long a kept-alive connection may stay silent, before it is closed (at least 1s).
     #[arg(long, env = "WP_LITE_IDLE_TIMEOUT", default_value = "60s", value_parser = parse_positive_duration)]
     pub idle_timeout: std::time::Duration,
@@ -272,6 +275,10 @@ pub fn parse_body_limit(s: &str) -> Result<usize, String> {
 
 fn parse_long_polls(s: &str) -> Result<usize, String> {
     parse_in_range(s, 1..=100_000)
+}
+
+fn parse_streams(s: &str) -> Result<usize, String> {
+    parse_in_range(s, 1..=1_000_000)
 }
 
 fn parse_ops(s: &str) -> Result<usize, String> {

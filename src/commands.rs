@@ -278,6 +278,7 @@ fn serve_config(database_url: &str, migrate: bool, a: ServeArgs) -> Result<Confi
         max_body_bytes: a.max_body_bytes,
         secure_cookies: a.secure_cookies,
         max_long_polls: a.max_long_polls,
+        max_streams: a.max_streams,
         idle_timeout: a.idle_timeout,
         session_ttl: a.session_ttl,
         workers: WorkerSelection::parse(a.workers.as_deref()),
@@ -325,6 +326,7 @@ async fn run(database_url: &str, migrate: bool, args: RunArgs) -> anyhow::Result
         clock,
         options: worker_options(&args.worker),
         broadcast_wake: Arc::default(),
+        hub: None,
     };
     env.subscribe_wakes();
     let worker = reg.build(&env).map_err(|e| ConfigError::Worker {

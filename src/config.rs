@@ -26,6 +26,8 @@ pub struct Config {
     pub secure_cookies: bool,
     /// Leases that may wait for work at once.
     pub max_long_polls: usize,
+    /// Real-time inbox streams open at once.
+    pub max_streams: usize,
     /// How long a client may take to send a request head or a body chunk, or stay
     /// silent on a kept-alive connection.
     pub idle_timeout: Duration,
@@ -75,6 +77,7 @@ impl Config {
             max_body_bytes: 1_048_576,
             secure_cookies: false,
             max_long_polls: crate::service::jobs::MAX_LONG_POLLS,
+            max_streams: crate::service::streams::MAX_STREAMS,
             idle_timeout: crate::http::serve::DEFAULT_IDLE_TIMEOUT,
             session_ttl: Duration::from_secs(12 * 3600),
             workers: WorkerSelection::Default,

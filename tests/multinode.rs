@@ -13,6 +13,8 @@
 //! never asserted.
 
 mod common;
+#[path = "common/live.rs"]
+mod live;
 use common::PgSchema;
 
 use common::{signal, wait_bounded};
@@ -1878,4 +1880,93 @@ fn schedules_run_once_and_pause_holds_across_three_postgres_nodes() {
     let _serial = serial();
     let schema = schema(&base, "sched");
     schedules_and_pause_across(&schema.url(), &["A", "B", "C"]);
+}
+
+/// The real-time inbox across nodes: streams open on node A receive an item delivered
+/// through node B (a direct send) and a broadcast delivered by a separate `wp-lite run`
+/// process — each node learns of new items from PostgreSQL's NOTIFY.
+#[test]
+fn streams_receive_items_delivered_by_other_nodes() {
+    const SECRET: &str = "jwt-secret-for-multinode-stream-tests-0123456789";
+    let Some(base) = pg_base("streams_receive_items_delivered_by_other_nodes") else {
+        return;
+    };
+    let _serial = serial();
+    let schema = schema(&base, "streams");
+    let url = schema.url();
+    let env = [("WP_LITE_JWT_SECRET", SECRET)];
+    let a = Node::start("A", &url, &["--workers", "none"], &env);
+    let b = Node::start("B", &url, &["--workers", "none"], &env);
+    let token = jsonwebtoken::encode(
+        &jsonwebtoken::Header::default(),
+        &json!({ "sub": "u1", "exp": chrono::Utc::now().timestamp() + 3600 }),
+        &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()).unwrap(),
+    )
+    .unwrap();
+    runtime().block_on(async {
+        let (api_a, api_b) = (a.api(), b.api());
+        api_a
+            .post(
+                "/v1/admin/users/batch",
+                json!({ "users": [{ "id": "u1" }, { "id": "u2" }] }),
+                200,
+            )
+            .await;
+        let mut sse = live::Sse::open(&a.base, &token, None).await;
+        let mut ws = live::Ws::open(&a.base, &format!("?token={token}")).await;
+        assert_eq!(sse.unread().await, 0);
+        assert_eq!(ws.unread().await, 0);
+
+        let started = Instant::now();
+        api_b
+            .post(
+                "/v1/admin/notifications/send",
+                json!({ "user_id": "u1", "title": "via B", "message": "m" }),
+                201,
+            )
+            .await;
+        assert_eq!(sse.item().await.title(), "via B");
+        assert_eq!(ws.item().await.title(), "via B");
+        eprintln!(
+            "multinode: a direct send on B reached A's streams in {:?}",
+            started.elapsed()
+        );
+
+        let id = s(&api_b
+            .post(
+                "/v1/admin/notifications/broadcasts",
+                json!({ "title": "to all", "body": "b", "audience": { "type": "all_users" } }),
+                201,
+            )
+            .await["id"]);
+        api_b
+            .post(
+                &format!("/v1/admin/notifications/broadcasts/{id}/actions/send-now"),
+                json!({}),
+                200,
+            )
+            .await;
+        let out = wp(
+            &url,
+            &["run", "--name", "notifications.broadcast", "--once"],
+            &env,
+        )
+        .output()
+        .expect("run the broadcast worker once");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let started = Instant::now();
+        assert_eq!(sse.item().await.title(), "to all");
+        assert_eq!(ws.item().await.title(), "to all");
+        eprintln!(
+            "multinode: a broadcast from `wp-lite run` reached A's streams {:?} after it exited",
+            started.elapsed()
+        );
+        sse.unread_becomes(2).await;
+    });
+    a.terminate();
+    b.terminate();
 }

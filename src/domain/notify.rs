@@ -444,6 +444,15 @@ pub struct InboxItem {
     pub broadcast_id: Option<String>,
 }
 
+/// An inbox item as the real-time feed reads it: with its user and the store's sequence
+/// number (which orders items and is never shown to clients).
+#[derive(Debug, Clone, PartialEq)]
+pub struct FeedItem {
+    pub seq: i64,
+    pub user: UserId,
+    pub item: InboxItem,
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct InboxPage {
     pub items: Vec<InboxItem>,
@@ -459,6 +468,67 @@ pub struct DirectNotification {
     pub body: String,
     pub meta: Option<Value>,
     pub event_id: Option<String>,
+}
+
+impl DirectNotification {
+    /// Parses a direct notification from JSON: `user_id`, `title` (1–200 characters), the
+    /// text under `text_key` (1–10 000), `meta` (an object), `event_id` (1–255) and `type`
+    /// (1–64; kept as `meta.type` unless `meta` names one). Every field error at once.
+    pub fn parse(input: &Value, text_key: &str) -> Result<Self, Vec<FieldError>> {
+        let mut errs = Vec::new();
+        let mut text = |k: &str, max: usize, required: bool| -> Option<String> {
+            match input.get(k) {
+                None | Some(Value::Null) if !required => None,
+                Some(Value::String(s)) => match crate::domain::bounded_text(k, s, 1, max) {
+                    Ok(()) => Some(s.clone()),
+                    Err(e) => {
+                        errs.push(e);
+                        None
+                    }
+                },
+                _ => {
+                    errs.push(FieldError::new(k, "is required and must be a string"));
+                    None
+                }
+            }
+        };
+        let user = text("user_id", 128, true);
+        let title = text("title", 200, true);
+        let body = text(text_key, 10_000, true);
+        let event_id = text("event_id", 255, false);
+        let kind = text("type", 64, false);
+        let mut meta = match input.get("meta") {
+            None | Some(Value::Null) => None,
+            Some(Value::Object(m)) => Some(m.clone()),
+            Some(_) => {
+                errs.push(FieldError::new("meta", "must be an object"));
+                None
+            }
+        };
+        if let Some(kind) = kind {
+            meta.get_or_insert_with(Map::new)
+                .entry("type")
+                .or_insert(Value::String(kind));
+        }
+        let user_id = match user.map(|u| UserId::parse("user_id", &u)) {
+            Some(Ok(u)) => Some(u),
+            Some(Err(e)) => {
+                errs.push(e);
+                None
+            }
+            None => None,
+        };
+        match (user_id, title, body) {
+            (Some(user_id), Some(title), Some(body)) if errs.is_empty() => Ok(Self {
+                user_id,
+                title,
+                body,
+                meta: meta.map(Value::Object),
+                event_id,
+            }),
+            _ => Err(errs),
+        }
+    }
 }
 
 /// What delivering a direct notification did.

@@ -12,6 +12,7 @@ pub mod jobs;
 pub mod openapi;
 pub mod schedules;
 pub mod serve;
+pub mod streams;
 pub mod telemetry;
 pub mod ui;
 pub mod users;
@@ -38,6 +39,8 @@ pub struct AppState {
     pub users: crate::service::users::UserService,
     pub broadcasts: crate::service::broadcasts::BroadcastService,
     pub inbox: crate::service::inbox::InboxService,
+    /// This process's real-time inbox streams.
+    pub streams: std::sync::Arc<crate::service::streams::Hub>,
     pub telemetry: crate::service::telemetry::TelemetryService,
     pub db: Db,
     pub clock: SharedClock,
@@ -66,6 +69,7 @@ pub fn api() -> openapi::Api {
         .merge(users::router())
         .merge(broadcasts::router())
         .merge(inbox::router())
+        .merge(streams::router())
         .merge(telemetry::router())
         .get(
             "/openapi.json",

@@ -174,6 +174,14 @@ impl AuthService {
     /// Verifies an end user's HS256 JWT (`sub` = user id, `exp` required) against the
     /// injected clock.
     pub fn verify_user(&self, token: &str) -> Result<crate::domain::notify::UserId> {
+        self.verify_user_until(token).map(|(user, _)| user)
+    }
+
+    /// Like [`Self::verify_user`], with the time the token expires (a stream ends then).
+    pub fn verify_user_until(
+        &self,
+        token: &str,
+    ) -> Result<(crate::domain::notify::UserId, crate::domain::Ts)> {
         use jsonwebtoken::{decode, Algorithm, DecodingKey, Validation};
         let secret = self.user_secret()?;
         let mut v = Validation::new(Algorithm::HS256);
@@ -200,8 +208,11 @@ impl AuthService {
                 "the user token is not valid yet (nbf)".into(),
             ));
         }
-        crate::domain::notify::UserId::parse("sub", &data.claims.sub)
-            .map_err(|e| Error::Unauthorized(format!("invalid user token: sub {}", e.message)))
+        let user = crate::domain::notify::UserId::parse("sub", &data.claims.sub)
+            .map_err(|e| Error::Unauthorized(format!("invalid user token: sub {}", e.message)))?;
+        let until = chrono::DateTime::from_timestamp(data.claims.exp, 0)
+            .ok_or_else(|| Error::Unauthorized("invalid user token: exp is out of range".into()))?;
+        Ok((user, until))
     }
 
     /// Checks a bearer token: the admin token or the worker token.

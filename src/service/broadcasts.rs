@@ -21,11 +21,23 @@ pub struct BroadcastService {
     /// Wakes an in-process `notifications.broadcast` worker (send-now). `notify_one`
     /// keeps a permit when the worker is busy in a tick, so a wake-up is never lost.
     wake: Arc<Notify>,
+    signal: super::streams::InboxSignal,
 }
 
 impl BroadcastService {
     pub fn new(db: Db, clock: SharedClock, wake: Arc<Notify>) -> Self {
-        Self { db, clock, wake }
+        Self {
+            db,
+            clock,
+            wake,
+            signal: Default::default(),
+        }
+    }
+
+    /// Tells this process's real-time streams about the items each chunk delivers.
+    pub fn with_signal(mut self, signal: super::streams::InboxSignal) -> Self {
+        self.signal = signal;
+        self
     }
 
     // ---- delivery (the `notifications.broadcast` worker) ----
@@ -54,10 +66,13 @@ impl BroadcastService {
         lease: chrono::Duration,
     ) -> Result<ChunkOutcome> {
         let now = self.clock.now();
-        self.db
+        let outcome = self
+            .db
             .call(move |s| s.deliver_broadcast_chunk(id, &owner, chunk, now + lease, now))
             .await
-            .map_err(|e| Error::from_store(e, NOT_FOUND))
+            .map_err(|e| Error::from_store(e, NOT_FOUND))?;
+        self.signal.items_committed();
+        Ok(outcome)
     }
 
     /// Ends a claimed broadcast that cannot be delivered (None if the claim is gone).

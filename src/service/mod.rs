@@ -6,6 +6,7 @@ pub mod broadcasts;
 pub mod inbox;
 pub mod jobs;
 pub mod schedules;
+pub mod streams;
 pub mod telemetry;
 pub mod users;
 pub mod workers;

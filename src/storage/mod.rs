@@ -22,7 +22,7 @@ pub mod writer;
 use crate::domain::metrics::{BroadcastStats, MetricDeltas, MetricTotals};
 use crate::domain::notify::{
     Broadcast, BroadcastDraft, BroadcastFilter, BroadcastPage, ChunkOutcome, Delivered,
-    DirectNotification, InboxItem, InboxPage, NewUser, User, UserId,
+    DirectNotification, FeedItem, InboxItem, InboxPage, NewUser, User, UserId,
 };
 use crate::domain::schedule::{
     DueRun, Fired, QueueControl, Schedule, ScheduleName, SchedulePage, ScheduleSpec,
@@ -346,6 +346,10 @@ pub enum Wake {
     Jobs,
     /// A broadcast may be due.
     Broadcasts,
+    /// Inbox items with sequence numbers in `lo..=hi` were committed (PostgreSQL: one per
+    /// committed delivery, whichever node made it). Items of other transactions may share
+    /// the range; a reader takes only the users it cares about and drops repeats.
+    Inbox { lo: i64, hi: i64 },
 }
 
 /// Called (on a store thread) when a wake-up arrives; must be quick and not block.
@@ -514,6 +518,24 @@ pub trait InboxStore {
         max_per_user: Option<usize>,
         limit: usize,
     ) -> Result<usize>;
+    /// One of the user's items; another user's is not found.
+    fn inbox_item(&self, user: &UserId, item: uuid::Uuid) -> Result<InboxItem>;
+    /// The highest item sequence number committed so far (0 when there is none).
+    fn inbox_head(&self) -> Result<i64>;
+    /// The items with sequence numbers in `after+1..=upto` that belong to `users`, oldest
+    /// first, at most `limit`: one set-based read for every listening user at once.
+    fn inbox_news(
+        &self,
+        after: i64,
+        upto: i64,
+        users: &[UserId],
+        limit: usize,
+    ) -> Result<Vec<FeedItem>>;
+    /// Unread counts of `users` (a user without items is absent).
+    fn unread_counts(&self, users: &[UserId]) -> Result<Vec<(UserId, i64)>>;
+    /// The user's items after the one with public id `item`, oldest first, at most `limit`
+    /// (nothing when that item is not the user's or is gone).
+    fn inbox_after(&self, user: &UserId, item: uuid::Uuid, limit: usize) -> Result<Vec<FeedItem>>;
 }
 
 /// Metric totals shared by every process. Each backend implements it in its `metrics` module.

@@ -6,7 +6,7 @@
 
 use super::schedules::ScheduleRow;
 use super::{decode, Result, Session};
-use crate::domain::notify::{Attributes, Broadcast, InboxItem, User, UserId};
+use crate::domain::notify::{Attributes, Broadcast, FeedItem, InboxItem, User, UserId};
 use crate::domain::time::from_ms;
 use crate::domain::{Job, JobMeta, JobType};
 use serde_json::Value;
@@ -109,6 +109,15 @@ pub(crate) fn inbox_item(r: &impl Columns) -> Result<InboxItem> {
         meta: json_col(r.opt_text(8)?),
         event_id,
         broadcast_id,
+    })
+}
+
+/// An inbox item with its user and sequence number: the `ITEM` columns, then the row's id.
+pub(crate) fn feed_item(r: &impl Columns) -> Result<FeedItem> {
+    Ok(FeedItem {
+        seq: r.int(9)?,
+        user: UserId::trusted(r.text(5)?),
+        item: inbox_item(r)?,
     })
 }
 

@@ -45,6 +45,7 @@ pub struct Telemetry {
     http_duration: HistogramVec,
     login_refused: IntCounterVec,
     long_polls: prometheus::IntGauge,
+    streams: crate::service::streams::StreamMetrics,
 }
 
 /// Counts one open long-poll while it lives.
@@ -100,7 +101,37 @@ impl Telemetry {
         registry
             .register(Box::new(long_polls.clone()))
             .expect("register");
+        let streams = crate::service::streams::StreamMetrics {
+            open: prometheus::IntGauge::new(
+                "wp_lite_inbox_streams_open",
+                "Real-time inbox streams (SSE and WebSocket) open in this process.",
+            )
+            .expect("valid metric"),
+            pushed: prometheus::IntCounter::new(
+                "wp_lite_inbox_pushed_total",
+                "Inbox items this process sent to open streams.",
+            )
+            .expect("valid metric"),
+            lag: prometheus::Histogram::with_opts(
+                HistogramOpts::new(
+                    "wp_lite_inbox_push_lag_seconds",
+                    "Time from an inbox item's delivery to its sending on a stream, in this process.",
+                )
+                .buckets(vec![0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]),
+            )
+            .expect("valid metric"),
+        };
+        registry
+            .register(Box::new(streams.open.clone()))
+            .expect("register");
+        registry
+            .register(Box::new(streams.pushed.clone()))
+            .expect("register");
+        registry
+            .register(Box::new(streams.lag.clone()))
+            .expect("register");
         Arc::new(Self {
+            streams,
             long_polls,
             pending: Mutex::default(),
             registry,
@@ -138,6 +169,11 @@ impl Telemetry {
     pub fn long_poll_started(&self) -> LongPollGuard {
         self.long_polls.inc();
         LongPollGuard(self.long_polls.clone())
+    }
+
+    /// The real-time inbox's metrics (handed to the hub).
+    pub fn streams(&self) -> crate::service::streams::StreamMetrics {
+        self.streams.clone()
     }
 
     /// The counter of refused logins (handed to the auth service).

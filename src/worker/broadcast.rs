@@ -118,7 +118,8 @@ impl BroadcastWorker {
                 env.db.clone(),
                 env.clock.clone(),
                 env.broadcast_wake.clone(),
-            ),
+            )
+            .with_signal(env.inbox_signal()),
             settings,
             owner: format!(
                 "{NAME}@{}:{}:{}",

@@ -120,21 +120,44 @@ pub struct WorkerEnv {
     pub options: WorkerOptions,
     /// Notified when a broadcast becomes due (send-now here, or on another node).
     pub broadcast_wake: Arc<tokio::sync::Notify>,
+    /// This process's real-time inbox streams (none in `wp-lite run`).
+    pub hub: Option<Arc<crate::service::streams::Hub>>,
 }
 
 impl WorkerEnv {
     /// Wires the store's cross-process wake-ups (PostgreSQL LISTEN/NOTIFY) to this
     /// process's waiters: leasers and queue workers on `Jobs`, the broadcast worker on
-    /// `Broadcasts`. A no-op on SQLite, where waiting callers poll on a bounded interval.
+    /// `Broadcasts`, the real-time inbox on `Inbox`. A no-op on SQLite, where waiting
+    /// callers poll on a bounded interval.
     pub fn subscribe_wakes(&self) {
         let queue = self.jobs.queue().clone();
         let broadcast = self.broadcast_wake.clone();
+        let hub = self.hub.clone();
         self.db
             .store()
             .subscribe(Arc::new(move |w: crate::storage::Wake| match w {
                 crate::storage::Wake::Jobs => queue.wake(),
                 crate::storage::Wake::Broadcasts => broadcast.notify_one(),
+                crate::storage::Wake::Inbox { lo, hi } => {
+                    if let Some(h) = &hub {
+                        h.range_committed(lo, hi);
+                    }
+                }
             }));
+    }
+
+    /// How this process's services tell its real-time streams about inbox changes.
+    pub fn inbox_signal(&self) -> crate::service::streams::InboxSignal {
+        self.hub
+            .clone()
+            .map(crate::service::streams::InboxSignal::new)
+            .unwrap_or_default()
+    }
+
+    /// The inbox service as workers use it.
+    pub fn inbox(&self) -> crate::service::inbox::InboxService {
+        crate::service::inbox::InboxService::new(self.db.clone(), self.clock.clone())
+            .with_signal(self.inbox_signal())
     }
 }
 

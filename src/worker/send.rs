@@ -6,8 +6,7 @@ use super::{
     job_types, BoxFuture, Built, HandlerError, QueueHandler, QueueSpec, Worker, WorkerConfigError,
     WorkerEnv,
 };
-use crate::domain::bounded_text;
-use crate::domain::notify::{DirectNotification, UserId};
+use crate::domain::notify::DirectNotification;
 use crate::domain::Job;
 use crate::service::inbox::InboxService;
 use crate::service::Error;
@@ -23,35 +22,16 @@ pub struct SendWorker {
 }
 
 pub fn build(env: &WorkerEnv) -> Result<Built, WorkerConfigError> {
-    Ok(Built::Queue(Arc::new(SendWorker {
-        inbox: InboxService::new(env.db.clone(), env.clock.clone()),
-    })))
+    Ok(Built::Queue(Arc::new(SendWorker { inbox: env.inbox() })))
 }
 
 /// Parses a job's input; a bad input is a fatal (not retried) failure.
 pub fn parse_input(input: &Value) -> Result<DirectNotification, String> {
-    let text = |k: &str, max: usize, required: bool| -> Result<Option<String>, String> {
-        match input.get(k) {
-            None | Some(Value::Null) if !required => Ok(None),
-            Some(Value::String(s)) => bounded_text(k, s, 1, max)
-                .map(|_| Some(s.clone()))
-                .map_err(|e| format!("{}: {}", e.field, e.message)),
-            _ => Err(format!("{k}: is required and must be a string")),
-        }
-    };
-    let user = text("user_id", 128, true)?.unwrap_or_default();
-    let meta = match input.get("meta") {
-        None | Some(Value::Null) => None,
-        Some(m @ Value::Object(_)) => Some(m.clone()),
-        Some(_) => return Err("meta: must be an object".into()),
-    };
-    Ok(DirectNotification {
-        user_id: UserId::parse("user_id", &user)
-            .map_err(|e| format!("{}: {}", e.field, e.message))?,
-        title: text("title", 200, true)?.unwrap_or_default(),
-        body: text("body", 10_000, true)?.unwrap_or_default(),
-        meta,
-        event_id: text("event_id", 255, false)?,
+    DirectNotification::parse(input, "body").map_err(|errs| {
+        errs.iter()
+            .map(|e| format!("{}: {}", e.field, e.message))
+            .collect::<Vec<_>>()
+            .join("; ")
     })
 }
 

@@ -2,6 +2,8 @@
 //! file, driven with reqwest. Time is a `ManualClock` the tests move; nothing sleeps to
 //! wait for something to happen.
 
+#[path = "../common/live.rs"]
+mod live;
 mod support;
 
 mod auth;
@@ -12,3 +14,4 @@ mod jobs;
 mod notifications;
 mod openapi;
 mod schedules;
+mod streams;

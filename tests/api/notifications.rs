@@ -1570,21 +1570,6 @@ async fn notifications_send_jobs_deliver_once_per_event_id() {
 // Inbox
 // ---------------------------------------------------------------------------------------
 
-/// Base64url without padding.
-fn b64url(data: &[u8]) -> String {
-    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    let mut out = String::new();
-    for c in data.chunks(3) {
-        let n = (c[0] as u32) << 16
-            | (*c.get(1).unwrap_or(&0) as u32) << 8
-            | *c.get(2).unwrap_or(&0) as u32;
-        for i in 0..(c.len() + 1) {
-            out.push(A[(n >> (18 - 6 * i) & 63) as usize] as char);
-        }
-    }
-    out
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn user_routes_need_a_valid_unexpired_hs256_jwt() {
     use jsonwebtoken::Algorithm;
@@ -1598,22 +1583,10 @@ async fn user_routes_need_a_valid_unexpired_hs256_jwt() {
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
     assert_eq!(r.body["total"], 1);
 
-    let none_alg = format!(
-        "{}.{}.",
-        b64url(br#"{"alg":"none","typ":"JWT"}"#),
-        b64url(
-            json!({ "sub": "alice", "exp": now + 600 })
-                .to_string()
-                .as_bytes()
-        )
-    );
+    let none_alg = unsigned_jwt("alice", now + 600);
     let tampered = {
         let mut parts: Vec<String> = good.split('.').map(String::from).collect();
-        parts[1] = b64url(
-            json!({ "sub": "bob", "exp": now + 600 })
-                .to_string()
-                .as_bytes(),
-        );
+        parts[1] = b64url(json!({ "sub": "bob", "exp": now + 600 }).to_string());
         parts.join(".")
     };
     let bad_tokens: Vec<(&str, String)> = vec![

@@ -42,6 +42,8 @@ pub struct Opts {
     pub jwt_audience: Option<&'static str>,
     /// `--max-long-polls`.
     pub max_long_polls: usize,
+    /// `--max-streams`.
+    pub max_streams: usize,
 }
 
 impl Default for Opts {
@@ -52,6 +54,7 @@ impl Default for Opts {
             jwt_secret: Some(JWT_SECRET),
             workers: WorkerSelection::Default,
             max_long_polls: 1024,
+            max_streams: 10_000,
             jwt_audience: None,
             secure_cookies: false,
         }
@@ -72,6 +75,7 @@ pub async fn spawn_with(opts: Opts) -> TestApp {
     config.jwt_secret = opts.jwt_secret.map(Secret::new);
     config.workers = opts.workers;
     config.max_long_polls = opts.max_long_polls;
+    config.max_streams = opts.max_streams;
     config.jwt_audience = opts.jwt_audience.map(String::from);
     config.secure_cookies = opts.secure_cookies;
     // The tests step maintenance themselves through the service; keep the loop quiet.
@@ -102,7 +106,15 @@ impl Resp {
     pub async fn from(r: Response) -> Self {
         let status = r.status();
         let headers = r.headers().clone();
-        let bytes = r.bytes().await.unwrap_or_default();
+        // A stream (Server-Sent Events) does not end: its body is not read.
+        let streaming = headers
+            .get("content-type")
+            .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
+        let bytes = if streaming {
+            Default::default()
+        } else {
+            r.bytes().await.unwrap_or_default()
+        };
         let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
         Self {
             status,
@@ -463,6 +475,7 @@ impl TestApp {
             clock: st.clock.clone(),
             options: WorkerOptions::default(),
             broadcast_wake: Arc::new(tokio::sync::Notify::new()),
+            hub: Some(st.streams.clone()),
         };
         let settings = Settings {
             interval: std::time::Duration::from_secs(30),
@@ -528,4 +541,19 @@ pub fn jwt_claims(alg: jsonwebtoken::Algorithm, secret: &str, claims: Value) -> 
         &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()).expect("an HMAC key"),
     )
     .expect("encode a JWT")
+}
+
+/// Base64url without padding (a JWT's parts).
+pub fn b64url(data: impl AsRef<[u8]>) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(data)
+}
+
+/// A JWT with `alg: none` and no signature (which must never be accepted).
+pub fn unsigned_jwt(sub: &str, exp: i64) -> String {
+    format!(
+        "{}.{}.",
+        b64url(br#"{"alg":"none","typ":"JWT"}"#),
+        b64url(json!({ "sub": sub, "exp": exp }).to_string())
+    )
 }

@@ -6,6 +6,7 @@
 use serde_json::Value;
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, ExitStatus};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// Sends `sig` (`TERM`, `INT`, `KILL`, …) to a process.
@@ -38,21 +39,33 @@ pub fn wait_bounded(child: &mut Child, secs: u64, what: &str) -> ExitStatus {
 /// and returns `http://<addr>`; the rest of the log keeps being drained so the child never
 /// blocks on a full pipe.
 pub fn serving_base(child: &mut Child) -> String {
+    serving_base_logged(child).0
+}
+
+/// Like [`serving_base`], keeping every log line (those before the address too).
+pub fn serving_base_logged(child: &mut Child) -> (String, Arc<Mutex<Vec<String>>>) {
     let stderr = child.stderr.take().expect("stderr is piped");
     let mut lines = BufReader::new(stderr).lines();
+    let kept: Arc<Mutex<Vec<String>>> = Arc::default();
     let addr = loop {
         let line = lines
             .next()
             .expect("serve exited before listening")
             .expect("read the log");
+        kept.lock().unwrap().push(line.clone());
         if let Ok(v) = serde_json::from_str::<Value>(&line) {
             if v["message"] == "wp-lite serving" {
                 break v["addr"].as_str().expect("addr in the log").to_string();
             }
         }
     };
-    std::thread::spawn(move || for _ in lines {});
-    format!("http://{addr}")
+    let rest = kept.clone();
+    std::thread::spawn(move || {
+        for line in lines.map_while(Result::ok) {
+            rest.lock().unwrap().push(line);
+        }
+    });
+    (format!("http://{addr}"), kept)
 }
 
 /// A `wp-lite serve` child and the address it serves on. Killed when dropped, so a failing

@@ -398,6 +398,7 @@ async fn a_retried_send_job_without_event_id_delivers_once() {
         clock: Arc::new(SystemClock),
         options: WorkerOptions::default(),
         broadcast_wake: Arc::default(),
+        hub: None,
     };
     let Built::Queue(handler) = send::build(&worker_env).unwrap() else {
         panic!("notifications.send is a queue worker");

@@ -420,6 +420,15 @@ const COUNT_INSERTED: &str = "cnt AS (
         ON CONFLICT (user_id) DO UPDATE SET total = inbox_counts.total + EXCLUDED.total,
             unread = inbox_counts.unread + EXCLUDED.unread)";
 
+/// Tells every node's real-time feed which item sequence numbers this chunk added (at
+/// commit; nothing when it added none).
+fn notify_items(c: &mut PgConn, lo: Option<i64>, hi: Option<i64>) -> Result<()> {
+    match (lo, hi) {
+        (Some(lo), Some(hi)) => c.notify_inbox(lo, hi),
+        _ => Ok(()),
+    }
+}
+
 /// Delivers the next chunk of up to `chunk` recipients, renewing the claim; finishes the
 /// broadcast when the audience is exhausted.
 pub fn deliver_chunk(
@@ -442,10 +451,9 @@ pub fn deliver_chunk(
             // Positions in the recipient list: every one in the chunk is processed, sent
             // if it is an active user without the item yet, skipped otherwise.
             let boundary = d.cursor.saturating_add(chunk).min(max);
-            let inserted: i64 = c
-                .query_one(
-                    &format!(
-                        "WITH ins AS (
+            let r = c.query_one(
+                &format!(
+                    "WITH ins AS (
                              INSERT INTO inbox_items (user_id, broadcast_id, created_at)
                              SELECT r.user_id, $1::text, $2::bigint FROM broadcast_recipients r
                              JOIN users u ON u.id = r.user_id AND u.is_active = 1
@@ -454,14 +462,14 @@ pub fn deliver_chunk(
                              ORDER BY r.pos
                              ON CONFLICT (user_id, broadcast_id) WHERE broadcast_id IS NOT NULL
                              DO NOTHING
-                             RETURNING user_id),
+                             RETURNING user_id, id),
                          {COUNT_INSERTED}
-                         SELECT COUNT(*) FROM ins"
-                    ),
-                    &[&d.id, &now_ms, &d.cursor, &boundary],
-                )?
-                .get(0);
-            (boundary, inserted, boundary - d.cursor)
+                         SELECT COUNT(*), MIN(id), MAX(id) FROM ins"
+                ),
+                &[&d.id, &now_ms, &d.cursor, &boundary],
+            )?;
+            notify_items(c, r.get(1), r.get(2))?;
+            (boundary, r.get(0), boundary - d.cursor)
         }
         audience => {
             // The next `chunk` audience members after the cursor; the cursor moves past
@@ -485,13 +493,15 @@ pub fn deliver_chunk(
                          SELECT id, $1::text, $2::bigint FROM scan ORDER BY seq
                          ON CONFLICT (user_id, broadcast_id) WHERE broadcast_id IS NOT NULL
                          DO NOTHING
-                         RETURNING user_id),
+                         RETURNING user_id, id),
                      {COUNT_INSERTED}
                      SELECT (SELECT COUNT(*) FROM scan), (SELECT MAX(seq) FROM scan),
-                         (SELECT COUNT(*) FROM ins)"
+                         (SELECT COUNT(*) FROM ins), (SELECT MIN(id) FROM ins),
+                         (SELECT MAX(id) FROM ins)"
                 ),
                 &args.refs(),
             )?;
+            notify_items(c, r.get(3), r.get(4))?;
             let (scanned, last, inserted): (i64, Option<i64>, i64) = (r.get(0), r.get(1), r.get(2));
             let boundary = match last {
                 Some(last) if scanned == scan => last,

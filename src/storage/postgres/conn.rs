@@ -95,6 +95,14 @@ impl PgConn {
             .map(|_| ())
     }
 
+    /// Tells every node's real-time feed that items `lo..=hi` exist once this transaction
+    /// commits.
+    pub fn notify_inbox(&mut self, lo: i64, hi: i64) -> Result<()> {
+        let name = self.channels.inbox.clone();
+        self.execute("SELECT pg_notify($1, $2)", &[&name, &format!("{lo} {hi}")])
+            .map(|_| ())
+    }
+
     fn control(&mut self, sql: &str) -> Result<()> {
         let r = self.batch(sql);
         if r.is_err() {

@@ -4,19 +4,31 @@
 //! (ids are not handed out in commit order).
 
 use super::{PgConn, PgStore};
-use crate::domain::notify::{Delivered, DirectNotification, InboxItem, InboxPage, UserId};
+use crate::domain::notify::{
+    Delivered, DirectNotification, FeedItem, InboxItem, InboxPage, UserId,
+};
 use crate::domain::time::{to_ms, Ts};
 use crate::storage::{InboxStore, Result, StoreError, PRUNE_USERS_PER_PASS};
 use postgres::Row;
 use std::collections::BTreeMap;
 use uuid::Uuid;
 
-const ITEM: &str =
-    "SELECT i.uid::text, i.created_at, i.read_at, i.broadcast_id, i.event_key, i.user_id,
-        COALESCE(b.title, c.title, ''), COALESCE(b.body, c.body, ''), c.meta
-    FROM inbox_items i
+macro_rules! item_columns {
+    () => {
+        "SELECT i.uid::text, i.created_at, i.read_at, i.broadcast_id, i.event_key, i.user_id,
+        COALESCE(b.title, c.title, ''), COALESCE(b.body, c.body, ''), c.meta"
+    };
+}
+macro_rules! item_joins {
+    () => {
+        " FROM inbox_items i
     LEFT JOIN broadcasts b ON b.id = i.broadcast_id
-    LEFT JOIN notification_contents c ON c.id = i.content_id";
+    LEFT JOIN notification_contents c ON c.id = i.content_id"
+    };
+}
+const ITEM: &str = concat!(item_columns!(), item_joins!());
+/// `ITEM` with the row's sequence number last (`row::feed_item`).
+const FEED_ITEM: &str = concat!(item_columns!(), ", i.id", item_joins!());
 
 /// A UUID column read as text (the `postgres` crate is built without its uuid feature).
 fn uuid_text(s: &str) -> Result<Uuid> {
@@ -65,7 +77,7 @@ pub fn deliver_direct(c: &mut PgConn, n: &DirectNotification, now: Ts) -> Result
         "INSERT INTO inbox_items (user_id, content_id, event_key, created_at)
          VALUES ($1, $2, $3, $4)
          ON CONFLICT (user_id, event_key) WHERE event_key IS NOT NULL DO NOTHING
-         RETURNING uid::text",
+         RETURNING uid::text, id",
         &[&user, &content_id, &n.event_id, &now],
     )?;
     let Some(row) = inserted else {
@@ -91,6 +103,8 @@ pub fn deliver_direct(c: &mut PgConn, n: &DirectNotification, now: Ts) -> Result
              unread = inbox_counts.unread + 1",
         &[&user],
     )?;
+    let seq: i64 = row.get(1);
+    c.notify_inbox(seq, seq)?;
     Ok(Delivered {
         item_id: uuid_text(row.get(0))?,
         created: true,
@@ -108,6 +122,53 @@ fn counts(c: &mut PgConn, user: &UserId) -> Result<(i64, i64)> {
 
 pub fn unread(c: &mut PgConn, user: &UserId) -> Result<i64> {
     counts(c, user).map(|(_, unread)| unread)
+}
+
+fn feed_items(rows: Vec<Row>) -> Result<Vec<FeedItem>> {
+    rows.iter().map(crate::storage::row::feed_item).collect()
+}
+
+pub fn news(
+    c: &mut PgConn,
+    after: i64,
+    upto: i64,
+    users: &[UserId],
+    limit: usize,
+) -> Result<Vec<FeedItem>> {
+    let users: Vec<&str> = users.iter().map(UserId::as_str).collect();
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let rows = c.query(
+        &format!(
+            "{FEED_ITEM} WHERE i.user_id = ANY($3) AND i.id > $1 AND i.id <= $2
+             ORDER BY i.id LIMIT $4"
+        ),
+        &[&after, &upto, &users, &limit],
+    )?;
+    feed_items(rows)
+}
+
+pub fn unread_counts(c: &mut PgConn, users: &[UserId]) -> Result<Vec<(UserId, i64)>> {
+    let users: Vec<&str> = users.iter().map(UserId::as_str).collect();
+    Ok(c.query(
+        "SELECT user_id, unread FROM inbox_counts WHERE user_id = ANY($1)",
+        &[&users],
+    )?
+    .iter()
+    .map(|r| (UserId::trusted(r.get(0)), r.get(1)))
+    .collect())
+}
+
+pub fn after(c: &mut PgConn, user: &UserId, item: Uuid, limit: usize) -> Result<Vec<FeedItem>> {
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let rows = c.query(
+        &format!(
+            "{FEED_ITEM} WHERE i.user_id = $1
+               AND i.id > (SELECT id FROM inbox_items WHERE uid = ($2::text)::uuid AND user_id = $1)
+             ORDER BY i.id LIMIT $3"
+        ),
+        &[&user.as_str(), &item.to_string(), &limit],
+    )?;
+    feed_items(rows)
 }
 
 pub fn page(c: &mut PgConn, user: &UserId, limit: usize, offset: usize) -> Result<InboxPage> {
@@ -142,6 +203,11 @@ pub fn mark_read(c: &mut PgConn, user: &UserId, item: Uuid, now: Ts) -> Result<I
             &[&user.as_str()],
         )?;
     }
+    one(c, user, &item)
+}
+
+/// One of the user's items; another user's is not found.
+pub fn one(c: &mut PgConn, user: &UserId, item: &str) -> Result<InboxItem> {
     c.query_opt(
         &format!("{ITEM} WHERE i.uid = ($1::text)::uuid AND i.user_id = $2"),
         &[&item, &user.as_str()],
@@ -286,5 +352,36 @@ impl InboxStore for PgStore {
             None => Vec::new(),
         };
         self.write(move |c| prune(c, before, max_per_user, &over, limit))
+    }
+
+    fn inbox_item(&self, user: &UserId, item: Uuid) -> Result<InboxItem> {
+        self.read(|c| one(c, user, &item.to_string()))
+    }
+
+    fn inbox_head(&self) -> Result<i64> {
+        self.read(|c| {
+            Ok(
+                c.query_one("SELECT COALESCE(MAX(id), 0)::bigint FROM inbox_items", &[])?
+                    .get(0),
+            )
+        })
+    }
+
+    fn inbox_news(
+        &self,
+        after: i64,
+        upto: i64,
+        users: &[UserId],
+        limit: usize,
+    ) -> Result<Vec<FeedItem>> {
+        self.read(|c| news(c, after, upto, users, limit))
+    }
+
+    fn unread_counts(&self, users: &[UserId]) -> Result<Vec<(UserId, i64)>> {
+        self.read(|c| unread_counts(c, users))
+    }
+
+    fn inbox_after(&self, user: &UserId, item: Uuid, limit: usize) -> Result<Vec<FeedItem>> {
+        self.read(|c| after(c, user, item, limit))
     }
 }

@@ -17,6 +17,8 @@ use std::time::Duration;
 pub struct Channels {
     pub jobs: String,
     pub broadcasts: String,
+    /// New inbox items; the payload is `"lo hi"`, their sequence numbers.
+    pub inbox: String,
 }
 
 impl Channels {
@@ -24,6 +26,7 @@ impl Channels {
         Self {
             jobs: format!("wp_lite_jobs.{schema}"),
             broadcasts: format!("wp_lite_broadcasts.{schema}"),
+            inbox: format!("wp_lite_inbox.{schema}"),
         }
     }
 
@@ -31,14 +34,21 @@ impl Channels {
         match w {
             Wake::Jobs => &self.jobs,
             Wake::Broadcasts => &self.broadcasts,
+            Wake::Inbox { .. } => &self.inbox,
         }
     }
 
-    fn which(&self, channel: &str) -> Option<Wake> {
+    fn which(&self, channel: &str, payload: &str) -> Option<Wake> {
         if channel == self.jobs {
             Some(Wake::Jobs)
         } else if channel == self.broadcasts {
             Some(Wake::Broadcasts)
+        } else if channel == self.inbox {
+            let (lo, hi) = payload.split_once(' ')?;
+            Some(Wake::Inbox {
+                lo: lo.parse().ok()?,
+                hi: hi.parse().ok()?,
+            })
         } else {
             None
         }
@@ -100,9 +110,10 @@ fn run(config: Config, channels: Channels, subs: Subscribers, stop: Arc<AtomicBo
             }
         };
         let listen = format!(
-            "LISTEN {}; LISTEN {};",
+            "LISTEN {}; LISTEN {}; LISTEN {};",
             quote_ident(&channels.jobs),
-            quote_ident(&channels.broadcasts)
+            quote_ident(&channels.broadcasts),
+            quote_ident(&channels.inbox)
         );
         if let Err(e) = client.batch_execute(&listen) {
             tracing::warn!(error = %e, "LISTEN failed");
@@ -120,7 +131,7 @@ fn run(config: Config, channels: Channels, subs: Subscribers, stop: Arc<AtomicBo
             loop {
                 match it.next().transpose() {
                     Some(Ok(n)) => {
-                        if let Some(w) = channels.which(n.channel()) {
+                        if let Some(w) = channels.which(n.channel(), n.payload()) {
                             deliver(&subs, w);
                         }
                     }

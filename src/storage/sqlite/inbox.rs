@@ -2,20 +2,95 @@
 //! direct notifications point at a content row.
 
 use super::{map_err, SqliteStore};
-use crate::domain::notify::{Delivered, DirectNotification, InboxItem, InboxPage, UserId};
+use crate::domain::notify::{
+    Delivered, DirectNotification, FeedItem, InboxItem, InboxPage, UserId,
+};
 use crate::domain::time::{to_ms, Ts};
 use crate::storage::{InboxStore, Result, StoreError, PRUNE_USERS_PER_PASS};
 use rusqlite::{params, Connection, OptionalExtension, Row};
 use uuid::Uuid;
 
-const ITEM: &str = "SELECT i.uid, i.created_at, i.read_at, i.broadcast_id, i.event_key, i.user_id,
-        COALESCE(b.title, c.title, ''), COALESCE(b.body, c.body, ''), c.meta
-    FROM inbox_items i
+macro_rules! item_columns {
+    () => {
+        "SELECT i.uid, i.created_at, i.read_at, i.broadcast_id, i.event_key, i.user_id,
+        COALESCE(b.title, c.title, ''), COALESCE(b.body, c.body, ''), c.meta"
+    };
+}
+macro_rules! item_joins {
+    () => {
+        " FROM inbox_items i
     LEFT JOIN broadcasts b ON b.id = i.broadcast_id
-    LEFT JOIN notification_contents c ON c.id = i.content_id";
+    LEFT JOIN notification_contents c ON c.id = i.content_id"
+    };
+}
+const ITEM: &str = concat!(item_columns!(), item_joins!());
+/// `ITEM` with the row's sequence number last (`row::feed_item`).
+const FEED_ITEM: &str = concat!(item_columns!(), ", i.id", item_joins!());
 
 fn row_to_item(r: &Row<'_>) -> rusqlite::Result<InboxItem> {
     super::decoded(0, crate::storage::row::inbox_item(r))
+}
+
+fn row_to_feed_item(r: &Row<'_>) -> rusqlite::Result<FeedItem> {
+    super::decoded(0, crate::storage::row::feed_item(r))
+}
+
+/// The users as one JSON array parameter, read back with `json_each`.
+fn user_list(users: &[UserId]) -> String {
+    serde_json::Value::from(users.iter().map(UserId::as_str).collect::<Vec<_>>()).to_string()
+}
+
+pub fn news(
+    c: &Connection,
+    after: i64,
+    upto: i64,
+    users: &[UserId],
+    limit: usize,
+) -> Result<Vec<FeedItem>> {
+    // One probe of the (user_id, id) index per listening user.
+    c.prepare_cached(&format!(
+        "{FEED_ITEM} WHERE i.user_id IN (SELECT value FROM json_each(?3))
+           AND i.id > ?1 AND i.id <= ?2
+         ORDER BY i.id LIMIT ?4"
+    ))
+    .and_then(|mut s| {
+        s.query_map(
+            params![after, upto, user_list(users), limit as i64],
+            row_to_feed_item,
+        )?
+        .collect()
+    })
+    .map_err(map_err)
+}
+
+pub fn unread_counts(c: &Connection, users: &[UserId]) -> Result<Vec<(UserId, i64)>> {
+    c.prepare_cached(
+        "SELECT user_id, unread FROM inbox_counts
+         WHERE user_id IN (SELECT value FROM json_each(?1))",
+    )
+    .and_then(|mut s| {
+        s.query_map([user_list(users)], |r| {
+            Ok((UserId::trusted(r.get(0)?), r.get(1)?))
+        })?
+        .collect()
+    })
+    .map_err(map_err)
+}
+
+pub fn after(c: &Connection, user: &UserId, item: Uuid, limit: usize) -> Result<Vec<FeedItem>> {
+    c.prepare_cached(&format!(
+        "{FEED_ITEM} WHERE i.user_id = ?1
+           AND i.id > (SELECT id FROM inbox_items WHERE uid = ?2 AND user_id = ?1)
+         ORDER BY i.id LIMIT ?3"
+    ))
+    .and_then(|mut s| {
+        s.query_map(
+            params![user.as_str(), item.as_bytes().as_slice(), limit as i64],
+            row_to_feed_item,
+        )?
+        .collect()
+    })
+    .map_err(map_err)
 }
 
 /// The highest item id so far: items inserted after this call have larger ids.
@@ -147,6 +222,11 @@ pub fn mark_read(c: &Connection, user: &UserId, item: Uuid, now: Ts) -> Result<I
             .and_then(|mut s| s.execute([user.as_str()]))
             .map_err(map_err)?;
     }
+    one(c, user, item)
+}
+
+/// One of the user's items; another user's is not found.
+pub fn one(c: &Connection, user: &UserId, item: &[u8]) -> Result<InboxItem> {
     c.prepare_cached(&format!("{ITEM} WHERE i.uid = ?1 AND i.user_id = ?2"))
         .and_then(|mut s| {
             s.query_row(params![item, user.as_str()], row_to_item)
@@ -284,5 +364,31 @@ impl InboxStore for SqliteStore {
             None => Vec::new(),
         };
         self.write(move |c| prune(c, before, max_per_user, &over, limit))
+    }
+
+    fn inbox_item(&self, user: &UserId, item: Uuid) -> Result<InboxItem> {
+        self.read(|c| one(c, user, item.as_bytes().as_slice()))
+    }
+
+    fn inbox_head(&self) -> Result<i64> {
+        self.read(last_item_id)
+    }
+
+    fn inbox_news(
+        &self,
+        after: i64,
+        upto: i64,
+        users: &[UserId],
+        limit: usize,
+    ) -> Result<Vec<FeedItem>> {
+        self.read(|c| news(c, after, upto, users, limit))
+    }
+
+    fn unread_counts(&self, users: &[UserId]) -> Result<Vec<(UserId, i64)>> {
+        self.read(|c| unread_counts(c, users))
+    }
+
+    fn inbox_after(&self, user: &UserId, item: Uuid, limit: usize) -> Result<Vec<FeedItem>> {
+        self.read(|c| after(c, user, item, limit))
     }
 }
