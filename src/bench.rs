@@ -35,6 +35,7 @@ pub const SCENARIOS: &[&str] = &[
     "pickup-latency",
     "raw-insert-select",
     "broadcast-fanout",
+    "stream-fanout",
     "inbox-list-10",
     "inbox-list-10000",
 ];
@@ -65,6 +66,12 @@ pub struct Outcome {
     pub client_cpu_percent: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub server_cpu_percent: Option<f64>,
+    /// `stream-fanout`: how long the broadcast took to be `sent` with the streams open,
+    /// and with none open (the same serve, just before).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub delivery_seconds: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub delivery_seconds_alone: Option<f64>,
 }
 
 impl Outcome {
@@ -85,6 +92,8 @@ impl Outcome {
             percent_of_minimal: None,
             client_cpu_percent: None,
             server_cpu_percent: None,
+            delivery_seconds: None,
+            delivery_seconds_alone: None,
         }
     }
 }
@@ -357,6 +366,11 @@ const BENCH_TOKEN: &str = "bench-admin-token-0123456789abcdef0123456789";
 
 impl ServeChild {
     fn start(url: &str) -> anyhow::Result<Self> {
+        Self::start_with(url, &[])
+    }
+
+    /// A serve child with more `serve` options.
+    fn start_with(url: &str, extra: &[&str]) -> anyhow::Result<Self> {
         use std::io::BufRead;
         let mut child = std::process::Command::new(std::env::current_exe()?)
             .args([
@@ -374,6 +388,7 @@ impl ServeChild {
                 "--admin-token",
                 BENCH_TOKEN,
             ])
+            .args(extra)
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::piped())
@@ -669,6 +684,168 @@ async fn broadcast_fanout(url: &str, users: usize) -> anyhow::Result<Outcome> {
     Ok(Outcome::new("broadcast-fanout", users, elapsed))
 }
 
+const BENCH_JWT_SECRET: &str = "bench-jwt-secret-0123456789abcdef0123456789";
+
+/// One open SSE stream of the bench's client: a raw HTTP/1.1 request on its own socket,
+/// read until a line holds `needle`.
+struct RawStream {
+    tcp: tokio::net::TcpStream,
+    seen: String,
+}
+
+impl RawStream {
+    async fn open(addr: std::net::SocketAddr, user: String) -> anyhow::Result<RawStream> {
+        use tokio::io::AsyncWriteExt;
+        let exp = chrono::Utc::now().timestamp() + 3600;
+        let token = jsonwebtoken::encode(
+            &jsonwebtoken::Header::default(),
+            &serde_json::json!({ "sub": user, "exp": exp }),
+            &jsonwebtoken::EncodingKey::from_secret(BENCH_JWT_SECRET.as_bytes())?,
+        )?;
+        let mut tcp = tokio::net::TcpStream::connect(addr).await?;
+        tcp.write_all(
+            format!("GET /v1/notifications/stream?token={token} HTTP/1.1\r\nhost: bench\r\n\r\n")
+                .as_bytes(),
+        )
+        .await?;
+        let mut s = RawStream {
+            tcp,
+            seen: String::new(),
+        };
+        s.until("event: unread").await?;
+        anyhow::ensure!(
+            s.seen.starts_with("HTTP/1.1 200"),
+            "a stream was refused: {}",
+            s.seen.lines().next().unwrap_or("")
+        );
+        s.seen.clear();
+        Ok(s)
+    }
+
+    async fn until(&mut self, needle: &str) -> anyhow::Result<()> {
+        use tokio::io::AsyncReadExt;
+        let mut buf = [0u8; 4096];
+        while !self.seen.contains(needle) {
+            let n = self.tcp.read(&mut buf).await?;
+            anyhow::ensure!(n > 0, "a stream ended early");
+            self.seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+        Ok(())
+    }
+}
+
+/// Sends an `all_users` broadcast now through the API and returns how long it took to be
+/// `sent` (polled every 5 ms).
+async fn send_broadcast_now(http: &reqwest::Client, base: &str) -> anyhow::Result<Duration> {
+    let prefix = format!("{base}/v1/admin/notifications/broadcasts");
+    let b: serde_json::Value = http
+        .post(&prefix)
+        .bearer_auth(BENCH_TOKEN)
+        .json(
+            &serde_json::json!({ "title": "Feature launch", "body": "We are live!",
+                                     "audience": { "type": "all_users" } }),
+        )
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    let id = b["id"].as_str().context("a broadcast id")?.to_string();
+    let start = Instant::now();
+    http.post(format!("{prefix}/{id}/actions/send-now"))
+        .bearer_auth(BENCH_TOKEN)
+        .json(&serde_json::json!({}))
+        .send()
+        .await?
+        .error_for_status()?;
+    loop {
+        let b: serde_json::Value = http
+            .get(format!("{prefix}/{id}"))
+            .bearer_auth(BENCH_TOKEN)
+            .send()
+            .await?
+            .json()
+            .await?;
+        if b["status"] == "sent" {
+            return Ok(start.elapsed());
+        }
+        anyhow::ensure!(b["status"] != "failed", "the broadcast failed: {b}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// `streams` open SSE streams on a `serve` child (whose broadcast worker delivers), one
+/// each for users spread evenly over `users`; one `all_users` broadcast, timed until every
+/// stream has its item. The same broadcast is first sent on a fresh database of the same
+/// users (`alone_url`) with no stream open, so the report can say what the open streams
+/// cost the delivery itself.
+async fn stream_fanout(
+    url: &str,
+    alone_url: &str,
+    users: usize,
+    streams: usize,
+) -> anyhow::Result<Outcome> {
+    let http = client()?;
+    let max = streams.to_string();
+    let serve_args = ["--jwt-secret", BENCH_JWT_SECRET, "--max-streams", &max];
+    users_db(alone_url, users).await?;
+    let alone = {
+        let served = ServeChild::start_with(alone_url, &serve_args)?;
+        send_broadcast_now(&http, &served.base).await?
+    };
+    users_db(url, users).await?;
+    let spread = (users / streams).max(1);
+    let served = ServeChild::start_with(url, &serve_args)?;
+
+    let addr: std::net::SocketAddr = served.base.trim_start_matches("http://").parse()?;
+    let mut open = Vec::with_capacity(streams);
+    let mut set = JoinSet::new();
+    for i in 0..streams {
+        set.spawn(RawStream::open(addr, format!("user-{:07}", i * spread)));
+        // At most 256 handshakes in flight.
+        if set.len() >= 256 {
+            open.push(set.join_next().await.context("a stream")???);
+        }
+    }
+    while let Some(r) = set.join_next().await {
+        open.push(r??);
+    }
+    let (server0, client0) = (served.cpu_seconds(), cpu_seconds("/proc/self/stat"));
+    let start = Instant::now();
+    let mut waiting = JoinSet::new();
+    for mut s in open {
+        waiting.spawn(async move {
+            s.until("event: notification").await?;
+            anyhow::Ok((start.elapsed(), s))
+        });
+    }
+    let delivered = send_broadcast_now(&http, &served.base).await?;
+    let mut lags = Vec::with_capacity(streams);
+    let mut keep = Vec::with_capacity(streams);
+    while let Some(r) = waiting.join_next().await {
+        let (lag, s) = r??;
+        lags.push(lag.as_secs_f64() * 1000.0);
+        keep.push(s); // closed after the measurement, not while others still wait
+    }
+    let elapsed = start.elapsed();
+    lags.sort_by(f64::total_cmp);
+    let machine =
+        elapsed.as_secs_f64() * std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+    let mut out = Outcome::new("stream-fanout", lags.len(), elapsed);
+    out.p50_ms = percentile(&lags, 0.50);
+    out.p99_ms = percentile(&lags, 0.99);
+    out.peak_rss_mb = served.peak_rss_mb();
+    out.server_cpu_percent = Some((served.cpu_seconds() - server0) / machine * 100.0);
+    out.client_cpu_percent = Some((cpu_seconds("/proc/self/stat") - client0) / machine * 100.0);
+    out.compared_with = Some("the same broadcast's delivery with no stream open".into());
+    out.raw_ops_per_s = Some(streams as f64 / alone.as_secs_f64().max(1e-9));
+    out.percent_of_raw = Some(alone.as_secs_f64() / delivered.as_secs_f64().max(1e-9) * 100.0);
+    out.delivery_seconds = Some(delivered.as_secs_f64());
+    out.delivery_seconds_alone = Some(alone.as_secs_f64());
+    drop(keep);
+    Ok(out)
+}
+
 /// The first page (10 items, with total and unread counts) of an inbox holding `items`
 /// notifications, fetched `ops` times through the inbox service; p50/p99 per page. The page
 /// size is the same for both inbox sizes, so the comparison shows only what the inbox's
@@ -783,8 +960,9 @@ impl BenchTarget {
     }
 }
 
-async fn run_one(url: &str, name: &str, ops: usize) -> anyhow::Result<Outcome> {
+async fn run_one(target: &BenchTarget, name: &str, ops: usize) -> anyhow::Result<Outcome> {
     reset_peak_rss();
+    let url = &target.url(name);
     match name {
         "raw-insert-single"
         | "raw-insert-batch"
@@ -802,6 +980,20 @@ async fn run_one(url: &str, name: &str, ops: usize) -> anyhow::Result<Outcome> {
         "pickup-latency" => pickup_latency(url, (ops / 100).clamp(100, 2000)).await,
         "raw-insert-select" => raw_insert_select(url, fanout_users(ops)).await,
         "broadcast-fanout" => broadcast_fanout(url, fanout_users(ops)).await,
+        "stream-fanout" => {
+            let alone = "stream-fanout-alone";
+            target.cleanup(alone).await;
+            let users = fanout_users(ops);
+            let o = stream_fanout(
+                url,
+                &target.url(alone),
+                users,
+                (ops / 10).clamp(100, 10_000),
+            )
+            .await;
+            target.cleanup(alone).await;
+            o
+        }
         "inbox-list-10" => inbox_list(url, 10, (ops / 20).clamp(200, 5000)).await,
         "inbox-list-10000" => inbox_list(url, 10_000, (ops / 20).clamp(200, 5000)).await,
         other => anyhow::bail!("unknown scenario '{other}'"),
@@ -818,7 +1010,7 @@ pub async fn run_scenarios(
     for name in names {
         eprintln!("running {name} …");
         target.cleanup(name).await;
-        let o = run_one(&target.url(name), name, ops)
+        let o = run_one(target, name, ops)
             .await
             .with_context(|| format!("scenario {name}"));
         target.cleanup(name).await;
@@ -990,6 +1182,25 @@ pub fn targets(out: &[Outcome]) -> String {
                     o.seconds, o.ops_per_s, o.peak_rss_mb
                 ),
                 o.seconds <= 5.0 && pct >= 40.0 && o.peak_rss_mb <= 200.0 && o.ops >= 1_000_000,
+            )
+        }),
+    );
+    t.row(
+        "stream-fanout, 10 000 open SSE streams among 1 000 000 users: every item, p99 lag ≤ 2 s, server RSS ≤ 300 MB, delivery within 20 % of the same broadcast with no stream open",
+        find(out, "stream-fanout").map(|o| {
+            let p99 = o.p99_ms.unwrap_or(f64::MAX);
+            let (with, alone) = (
+                o.delivery_seconds.unwrap_or(f64::MAX),
+                o.delivery_seconds_alone.unwrap_or(0.0),
+            );
+            (
+                format!(
+                    "{} streams, p50 {:.0} ms, p99 {p99:.0} ms, {:.0} MB, delivery {with:.2} s vs {alone:.2} s with none open",
+                    o.ops,
+                    o.p50_ms.unwrap_or(0.0),
+                    o.peak_rss_mb
+                ),
+                o.ops >= 10_000 && p99 <= 2_000.0 && o.peak_rss_mb <= 300.0 && with <= 1.2 * alone,
             )
         }),
     );

@@ -99,7 +99,8 @@ fn item_json(f: &FeedItem) -> Value {
 /// One open stream: what it sends first, then what the hub pushes, until the token
 /// expires or the process stops.
 struct Feed {
-    st: AppState,
+    inbox: crate::service::inbox::InboxService,
+    clock: crate::clock::SharedClock,
     sub: Subscription,
     first: VecDeque<Out>,
     /// Items up to this sequence number were replayed; a push of one of them is dropped.
@@ -131,7 +132,8 @@ impl Feed {
             .to_std()
             .unwrap_or(Duration::ZERO);
         Ok(Feed {
-            st: st.clone(),
+            inbox: st.inbox.clone(),
+            clock: st.clock.clone(),
             sub,
             first,
             floor,
@@ -148,7 +150,7 @@ impl Feed {
         loop {
             if self.resync {
                 let user = self.sub.user().clone();
-                if let Ok(n) = self.st.inbox.unread(user).await {
+                if let Ok(n) = self.inbox.unread(user).await {
                     self.resync = false;
                     return Some(Out::Unread(n));
                 }
@@ -159,7 +161,7 @@ impl Feed {
             };
             match next {
                 Next::Push(Push::Item(f)) if f.seq > self.floor => {
-                    self.sub.sent_item(f.item.created_at, self.st.clock.now());
+                    self.sub.sent_item(f.item.created_at, self.clock.now());
                     return Some(Out::Item(f));
                 }
                 Next::Push(Push::Item(_)) => {}

@@ -32,6 +32,8 @@ use tokio::sync::{mpsc, watch, Notify};
 
 /// How often the fan-in looks at the store when nothing woke it.
 pub const POLL: Duration = Duration::from_millis(250);
+/// The fan-in reads the store at most this often (deliveries in between are one batch).
+pub const ROUND: Duration = Duration::from_millis(50);
 /// How often every listening user's unread count is read again.
 pub const UNREAD_REFRESH: Duration = Duration::from_secs(5);
 /// Events one stream holds before it drops and resynchronises.
@@ -377,12 +379,20 @@ pub async fn run_fan_in(hub: Arc<Hub>, db: Db, mut stop: watch::Receiver<bool>) 
     };
     let mut recent = Recent::default();
     let mut last_refresh = tokio::time::Instant::now();
+    let mut last_round = tokio::time::Instant::now();
     loop {
         tokio::select! {
             _ = hub.wake.notified() => {}
             _ = tokio::time::sleep(POLL) => {}
             _ = crate::shutdown::stopped(&mut stop) => return,
         }
+        // Wake-ups that come faster than this (a broadcast commits a chunk every few
+        // milliseconds) are taken together in one round.
+        tokio::select! {
+            _ = tokio::time::sleep_until(last_round + ROUND) => {}
+            _ = crate::shutdown::stopped(&mut stop) => return,
+        }
+        last_round = tokio::time::Instant::now();
         let refresh_all = last_refresh.elapsed() >= UNREAD_REFRESH;
         if refresh_all {
             last_refresh = tokio::time::Instant::now();
@@ -401,11 +411,41 @@ async fn fan_in_once(
     refresh_all: bool,
 ) -> Result<()> {
     let pending = hub.take_pending();
+    let (ranges, unread) = (pending.ranges.clone(), pending.unread.clone());
+    let done = push_news(hub, db, *cursor, pending, recent, refresh_all).await;
+    match done {
+        Ok(head) => {
+            if head < *cursor {
+                // Every item was deleted and SQLite hands out low ids again.
+                *recent = Recent::default();
+            }
+            *cursor = head;
+            Ok(())
+        }
+        Err(e) => {
+            // Nothing is lost: the same work is done at the next wake-up or poll.
+            let mut p = hub.pending.lock().expect("hub lock");
+            p.ranges.extend(ranges);
+            p.unread.extend(unread);
+            Err(e)
+        }
+    }
+}
+
+/// Pushes the listening users' items after `after` (and in the pending ranges), then the
+/// unread counts that changed; returns the head it read up to.
+async fn push_news(
+    hub: &Hub,
+    db: &Db,
+    after: i64,
+    pending: Pending,
+    recent: &mut Recent,
+    refresh_all: bool,
+) -> Result<i64> {
     let head = db.call(|s| s.inbox_head()).await?;
     let users = hub.listening();
-    let after = std::mem::replace(cursor, head.max(*cursor));
     if users.is_empty() {
-        return Ok(());
+        return Ok(head);
     }
     let users: Arc<[UserId]> = users.into();
     let mut spans: Vec<(i64, i64)> = pending
@@ -446,7 +486,7 @@ async fn fan_in_once(
         touched.iter().cloned().collect()
     };
     if wanted.is_empty() {
-        return Ok(());
+        return Ok(head);
     }
     let counts: HashMap<UserId, i64> = {
         let wanted = wanted.clone();
@@ -460,5 +500,5 @@ async fn fan_in_once(
         // After items or a read the count is always sent; the periodic refresh sends changes.
         hub.send_unread(&user, n, !touched.contains(&user));
     }
-    Ok(())
+    Ok(head)
 }
