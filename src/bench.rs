@@ -72,6 +72,12 @@ pub struct Outcome {
     pub delivery_seconds: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub delivery_seconds_alone: Option<f64>,
+    /// `stream-fanout`: the server's own push lag (an item's delivery to its sending on a
+    /// stream), p50 and p99 as the upper bounds of its histogram's buckets.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub push_lag_p50_ms: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub push_lag_p99_ms: Option<f64>,
 }
 
 impl Outcome {
@@ -94,6 +100,8 @@ impl Outcome {
             server_cpu_percent: None,
             delivery_seconds: None,
             delivery_seconds_alone: None,
+            push_lag_p50_ms: None,
+            push_lag_p99_ms: None,
         }
     }
 }
@@ -734,6 +742,30 @@ impl RawStream {
     }
 }
 
+/// The upper bound (in ms) of the first bucket of a Prometheus histogram holding the
+/// fraction `q` of its observations.
+fn histogram_bound(text: &str, name: &str, q: f64) -> Option<f64> {
+    let prefix = format!("{name}_bucket{{le=\"");
+    let buckets: Vec<(f64, f64)> = text
+        .lines()
+        .filter_map(|l| {
+            let rest = l.strip_prefix(&prefix)?;
+            let (le, count) = rest.split_once("\"} ")?;
+            let le = if le == "+Inf" {
+                f64::INFINITY
+            } else {
+                le.parse().ok()?
+            };
+            Some((le, count.trim().parse().ok()?))
+        })
+        .collect();
+    let total = buckets.last()?.1;
+    buckets
+        .iter()
+        .find(|(_, n)| *n >= q * total && total > 0.0)
+        .map(|(le, _)| le * 1000.0)
+}
+
 /// Sends an `all_users` broadcast now through the API and returns how long it took to be
 /// `sent` (polled every 5 ms).
 async fn send_broadcast_now(http: &reqwest::Client, base: &str) -> anyhow::Result<Duration> {
@@ -842,6 +874,15 @@ async fn stream_fanout(
     out.percent_of_raw = Some(alone.as_secs_f64() / delivered.as_secs_f64().max(1e-9) * 100.0);
     out.delivery_seconds = Some(delivered.as_secs_f64());
     out.delivery_seconds_alone = Some(alone.as_secs_f64());
+    let metrics = http
+        .get(format!("{}/v1/metrics", served.base))
+        .bearer_auth(BENCH_TOKEN)
+        .send()
+        .await?
+        .text()
+        .await?;
+    out.push_lag_p50_ms = histogram_bound(&metrics, "wp_lite_inbox_push_lag_seconds", 0.50);
+    out.push_lag_p99_ms = histogram_bound(&metrics, "wp_lite_inbox_push_lag_seconds", 0.99);
     drop(keep);
     Ok(out)
 }
@@ -1195,9 +1236,10 @@ pub fn targets(out: &[Outcome]) -> String {
             );
             (
                 format!(
-                    "{} streams, p50 {:.0} ms, p99 {p99:.0} ms, {:.0} MB, delivery {with:.2} s vs {alone:.2} s with none open",
+                    "{} streams, p50 {:.0} ms, p99 {p99:.0} ms (the server's push lag: p99 ≤ {:.0} ms), {:.0} MB, delivery {with:.2} s vs {alone:.2} s with none open",
                     o.ops,
                     o.p50_ms.unwrap_or(0.0),
+                    o.push_lag_p99_ms.unwrap_or(f64::NAN),
                     o.peak_rss_mb
                 ),
                 o.ops >= 10_000 && p99 <= 2_000.0 && o.peak_rss_mb <= 300.0 && with <= 1.2 * alone,
