@@ -1887,6 +1887,7 @@ fn schedules_run_once_and_pause_holds_across_three_postgres_nodes() {
 /// process — each node learns of new items from PostgreSQL's NOTIFY.
 #[test]
 fn streams_receive_items_delivered_by_other_nodes() {
+    use live::Events;
     const SECRET: &str = "jwt-secret-for-multinode-stream-tests-0123456789";
     let Some(base) = pg_base("streams_receive_items_delivered_by_other_nodes") else {
         return;

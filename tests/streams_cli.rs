@@ -9,7 +9,7 @@ mod common;
 mod live;
 
 use common::{serving_base_logged, signal, wait_bounded};
-use live::{Ended, Sse, Ws};
+use live::{Ended, Events, Sse, Ws};
 use serde_json::{json, Value};
 use std::process::{Command, Stdio};
 

@@ -97,31 +97,6 @@ impl Sse {
             }
         }
     }
-
-    /// The next `notification`, skipping `unread` events.
-    pub async fn item(&mut self) -> Ev {
-        loop {
-            let e = self.next().await.expect("the stream is open");
-            if e.event == "notification" {
-                return e;
-            }
-        }
-    }
-
-    /// The next `unread` count, skipping items.
-    pub async fn unread(&mut self) -> i64 {
-        loop {
-            let e = self.next().await.expect("the stream is open");
-            if e.event == "unread" {
-                return e.data["unread"].as_i64().unwrap();
-            }
-        }
-    }
-
-    /// Waits for an `unread` event with this count.
-    pub async fn unread_becomes(&mut self, n: i64) {
-        while self.unread().await != n {}
-    }
 }
 
 type Socket =
@@ -179,29 +154,55 @@ impl Ws {
         .expect("a WebSocket frame within the patience")
     }
 
-    pub async fn item(&mut self) -> Ev {
-        loop {
-            let e = self.next().await.expect("the socket is open");
-            if e.event == "notification" {
-                return e;
-            }
-        }
-    }
-
-    pub async fn unread(&mut self) -> i64 {
-        loop {
-            let e = self.next().await.expect("the socket is open");
-            if e.event == "unread" {
-                return e.data["unread"].as_i64().unwrap();
-            }
-        }
-    }
-
     /// Sends a frame the server should ignore.
     pub async fn say(&mut self, text: &str) {
         self.socket
             .send(Message::Text(text.to_string().into()))
             .await
             .expect("send a frame");
+    }
+}
+
+/// What both kinds of stream offer a test.
+#[allow(async_fn_in_trait)]
+pub trait Events {
+    /// The next event; None once the stream has ended.
+    async fn event(&mut self) -> Option<Ev>;
+
+    /// The next `notification`, skipping `unread` events.
+    async fn item(&mut self) -> Ev {
+        loop {
+            let e = self.event().await.expect("the stream is open");
+            if e.event == "notification" {
+                return e;
+            }
+        }
+    }
+
+    /// The next `unread` count, skipping items.
+    async fn unread(&mut self) -> i64 {
+        loop {
+            let e = self.event().await.expect("the stream is open");
+            if e.event == "unread" {
+                return e.data["unread"].as_i64().unwrap();
+            }
+        }
+    }
+
+    /// Waits for an `unread` event with this count.
+    async fn unread_becomes(&mut self, n: i64) {
+        while self.unread().await != n {}
+    }
+}
+
+impl Events for Sse {
+    async fn event(&mut self) -> Option<Ev> {
+        self.next().await
+    }
+}
+
+impl Events for Ws {
+    async fn event(&mut self) -> Option<Ev> {
+        self.next().await.ok()
     }
 }
