@@ -32,8 +32,11 @@ use tokio::sync::{mpsc, watch, Notify};
 
 /// How often the fan-in looks at the store when nothing woke it.
 pub const POLL: Duration = Duration::from_millis(250);
-/// The fan-in reads the store at most this often (deliveries in between are one batch).
+/// After a busy round the fan-in reads the store at most this often (deliveries in between
+/// are one batch).
 pub const ROUND: Duration = Duration::from_millis(50);
+/// Items pushed in one round that make the next round wait for ROUND.
+const BUSY: usize = 100;
 /// How often every listening user's unread count is read again.
 pub const UNREAD_REFRESH: Duration = Duration::from_secs(5);
 /// Events one stream holds before it drops and resynchronises.
@@ -380,26 +383,33 @@ pub async fn run_fan_in(hub: Arc<Hub>, db: Db, mut stop: watch::Receiver<bool>) 
     let mut recent = Recent::default();
     let mut last_refresh = tokio::time::Instant::now();
     let mut last_round = tokio::time::Instant::now();
+    let mut busy = false;
     loop {
         tokio::select! {
             _ = hub.wake.notified() => {}
             _ = tokio::time::sleep(POLL) => {}
             _ = crate::shutdown::stopped(&mut stop) => return,
         }
-        // Wake-ups that come faster than this (a broadcast commits a chunk every few
-        // milliseconds) are taken together in one round.
-        tokio::select! {
-            _ = tokio::time::sleep_until(last_round + ROUND) => {}
-            _ = crate::shutdown::stopped(&mut stop) => return,
+        // After a busy round (a broadcast commits a chunk every few milliseconds), the
+        // wake-ups of the next ROUND are taken together; a lone item goes out at once.
+        if busy {
+            tokio::select! {
+                _ = tokio::time::sleep_until(last_round + ROUND) => {}
+                _ = crate::shutdown::stopped(&mut stop) => return,
+            }
         }
         last_round = tokio::time::Instant::now();
         let refresh_all = last_refresh.elapsed() >= UNREAD_REFRESH;
         if refresh_all {
             last_refresh = tokio::time::Instant::now();
         }
-        if let Err(e) = fan_in_once(&hub, &db, &mut cursor, &mut recent, refresh_all).await {
-            tracing::warn!(error = %e, "the real-time inbox could not read new items; retrying");
-        }
+        busy = match fan_in_once(&hub, &db, &mut cursor, &mut recent, refresh_all).await {
+            Ok(pushed) => pushed >= BUSY,
+            Err(e) => {
+                tracing::warn!(error = %e, "the real-time inbox could not read new items; retrying");
+                true
+            }
+        };
     }
 }
 
@@ -409,18 +419,18 @@ async fn fan_in_once(
     cursor: &mut i64,
     recent: &mut Recent,
     refresh_all: bool,
-) -> Result<()> {
+) -> Result<usize> {
     let pending = hub.take_pending();
     let (ranges, unread) = (pending.ranges.clone(), pending.unread.clone());
     let done = push_news(hub, db, *cursor, pending, recent, refresh_all).await;
     match done {
-        Ok(head) => {
+        Ok((head, pushed)) => {
             if head < *cursor {
                 // Every item was deleted and SQLite hands out low ids again.
                 *recent = Recent::default();
             }
             *cursor = head;
-            Ok(())
+            Ok(pushed)
         }
         Err(e) => {
             // Nothing is lost: the same work is done at the next wake-up or poll.
@@ -433,7 +443,7 @@ async fn fan_in_once(
 }
 
 /// Pushes the listening users' items after `after` (and in the pending ranges), then the
-/// unread counts that changed; returns the head it read up to.
+/// unread counts that changed; returns the head it read up to and how many items it pushed.
 async fn push_news(
     hub: &Hub,
     db: &Db,
@@ -441,11 +451,11 @@ async fn push_news(
     pending: Pending,
     recent: &mut Recent,
     refresh_all: bool,
-) -> Result<i64> {
+) -> Result<(i64, usize)> {
     let head = db.call(|s| s.inbox_head()).await?;
     let users = hub.listening();
     if users.is_empty() {
-        return Ok(head);
+        return Ok((head, 0));
     }
     let users: Arc<[UserId]> = users.into();
     let mut spans: Vec<(i64, i64)> = pending
@@ -457,6 +467,7 @@ async fn push_news(
         spans.push((after, head));
     }
     let mut touched: HashSet<UserId> = pending.unread;
+    let mut pushed = 0;
     for (mut from, upto) in spans {
         loop {
             let batch = {
@@ -470,6 +481,7 @@ async fn push_news(
             }
             for item in batch {
                 if recent.first_time(item.seq) {
+                    pushed += 1;
                     touched.insert(item.user.clone());
                     let user = item.user.clone();
                     hub.send(&user, &Push::Item(Box::new(item)));
@@ -486,7 +498,7 @@ async fn push_news(
         touched.iter().cloned().collect()
     };
     if wanted.is_empty() {
-        return Ok(head);
+        return Ok((head, pushed));
     }
     let counts: HashMap<UserId, i64> = {
         let wanted = wanted.clone();
@@ -500,5 +512,5 @@ async fn push_news(
         // After items or a read the count is always sent; the periodic refresh sends changes.
         hub.send_unread(&user, n, !touched.contains(&user));
     }
-    Ok(head)
+    Ok((head, pushed))
 }
