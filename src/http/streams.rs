@@ -103,8 +103,8 @@ struct Feed {
     clock: crate::clock::SharedClock,
     sub: Subscription,
     first: VecDeque<Out>,
-    /// Items up to this sequence number were replayed; a push of one of them is dropped.
-    floor: i64,
+    /// The items replayed; a push of one of them is dropped.
+    replayed: std::collections::HashSet<i64>,
     deadline: tokio::time::Instant,
     /// A resynchronisation was asked for and not yet sent.
     resync: bool,
@@ -125,7 +125,7 @@ impl Feed {
             Some(id) => st.inbox.after(who.user.clone(), id, REPLAY).await?,
             None => Vec::new(),
         };
-        let floor = replay.last().map_or(i64::MIN, |f| f.seq);
+        let replayed = replay.iter().map(|f| f.seq).collect();
         let mut first = VecDeque::from([Out::Unread(unread)]);
         first.extend(replay.into_iter().map(|f| Out::Item(Box::new(f))));
         let left = (who.until - st.clock.now())
@@ -136,7 +136,7 @@ impl Feed {
             clock: st.clock.clone(),
             sub,
             first,
-            floor,
+            replayed,
             deadline: tokio::time::Instant::now() + left,
             resync: false,
         })
@@ -160,7 +160,7 @@ impl Feed {
                 _ = tokio::time::sleep_until(self.deadline) => return None,
             };
             match next {
-                Next::Push(Push::Item(f)) if f.seq > self.floor => {
+                Next::Push(Push::Item(f)) if !self.replayed.contains(&f.seq) => {
                     self.sub.sent_item(f.item.created_at, self.clock.now());
                     return Some(Out::Item(f));
                 }
@@ -255,11 +255,26 @@ async fn ws(
 }
 
 async fn close(mut socket: WebSocket, code: u16, reason: &str) {
+    // A close frame's reason is at most 123 bytes.
+    let mut end = reason.len().min(123);
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
     let frame = CloseFrame {
         code,
-        reason: reason.chars().take(100).collect::<String>().into(),
+        reason: reason[..end].to_string().into(),
     };
     let _ = socket.send(Message::Close(Some(frame))).await;
+}
+
+/// Sends a frame; false when the socket failed or the client did not take it within a
+/// keep-alive period (a client that does not read cannot hold its socket past its token's
+/// expiry or a stop).
+async fn send_within(socket: &mut WebSocket, msg: Message) -> bool {
+    matches!(
+        tokio::time::timeout(KEEP_ALIVE, socket.send(msg)).await,
+        Ok(Ok(()))
+    )
 }
 
 async fn serve_socket(st: AppState, socket: WebSocket, who: ApiResult<StreamUser>) {
@@ -278,7 +293,7 @@ async fn serve_socket(st: AppState, socket: WebSocket, who: ApiResult<StreamUser
         tokio::select! {
             out = feed.next() => match out {
                 Some(o) => {
-                    if socket.send(Message::Text(o.ws().into())).await.is_err() {
+                    if !send_within(&mut socket, Message::Text(o.ws().into())).await {
                         return;
                     }
                 }
@@ -289,11 +304,15 @@ async fn serve_socket(st: AppState, socket: WebSocket, who: ApiResult<StreamUser
             },
             // Client frames are read (pings are answered) and otherwise ignored.
             msg = socket.recv() => match msg {
-                Some(Ok(Message::Close(_))) | Some(Err(_)) | None => return,
+                Some(Ok(Message::Close(_))) => {
+                    let _ = send_within(&mut socket, Message::Close(None)).await;
+                    return;
+                }
+                Some(Err(_)) | None => return,
                 Some(Ok(_)) => {}
             },
             _ = ping.tick() => {
-                if socket.send(Message::Ping(Vec::new().into())).await.is_err() {
+                if !send_within(&mut socket, Message::Ping(Vec::new().into())).await {
                     return;
                 }
             }

@@ -35,6 +35,8 @@ pub const POLL: Duration = Duration::from_millis(250);
 /// After a busy round the fan-in reads the store at most this often (deliveries in between
 /// are one batch).
 pub const ROUND: Duration = Duration::from_millis(50);
+/// How far back a rescan reads (by the cursors the fan-in had then).
+pub const RESCAN: Duration = Duration::from_secs(30);
 /// Items pushed in one round that make the next round wait for ROUND.
 const BUSY: usize = 100;
 /// How often every listening user's unread count is read again.
@@ -103,6 +105,31 @@ struct Pending {
     ranges: Vec<(i64, i64)>,
     /// Users whose unread count changed here.
     unread: HashSet<UserId>,
+    /// Read again what committed lately (notifications may have been lost).
+    rescan: bool,
+}
+
+/// Ranges kept before they are merged into one.
+const MAX_RANGES: usize = 64;
+
+impl Pending {
+    fn add_range(&mut self, lo: i64, hi: i64) {
+        self.ranges.push((lo, hi));
+        if self.ranges.len() > MAX_RANGES {
+            let lo = self.ranges.iter().map(|r| r.0).min().unwrap_or(lo);
+            let hi = self.ranges.iter().map(|r| r.1).max().unwrap_or(hi);
+            self.ranges = vec![(lo, hi)];
+        }
+    }
+
+    /// Puts back work that a failed round took.
+    fn restore(&mut self, ranges: Vec<(i64, i64)>, unread: HashSet<UserId>, rescan: bool) {
+        for (lo, hi) in ranges {
+            self.add_range(lo, hi);
+        }
+        self.unread.extend(unread);
+        self.rescan |= rescan;
+    }
 }
 
 /// The open streams of this process, by user.
@@ -190,7 +217,14 @@ impl Hub {
 
     /// Items `lo..=hi` were committed somewhere (another node's NOTIFY, or this one's).
     pub fn range_committed(&self, lo: i64, hi: i64) {
-        self.pending.lock().expect("hub lock").ranges.push((lo, hi));
+        self.pending.lock().expect("hub lock").add_range(lo, hi);
+        self.wake.notify_one();
+    }
+
+    /// Notifications may have been missed (the store's listener reconnected): the fan-in
+    /// reads again what committed in the last [`RESCAN`].
+    pub fn rescan(&self) {
+        self.pending.lock().expect("hub lock").rescan = true;
         self.wake.notify_one();
     }
 
@@ -257,7 +291,11 @@ impl Hub {
     /// Records the unread count a new stream was sent when it opened.
     fn note_unread(&self, user: &UserId, unread: i64) {
         if let Some(entry) = self.users.lock().expect("hub lock").get_mut(user) {
-            entry.unread = Some(unread);
+            // Another stream of this user may show an older count: forget the last one
+            // pushed, so the next refresh sends the count to all of them.
+            if entry.unread != Some(unread) {
+                entry.unread = entry.unread.map_or(Some(unread), |_| None);
+            }
         }
     }
 }
@@ -368,7 +406,7 @@ impl Recent {
 /// them. Store errors are logged and retried at the next poll.
 pub async fn run_fan_in(hub: Arc<Hub>, db: Db, mut stop: watch::Receiver<bool>) {
     // What is in the store when the process starts is not news.
-    let mut cursor = loop {
+    let cursor = loop {
         match db.call(|s| s.inbox_head()).await {
             Ok(head) => break head,
             Err(e) => {
@@ -379,6 +417,10 @@ pub async fn run_fan_in(hub: Arc<Hub>, db: Db, mut stop: watch::Receiver<bool>) 
                 }
             }
         }
+    };
+    let mut pos = Position {
+        cursor,
+        past: VecDeque::new(),
     };
     let mut recent = Recent::default();
     let mut last_refresh = tokio::time::Instant::now();
@@ -403,7 +445,7 @@ pub async fn run_fan_in(hub: Arc<Hub>, db: Db, mut stop: watch::Receiver<bool>) 
         if refresh_all {
             last_refresh = tokio::time::Instant::now();
         }
-        busy = match fan_in_once(&hub, &db, &mut cursor, &mut recent, refresh_all).await {
+        busy = match fan_in_once(&hub, &db, &mut pos, &mut recent, refresh_all).await {
             Ok(pushed) => pushed >= BUSY,
             Err(e) => {
                 tracing::warn!(error = %e, "the real-time inbox could not read new items; retrying");
@@ -413,30 +455,59 @@ pub async fn run_fan_in(hub: Arc<Hub>, db: Db, mut stop: watch::Receiver<bool>) 
     }
 }
 
+/// The fan-in's position: its cursor, and the cursors it had over the last [`RESCAN`].
+struct Position {
+    cursor: i64,
+    past: VecDeque<(tokio::time::Instant, i64)>,
+}
+
+impl Position {
+    fn advance(&mut self, head: i64) {
+        let now = tokio::time::Instant::now();
+        self.past.push_back((now, self.cursor));
+        while self
+            .past
+            .front()
+            .is_some_and(|(at, _)| now.duration_since(*at) > RESCAN)
+        {
+            self.past.pop_front();
+        }
+        self.cursor = head;
+    }
+
+    /// Where a rescan starts: the oldest cursor remembered.
+    fn rescan_from(&self) -> i64 {
+        self.past.front().map_or(self.cursor, |(_, c)| *c)
+    }
+}
+
 async fn fan_in_once(
     hub: &Hub,
     db: &Db,
-    cursor: &mut i64,
+    pos: &mut Position,
     recent: &mut Recent,
     refresh_all: bool,
 ) -> Result<usize> {
-    let pending = hub.take_pending();
-    let (ranges, unread) = (pending.ranges.clone(), pending.unread.clone());
-    let done = push_news(hub, db, *cursor, pending, recent, refresh_all).await;
-    match done {
+    let mut pending = hub.take_pending();
+    let (ranges, unread, rescan) = (
+        pending.ranges.clone(),
+        pending.unread.clone(),
+        pending.rescan,
+    );
+    if rescan && pos.rescan_from() < pos.cursor {
+        pending.ranges.push((pos.rescan_from() + 1, pos.cursor));
+    }
+    match push_news(hub, db, pos.cursor, pending, recent, refresh_all).await {
         Ok((head, pushed)) => {
-            if head < *cursor {
-                // Every item was deleted and SQLite hands out low ids again.
-                *recent = Recent::default();
-            }
-            *cursor = head;
+            pos.advance(head);
             Ok(pushed)
         }
         Err(e) => {
             // Nothing is lost: the same work is done at the next wake-up or poll.
-            let mut p = hub.pending.lock().expect("hub lock");
-            p.ranges.extend(ranges);
-            p.unread.extend(unread);
+            hub.pending
+                .lock()
+                .expect("hub lock")
+                .restore(ranges, unread, rescan);
             Err(e)
         }
     }
@@ -458,13 +529,20 @@ async fn push_news(
         return Ok((head, 0));
     }
     let users: Arc<[UserId]> = users.into();
+    // A range reported by a NOTIFY matters only below the cursor (what lies past it is
+    // read anyway): an item that committed after one with a higher id.
     let mut spans: Vec<(i64, i64)> = pending
         .ranges
         .iter()
-        .map(|&(lo, hi)| (lo - 1, hi))
+        .filter(|&&(lo, _)| lo <= after)
+        .map(|&(lo, hi)| (lo - 1, hi.min(after)))
         .collect();
     if head > after {
         spans.push((after, head));
+    } else if head < after {
+        // Every item was deleted and SQLite hands out low ids again: all of them are new.
+        *recent = Recent::default();
+        spans.push((0, head));
     }
     let mut touched: HashSet<UserId> = pending.unread;
     let mut pushed = 0;
@@ -513,4 +591,38 @@ async fn push_news(
         hub.send_unread(&user, n, !touched.contains(&user));
     }
     Ok((head, pushed))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pending_ranges_stay_bounded_and_cover_what_they_merged() {
+        let mut p = Pending::default();
+        for i in 0..(MAX_RANGES as i64 + 10) {
+            p.add_range(i * 10, i * 10 + 5);
+        }
+        assert!(p.ranges.len() <= MAX_RANGES);
+        let lo = p.ranges.iter().map(|r| r.0).min().unwrap();
+        let hi = p.ranges.iter().map(|r| r.1).max().unwrap();
+        assert_eq!((lo, hi), (0, (MAX_RANGES as i64 + 9) * 10 + 5));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_rescan_starts_at_the_oldest_cursor_of_its_window() {
+        let mut pos = Position {
+            cursor: 10,
+            past: VecDeque::new(),
+        };
+        assert_eq!(pos.rescan_from(), 10, "nothing remembered yet");
+        pos.advance(20);
+        tokio::time::advance(RESCAN / 2).await;
+        pos.advance(30);
+        assert_eq!((pos.cursor, pos.rescan_from()), (30, 10));
+        tokio::time::advance(RESCAN + Duration::from_secs(1)).await;
+        pos.advance(40);
+        // The cursors older than the window are forgotten.
+        assert_eq!(pos.rescan_from(), 30);
+    }
 }

@@ -350,6 +350,9 @@ pub enum Wake {
     /// committed delivery, whichever node made it). Items of other transactions may share
     /// the range; a reader takes only the users it cares about and drops repeats.
     Inbox { lo: i64, hi: i64 },
+    /// Inbox notifications may have been missed (the listener (re)connected): read again
+    /// what committed lately.
+    InboxRescan,
 }
 
 /// Called (on a store thread) when a wake-up arrives; must be quick and not block.

@@ -143,6 +143,11 @@ impl WorkerEnv {
                         h.range_committed(lo, hi);
                     }
                 }
+                crate::storage::Wake::InboxRescan => {
+                    if let Some(h) = &hub {
+                        h.rescan();
+                    }
+                }
             }));
     }
 

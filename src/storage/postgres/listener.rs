@@ -34,7 +34,7 @@ impl Channels {
         match w {
             Wake::Jobs => &self.jobs,
             Wake::Broadcasts => &self.broadcasts,
-            Wake::Inbox { .. } => &self.inbox,
+            Wake::Inbox { .. } | Wake::InboxRescan => &self.inbox,
         }
     }
 
@@ -125,6 +125,7 @@ fn run(config: Config, channels: Channels, subs: Subscribers, stop: Arc<AtomicBo
         // Something may have happened while we were not listening.
         deliver(&subs, Wake::Jobs);
         deliver(&subs, Wake::Broadcasts);
+        deliver(&subs, Wake::InboxRescan);
         'conn: while !stop.load(Ordering::SeqCst) {
             let mut notes = client.notifications();
             let mut it = notes.timeout_iter(POLL);

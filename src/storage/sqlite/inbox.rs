@@ -66,6 +66,9 @@ pub fn news(
             })
             .map_err(map_err);
     }
+    // Both reads in one snapshot, so retention between them cannot shorten the batch.
+    let tx = c.unchecked_transaction().map_err(map_err)?;
+    let c = &*tx;
     let listening: std::collections::HashSet<&str> = users.iter().map(UserId::as_str).collect();
     let mut ids: Vec<i64> = Vec::new();
     {
@@ -91,14 +94,17 @@ pub fn news(
     if ids.is_empty() {
         return Ok(Vec::new());
     }
-    c.prepare_cached(&format!(
-        "{FEED_ITEM} WHERE i.id IN (SELECT value FROM json_each(?1)) ORDER BY i.id"
-    ))
-    .and_then(|mut s| {
-        s.query_map([serde_json::Value::from(ids).to_string()], row_to_feed_item)?
-            .collect()
-    })
-    .map_err(map_err)
+    let items = c
+        .prepare_cached(&format!(
+            "{FEED_ITEM} WHERE i.id IN (SELECT value FROM json_each(?1)) ORDER BY i.id"
+        ))
+        .and_then(|mut s| {
+            s.query_map([serde_json::Value::from(ids).to_string()], row_to_feed_item)?
+                .collect()
+        })
+        .map_err(map_err)?;
+    tx.finish().map_err(map_err)?;
+    Ok(items)
 }
 
 pub fn unread_counts(c: &Connection, users: &[UserId]) -> Result<Vec<(UserId, i64)>> {
