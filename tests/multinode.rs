@@ -148,33 +148,8 @@ impl Log {
 
 /// Like `common::serving_base`, but keeps the log lines for the test to look at.
 fn serving_base_logged(child: &mut Child) -> (String, Log) {
-    let stderr = child.stderr.take().expect("stderr is piped");
-    let mut lines = BufReader::new(stderr).lines();
-    let mut seen = Vec::new();
-    let addr = loop {
-        let line = match lines.next() {
-            Some(Ok(line)) => line,
-            _ => panic!(
-                "serve exited before listening; its log:\n{}",
-                seen.join("\n")
-            ),
-        };
-        if let Ok(v) = serde_json::from_str::<Value>(&line) {
-            if v["message"] == "wp-lite serving" {
-                break v["addr"].as_str().expect("addr in the log").to_string();
-            }
-        }
-        seen.push(line);
-    };
-    let log = Log(Arc::new(Mutex::new(seen)));
-    let l = log.clone();
-    std::thread::spawn(move || {
-        for line in lines {
-            let Ok(line) = line else { break };
-            l.0.lock().unwrap().push(line);
-        }
-    });
-    (format!("http://{addr}"), log)
+    let (base, lines) = common::serving_base_logged(child);
+    (base, Log(lines))
 }
 
 /// One `wp-lite serve` node. Dropping it kills the process.

@@ -48,10 +48,13 @@ pub fn serving_base_logged(child: &mut Child) -> (String, Arc<Mutex<Vec<String>>
     let mut lines = BufReader::new(stderr).lines();
     let kept: Arc<Mutex<Vec<String>>> = Arc::default();
     let addr = loop {
-        let line = lines
-            .next()
-            .expect("serve exited before listening")
-            .expect("read the log");
+        let line = match lines.next() {
+            Some(Ok(line)) => line,
+            _ => panic!(
+                "serve exited before listening; its log:\n{}",
+                kept.lock().unwrap().join("\n")
+            ),
+        };
         kept.lock().unwrap().push(line.clone());
         if let Ok(v) = serde_json::from_str::<Value>(&line) {
             if v["message"] == "wp-lite serving" {
