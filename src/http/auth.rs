@@ -58,18 +58,24 @@ fn csrf_failed() -> ApiError {
     )
 }
 
+/// The token of an `Authorization: Bearer <token>` header (either case of the scheme);
+/// None when there is no such header or it is not a bearer one.
+pub fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(header::AUTHORIZATION)?
+        .to_str()
+        .ok()
+        .and_then(|s| {
+            s.strip_prefix("Bearer ")
+                .or_else(|| s.strip_prefix("bearer "))
+        })
+        .map(str::trim)
+}
+
 async fn authenticate(parts: &Parts, state: &AppState) -> ApiResult<Principal> {
     let headers = &parts.headers;
-    if let Some(v) = headers.get(header::AUTHORIZATION) {
-        let token = v
-            .to_str()
-            .ok()
-            .and_then(|s| {
-                s.strip_prefix("Bearer ")
-                    .or_else(|| s.strip_prefix("bearer "))
-            })
-            .map(str::trim);
-        return token
+    if headers.contains_key(header::AUTHORIZATION) {
+        return bearer(headers)
             .and_then(|t| state.auth.bearer(t))
             .ok_or_else(|| ApiError::unauthorized("invalid bearer token"));
     }
@@ -304,18 +310,9 @@ where
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         let state = AppState::from_ref(state);
         state.auth.require_user_tokens()?;
-        let token = parts
-            .headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|s| {
-                s.strip_prefix("Bearer ")
-                    .or_else(|| s.strip_prefix("bearer "))
-            })
-            .map(str::trim)
-            .ok_or_else(|| {
-                ApiError::unauthorized("a user token is required: Authorization: Bearer <JWT>")
-            })?;
+        let token = bearer(&parts.headers).ok_or_else(|| {
+            ApiError::unauthorized("a user token is required: Authorization: Bearer <JWT>")
+        })?;
         Ok(EndUser(state.auth.verify_user(token)?))
     }
 }

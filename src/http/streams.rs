@@ -7,7 +7,7 @@
 //! after every change to the user's inbox, and `notification` (the inbox item). They end
 //! when the user's JWT expires and when the process stops.
 
-use super::auth::{cookie, Admin, SESSION_COOKIE};
+use super::auth::{bearer, cookie, Admin, SESSION_COOKIE};
 use super::error::{ApiError, ApiResult};
 use super::extract::{refused, JsonBody, QueryPairs};
 use super::inbox::ItemView;
@@ -18,7 +18,7 @@ use crate::domain::Ts;
 use crate::service::streams::{Next, Push, Refused, Subscription};
 use axum::extract::ws::{close_code, CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::State;
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -44,17 +44,9 @@ struct StreamUser {
 /// is how a browser's WebSocket can carry one).
 fn authenticate(st: &AppState, headers: &HeaderMap, q: &QueryPairs) -> ApiResult<StreamUser> {
     st.auth.require_user_tokens()?;
-    let bearer = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|s| {
-            s.strip_prefix("Bearer ")
-                .or_else(|| s.strip_prefix("bearer "))
-        })
-        .map(str::trim);
     let token = q
         .get("token")
-        .or(bearer)
+        .or_else(|| bearer(headers))
         .or_else(|| cookie(headers, SESSION_COOKIE))
         .ok_or_else(|| {
             ApiError::unauthorized(

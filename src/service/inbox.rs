@@ -65,13 +65,13 @@ impl InboxService {
     /// Marks one of the user's items read; reading a read item is fine.
     pub async fn read(&self, user: UserId, item: uuid::Uuid) -> Result<InboxItem> {
         let now = self.clock.now();
-        let signal = (self.signal.clone(), user.clone());
+        let who = user.clone();
         let read = self
             .db
             .call(move |s| s.mark_read(&user, item, now))
             .await
             .map_err(|e| Error::from_store(e, "not_found"))?;
-        signal.0.unread_changed(&signal.1);
+        self.signal.unread_changed(&who);
         Ok(read)
     }
 
