@@ -89,6 +89,11 @@ fn admin_routes() -> Vec<(Method, String, Option<Value>)> {
             None,
         ),
         (Method::DELETE, "/v1/worker/schedules/none".into(), None),
+        (
+            Method::POST,
+            "/v1/admin/notifications/send".into(),
+            Some(json!({ "user_id": "auth-u", "title": "t", "message": "m" })),
+        ),
     ]
 }
 

@@ -247,6 +247,19 @@ async fn malformed_input_on_every_route_is_a_4xx_never_a_500() {
             deep: None,
         },
         Route {
+            name: "direct send",
+            path: "/v1/admin/notifications/send".into(),
+            tok: ADMIN,
+            good: json!({ "user_id": "u", "title": "t", "message": "m" }),
+            s_templ: json!({ "user_id": "u", "title": "@@S@@", "message": "m" }),
+            n_text: r#"{"user_id":"u","title":"t","message":"m","meta":{"n":1e400}}"#.into(),
+            as_array: json!(["u", "t", "m"]),
+            deep: Some(deep(
+                r#"{"user_id":"u","title":"t","message":"m","meta":{"d":"#,
+                "}}",
+            )),
+        },
+        Route {
             name: "login",
             path: "/v1/auth/login".into(),
             tok: WORKER,
