@@ -281,7 +281,7 @@ impl AuthService {
             csrf_token: session.csrf_token.clone(),
             expires_at: session.expires_at,
         };
-        self.db.call(move |s| s.create_session(&session)).await?;
+        self.db.write(move |s| s.create_session(&session)).await?;
         Ok(out)
     }
 
@@ -319,13 +319,13 @@ impl AuthService {
             .find(|s| s.epoch == self.epoch && session_id(&s.token_hash) == Some(id))
             .map(|s| s.token_hash)
             .ok_or_else(|| Error::NotFound("not_found", "no such session".into()))?;
-        Ok(self.db.call(move |s| s.delete_session(&hash)).await?)
+        Ok(self.db.write(move |s| s.delete_session(&hash)).await?)
     }
 
     /// Ends a session.
     pub async fn logout(&self, session: &Session) -> Result<()> {
         let hash = session.token_hash.clone();
-        Ok(self.db.call(move |s| s.delete_session(&hash)).await?)
+        Ok(self.db.write(move |s| s.delete_session(&hash)).await?)
     }
 
     /// Deletes expired sessions.
@@ -336,5 +336,5 @@ impl AuthService {
 
 /// Deletes sessions that expired before `now` (maintenance).
 pub async fn prune_sessions(db: &Db, now: Ts) -> Result<usize> {
-    Ok(db.call(move |s| s.prune_sessions(now)).await?)
+    Ok(db.write(move |s| s.prune_sessions(now)).await?)
 }

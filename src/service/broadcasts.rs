@@ -53,7 +53,7 @@ impl BroadcastService {
         let now = self.clock.now();
         Ok(self
             .db
-            .call(move |s| s.claim_due_broadcasts(&owner, limit, now + lease, now))
+            .write(move |s| s.claim_due_broadcasts(&owner, limit, now + lease, now))
             .await?)
     }
 
@@ -68,7 +68,7 @@ impl BroadcastService {
         let now = self.clock.now();
         let outcome = self
             .db
-            .call(move |s| s.deliver_broadcast_chunk(id, &owner, chunk, now + lease, now))
+            .write(move |s| s.deliver_broadcast_chunk(id, &owner, chunk, now + lease, now))
             .await
             .map_err(|e| Error::from_store(e, NOT_FOUND))?;
         self.signal.items_committed();
@@ -85,7 +85,7 @@ impl BroadcastService {
         let now = self.clock.now();
         Ok(self
             .db
-            .call(move |s| s.fail_broadcast(id, &owner, &error, now))
+            .write(move |s| s.fail_broadcast(id, &owner, &error, now))
             .await?)
     }
 
@@ -121,7 +121,7 @@ impl BroadcastService {
             last_error: None,
         };
         let stored = b.clone();
-        self.db.call(move |s| s.create_broadcast(&stored)).await?;
+        self.db.write(move |s| s.create_broadcast(&stored)).await?;
         if b.status == BroadcastStatus::Scheduled && b.scheduled_at <= Some(now) {
             self.wake.notify_one();
         }
@@ -144,7 +144,7 @@ impl BroadcastService {
         draft.scheduled_at = self.not_before_now(draft.scheduled_at);
         let b = self
             .db
-            .call(move |s| s.replace_broadcast(id, &draft, now))
+            .write(move |s| s.replace_broadcast(id, &draft, now))
             .await
             .map_err(|e| Error::from_store(e, NOT_FOUND))?;
         if b.status == BroadcastStatus::Scheduled && b.scheduled_at <= Some(now) {
@@ -158,7 +158,7 @@ impl BroadcastService {
         let at = at.max(now);
         let b = self
             .db
-            .call(move |s| s.schedule_broadcast(id, at, now))
+            .write(move |s| s.schedule_broadcast(id, at, now))
             .await
             .map_err(|e| Error::from_store(e, NOT_FOUND))?;
         if at <= now {
@@ -175,7 +175,7 @@ impl BroadcastService {
     pub async fn cancel(&self, id: Uuid) -> Result<Broadcast> {
         let now = self.clock.now();
         self.db
-            .call(move |s| s.cancel_broadcast(id, now))
+            .write(move |s| s.cancel_broadcast(id, now))
             .await
             .map_err(|e| Error::from_store(e, NOT_FOUND))
     }
@@ -183,7 +183,7 @@ impl BroadcastService {
     pub async fn delete(&self, id: Uuid) -> Result<()> {
         let now = self.clock.now();
         self.db
-            .call(move |s| s.delete_broadcast(id, now))
+            .write(move |s| s.delete_broadcast(id, now))
             .await
             .map_err(|e| Error::from_store(e, NOT_FOUND))
     }

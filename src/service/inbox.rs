@@ -68,7 +68,7 @@ impl InboxService {
         let who = user.clone();
         let read = self
             .db
-            .call(move |s| s.mark_read(&user, item, now))
+            .write(move |s| s.mark_read(&user, item, now))
             .await
             .map_err(|e| Error::from_store(e, "not_found"))?;
         self.signal.unread_changed(&who);
@@ -78,7 +78,7 @@ impl InboxService {
     pub async fn read_all(&self, user: UserId) -> Result<usize> {
         let now = self.clock.now();
         let who = user.clone();
-        let n = self.db.call(move |s| s.mark_all_read(&user, now)).await?;
+        let n = self.db.write(move |s| s.mark_all_read(&user, now)).await?;
         self.signal.unread_changed(&who);
         Ok(n)
     }
@@ -86,7 +86,7 @@ impl InboxService {
     /// Delivers one notification to one user, once per `event_id`.
     pub async fn deliver(&self, n: DirectNotification) -> Result<Delivered> {
         let now = self.clock.now();
-        let delivered = self.db.call(move |s| s.deliver_direct(&n, now)).await?;
+        let delivered = self.db.write(move |s| s.deliver_direct(&n, now)).await?;
         if delivered.created {
             self.signal.items_committed();
         }

@@ -120,7 +120,7 @@ impl JobService {
         let now = self.clock.now();
         let out = self
             .db
-            .call(move |s| s.enqueue_jobs(new, now))
+            .write(move |s| s.enqueue_jobs(new, now))
             .await
             .map_err(|e| Error::from_store(e, NOT_FOUND))?;
         self.announce(out.iter().filter_map(|e| match e {
@@ -161,7 +161,7 @@ impl JobService {
             let c = claim.clone();
             let jobs = self
                 .db
-                .call(move |s| s.claim_jobs(&c, now))
+                .write(move |s| s.claim_jobs(&c, now))
                 .await
                 .map_err(|e| Error::from_store(e, NOT_FOUND))?;
             if !jobs.is_empty() {
@@ -184,7 +184,7 @@ impl JobService {
     pub async fn heartbeat(&self, id: JobId, fence: Fence, lease: Duration) -> Result<Job> {
         let now = self.clock.now();
         self.db
-            .call(move |s| s.heartbeat_job(id, &fence, now + lease, now))
+            .write(move |s| s.heartbeat_job(id, &fence, now + lease, now))
             .await
             .map_err(|e| Error::from_store(e, NOT_FOUND))
     }
@@ -194,7 +194,7 @@ impl JobService {
         let now = self.clock.now();
         let job = self
             .db
-            .call(move |s| s.complete_job(id, &fence, result, now))
+            .write(move |s| s.complete_job(id, &fence, result, now))
             .await
             .map_err(|e| Error::from_store(e, NOT_FOUND))?;
         self.telemetry.jobs("completed", 1);
@@ -219,7 +219,7 @@ impl JobService {
         };
         let job = self
             .db
-            .call(move |s| s.fail_job(id, &fence, &failure, now))
+            .write(move |s| s.fail_job(id, &fence, &failure, now))
             .await
             .map_err(|e| Error::from_store(e, NOT_FOUND))?;
         self.telemetry.jobs("failed", 1);
@@ -246,7 +246,7 @@ impl JobService {
         let now = self.clock.now();
         let out = self
             .db
-            .call(move |s| s.ack_jobs(acks, now))
+            .write(move |s| s.ack_jobs(acks, now))
             .await
             .map_err(|e| Error::from_store(e, NOT_FOUND))?;
         let (mut completed, mut failed) = (0, 0);
@@ -283,7 +283,7 @@ impl JobService {
             let f = filter.clone();
             let step = self
                 .db
-                .call(move |s| s.bulk_jobs(action, &f, after, BATCH, now))
+                .write(move |s| s.bulk_jobs(action, &f, after, BATCH, now))
                 .await?;
             total += step.changed.len();
             let leased = step
@@ -308,7 +308,7 @@ impl JobService {
         let now = self.clock.now();
         let job = self
             .db
-            .call(move |s| s.release_job(id, &fence, now))
+            .write(move |s| s.release_job(id, &fence, now))
             .await
             .map_err(|e| Error::from_store(e, NOT_FOUND))?;
         self.announce([&job]);
@@ -322,7 +322,7 @@ impl JobService {
         let was_leased = self.get(id).await?.status == JobStatus::Leased;
         let job = self
             .db
-            .call(move |s| s.cancel_job(id, now))
+            .write(move |s| s.cancel_job(id, now))
             .await
             .map_err(|e| Error::from_store(e, NOT_FOUND))?;
         if was_leased {
@@ -336,7 +336,7 @@ impl JobService {
         let now = self.clock.now();
         let job = self
             .db
-            .call(move |s| s.retry_job(id, now))
+            .write(move |s| s.retry_job(id, now))
             .await
             .map_err(|e| Error::from_store(e, NOT_FOUND))?;
         self.announce([&job]);
@@ -386,7 +386,7 @@ impl JobService {
         let now = self.clock.now();
         let t = job_type.as_str().to_string();
         self.db
-            .call(move |s| s.set_queue_control(&t, paused, max_leased, now))
+            .write(move |s| s.set_queue_control(&t, paused, max_leased, now))
             .await?;
         self.queue.wake();
         self.queue_item(&job_type).await
@@ -394,7 +394,7 @@ impl JobService {
 
     /// Folds the job counts the writers recorded apart (PostgreSQL's delta rows).
     pub async fn fold_counts(&self) -> Result<()> {
-        Ok(self.db.call(|s| s.fold_job_counts()).await?)
+        Ok(self.db.write(|s| s.fold_job_counts()).await?)
     }
 
     /// Takes back every lease that has ended, in batches; returns how many.
@@ -405,7 +405,7 @@ impl JobService {
             let now = self.clock.now();
             let got = self
                 .db
-                .call(move |s| s.reclaim_expired_leases(now, BATCH))
+                .write(move |s| s.reclaim_expired_leases(now, BATCH))
                 .await?;
             let n = got.len();
             total += n;
@@ -439,7 +439,7 @@ impl JobService {
         loop {
             let n = self
                 .db
-                .call(move |s| s.prune_finished_jobs(before, BATCH))
+                .write(move |s| s.prune_finished_jobs(before, BATCH))
                 .await?;
             total += n;
             if n < BATCH {

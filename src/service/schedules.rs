@@ -37,7 +37,7 @@ impl ScheduleService {
     #[instrument(skip_all, fields(schedule = %spec.name))]
     pub async fn put(&self, spec: ScheduleSpec) -> Result<(Schedule, bool)> {
         let now = self.clock.now();
-        Ok(self.db.call(move |s| s.put_schedule(&spec, now)).await?)
+        Ok(self.db.write(move |s| s.put_schedule(&spec, now)).await?)
     }
 
     pub async fn get(&self, name: ScheduleName) -> Result<Schedule> {
@@ -56,7 +56,7 @@ impl ScheduleService {
 
     pub async fn delete(&self, name: ScheduleName) -> Result<()> {
         self.db
-            .call(move |s| s.delete_schedule(&name))
+            .write(move |s| s.delete_schedule(&name))
             .await
             .map_err(|e| Error::from_store(e, NOT_FOUND))
     }
@@ -72,7 +72,7 @@ impl ScheduleService {
         let now = self.clock.now();
         let j = self
             .db
-            .call(move |s| s.trigger_schedule(&name, job, now))
+            .write(move |s| s.trigger_schedule(&name, job, now))
             .await
             .map_err(|e| Error::from_store(e, NOT_FOUND))?;
         self.jobs.announce_one(&j);
@@ -106,7 +106,7 @@ impl ScheduleService {
             let name = schedule.name.clone();
             match self
                 .db
-                .call(move |s| s.fire_schedule(&name, &run, job, now))
+                .write(move |s| s.fire_schedule(&name, &run, job, now))
                 .await?
             {
                 Fired::Enqueued(j) => {

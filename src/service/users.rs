@@ -36,7 +36,7 @@ impl UserService {
     /// Upserts up to `MAX_BATCH` users in one transaction.
     pub async fn upsert_many(&self, users: Vec<NewUser>) -> Result<usize> {
         let now = self.clock.now();
-        Ok(self.db.call(move |s| s.upsert_users(users, now)).await?)
+        Ok(self.db.write(move |s| s.upsert_users(users, now)).await?)
     }
 
     pub async fn get(&self, id: UserId) -> Result<User> {
@@ -61,7 +61,7 @@ impl UserService {
     pub async fn delete(&self, id: UserId) -> Result<()> {
         let now = self.clock.now();
         self.db
-            .call(move |s| s.delete_user(&id, now))
+            .write(move |s| s.delete_user(&id, now))
             .await
             .map_err(|e| Error::from_store(e, NOT_FOUND))
     }

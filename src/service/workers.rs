@@ -21,7 +21,10 @@ impl WorkerService {
 
     /// Records a worker process's liveness row (its heartbeat).
     pub async fn record(&self, row: WorkerProcess) -> Result<()> {
-        Ok(self.db.call(move |s| s.record_worker_process(&row)).await?)
+        Ok(self
+            .db
+            .write(move |s| s.record_worker_process(&row))
+            .await?)
     }
 
     /// Processes seen in the last day, each with whether it is alive now.

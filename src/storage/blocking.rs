@@ -1,6 +1,8 @@
-//! The one sync→async seam. Every store call runs here, on tokio's blocking pool, with
-//! the caller's tracing span, bounded by a semaphore sized to what the store can use, and
-//! a panic inside a store call is raised again in the caller.
+//! The one sync→async seam. Every store call runs here, with the caller's tracing span:
+//! reads on tokio's blocking pool, bounded by a semaphore sized to what the store can use
+//! (a panic inside one is raised again in the caller); writes, where the backend can, on
+//! the writer's own thread, which answers the awaiting caller directly once its
+//! transaction has committed — no blocking-pool thread parked for each write.
 
 use super::{Result, Store, StoreError};
 use std::sync::Arc;
@@ -76,6 +78,37 @@ impl Db {
     /// The store itself, for synchronous callers that are already off the async runtime.
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.store
+    }
+
+    /// Runs `f`, a call that writes, in the store's group commit: on the writer's thread
+    /// where the backend can (SQLite), otherwise as [`Db::call`] does. `f` answers once its
+    /// writes have committed. A panic inside `f` is an error here (the writer keeps going).
+    pub async fn write<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&dyn Store) -> Result<T> + Send + 'static,
+    {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let span = tracing::Span::current();
+        let task: super::WriterTask = Box::new(move |store| {
+            let res = span.in_scope(|| store.and_then(f));
+            super::writer::answer(res, move |out| {
+                let _ = tx.send(out);
+            })
+        });
+        if let Some(task) = self.store.run_on_writer(self.store.clone(), task) {
+            self.call(move |s| {
+                let (_, reply) = task(Ok(s));
+                reply(None);
+                Ok(())
+            })
+            .await?;
+        }
+        let r = rx
+            .await
+            .unwrap_or_else(|_| Err(StoreError::Backend("the write was abandoned".into())));
+        self.note(&r);
+        r
     }
 
     /// Runs `f` against the store on the blocking pool.

@@ -560,6 +560,10 @@ pub trait SessionStore {
     fn prune_sessions(&self, now: Ts) -> Result<usize>;
 }
 
+/// A store call for [`Store::run_on_writer`]: given the store (or why the writer could not
+/// run it), it says whether it succeeded and how to answer once the commit's fate is known.
+pub type WriterTask = Box<dyn FnOnce(Result<&dyn Store>) -> (bool, writer::Reply) + Send>;
+
 /// The whole store: every feature's trait, and the lifecycle of the store itself (opening
 /// is [`open`]). One implementation of each trait per backend, in the backend's feature module.
 pub trait Store:
@@ -599,6 +603,14 @@ pub trait Store:
     }
     /// Flushes and stops background threads; later calls fail with `Unavailable`.
     fn close(&self);
+    /// Runs `task` on the writer's own thread, inside its next group-commit transaction,
+    /// where the store's writes run in place; its answer is sent once that transaction has
+    /// committed. A backend that cannot gives the task back (the caller then runs it on the
+    /// blocking pool, where each write waits for the writer as usual). `this` is this store.
+    fn run_on_writer(&self, this: Arc<dyn Store>, task: WriterTask) -> Option<WriterTask> {
+        let _ = this;
+        Some(task)
+    }
     /// Asks to be woken when another process or node makes work ready. A backend that
     /// cannot tell (SQLite) never calls; waiting callers poll on a bounded interval anyway.
     fn subscribe(&self, wake: WakeFn) {

@@ -37,10 +37,27 @@ pub trait TxConn: Send + 'static {
 pub type Connect<C> = Box<dyn Fn() -> Result<C> + Send + Sync>;
 
 /// Answers the caller once the transaction's fate is known (`Some(err)` if the commit failed).
-type Reply = Box<dyn FnOnce(Option<StoreError>) + Send>;
+pub type Reply = Box<dyn FnOnce(Option<StoreError>) + Send>;
 /// An operation: runs on the writer's connection (or is told why it could not), says
 /// whether it succeeded, and hands back how to answer.
-type Op<C> = Box<dyn FnOnce(std::result::Result<&mut C, StoreError>) -> (bool, Reply) + Send>;
+pub type Op<C> = Box<dyn FnOnce(std::result::Result<&mut C, StoreError>) -> (bool, Reply) + Send>;
+
+/// An operation's outcome and how to answer it: once the commit's fate is known, `send`
+/// gets the outcome, or the commit's error when the operation succeeded but its
+/// transaction did not.
+pub fn answer<T: Send + 'static>(
+    res: Result<T>,
+    send: impl FnOnce(Result<T>) + Send + 'static,
+) -> (bool, Reply) {
+    let ok = res.is_ok();
+    let reply: Reply = Box::new(move |commit_err| {
+        send(match (res, commit_err) {
+            (Ok(_), Some(e)) => Err(e),
+            (r, _) => r,
+        })
+    });
+    (ok, reply)
+}
 
 /// The most operations one transaction takes.
 const MAX_GROUP: usize = 512;
@@ -73,6 +90,21 @@ impl<C: TxConn> Writer<C> {
         }
     }
 
+    /// Queues `op` for a writer's next transaction. When the writer has stopped, `op` is
+    /// told so (and answers its caller) at once.
+    pub fn submit(&self, op: Op<C>) {
+        let sender = self.tx.lock().expect("writer lock").clone();
+        let (op, why) = match sender {
+            Some(s) => match s.send(op) {
+                Ok(()) => return,
+                Err(refused) => (refused.0, "the writer has stopped"),
+            },
+            None => (op, "store closed"),
+        };
+        let (_, reply) = op(Err(StoreError::Unavailable(why.into())));
+        reply(None);
+    }
+
     /// Runs `f` in a writer's next transaction and waits until it has committed.
     pub fn call<T, F>(&self, f: F) -> Result<T>
     where
@@ -80,31 +112,11 @@ impl<C: TxConn> Writer<C> {
         F: FnOnce(&mut C) -> Result<T> + Send + 'static,
     {
         let (rtx, rrx) = crossbeam_channel::bounded::<Result<T>>(1);
-        let op: Op<C> = Box::new(move |conn| {
-            let res = match conn {
-                Ok(c) => f(c),
-                Err(e) => Err(e),
-            };
-            let ok = res.is_ok();
-            let reply: Reply = Box::new(move |commit_err| {
-                let out = match (res, commit_err) {
-                    (Ok(_), Some(e)) => Err(e),
-                    (r, _) => r,
-                };
+        self.submit(Box::new(move |conn| {
+            answer(conn.and_then(f), move |out| {
                 let _ = rtx.send(out);
-            });
-            (ok, reply)
-        });
-        let sender = self
-            .tx
-            .lock()
-            .expect("writer lock")
-            .clone()
-            .ok_or_else(|| StoreError::Unavailable("store closed".into()))?;
-        sender
-            .send(op)
-            .map_err(|_| StoreError::Unavailable("the writer has stopped".into()))?;
-        drop(sender);
+            })
+        }));
         rrx.recv()
             .map_err(|_| StoreError::Backend("the write was abandoned by the writer".into()))?
     }
@@ -114,7 +126,11 @@ impl<C: TxConn> Writer<C> {
         self.tx.lock().expect("writer lock").take();
         let handles = std::mem::take(&mut *self.handles.lock().expect("writer lock"));
         for h in handles {
-            let _ = h.join();
+            // The store can be dropped by an operation running on a writer thread (it held
+            // the last reference); that thread ends by itself once the queue is closed.
+            if h.thread().id() != std::thread::current().id() {
+                let _ = h.join();
+            }
         }
     }
 }

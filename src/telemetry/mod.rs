@@ -234,7 +234,7 @@ impl Telemetry {
             return Ok(());
         }
         let sent = d.clone();
-        match db.call(move |s| s.add_metrics(&sent)).await {
+        match db.write(move |s| s.add_metrics(&sent)).await {
             Ok(()) => Ok(()),
             Err(e) => {
                 self.restore(d);

@@ -4,7 +4,8 @@
 //! trait is implemented in the module of its name (`impl JobStore for SqliteStore` in
 //! `jobs.rs`, `impl BroadcastStore for SqliteStore` in `broadcasts.rs`, …), reading through
 //! `SqliteStore::read` (a pooled connection) and writing through `SqliteStore::write` (the
-//! writer thread).
+//! writer thread). A whole store call can also run on the writer thread
+//! ([`Store::run_on_writer`]); its writes then run in place, on the writer's connection.
 
 pub mod backup;
 mod broadcasts;
@@ -35,6 +36,14 @@ mod embedded {
 }
 
 const READ_POOL_SIZE: u32 = 8;
+
+scoped_tls::scoped_thread_local! {
+    /// The writer's connection while a store call runs on the writer's thread.
+    static ON_WRITER: WriteConn
+}
+
+/// Tells stores apart, so a call on one store's writer never writes through another's.
+static NEXT_STORE_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 /// Pragmas every connection gets.
 pub(crate) fn configure(conn: &Connection) -> rusqlite::Result<()> {
@@ -89,6 +98,8 @@ pub(crate) fn uuid_from_blob(b: &[u8]) -> rusqlite::Result<Uuid> {
 pub struct SqliteStore {
     pool: r2d2::Pool<SqliteConnectionManager>,
     writer: Writer<WriteConn>,
+    /// This store's mark on its writer's connections.
+    id: u64,
     checkpointer: checkpoint::Checkpointer,
     #[allow(dead_code)]
     path: PathBuf,
@@ -101,6 +112,7 @@ impl SqliteStore {
                 .map_err(|e| OpenError::Open(format!("{}: {e}", dir.display())))?;
         }
         let open_err = |e: rusqlite::Error| OpenError::Open(format!("{}: {e}", path.display()));
+        let id = NEXT_STORE_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let mut conn = Connection::open(path).map_err(open_err)?;
         configure(&conn).map_err(open_err)?;
         if opts.migrate {
@@ -127,15 +139,16 @@ impl SqliteStore {
             configure(&conn).map_err(map_err)?;
             conn.execute_batch("PRAGMA wal_autocheckpoint = 0;")
                 .map_err(map_err)?;
-            Ok(WriteConn::new(conn))
+            Ok(WriteConn::new(conn, id))
         }));
         Ok(Self {
             pool,
             writer: Writer::start(
                 "wp-lite-sqlite-writer",
-                vec![WriteConn::new(conn)],
+                vec![WriteConn::new(conn, id)],
                 Some(reopen),
             ),
+            id,
             checkpointer,
             path: path.to_path_buf(),
         })
@@ -154,6 +167,10 @@ impl SqliteStore {
         T: Send + 'static,
         F: FnOnce(&WriteConn) -> Result<T> + Send + 'static,
     {
+        if ON_WRITER.is_set() && ON_WRITER.with(|c| c.store == self.id) {
+            // Already inside this store's transaction, on its writer's thread.
+            return ON_WRITER.with(|c| f(c));
+        }
         self.writer.call(move |c: &mut WriteConn| f(c))
     }
 }
@@ -227,13 +244,16 @@ fn retry_busy(mut f: impl FnMut() -> Result<()>) -> Result<()> {
 pub(crate) struct WriteConn {
     conn: Connection,
     counts: std::cell::RefCell<CountLog>,
+    /// The store whose writer this is.
+    store: u64,
 }
 
 impl WriteConn {
-    fn new(conn: Connection) -> Self {
+    fn new(conn: Connection, store: u64) -> Self {
         Self {
             conn,
             counts: Default::default(),
+            store,
         }
     }
 
@@ -404,6 +424,18 @@ impl Store for SqliteStore {
     fn close(&self) {
         self.writer.close();
         self.checkpointer.close();
+    }
+
+    fn run_on_writer(
+        &self,
+        this: Arc<dyn Store>,
+        task: crate::storage::WriterTask,
+    ) -> Option<crate::storage::WriterTask> {
+        self.writer.submit(Box::new(move |conn| match conn {
+            Ok(c) => ON_WRITER.set(c, || task(Ok(this.as_ref()))),
+            Err(e) => task(Err(e)),
+        }));
+        None
     }
 }
 
