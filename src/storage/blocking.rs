@@ -82,7 +82,11 @@ impl Db {
 
     /// Runs `f`, a call that writes, in the store's group commit: on the writer's thread
     /// where the backend can (SQLite), otherwise as [`Db::call`] does. `f` answers once its
-    /// writes have committed. A panic inside `f` is an error here (the writer keeps going).
+    /// writes have committed. Each store method is atomic, as with `call`; `f` must not
+    /// count on more (on SQLite all of `f` shares one savepoint, on PostgreSQL each method
+    /// commits on its own), nor read back through the store what it wrote (a read may run on
+    /// another connection, which sees only what has committed). A panic inside `f` is an
+    /// error here (the writer keeps going).
     pub async fn write<T, F>(&self, f: F) -> Result<T>
     where
         T: Send + 'static,

@@ -9,6 +9,7 @@ mod inbox;
 mod jobs;
 mod metrics;
 mod schedules;
+mod seam;
 mod sessions;
 mod users;
 
