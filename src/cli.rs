@@ -228,7 +228,7 @@ pub struct RunArgs {
 pub struct BenchArgs {
     /// Scenario to run (repeatable; default: all).
     #[arg(long = "scenario")]
-    pub scenarios: Vec<String>,
+    pub scenarios: Vec<Scenario>,
     /// Scale: jobs per scenario (100 to 100 000 000).
     #[arg(long, default_value_t = 100_000, value_parser = parse_ops)]
     pub ops: usize,
@@ -238,6 +238,73 @@ pub struct BenchArgs {
     /// Write the table as Markdown into this file (used by `make bench` for BENCHMARKS.md).
     #[arg(long)]
     pub markdown: Option<std::path::PathBuf>,
+}
+
+/// A `wp-lite bench` scenario (README, "Benchmarks"). Declared in the order they run when
+/// no `--scenario` is given; each is named on the command line, in `--json` and in the
+/// tables as [`Scenario::as_str`] says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Scenario {
+    RawMinimalInsertSingle,
+    RawMinimalInsertBatch,
+    RawMinimalClaimComplete,
+    RawInsertSingle,
+    RawInsertBatch,
+    RawClaimComplete,
+    EnqueueSingle,
+    EnqueueBatch,
+    #[value(name = "drain-1")]
+    Drain1,
+    #[value(name = "drain-4")]
+    Drain4,
+    #[value(name = "drain-1-history")]
+    Drain1History,
+    HttpRoundtrip,
+    HttpBatch,
+    PickupLatency,
+    RawInsertSelect,
+    BroadcastFanout,
+    StreamFanout,
+    #[value(name = "stream-fanout-1m")]
+    StreamFanout1m,
+    #[value(name = "inbox-list-10")]
+    InboxList10,
+    #[value(name = "inbox-list-10000")]
+    InboxList10000,
+}
+
+impl Scenario {
+    /// The scenario's name (the same as its `--scenario` value).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scenario::RawMinimalInsertSingle => "raw-minimal-insert-single",
+            Scenario::RawMinimalInsertBatch => "raw-minimal-insert-batch",
+            Scenario::RawMinimalClaimComplete => "raw-minimal-claim-complete",
+            Scenario::RawInsertSingle => "raw-insert-single",
+            Scenario::RawInsertBatch => "raw-insert-batch",
+            Scenario::RawClaimComplete => "raw-claim-complete",
+            Scenario::EnqueueSingle => "enqueue-single",
+            Scenario::EnqueueBatch => "enqueue-batch",
+            Scenario::Drain1 => "drain-1",
+            Scenario::Drain4 => "drain-4",
+            Scenario::Drain1History => "drain-1-history",
+            Scenario::HttpRoundtrip => "http-roundtrip",
+            Scenario::HttpBatch => "http-batch",
+            Scenario::PickupLatency => "pickup-latency",
+            Scenario::RawInsertSelect => "raw-insert-select",
+            Scenario::BroadcastFanout => "broadcast-fanout",
+            Scenario::StreamFanout => "stream-fanout",
+            Scenario::StreamFanout1m => "stream-fanout-1m",
+            Scenario::InboxList10 => "inbox-list-10",
+            Scenario::InboxList10000 => "inbox-list-10000",
+        }
+    }
+}
+
+impl std::fmt::Display for Scenario {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// An address to listen on: `HOST:PORT` (`127.0.0.1:8000`, `[::1]:8000`, `localhost:8000`).
@@ -364,5 +431,16 @@ mod tests {
         assert!(parse_body_limit("-5").is_err());
         assert!(parse_body_limit("99999999999999999999").is_err());
         assert_eq!(parse_body_limit("2048"), Ok(2048));
+    }
+
+    /// A scenario's `--scenario` value is its name, and each name parses back to it.
+    #[test]
+    fn scenario_names() {
+        for s in Scenario::value_variants() {
+            let value = s.to_possible_value().expect("no scenario is hidden");
+            assert_eq!(value.get_name(), s.as_str());
+            assert_eq!(Scenario::from_str(s.as_str(), false), Ok(*s));
+        }
+        assert!(Scenario::from_str("nope", false).is_err());
     }
 }
