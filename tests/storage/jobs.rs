@@ -373,6 +373,14 @@ fn listing_pages_newest_first_and_prune_respects_retention() {
             s.job_events(done[0].id),
             Err(StoreError::NotFound)
         ));
+        // A pruned job's events go with it (no row is left behind in the events table).
+        for j in &done {
+            let left = b.count_raw(&format!(
+                "SELECT COUNT(*) FROM job_events WHERE job_id = '{}'",
+                j.id
+            ));
+            assert_eq!(left, 0, "{}: events of a pruned job", b.name);
+        }
         assert_eq!(s.ready_job_ids(at, 100).unwrap().len(), 5);
     });
 }

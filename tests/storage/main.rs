@@ -68,6 +68,20 @@ fn postgres() -> Option<Backend> {
 }
 
 impl Backend {
+    /// Reads one integer with SQL on the database directly, behind the store's back.
+    pub fn count_raw(&self, sql: &str) -> i64 {
+        match &self._schema {
+            Some(schema) => schema.client().query_one(sql, &[]).unwrap().get(0),
+            None => {
+                let path = self.url.trim_start_matches("sqlite://");
+                rusqlite::Connection::open(path)
+                    .unwrap()
+                    .query_row(sql, [], |r| r.get(0))
+                    .unwrap()
+            }
+        }
+    }
+
     /// Runs SQL on the database directly, behind the store's back (to corrupt a row).
     pub fn exec_raw(&self, sql: &str) {
         match &self._schema {

@@ -903,13 +903,17 @@ pub fn reclaim_expired(c: &mut PgConn, now: Ts, limit: usize) -> Result<Vec<Recl
 pub fn prune_finished(c: &mut PgConn, before: Ts, limit: usize) -> Result<usize> {
     let limit = i64::try_from(limit).unwrap_or(i64::MAX);
     // Locking in the subquery rechecks status and time on the current row, so a job an
-    // admin is retrying right now is skipped, never deleted. Events cascade.
+    // admin is retrying right now is skipped, never deleted. Its events go in the same
+    // statement (there is no foreign key to cascade: migration V11).
     let gone = c.query(
-        "DELETE FROM jobs WHERE seq IN (
-             SELECT seq FROM jobs WHERE status IN ('succeeded', 'failed', 'canceled')
-               AND updated_at < $1
-             ORDER BY updated_at, seq LIMIT $2 FOR UPDATE SKIP LOCKED)
-         RETURNING type, status",
+        "WITH gone AS (
+             DELETE FROM jobs WHERE seq IN (
+                 SELECT seq FROM jobs WHERE status IN ('succeeded', 'failed', 'canceled')
+                   AND updated_at < $1
+                 ORDER BY updated_at, seq LIMIT $2 FOR UPDATE SKIP LOCKED)
+             RETURNING id, type, status),
+         events AS (DELETE FROM job_events WHERE job_id IN (SELECT id FROM gone))
+         SELECT type, status FROM gone",
         &[&to_ms(&before), &limit],
     )?;
     for row in &gone {
