@@ -25,7 +25,7 @@ use crate::storage::counts::CountLog;
 use crate::storage::writer::{Connect, TxConn, Writer};
 use r2d2_sqlite::SqliteConnectionManager;
 use rusqlite::Connection;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 use std::time::Instant;
@@ -101,8 +101,6 @@ pub struct SqliteStore {
     /// This store's mark on its writer's connections.
     id: u64,
     checkpointer: checkpoint::Checkpointer,
-    #[allow(dead_code)]
-    path: PathBuf,
 }
 
 impl SqliteStore {
@@ -150,7 +148,6 @@ impl SqliteStore {
             ),
             id,
             checkpointer,
-            path: path.to_path_buf(),
         })
     }
 
