@@ -82,6 +82,21 @@ impl Backend {
         }
     }
 
+    /// The query plan of `sql` on PostgreSQL (`EXPLAIN`, one line per node), after
+    /// `ANALYZE`; None on SQLite.
+    pub fn pg_plan(&self, sql: &str) -> Option<String> {
+        let schema = self._schema.as_ref()?;
+        let mut c = schema.client();
+        c.batch_execute("ANALYZE").unwrap();
+        let rows = c.query(&format!("EXPLAIN {sql}"), &[]).unwrap();
+        Some(
+            rows.iter()
+                .map(|r| r.get::<_, String>(0))
+                .collect::<Vec<_>>()
+                .join("\n"),
+        )
+    }
+
     /// Runs SQL on the database directly, behind the store's back (to corrupt a row).
     pub fn exec_raw(&self, sql: &str) {
         match &self._schema {
