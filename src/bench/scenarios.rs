@@ -50,24 +50,38 @@ async fn fill(svc: &JobService, ops: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub(super) async fn enqueue_single(url: &str, ops: usize) -> anyhow::Result<Outcome> {
-    const PRODUCERS: usize = 16;
-    let svc = service(url).await?;
-    let start = Instant::now();
+/// Runs `task(i, n)` for `i` in `0..parts` at once, task `i` doing its share `n` of `ops`
+/// (the first `ops % parts` tasks take one more), and waits for all; the first error fails
+/// the run.
+async fn in_parallel<F, Fut>(ops: usize, parts: usize, task: F) -> anyhow::Result<()>
+where
+    F: Fn(usize, usize) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>> + Send + 'static,
+{
     let mut set = JoinSet::new();
-    for p in 0..PRODUCERS {
-        let svc = svc.clone();
-        let n = ops / PRODUCERS + usize::from(p < ops % PRODUCERS);
-        set.spawn(async move {
-            for i in 0..n {
-                svc.enqueue(vec![new_job(i)]).await?;
-            }
-            anyhow::Ok(())
-        });
+    for i in 0..parts {
+        set.spawn(task(i, ops / parts + usize::from(i < ops % parts)));
     }
     while let Some(r) = set.join_next().await {
         r??;
     }
+    Ok(())
+}
+
+pub(super) async fn enqueue_single(url: &str, ops: usize) -> anyhow::Result<Outcome> {
+    const PRODUCERS: usize = 16;
+    let svc = service(url).await?;
+    let start = Instant::now();
+    in_parallel(ops, PRODUCERS, |_, n| {
+        let svc = svc.clone();
+        async move {
+            for i in 0..n {
+                svc.enqueue(vec![new_job(i)]).await?;
+            }
+            Ok(())
+        }
+    })
+    .await?;
     let out = Outcome::new(Scenario::EnqueueSingle, ops, start.elapsed());
     close(&svc).await;
     Ok(out)
@@ -183,11 +197,9 @@ pub(super) async fn http_roundtrip(url: &str, ops: usize) -> anyhow::Result<Outc
     const CLIENTS: usize = 16;
     against_child(url, Scenario::HttpRoundtrip, ops, |base| async move {
         let http = client()?;
-        let mut set = JoinSet::new();
-        for c in 0..CLIENTS {
+        in_parallel(ops, CLIENTS, |c, n| {
             let (http, base) = (http.clone(), base.clone());
-            let n = ops / CLIENTS + usize::from(c < ops % CLIENTS);
-            set.spawn(async move {
+            async move {
                 let worker = format!("client-{c}");
                 let job_type = format!("rt-{c}");
                 for i in 0..n {
@@ -216,13 +228,10 @@ pub(super) async fn http_roundtrip(url: &str, ops: usize) -> anyhow::Result<Outc
                         .await?;
                     anyhow::ensure!(r.status().is_success(), "complete: {}", r.status());
                 }
-                anyhow::Ok(())
-            });
-        }
-        while let Some(r) = set.join_next().await {
-            r??;
-        }
-        Ok(())
+                Ok(())
+            }
+        })
+        .await
     })
     .await
 }
@@ -334,11 +343,9 @@ pub(super) async fn http_batch(url: &str, ops: usize) -> anyhow::Result<Outcome>
     const BATCH: usize = 100;
     against_child(url, Scenario::HttpBatch, ops, |base| async move {
         let http = client()?;
-        let mut set = JoinSet::new();
-        for c in 0..CLIENTS {
+        in_parallel(ops, CLIENTS, |c, n| {
             let (http, base) = (http.clone(), base.clone());
-            let n = ops / CLIENTS + usize::from(c < ops % CLIENTS);
-            set.spawn(async move {
+            async move {
                 let worker = format!("client-{c}");
                 let job_type = format!("hb-{c}");
                 let mut left = n;
@@ -392,13 +399,10 @@ pub(super) async fn http_batch(url: &str, ops: usize) -> anyhow::Result<Outcome>
                     }
                     left -= k;
                 }
-                anyhow::Ok(())
-            });
-        }
-        while let Some(r) = set.join_next().await {
-            r??;
-        }
-        Ok(())
+                Ok(())
+            }
+        })
+        .await
     })
     .await
 }
