@@ -607,10 +607,10 @@ fn rfc3339_ms(v: &Value) -> Option<i64> {
 fn check_history(pg: &mut postgres::Client, job_type: &str) -> History {
     let rows = pg
         .query(
-            "SELECT e.job_id, e.id, e.ts, e.event, e.details
-               FROM job_events e JOIN jobs j ON j.id = e.job_id
-              WHERE j.type = $1
-              ORDER BY e.job_id, e.id",
+            &format!(
+                "SELECT job_id, id, ts, event, details FROM ({HISTORY}) h
+                  WHERE type = $1 ORDER BY job_id, id"
+            ),
             &[&job_type],
         )
         .expect("read job_events");
@@ -778,11 +778,21 @@ async fn spot_check_jobs(api: &Api, ids: &[String], db_events: &HashMap<String, 
     }
 }
 
+/// Every job's history as the schema holds it: the creation the job row records (the
+/// `queued` entry, id 0), then its stored events.
+const HISTORY: &str = "SELECT j.id AS job_id, 0::bigint AS id, j.created_at AS ts,
+        'queued' AS event, NULL::text AS details, j.type FROM jobs j
+    UNION ALL
+    SELECT e.job_id, e.id, e.ts, e.event, e.details, j.type
+      FROM job_events e JOIN jobs j ON j.id = e.job_id";
+
 fn db_event_names(pg: &mut postgres::Client, ids: &[String]) -> HashMap<String, Vec<String>> {
     let mut out: HashMap<String, Vec<String>> = HashMap::new();
     for r in pg
         .query(
-            "SELECT job_id, event FROM job_events WHERE job_id = ANY($1) ORDER BY job_id, id",
+            &format!(
+                "SELECT job_id, event FROM ({HISTORY}) h WHERE job_id = ANY($1) ORDER BY job_id, id"
+            ),
             &[&ids.to_vec()],
         )
         .unwrap()

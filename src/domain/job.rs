@@ -374,13 +374,34 @@ pub struct JobPage {
     pub next_seq: Option<i64>,
 }
 
-/// One row of a job's history.
+/// One entry of a job's history.
 #[derive(Debug, Clone, PartialEq)]
 pub struct JobEvent {
     pub id: i64,
     pub ts: Ts,
     pub event: String,
     pub details: Option<Value>,
+}
+
+impl JobEvent {
+    /// Id of the `queued` entry that opens every history. It is not stored: a job's row
+    /// records its creation (`created_at`), so enqueueing writes no event row. Stored
+    /// events have positive ids, so it sorts first.
+    pub const QUEUED_ID: i64 = 0;
+
+    /// A job's whole history: its creation, then the events stored for its transitions
+    /// (in id order). A `queued` row stored by an older version is dropped in favour of
+    /// the one read from the job.
+    pub fn history(job: &Job, stored: impl IntoIterator<Item = JobEvent>) -> Vec<JobEvent> {
+        std::iter::once(JobEvent {
+            id: Self::QUEUED_ID,
+            ts: job.created_at,
+            event: "queued".into(),
+            details: None,
+        })
+        .chain(stored.into_iter().filter(|e| e.event != "queued"))
+        .collect()
+    }
 }
 
 /// Per-type counts for `GET /v1/worker/queues`.

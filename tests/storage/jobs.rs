@@ -90,6 +90,52 @@ fn enqueue_get_and_idempotency() {
     });
 }
 
+/// Enqueueing writes no event row: a job's history opens with a `queued` entry read from
+/// its row (id 0, at its creation). A `queued` row stored by an older version is not
+/// shown twice.
+#[test]
+fn history_opens_with_the_creation_the_job_row_records() {
+    each_backend(|b| {
+        let s = &b.store;
+        let ids: Vec<JobId> = s
+            .enqueue_jobs(vec![job("email"), job("email")], t0())
+            .unwrap()
+            .into_iter()
+            .map(|e| match e {
+                Enqueued::Created(j) => j.id,
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(
+            b.count_raw("SELECT COUNT(*) FROM job_events"),
+            0,
+            "{}",
+            b.name
+        );
+        let h = s.job_events(ids[0]).unwrap();
+        assert_eq!(h.len(), 1, "{}: {h:?}", b.name);
+        assert_eq!(
+            (h[0].id, h[0].event.as_str(), h[0].ts, &h[0].details),
+            (0, "queued", t0(), &None)
+        );
+        b.exec_raw(&format!(
+            "INSERT INTO job_events (job_id, ts, event, details) VALUES ('{}', {}, 'queued', NULL)",
+            ids[1],
+            t0().timestamp_millis()
+        ));
+        assert_eq!(s.claim_jobs(&claim("w", 2), t0()).unwrap().len(), 2);
+        for id in &ids {
+            let names: Vec<String> = s
+                .job_events(*id)
+                .unwrap()
+                .into_iter()
+                .map(|e| e.event)
+                .collect();
+            assert_eq!(names, ["queued", "leased"], "{}", b.name);
+        }
+    });
+}
+
 #[test]
 fn batches_are_all_or_nothing() {
     each_backend(|b| {

@@ -240,15 +240,7 @@ fn enqueue_one(c: &mut PgConn, nj: NewJob, now: Ts) -> Result<Enqueued> {
         return not_inserted(c, &job);
     }
     c.moved(job.job_type.as_str(), None, Some(JobStatus::Queued));
-    add_event(c, job.id, now, &queued_event())?;
     Ok(Enqueued::Created(job))
-}
-
-fn queued_event() -> NewEvent {
-    NewEvent {
-        event: "queued",
-        details: None,
-    }
 }
 
 /// Why a job was not inserted: a replay of its idempotency key (same input), a key
@@ -337,22 +329,6 @@ pub fn enqueue_many(c: &mut PgConn, reqs: Vec<EnqueueReq>) -> Result<Vec<Result<
     )?;
     let inserted: std::collections::HashSet<String> =
         rows.iter().map(|r| r.get::<_, String>(0)).collect();
-    let (mut ev_ids, mut ev_ts) = (vec![], vec![]);
-    for (j, now) in &jobs {
-        if inserted.contains(&j.id.to_string()) {
-            ev_ids.push(j.id.to_string());
-            ev_ts.push(to_ms(now));
-        }
-    }
-    if !ev_ids.is_empty() {
-        c.execute(
-            "INSERT INTO job_events (job_id, ts, event, details)
-             SELECT id, ts, 'queued', NULL
-             FROM unnest($1::text[], $2::bigint[]) WITH ORDINALITY AS t(id, ts, n)
-             ORDER BY n",
-            &[&ev_ids, &ev_ts],
-        )?;
-    }
     let mut wake = false;
     let mut out = Vec::with_capacity(jobs.len());
     for (j, now) in jobs {
@@ -758,12 +734,13 @@ pub fn list(c: &mut PgConn, f: &JobFilter) -> Result<JobPage> {
 }
 
 pub fn events(c: &mut PgConn, id: JobId) -> Result<Vec<JobEvent>> {
-    load(c, SELECT_BY_ID, id)?;
+    let (_, job) = load(c, SELECT_BY_ID, id)?;
     let rows = c.query(
         "SELECT id, ts, event, details FROM job_events WHERE job_id = $1 ORDER BY id",
         &[&id.to_string()],
     )?;
-    rows.iter()
+    let stored = rows
+        .iter()
         .map(|r| {
             Ok(JobEvent {
                 id: r.try_get(0).map_err(map_err)?,
@@ -772,7 +749,8 @@ pub fn events(c: &mut PgConn, id: JobId) -> Result<Vec<JobEvent>> {
                 details: json_col(r.try_get(3).map_err(map_err)?),
             })
         })
-        .collect()
+        .collect::<Result<Vec<_>>>()?;
+    Ok(JobEvent::history(&job, stored))
 }
 
 pub fn queue_stats(c: &mut PgConn, now: Ts) -> Result<Vec<QueueStats>> {

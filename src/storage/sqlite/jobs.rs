@@ -164,15 +164,6 @@ fn enqueue_one(c: &WriteConn, nj: NewJob, now: Ts) -> Result<Enqueued> {
         }
         Err(e) => return Err(map_err(e)),
     }
-    add_event(
-        c,
-        job.id,
-        now,
-        &NewEvent {
-            event: "queued",
-            details: None,
-        },
-    )?;
     Ok(Enqueued::Created(job))
 }
 
@@ -492,8 +483,11 @@ pub fn list(c: &Connection, f: &JobFilter) -> Result<JobPage> {
 }
 
 pub fn events(c: &Connection, id: JobId) -> Result<Vec<JobEvent>> {
-    load(c, id)?;
-    c.prepare_cached("SELECT id, ts, event, details FROM job_events WHERE job_id = ?1 ORDER BY id")
+    let (_, job) = load(c, id)?;
+    let stored: Vec<JobEvent> = c
+        .prepare_cached(
+            "SELECT id, ts, event, details FROM job_events WHERE job_id = ?1 ORDER BY id",
+        )
         .and_then(|mut s| {
             s.query_map([id.to_string()], |r| {
                 Ok(JobEvent {
@@ -505,7 +499,8 @@ pub fn events(c: &Connection, id: JobId) -> Result<Vec<JobEvent>> {
             })?
             .collect()
         })
-        .map_err(map_err)
+        .map_err(map_err)?;
+    Ok(JobEvent::history(&job, stored))
 }
 
 pub fn queue_stats(c: &Connection, now: Ts) -> Result<Vec<QueueStats>> {
