@@ -240,7 +240,7 @@ pub struct BenchArgs {
     pub markdown: Option<std::path::PathBuf>,
 }
 
-/// A `wp-lite bench` scenario (README, "Benchmarks"). Declared in the order they run when
+/// A `wp-lite bench` scenario (`docs/operations.md`, "Benchmarks"). Declared in the order they run when
 /// no `--scenario` is given; each is named on the command line, in `--json` and in the
 /// tables as [`Scenario::as_str`] says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -1,4 +1,4 @@
-//! `wp-lite copy` through the real binary (issue 5): data made through the API on SQLite
+//! `wp-lite copy` through the real binary: data made through the API on SQLite
 //! (jobs in every state, an idempotency key, users, broadcasts sent by a worker process,
 //! a direct notification, a read mark, an admin session), copied into a fresh PostgreSQL
 //! schema while `serve` keeps running on the SQLite file, then served from PostgreSQL:

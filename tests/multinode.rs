@@ -1,4 +1,4 @@
-//! Several nodes on one PostgreSQL database, through real processes and real HTTP (issue 5):
+//! Several nodes on one PostgreSQL database, through real processes and real HTTP:
 //! three `wp-lite serve` nodes draining 10 000 jobs with 16 HTTP workers exactly once (checked
 //! from the event history), nodes migrating a fresh schema at the same instant, one
 //! broadcast claimed once by `notifications.broadcast` workers on two nodes and a `wp-lite

@@ -1,4 +1,4 @@
-//! Notifications through the real binary (issue 4): the seed scenario end to end
+//! Notifications through the real binary: the README's broadcast scenario end to end
 //! (`users import`, `serve --workers none`, an admin session with CSRF, send-now, and
 //! `run --name notifications.broadcast --once` as a separate process), crash safety under
 //! SIGKILL, two worker processes on one database, `users import` errors and JSON Lines,

@@ -1,4 +1,4 @@
-//! `wp-lite bench` (README, "Benchmarks"): the entry point and the orchestration — where the
+//! `wp-lite bench` (`docs/operations.md`, "Benchmarks"): the entry point and the orchestration — where the
 //! scenarios run (each in a child process of its own when there are several), the comparisons
 //! with the raw limits measured in the same run, and the measurements the scenarios share.
 

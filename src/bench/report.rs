@@ -283,7 +283,7 @@ pub(super) async fn write_markdown(
              plain rusqlite on the same disk with the same pragmas, measured in the same run: `raw-minimal-*` \
              on the smallest table a queue can have (the machine's own limit), the other `raw-*` on wp-lite's \
              own schema. The HTTP scenarios drive a `serve` child; the last column is the share of the whole \
-             machine the client and the server used. See the README for what each scenario does.\n\n\
+             machine the client and the server used. What each scenario does: `docs/operations.md`, \"Benchmarks\".\n\n\
              ## Results\n\n{table}\n## Targets\n\n{targets}\n{notes}\n\n{pg_part}",
              notes = analysis(&sqlite_part, "sqlite"),
             machine = machine(),

@@ -1,6 +1,6 @@
 //! `notifications.broadcast`: claims due broadcasts and delivers them in chunks.
 //!
-//! Configured by the seed's environment variables (invalid values are a startup error):
+//! Configured by environment variables (invalid values are a startup error):
 //! `NOTIFICATIONS_BROADCAST_INTERVAL` (30 s), `_JITTER` (5 s), `_BATCH_LIMIT` (5),
 //! `_IMMEDIATE` (1) and `_LEASE` (60 s). A claim is atomic and lasts `LEASE` seconds,
 //! renewed with every chunk; a broadcast whose worker died is claimed again once its lease

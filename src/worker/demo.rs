@@ -1,5 +1,5 @@
-//! `demo.sleep`: the worked example of a queue worker (see "Adding a worker" in the
-//! README). It handles jobs of type `demo.sleep` with input `{"ms": N, "fail": null |
+//! `demo.sleep`: the worked example of a queue worker (see "Adding a worker" in
+//! `docs/workers.md`). It handles jobs of type `demo.sleep` with input `{"ms": N, "fail": null |
 //! "retryable" | "fatal"}`: it sleeps N milliseconds, then succeeds with `{"slept_ms": N}`
 //! or fails the way it was asked to. Not run by `serve` unless named in `--workers`.
 

@@ -1,4 +1,4 @@
-//! Authentication and authorisation (SPEC §3), routing errors and request ids (§2).
+//! Authentication and authorisation, routing errors and request ids.
 
 use crate::support::*;
 use reqwest::{Method, StatusCode};

@@ -1,4 +1,4 @@
-//! Malformed input on every route (SPEC §2): always a 4xx in the error shape, never a 500,
+//! Malformed input on every route: always a 4xx in the error shape, never a 500,
 //! and the server keeps working afterwards.
 
 use crate::support::*;

@@ -1,4 +1,4 @@
-//! The job control plane (SPEC §4) through the real server: every route, every state
+//! The job control plane (docs/api.md, "Jobs") through the real server: every route, every state
 //! transition and every error code.
 
 use crate::support::*;

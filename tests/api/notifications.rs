@@ -1,4 +1,4 @@
-//! Notifications (issue 4, SPEC §3 end-user JWTs, §5, §6): users, broadcasts under both
+//! Notifications (end-user JWTs, broadcasts, the inbox): users, broadcasts under both
 //! prefixes with every status guard, every audience type end to end, counters while
 //! sending, cancel while sending, resume after a dead worker, `notifications.send` jobs,
 //! the inbox with user JWTs, and the bad-input table of every new route.
@@ -775,7 +775,7 @@ async fn create_makes_a_draft_or_a_scheduled_broadcast() {
     );
     assert_eq!(later["created_by"], "ops");
 
-    // The seed's past time is stored as now.
+    // A past time is stored as now.
     let mut body = draft("Feature launch", all_users());
     body["scheduled_at"] = json!("2025-09-26T12:00:00Z");
     let past = create(&app, body).await;

@@ -126,7 +126,7 @@ impl Resp {
     pub fn code(&self) -> &str {
         self.body["error"]["code"].as_str().unwrap_or("")
     }
-    /// Asserts the SPEC §2 error shape and returns the code.
+    /// Asserts the error shape (docs/api.md) and returns the code.
     pub fn assert_error(&self, status: u16, code: &str) {
         assert_eq!(self.status.as_u16(), status, "body: {}", self.body);
         assert_eq!(self.body["detail"], code, "body: {}", self.body);
