@@ -17,7 +17,6 @@ use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
-use serde_json::json;
 
 pub const SESSION_COOKIE: &str = "access_token";
 pub const CSRF_COOKIE: &str = "XSRF-TOKEN";
@@ -138,9 +137,23 @@ where
     }
 }
 
-#[derive(Deserialize)]
+/// The admin token, exchanged for a session cookie and a CSRF token.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[schema(as = Login)]
 struct LoginBody {
+    #[schema(min_length = 1)]
     token: String,
+}
+
+/// A new session: the cookie is set; changes made with it send this CSRF token as
+/// `X-CSRF-Token`.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+#[schema(as = Session)]
+struct LoginView {
+    csrf_token: String,
+    #[serde(with = "time::serde_ts")]
+    #[schema(value_type = String, format = DateTime)]
+    expires_at: time::Ts,
 }
 
 fn set_cookie(name: &str, value: &str, max_age: i64, http_only: bool, secure: bool) -> HeaderValue {
@@ -180,10 +193,10 @@ async fn login(
 ) -> ApiResult<Response> {
     let s = state.auth.login(&body.token, client).await?;
     let max_age = (s.expires_at - state.clock.now()).num_seconds().max(0);
-    let mut resp = Json(json!({
-        "csrf_token": s.csrf_token,
-        "expires_at": time::format(&s.expires_at),
-    }))
+    let mut resp = Json(LoginView {
+        csrf_token: s.csrf_token.clone(),
+        expires_at: s.expires_at,
+    })
     .into_response();
     let h = resp.headers_mut();
     h.append(
@@ -231,19 +244,26 @@ async fn logout(State(state): State<AppState>, headers: HeaderMap) -> ApiResult<
     Ok(resp)
 }
 
-#[derive(serde::Serialize)]
+/// A live browser session (never its cookie).
+#[derive(serde::Serialize, utoipa::ToSchema)]
+#[schema(as = SessionInfo)]
 struct SessionView {
     id: uuid::Uuid,
     #[serde(with = "time::serde_ts")]
+    #[schema(value_type = String, format = DateTime)]
     created_at: time::Ts,
     #[serde(with = "time::serde_ts")]
+    #[schema(value_type = String, format = DateTime)]
     expires_at: time::Ts,
 }
 
-async fn list_sessions(
-    State(state): State<AppState>,
-    _a: Admin,
-) -> ApiResult<Json<serde_json::Value>> {
+#[derive(serde::Serialize, utoipa::ToSchema)]
+#[schema(as = SessionList)]
+struct SessionList {
+    items: Vec<SessionView>,
+}
+
+async fn list_sessions(State(state): State<AppState>, _a: Admin) -> ApiResult<Json<SessionList>> {
     let items: Vec<SessionView> = state
         .auth
         .sessions()
@@ -255,7 +275,7 @@ async fn list_sessions(
             expires_at: s.expires_at,
         })
         .collect();
-    Ok(Json(json!({ "items": items })))
+    Ok(Json(SessionList { items }))
 }
 
 async fn revoke_session(
@@ -277,24 +297,29 @@ pub fn router() -> Api {
             "Live browser sessions (newest first)",
             Access::Admin,
         )
+        .returns::<SessionList>(200)
         .delete(
             "/v1/admin/sessions/{session_id}",
             revoke_session,
             "End one browser session",
             Access::Admin,
         )
+        .no_content()
         .post(
             "/v1/auth/login",
             login,
             "Log in with the admin token: session cookie + CSRF token",
             Access::Public,
         )
+        .body::<LoginBody>()
+        .returns::<LoginView>(200)
         .post(
             "/v1/auth/logout",
             logout,
             "End the session (needs X-CSRF-Token)",
             Access::Public,
         )
+        .no_content()
 }
 
 /// An end user, from `Authorization: Bearer <HS256 JWT>`.

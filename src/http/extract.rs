@@ -152,6 +152,36 @@ impl<S: Send + Sync> FromRequestParts<S> for JobIdPath {
 }
 
 /// Parses a paging `limit` (1–200, default 50) given as a query string value.
+/// The paging parameters of the offset-paged lists (documentation of what `page_limit`,
+/// `page_offset` and `search_query` read).
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+pub struct OffsetPage {
+    /// Items per page, 1 to 200 (default 50).
+    #[param(minimum = 1, maximum = 200)]
+    limit: Option<i64>,
+    /// Items to skip, 0 to 10 000 (default 0).
+    #[param(minimum = 0, maximum = 10_000)]
+    offset: Option<i64>,
+}
+
+/// `OffsetPage` with a search.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+pub struct SearchPage {
+    /// Items per page, 1 to 200 (default 50).
+    #[param(minimum = 1, maximum = 200)]
+    limit: Option<i64>,
+    /// Items to skip, 0 to 10 000 (default 0).
+    #[param(minimum = 0, maximum = 10_000)]
+    offset: Option<i64>,
+    /// A case-insensitive search, at most 200 characters.
+    #[param(max_length = 200)]
+    q: Option<String>,
+}
+
 pub fn page_limit(v: Option<&str>) -> Result<usize, ApiError> {
     match v {
         None | Some("") => Ok(50),

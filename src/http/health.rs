@@ -67,8 +67,33 @@ pub async fn require_schema(State(r): State<Arc<Readiness>>, req: Request, next:
     ApiError::unavailable(r.message()).into_response()
 }
 
-async fn healthz() -> Json<serde_json::Value> {
-    Json(json!({ "status": "ok" }))
+/// `GET /healthz`: the process runs.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+#[schema(as = Health)]
+struct HealthView {
+    #[schema(example = "ok")]
+    status: &'static str,
+}
+
+/// `GET /readyz`: whether this process can serve requests that need the store (200 ready,
+/// 503 not ready, with the reason).
+#[derive(serde::Serialize, utoipa::ToSchema)]
+#[schema(as = Readiness)]
+#[allow(dead_code)]
+struct ReadinessDoc {
+    /// `ready` or `not_ready`.
+    #[schema(example = "ready", pattern = "^(ready|not_ready)$")]
+    status: String,
+    /// The schema version, when ready.
+    schema_version: Option<i64>,
+    /// Why not, when not ready.
+    reason: Option<String>,
+    /// The migrations still to run, when that is why.
+    pending_migrations: Option<Vec<String>>,
+}
+
+async fn healthz() -> Json<HealthView> {
+    Json(HealthView { status: "ok" })
 }
 
 async fn readyz(State(st): State<AppState>) -> Response {
@@ -123,10 +148,12 @@ pub fn router() -> Api {
             "200 while the process runs",
             Access::Public,
         )
+        .returns::<HealthView>(200)
         .get(
             "/readyz",
             readyz,
             "200 when the store answers and is migrated",
             Access::Public,
         )
+        .returns::<ReadinessDoc>(200)
 }

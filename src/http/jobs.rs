@@ -7,6 +7,7 @@ use super::extract::{
     optional_object, page_limit, parse_batch, refused, JobIdPath, JsonBody, PathString, QueryParams,
 };
 use super::openapi::{Access, Api};
+use super::views::Updated;
 use super::AppState;
 use crate::domain::schedule::max_leased;
 use crate::domain::time::{self, serde_ts, Ts};
@@ -17,14 +18,14 @@ use crate::domain::{
     MAX_BATCH_ITEMS,
 };
 use crate::service::Error;
-use crate::telemetry::views::queue_view;
+use crate::telemetry::views::{QueueList, QueueView};
 use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::Duration;
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
+use serde_json::Value;
 
 // ---------- views ----------
 
@@ -100,6 +101,47 @@ impl JobView {
 
 fn view(j: Job) -> Json<JobView> {
     Json(JobView::new(j, false))
+}
+
+/// Jobs a batch enqueue created (or replayed), or a lease handed out.
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = JobBatch)]
+struct JobsView {
+    jobs: Vec<JobView>,
+}
+
+/// A page of the job list, newest first; `next_cursor` fetches the next one.
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = JobList)]
+struct JobList {
+    items: Vec<JobView>,
+    next_cursor: Option<String>,
+}
+
+/// The answer to one item of `POST /v1/worker/jobs/ack`: the job, or why it was refused.
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = AckItemResult)]
+struct AckItemView {
+    job_id: String,
+    ok: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    job: Option<JobView>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<ItemError>,
+}
+
+/// Why one item of a batch was refused: the code and message its single call would give.
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = ItemError)]
+struct ItemError {
+    code: String,
+    message: String,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = AckResult)]
+struct AckView {
+    items: Vec<AckItemView>,
 }
 
 // ---------- input ----------
@@ -310,7 +352,7 @@ async fn enqueue_batch(
         .into_iter()
         .map(|e| JobView::new(e.into_job(), false))
         .collect();
-    Ok((StatusCode::CREATED, Json(json!({ "jobs": jobs }))).into_response())
+    Ok((StatusCode::CREATED, Json(JobsView { jobs })).into_response())
 }
 
 async fn get_job(
@@ -385,11 +427,11 @@ async fn lease(
     State(st): State<AppState>,
     _auth: WorkerOrAdmin,
     JsonBody(b): JsonBody<LeaseBody>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<JobsView>> {
     let (claim, wait) = checked(b)?;
     let jobs = st.jobs.lease(claim, wait).await?;
     let jobs: Vec<JobView> = jobs.into_iter().map(|j| JobView::new(j, true)).collect();
-    Ok(Json(json!({ "jobs": jobs })))
+    Ok(Json(JobsView { jobs }))
 }
 
 /// Converts a body into what its handler needs, every field error in one 400.
@@ -644,7 +686,7 @@ async fn ack(
     State(st): State<AppState>,
     _auth: WorkerOrAdmin,
     JsonBody(b): JsonBody<AckBody>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<AckView>> {
     let worker =
         input::worker_id(b.worker_id).map_err(|e| ApiError::invalid_field(&e.field, &e.message))?;
     let acks: Vec<Ack> = parse_batch("items", b.items, MAX_BATCH_ITEMS, |i: AckItemBody, p, e| {
@@ -652,23 +694,31 @@ async fn ack(
     })?;
     let ids: Vec<JobId> = acks.iter().map(|a| a.id).collect();
     let answers = st.jobs.ack(acks).await?;
-    let items: Vec<Value> = ids
+    let items: Vec<AckItemView> = ids
         .into_iter()
         .zip(answers)
         .map(|(id, answer)| match answer {
-            Ok(job) => {
-                json!({ "job_id": id.to_string(), "ok": true, "job": JobView::new(job, false) })
-            }
+            Ok(job) => AckItemView {
+                job_id: id.to_string(),
+                ok: true,
+                job: Some(JobView::new(job, false)),
+                error: None,
+            },
             Err(e) => {
                 let e = ApiError::from(e);
-                json!({
-                    "job_id": id.to_string(), "ok": false,
-                    "error": { "code": e.code, "message": e.message },
-                })
+                AckItemView {
+                    job_id: id.to_string(),
+                    ok: false,
+                    job: None,
+                    error: Some(ItemError {
+                        code: e.code.to_string(),
+                        message: e.message,
+                    }),
+                }
             }
         })
         .collect();
-    Ok(Json(json!({ "items": items })))
+    Ok(Json(AckView { items }))
 }
 
 /// Which jobs a bulk action applies to (at least one field).
@@ -742,16 +792,16 @@ impl BulkBody {
     }
 }
 
-async fn bulk(st: AppState, action: BulkAction, b: BulkBody) -> ApiResult<Json<Value>> {
+async fn bulk(st: AppState, action: BulkAction, b: BulkBody) -> ApiResult<Json<Updated>> {
     let updated = st.jobs.bulk(action, b.parse()?).await?;
-    Ok(Json(json!({ "updated": updated })))
+    Ok(Json(Updated { updated }))
 }
 
 async fn bulk_retry(
     State(st): State<AppState>,
     _auth: Admin,
     JsonBody(b): JsonBody<BulkBody>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<Updated>> {
     bulk(st, BulkAction::Retry, b).await
 }
 
@@ -759,16 +809,24 @@ async fn bulk_cancel(
     State(st): State<AppState>,
     _auth: Admin,
     JsonBody(b): JsonBody<BulkBody>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<Updated>> {
     bulk(st, BulkAction::Cancel, b).await
 }
 
-#[derive(Deserialize)]
+/// The job list's filters and paging (read as text, then parsed with field errors).
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct ListQuery {
+    /// Only jobs in this status.
+    #[param(pattern = "^(queued|leased|succeeded|failed|canceled)$")]
     status: Option<String>,
+    /// Only jobs of this type.
     #[serde(rename = "type")]
     job_type: Option<String>,
+    /// Items per page, 1 to 200 (default 50).
+    #[param(value_type = Option<i64>, minimum = 1, maximum = 200)]
     limit: Option<String>,
+    /// `next_cursor` of the previous page.
     cursor: Option<String>,
 }
 
@@ -776,7 +834,7 @@ async fn list(
     State(st): State<AppState>,
     _auth: Admin,
     QueryParams(q): QueryParams<ListQuery>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<JobList>> {
     let status = match q.status.as_deref().filter(|s| !s.is_empty()) {
         None => None,
         Some(s) => Some(s.parse::<JobStatus>().map_err(|_| {
@@ -813,19 +871,31 @@ async fn list(
         .into_iter()
         .map(|j| JobView::new(j, false))
         .collect();
-    Ok(Json(json!({
-        "items": items,
-        "next_cursor": page.next_seq.map(|s| format!("{s:x}")),
-    })))
+    Ok(Json(JobList {
+        items,
+        next_cursor: page.next_seq.map(|s| format!("{s:x}")),
+    }))
 }
 
-#[derive(Serialize)]
+/// One entry of a job's history. The first is always `queued` (id 0, the job's creation);
+/// the rest have increasing positive ids.
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = JobEvent)]
 struct EventView {
     id: i64,
     #[serde(with = "serde_ts")]
+    #[schema(value_type = String, format = DateTime)]
     ts: Ts,
+    #[schema(example = "leased")]
     event: String,
+    #[schema(value_type = Option<Object>)]
     details: Option<Value>,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = JobEventList)]
+struct EventList {
+    items: Vec<EventView>,
 }
 
 impl From<JobEvent> for EventView {
@@ -843,7 +913,7 @@ async fn events(
     State(st): State<AppState>,
     _auth: Admin,
     JobIdPath(id): JobIdPath,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<EventList>> {
     let items: Vec<EventView> = st
         .jobs
         .events(id)
@@ -851,7 +921,7 @@ async fn events(
         .into_iter()
         .map(Into::into)
         .collect();
-    Ok(Json(json!({ "items": items })))
+    Ok(Json(EventList { items }))
 }
 
 async fn cancel(
@@ -878,21 +948,21 @@ async fn pause(
     State(st): State<AppState>,
     _auth: Admin,
     path: PathString,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<QueueView>> {
     let q = st.jobs.control(queue_type(path)?, Some(true), None).await?;
-    Ok(Json(queue_view(&q)))
+    Ok(Json(QueueView::from(&q)))
 }
 
 async fn resume(
     State(st): State<AppState>,
     _auth: Admin,
     path: PathString,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<QueueView>> {
     let q = st
         .jobs
         .control(queue_type(path)?, Some(false), None)
         .await?;
-    Ok(Json(queue_view(&q)))
+    Ok(Json(QueueView::from(&q)))
 }
 
 /// `{"max_leased": n | null}`: the field must be there (null removes the limit).
@@ -914,19 +984,25 @@ async fn limits(
     _auth: Admin,
     path: PathString,
     JsonBody(b): JsonBody<LimitsBody>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<QueueView>> {
     let job_type = queue_type(path)?;
     let Some(max) = b.max_leased else {
         return Err(Error::field("max_leased", "is required (null removes the limit)").into());
     };
     let max = max_leased(max).map_err(|e| Error::invalid(vec![e]))?;
     let q = st.jobs.control(job_type, None, Some(max)).await?;
-    Ok(Json(queue_view(&q)))
+    Ok(Json(QueueView::from(&q)))
 }
 
-async fn queues(State(st): State<AppState>, _auth: Admin) -> ApiResult<Json<Value>> {
-    let items: Vec<Value> = st.jobs.queues().await?.iter().map(queue_view).collect();
-    Ok(Json(json!({ "items": items })))
+async fn queues(State(st): State<AppState>, _auth: Admin) -> ApiResult<Json<QueueList>> {
+    let items: Vec<QueueView> = st
+        .jobs
+        .queues()
+        .await?
+        .iter()
+        .map(QueueView::from)
+        .collect();
+    Ok(Json(QueueList { items }))
 }
 
 pub fn router() -> Api {
@@ -940,12 +1016,15 @@ pub fn router() -> Api {
         )
         .body::<EnqueueBody>()
         .returns::<JobView>(201)
+        .returns::<JobView>(200)
         .get(
             "/v1/worker/jobs",
             list,
             "List jobs, newest first (status, type, cursor)",
             A,
         )
+        .query::<ListQuery>()
+        .returns::<JobList>(200)
         .post(
             "/v1/worker/jobs/batch",
             enqueue_batch,
@@ -953,6 +1032,7 @@ pub fn router() -> Api {
             W,
         )
         .body::<BatchBody>()
+        .returns::<JobsView>(201)
         .post(
             "/v1/worker/jobs/lease",
             lease,
@@ -960,6 +1040,7 @@ pub fn router() -> Api {
             W,
         )
         .body::<LeaseBody>()
+        .returns::<JobsView>(200)
         .post(
             "/v1/worker/jobs/ack",
             ack,
@@ -967,6 +1048,7 @@ pub fn router() -> Api {
             W,
         )
         .body::<AckBody>()
+        .returns::<AckView>(200)
         .post(
             "/v1/worker/jobs/actions/retry",
             bulk_retry,
@@ -974,6 +1056,7 @@ pub fn router() -> Api {
             A,
         )
         .body::<BulkBody>()
+        .returns::<Updated>(200)
         .post(
             "/v1/worker/jobs/actions/cancel",
             bulk_cancel,
@@ -981,6 +1064,7 @@ pub fn router() -> Api {
             A,
         )
         .body::<BulkBody>()
+        .returns::<Updated>(200)
         .get("/v1/worker/jobs/{job_id}", get_job, "One job", W)
         .returns::<JobView>(200)
         .post(
@@ -1021,36 +1105,42 @@ pub fn router() -> Api {
             "A job's event history",
             A,
         )
+        .returns::<EventList>(200)
         .post(
             "/v1/worker/jobs/{job_id}/cancel",
             cancel,
             "Cancel a queued or leased job",
             A,
         )
+        .returns::<JobView>(200)
         .post(
             "/v1/worker/jobs/{job_id}/retry",
             retry,
             "Retry a failed or canceled job",
             A,
         )
+        .returns::<JobView>(200)
         .get(
             "/v1/worker/queues",
             queues,
             "Counts per job type and status, with each type's controls",
             A,
         )
+        .returns::<QueueList>(200)
         .post(
             "/v1/worker/queues/{type}/pause",
             pause,
             "Pause a job type: none of its jobs is leased until it is resumed",
             A,
         )
+        .returns::<QueueView>(200)
         .post(
             "/v1/worker/queues/{type}/resume",
             resume,
             "Resume a paused job type",
             A,
         )
+        .returns::<QueueView>(200)
         .put(
             "/v1/worker/queues/{type}/limits",
             limits,
@@ -1058,4 +1148,5 @@ pub fn router() -> Api {
             A,
         )
         .body::<LimitsBody>()
+        .returns::<QueueView>(200)
 }

@@ -16,6 +16,7 @@ pub mod streams;
 pub mod telemetry;
 pub mod ui;
 pub mod users;
+pub mod views;
 pub mod workers;
 
 use crate::clock::SharedClock;
@@ -77,6 +78,7 @@ pub fn api() -> openapi::Api {
             "This document",
             openapi::Access::Public,
         )
+        .answers(200, openapi::Answer::AnyJson)
 }
 
 async fn openapi_json() -> axum::Json<serde_json::Value> {

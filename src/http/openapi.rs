@@ -53,6 +53,19 @@ impl SchemaOf {
     }
 }
 
+/// What a route answers with on success.
+#[derive(Debug, Clone, Copy)]
+pub enum Answer {
+    /// A JSON body of this schema.
+    Json(SchemaOf),
+    /// A JSON document of no fixed shape (the OpenAPI document itself).
+    AnyJson,
+    /// A body of this media type (Prometheus text, a stream of Server-Sent Events).
+    Media(&'static str),
+    /// No body (204), or a protocol switch (101).
+    Empty,
+}
+
 /// One documented route.
 #[derive(Debug, Clone)]
 pub struct RouteDoc {
@@ -63,8 +76,10 @@ pub struct RouteDoc {
     pub tag: &'static str,
     /// The JSON body the route takes, when it takes one.
     pub request: Option<SchemaOf>,
-    /// The success status and the JSON it answers with, when documented.
-    pub response: Option<(u16, SchemaOf)>,
+    /// The query parameters it reads, when it reads any.
+    pub query: Option<fn() -> Vec<utoipa::openapi::path::Parameter>>,
+    /// Each success status and what comes with it.
+    pub responses: Vec<(u16, Answer)>,
 }
 
 /// A router under construction and the documentation of every route in it.
@@ -141,7 +156,8 @@ impl Api {
             access,
             tag: self.tag,
             request: None,
-            response: None,
+            query: None,
+            responses: Vec::new(),
         });
         self
     }
@@ -154,12 +170,33 @@ impl Api {
         self
     }
 
-    /// The route added last answers `status` with a JSON body of type `T`.
-    pub fn returns<T: utoipa::ToSchema>(mut self, status: u16) -> Self {
+    /// The route added last reads the query parameters of `T`.
+    pub fn query<T: utoipa::IntoParams>(mut self) -> Self {
+        fn params<T: utoipa::IntoParams>() -> Vec<utoipa::openapi::path::Parameter> {
+            T::into_params(|| Some(utoipa::openapi::path::ParameterIn::Query))
+        }
         if let Some(d) = self.docs.last_mut() {
-            d.response = Some((status, SchemaOf::of::<T>()));
+            d.query = Some(params::<T>);
         }
         self
+    }
+
+    /// The route added last answers `status` with a JSON body of type `T`.
+    pub fn returns<T: utoipa::ToSchema>(self, status: u16) -> Self {
+        self.answers(status, Answer::Json(SchemaOf::of::<T>()))
+    }
+
+    /// The route added last answers `status` with `answer`.
+    pub fn answers(mut self, status: u16, answer: Answer) -> Self {
+        if let Some(d) = self.docs.last_mut() {
+            d.responses.push((status, answer));
+        }
+        self
+    }
+
+    /// The route added last answers 204 with no body.
+    pub fn no_content(self) -> Self {
+        self.answers(204, Answer::Empty)
     }
 
     pub fn merge(mut self, other: Api) -> Self {
@@ -181,12 +218,19 @@ pub fn document(docs: &[RouteDoc]) -> Value {
         |s: &SchemaOf| json!({ "$ref": format!("#/components/schemas/{}", (s.name)()) });
     for d in docs {
         let entry = paths.entry(d.path.clone()).or_insert_with(|| json!({}));
-        let params: Vec<Value> = d
+        let mut params: Vec<Value> = d
             .path
             .split('/')
             .filter_map(|seg| seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
             .map(|name| json!({ "name": name, "in": "path", "required": true, "schema": { "type": "string" } }))
             .collect();
+        if let Some(query) = d.query {
+            params.extend(
+                query()
+                    .into_iter()
+                    .map(|p| serde_json::to_value(p).expect("a parameter serialises")),
+            );
+        }
         let security = match d.access {
             Access::Public => json!([]),
             Access::Worker => json!([{ "bearer": [] }]),
@@ -221,12 +265,28 @@ pub fn document(docs: &[RouteDoc]) -> Value {
             }
             None => {}
         }
-        if let Some((status, answer)) = &d.response {
-            (answer.render)(&mut components);
-            op["responses"][status.to_string()] = json!({
-                "description": "success",
-                "content": { "application/json": { "schema": reference(answer) } },
-            });
+        for (status, answer) in &d.responses {
+            let content = |media: &str, schema: Value| json!({ media: { "schema": schema } });
+            op["responses"][status.to_string()] = match answer {
+                Answer::Json(schema) => {
+                    (schema.render)(&mut components);
+                    json!({
+                        "description": "success",
+                        "content": content("application/json", reference(schema)),
+                    })
+                }
+                Answer::AnyJson => json!({
+                    "description": "success",
+                    "content": content("application/json", json!({ "type": "object" })),
+                }),
+                Answer::Media(media) => json!({
+                    "description": "success",
+                    "content": content(media, json!({ "type": "string" })),
+                }),
+                Answer::Empty => json!({ "description": "success, no body" }),
+            };
+        }
+        if !d.responses.is_empty() {
             if let Some(r) = op["responses"].as_object_mut() {
                 r.remove("2XX");
             }

@@ -18,7 +18,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
+use serde_json::Value;
 
 /// A schedule as the API shows it.
 #[derive(Serialize, utoipa::ToSchema)]
@@ -230,9 +230,14 @@ async fn trigger(
     Ok((StatusCode::CREATED, Json(JobView::new(job, false))).into_response())
 }
 
-#[derive(Deserialize)]
+/// The schedule list's paging.
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct ListQuery {
+    /// Items per page, 1 to 200 (default 50).
+    #[param(value_type = Option<i64>, minimum = 1, maximum = 200)]
     limit: Option<String>,
+    /// `next_cursor` of the previous page.
     cursor: Option<String>,
 }
 
@@ -240,7 +245,7 @@ async fn list(
     State(st): State<AppState>,
     _auth: Admin,
     QueryParams(q): QueryParams<ListQuery>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<ScheduleList>> {
     let limit = page_limit(q.limit.as_deref())?;
     // The cursor is the last name of the previous page (names are printable ASCII).
     let after = match q.cursor.filter(|c| !c.is_empty()) {
@@ -254,9 +259,18 @@ async fn list(
     };
     let page = st.schedules.list(after, limit).await?;
     let items: Vec<ScheduleView> = page.items.into_iter().map(Into::into).collect();
-    Ok(Json(
-        json!({ "items": items, "next_cursor": page.next_after }),
-    ))
+    Ok(Json(ScheduleList {
+        items,
+        next_cursor: page.next_after,
+    }))
+}
+
+/// A page of schedules by name; `next_cursor` fetches the next one.
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = ScheduleList)]
+struct ScheduleList {
+    items: Vec<ScheduleView>,
+    next_cursor: Option<String>,
 }
 
 pub fn router() -> Api {
@@ -268,6 +282,8 @@ pub fn router() -> Api {
             "List schedules by name (limit, cursor)",
             A,
         )
+        .query::<ListQuery>()
+        .returns::<ScheduleList>(200)
         .put(
             "/v1/worker/schedules/{name}",
             put,
@@ -284,10 +300,12 @@ pub fn router() -> Api {
             "Delete a schedule (its jobs stay)",
             A,
         )
+        .no_content()
         .post(
             "/v1/worker/schedules/{name}/actions/trigger",
             trigger,
             "Enqueue the schedule's job now, outside its calendar",
             A,
         )
+        .returns::<JobView>(201)
 }

@@ -11,7 +11,7 @@ use super::auth::{bearer, cookie, Admin, SESSION_COOKIE};
 use super::error::{ApiError, ApiResult};
 use super::extract::{refused, JsonBody, QueryPairs};
 use super::inbox::ItemView;
-use super::openapi::{Access, Api};
+use super::openapi::{Access, Answer, Api};
 use super::AppState;
 use crate::domain::notify::{DirectNotification, FeedItem, UserId};
 use crate::domain::Ts;
@@ -361,12 +361,14 @@ pub fn router() -> Api {
             "The user's inbox as Server-Sent Events (text/event-stream): `unread` and `notification` events; `Last-Event-ID` replays missed items; the token may also come as ?token=",
             u,
         )
+        .answers(200, Answer::Media("text/event-stream"))
         .get(
             "/v1/notifications/ws",
             ws,
             "The user's inbox over a WebSocket: {\"type\": \"unread\"|\"notification\"} frames; the token as ?token=, Bearer or the access_token cookie; close 4401 without a valid user, 1013 past the stream limits",
             u,
         )
+        .answers(101, Answer::Empty)
         .post(
             "/v1/admin/notifications/send",
             send,
@@ -374,6 +376,8 @@ pub fn router() -> Api {
             Access::Admin,
         )
         .body::<SendBody>()
+        .returns::<ItemView>(201)
+        .returns::<ItemView>(200)
         .post(
             "/v1/notifications/admin/send",
             send,
@@ -381,4 +385,6 @@ pub fn router() -> Api {
             Access::Admin,
         )
         .body::<SendBody>()
+        .returns::<ItemView>(201)
+        .returns::<ItemView>(200)
 }

@@ -3,8 +3,9 @@
 
 use super::auth::Admin;
 use super::error::ApiResult;
-use super::openapi::{Access, Api};
+use super::openapi::{Access, Answer, Api};
 use super::AppState;
+use crate::telemetry::summary::{Summary, WorkersSummary};
 use crate::telemetry::Telemetry;
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::header;
@@ -12,18 +13,17 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use serde_json::Value;
 use std::sync::Arc;
 use std::time::Instant;
 
 const TEXT_FORMAT: &str = "text/plain; version=0.0.4; charset=utf-8";
 
-async fn summary(State(st): State<AppState>, _a: Admin) -> ApiResult<Json<Value>> {
-    Ok(Json(st.telemetry.snapshot().await?.json()))
+async fn summary(State(st): State<AppState>, _a: Admin) -> ApiResult<Json<Summary>> {
+    Ok(Json(st.telemetry.snapshot().await?.summary()))
 }
 
-async fn workers_summary(State(st): State<AppState>, _a: Admin) -> ApiResult<Json<Value>> {
-    Ok(Json(st.telemetry.snapshot().await?.workers_json()))
+async fn workers_summary(State(st): State<AppState>, _a: Admin) -> ApiResult<Json<WorkersSummary>> {
+    Ok(Json(st.telemetry.snapshot().await?.workers()))
 }
 
 async fn prometheus_text(st: &AppState) -> ApiResult<Response> {
@@ -49,24 +49,28 @@ pub fn router() -> Api {
             "Workers, queues and broadcasts at a glance (all processes)",
             a,
         )
+        .returns::<Summary>(200)
         .get(
             "/v1/admin/telemetry/workers/summary",
             workers_summary,
             "Just the workers part of the summary",
             a,
         )
+        .returns::<WorkersSummary>(200)
         .get(
             "/v1/admin/telemetry/prometheus",
             prometheus,
             "Prometheus text format 0.0.4",
             a,
         )
+        .answers(200, Answer::Media("text/plain"))
         .get(
             "/v1/metrics",
             prometheus,
             "Prometheus text (the original platform's path)",
             a,
         )
+        .answers(200, Answer::Media("text/plain"))
 }
 
 /// The router of the `--metrics-bind` listener.

@@ -4,9 +4,10 @@
 use super::auth::Admin;
 use super::error::{ApiError, ApiResult};
 use super::extract::{
-    page_limit, page_offset, parse_batch, refused, search_query, JsonBody, QueryPairs, UserIdPath,
+    page_limit, page_offset, parse_batch, refused, search_query, JsonBody, OffsetPage, QueryPairs,
+    SearchPage, UserIdPath,
 };
-use super::inbox::inbox_view;
+use super::inbox::{inbox_view, InboxPage};
 use super::openapi::{Access, Api};
 use super::AppState;
 use crate::domain::notify::{NewUser, User, UserBody};
@@ -16,20 +17,44 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
+use serde_json::Value;
 
-#[derive(Serialize)]
+/// A user mirrored from the host application.
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = User)]
 pub struct UserView {
     id: String,
     email: Option<String>,
+    #[schema(value_type = Object)]
     attributes: Value,
     is_active: bool,
     #[serde(with = "serde_ts")]
+    #[schema(value_type = String, format = DateTime)]
     created_at: Ts,
     #[serde(with = "serde_ts")]
+    #[schema(value_type = String, format = DateTime)]
     updated_at: Ts,
     #[serde(with = "serde_ts::option")]
+    #[schema(value_type = Option<String>, format = DateTime)]
     deleted_at: Option<Ts>,
+}
+
+/// A page of users by id.
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = UserList)]
+struct UserList {
+    items: Vec<UserView>,
+    total: i64,
+    limit: usize,
+    offset: usize,
+    has_next: bool,
+}
+
+/// How many users a batch upserted.
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = Upserted)]
+struct Upserted {
+    upserted: usize,
 }
 
 impl From<User> for UserView {
@@ -94,7 +119,7 @@ async fn batch(
     State(st): State<AppState>,
     _a: Admin,
     JsonBody(body): JsonBody<BatchBody>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<Upserted>> {
     let users: Vec<NewUser> = parse_batch(
         "users",
         body.users,
@@ -102,19 +127,22 @@ async fn batch(
         |u: UserBody, prefix, errs| u.parse(prefix, None, errs),
     )?;
     let n = st.users.upsert_many(users).await?;
-    Ok(Json(json!({ "upserted": n })))
+    Ok(Json(Upserted { upserted: n }))
 }
 
-async fn list(State(st): State<AppState>, _a: Admin, q: QueryPairs) -> ApiResult<Json<Value>> {
+async fn list(State(st): State<AppState>, _a: Admin, q: QueryPairs) -> ApiResult<Json<UserList>> {
     let limit = page_limit(q.get("limit"))?;
     let offset = page_offset(q.get("offset"))?;
     let search = search_query(&q)?;
     let (users, total) = st.users.list(search, limit, offset).await?;
     let items: Vec<UserView> = users.into_iter().map(Into::into).collect();
-    Ok(Json(json!({
-        "items": items, "total": total, "limit": limit, "offset": offset,
-        "has_next": (offset + limit) < total as usize,
-    })))
+    Ok(Json(UserList {
+        items,
+        total,
+        limit,
+        offset,
+        has_next: (offset + limit) < total as usize,
+    }))
 }
 
 async fn get_user(
@@ -139,7 +167,7 @@ async fn user_inbox(
     _a: Admin,
     UserIdPath(id): UserIdPath,
     q: QueryPairs,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<InboxPage>> {
     inbox_view(&st, id, &q).await
 }
 
@@ -152,6 +180,8 @@ pub fn router() -> Api {
             "List users (q searches id and email)",
             a,
         )
+        .query::<SearchPage>()
+        .returns::<UserList>(200)
         .post_documented_as(
             "/v1/admin/users/batch",
             "/v1/admin/users/{user_id}",
@@ -160,24 +190,30 @@ pub fn router() -> Api {
             a,
         )
         .body::<BatchBody>()
+        .returns::<Upserted>(200)
         .get(
             "/v1/admin/users/{user_id}",
             get_user,
             "One user (soft-deleted ones too)",
             a,
         )
+        .returns::<UserView>(200)
         .put("/v1/admin/users/{user_id}", put_user, "Upsert one user", a)
         .body::<UserBody>()
+        .returns::<UserView>(200)
         .delete(
             "/v1/admin/users/{user_id}",
             delete_user,
             "Soft-delete a user",
             a,
         )
+        .no_content()
         .get(
             "/v1/admin/users/{user_id}/notifications",
             user_inbox,
             "Any user's inbox",
             a,
         )
+        .query::<OffsetPage>()
+        .returns::<InboxPage>(200)
 }

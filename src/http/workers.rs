@@ -4,12 +4,11 @@ use super::auth::Admin;
 use super::error::ApiResult;
 use super::openapi::{Access, Api};
 use super::AppState;
-use crate::telemetry::views::ProcessView;
+use crate::telemetry::views::{ProcessList, ProcessView};
 use axum::extract::State;
 use axum::Json;
-use serde_json::{json, Value};
 
-async fn list(State(st): State<AppState>, _auth: Admin) -> ApiResult<Json<Value>> {
+async fn list(State(st): State<AppState>, _auth: Admin) -> ApiResult<Json<ProcessList>> {
     let items: Vec<ProcessView> = st
         .workers
         .processes()
@@ -17,14 +16,16 @@ async fn list(State(st): State<AppState>, _auth: Admin) -> ApiResult<Json<Value>
         .into_iter()
         .map(|(p, alive)| ProcessView::new(p, alive))
         .collect();
-    Ok(Json(json!({ "items": items })))
+    Ok(Json(ProcessList { items }))
 }
 
 pub fn router() -> Api {
-    Api::new("workers").get(
-        "/v1/admin/workers",
-        list,
-        "Worker processes and whether they are alive",
-        Access::Admin,
-    )
+    Api::new("workers")
+        .get(
+            "/v1/admin/workers",
+            list,
+            "Worker processes and whether they are alive",
+            Access::Admin,
+        )
+        .returns::<ProcessList>(200)
 }

@@ -2,10 +2,12 @@
 //! process's own deltas were flushed.
 
 use super::counter;
+use super::views::{ProcessView, QueueView};
 use crate::domain::metrics::{BroadcastStats, MetricTotals};
 use crate::domain::notify::BroadcastStatus;
 use crate::domain::{QueueStats, WorkerProcess};
-use serde_json::{json, Map, Value};
+use serde::Serialize;
+use std::collections::BTreeMap;
 
 /// Everything the summary and the Prometheus text are made of.
 pub struct Snapshot {
@@ -39,51 +41,52 @@ impl Snapshot {
         }
     }
 
-    pub fn workers_json(&self) -> Value {
-        let mut jobs = Map::new();
-        for status in ["started", "completed", "failed", "canceled", "tick_errors"] {
-            jobs.insert(status.into(), json!(self.counter(counter::JOBS, status)));
-        }
-        jobs.insert(
-            "retries".into(),
-            json!(self
-                .totals
-                .counters
-                .iter()
-                .filter(|(n, _, _)| n == counter::RETRIES)
-                .map(|(_, _, v)| v)
-                .sum::<i64>()),
-        );
-        let stages: Map<String, Value> = self
+    /// The workers part of the summary (also `GET /v1/admin/telemetry/workers/summary`).
+    pub fn workers(&self) -> WorkersSummary {
+        let jobs: BTreeMap<String, i64> =
+            ["started", "completed", "failed", "canceled", "tick_errors"]
+                .into_iter()
+                .map(|status| (status.to_string(), self.counter(counter::JOBS, status)))
+                .chain(std::iter::once((
+                    "retries".to_string(),
+                    self.totals
+                        .counters
+                        .iter()
+                        .filter(|(n, _, _)| n == counter::RETRIES)
+                        .map(|(_, _, v)| v)
+                        .sum::<i64>(),
+                )))
+                .collect();
+        let stages = self
             .totals
             .stages
             .iter()
             .map(|s| {
                 (
                     s.stage.clone(),
-                    json!({ "count": s.count, "avg_ms": round(s.avg_ms()) }),
+                    StageSummary {
+                        count: s.count,
+                        avg_ms: round(s.avg_ms()),
+                    },
                 )
             })
             .collect();
-        let processes: Vec<Value> = self
+        let processes = self
             .processes
             .iter()
-            .map(|(p, alive)| {
-                serde_json::to_value(super::views::ProcessView::new(p.clone(), *alive))
-                    .unwrap_or(Value::Null)
-            })
+            .map(|(p, alive)| ProcessView::new(p.clone(), *alive))
             .collect();
-        json!({
-            "jobs": jobs,
-            "job_avg_ms": round(self.job_avg_ms()),
-            "stages": stages,
-            "processes": processes,
-        })
+        WorkersSummary {
+            jobs,
+            job_avg_ms: round(self.job_avg_ms()),
+            stages,
+            processes,
+        }
     }
 
-    pub fn json(&self) -> Value {
-        let queues: Vec<Value> = self.queues.iter().map(super::views::queue_view).collect();
-        let status_counts: Map<String, Value> = BroadcastStatus::ALL
+    /// `GET /v1/admin/telemetry/summary`.
+    pub fn summary(&self) -> Summary {
+        let status_counts = BroadcastStatus::ALL
             .iter()
             .map(|s| {
                 let n = self
@@ -92,22 +95,66 @@ impl Snapshot {
                     .iter()
                     .find(|(k, _)| k == s.as_str())
                     .map_or(0, |(_, n)| *n);
-                (s.as_str().to_string(), json!(n))
+                (s.as_str().to_string(), n)
             })
             .collect();
-        json!({
-            "workers": self.workers_json(),
-            "queues": queues,
-            "broadcasts": {
-                "status_counts": status_counts,
-                "recipients": {
-                    "sent": self.broadcasts.sent,
-                    "failed": self.broadcasts.failed,
-                    "skipped": self.broadcasts.skipped,
+        Summary {
+            workers: self.workers(),
+            queues: self.queues.iter().map(QueueView::from).collect(),
+            broadcasts: BroadcastSummary {
+                status_counts,
+                recipients: Recipients {
+                    sent: self.broadcasts.sent,
+                    failed: self.broadcasts.failed,
+                    skipped: self.broadcasts.skipped,
                 },
             },
-        })
+        }
     }
+}
+
+/// Workers, queues and broadcasts at a glance, for every process on the database.
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = TelemetrySummary)]
+pub struct Summary {
+    workers: WorkersSummary,
+    queues: Vec<QueueView>,
+    broadcasts: BroadcastSummary,
+}
+
+/// What the workers did: job counts by outcome (`started`, `completed`, `failed`,
+/// `canceled`, `tick_errors`, `retries`), the average stage time, each stage and every
+/// worker process.
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = WorkersSummary)]
+pub struct WorkersSummary {
+    jobs: BTreeMap<String, i64>,
+    job_avg_ms: f64,
+    stages: BTreeMap<String, StageSummary>,
+    processes: Vec<ProcessView>,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = StageSummary)]
+pub struct StageSummary {
+    count: i64,
+    avg_ms: f64,
+}
+
+/// Broadcasts by status, and recipients by outcome.
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = BroadcastSummary)]
+pub struct BroadcastSummary {
+    status_counts: BTreeMap<String, i64>,
+    recipients: Recipients,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = RecipientCounts)]
+pub struct Recipients {
+    sent: i64,
+    failed: i64,
+    skipped: i64,
 }
 
 fn round(x: f64) -> f64 {

@@ -1238,7 +1238,10 @@ async fn events_list_every_transition_in_order() {
             "canceled"
         ]
     );
-    let mut last_id = 0;
+    // The creation opens the history with id 0; every stored event after it has a
+    // larger id than the one before.
+    assert_eq!(items[0]["id"], 0, "{items:?}");
+    let mut last_id = -1;
     let mut last_ts = None;
     for e in &items {
         let id = e["id"].as_i64().unwrap();

@@ -6,6 +6,8 @@
 mod live;
 mod support;
 
+mod contract;
+
 mod auth;
 mod bad_input;
 mod batch;

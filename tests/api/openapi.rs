@@ -442,19 +442,18 @@ async fn examples_generated_from_each_request_schema_are_accepted() {
         let r = app
             .send(m, &fill(&d.path), Some(token), Some(body.clone()))
             .await;
+        // Login reads the body and then refuses the example's made-up token (401).
+        let wrong_token = d.path == "/v1/auth/login" && r.status == StatusCode::UNAUTHORIZED;
         assert!(
-            r.status.is_success() || r.status == StatusCode::NOT_FOUND,
+            r.status.is_success() || r.status == StatusCode::NOT_FOUND || wrong_token,
             "{} {} refused its schema's example {body}: {} {}",
             d.method,
             d.path,
             r.status,
             r.body
         );
-        if r.status.is_success() {
-            if let Some((status, _)) = &d.response {
-                assert_eq!(r.status.as_u16(), *status, "{} {}", d.method, d.path);
-            }
-        }
+        // A success status is one the route documents, with a body of the documented
+        // schema: `send` checks every answer against /openapi.json (`contract`).
         tried.push(format!("{} {}", d.method, d.path));
     }
     assert!(tried.len() >= 12, "request schemas: {tried:?}");

@@ -103,6 +103,20 @@ pub struct Resp {
 }
 
 impl Resp {
+    /// The answer to a `method` request, held against `/openapi.json` (`contract`).
+    pub async fn of(method: &Method, r: Response) -> Self {
+        let path = r.url().path().to_string();
+        let resp = Self::from(r).await;
+        let content_type = resp
+            .headers
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string();
+        crate::contract::check(method, &path, resp.status, &content_type, &resp.body);
+        resp
+    }
+
     pub async fn from(r: Response) -> Self {
         let status = r.status();
         let headers = r.headers().clone();
@@ -152,14 +166,14 @@ impl TestApp {
         token: Option<&str>,
         body: Option<Value>,
     ) -> Resp {
-        let mut rb = self.client.request(method, self.url(path));
+        let mut rb = self.client.request(method.clone(), self.url(path));
         if let Some(t) = token {
             rb = rb.bearer_auth(t);
         }
         if let Some(b) = body {
             rb = rb.json(&b);
         }
-        Resp::from(rb.send().await.expect("request")).await
+        Resp::of(&method, rb.send().await.expect("request")).await
     }
 
     pub async fn admin(&self, method: Method, path: &str, body: Option<Value>) -> Resp {
@@ -297,14 +311,14 @@ impl TestApp {
         headers: &[(&str, &str)],
         body: Option<Value>,
     ) -> Resp {
-        let mut rb = self.client.request(method, self.url(path));
+        let mut rb = self.client.request(method.clone(), self.url(path));
         for (k, v) in headers {
             rb = rb.header(*k, *v);
         }
         if let Some(b) = body {
             rb = rb.json(&b);
         }
-        Resp::from(rb.send().await.expect("request")).await
+        Resp::of(&method, rb.send().await.expect("request")).await
     }
 
     /// The Prometheus text of `/v1/metrics` (admin token).
@@ -329,14 +343,17 @@ impl TestApp {
         content_type: Option<&str>,
         body: Vec<u8>,
     ) -> Resp {
-        let mut rb = self.client.request(method, self.url(path)).body(body);
+        let mut rb = self
+            .client
+            .request(method.clone(), self.url(path))
+            .body(body);
         if let Some(t) = token {
             rb = rb.bearer_auth(t);
         }
         if let Some(ct) = content_type {
             rb = rb.header("content-type", ct);
         }
-        Resp::from(rb.send().await.expect("request")).await
+        Resp::of(&method, rb.send().await.expect("request")).await
     }
 
     /// Leases exactly one job of `job_type` for `worker`; returns (job_id, lease_token).
