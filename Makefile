@@ -15,7 +15,7 @@ run: build ## Run the service on $(DATABASE_URL) at http://127.0.0.1:8000
 test: ## Run every test (unit, HTTP, storage conformance, CLI)
 	$(CARGO) test --locked --all-targets -- --test-threads=4
 
-test-ui: ## Browser test of the page (headless Debian chromium via playwright-core; needs node + npm)
+test-ui: ## Browser test of the page (headless Debian chromium via playwright-core) and the OpenAPI validation; needs node + npm
 	$(CARGO) build --locked
 	cd tests/ui && npm ci && node --test
 

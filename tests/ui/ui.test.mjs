@@ -13,56 +13,16 @@
 
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { spawn, execFileSync } from "node:child_process";
-import { createInterface } from "node:readline";
+import { execFileSync } from "node:child_process";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { fileURLToPath } from "node:url";
 import { chromium } from "playwright-core";
 
-const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
-const BIN = process.env.WP_LITE_BIN || path.join(ROOT, "target/debug/wp-lite");
-const CHROMIUM = process.env.CHROMIUM_PATH || "/usr/bin/chromium";
-const ARTIFACTS = path.join(ROOT, "artifacts");
-
-// A clean environment for the binary: nothing configured from outside.
-function env(extra = {}) {
-  const e = { ...process.env, ...extra };
-  for (const k of ["WP_LITE_DATABASE_URL", "WP_LITE_ADMIN_TOKEN", "WP_LITE_WORKERS", "RUST_LOG", "WP_LITE_BIND"]) delete e[k];
-  return { ...e, ...extra };
-}
+import { BIN, CHROMIUM, ARTIFACTS, env, serve } from "./server.mjs";
 
 function wp(dbUrl, args) {
   return execFileSync(BIN, ["--database-url", dbUrl, ...args], { env: env(), encoding: "utf8", stdio: ["ignore", "pipe", "pipe"] });
-}
-
-/** Starts `wp-lite serve` and resolves with { child, base } once it logs "wp-lite serving". */
-function serve(dbUrl, extraEnv) {
-  const child = spawn(BIN, ["--database-url", dbUrl, "--log-format", "json", "serve", "--bind", "127.0.0.1:0"], {
-    env: env(extraEnv),
-    stdio: ["ignore", "ignore", "pipe"],
-  });
-  const log = [];
-  return new Promise((resolve, reject) => {
-    const lines = createInterface({ input: child.stderr });
-    let found = false;
-    lines.on("line", (line) => {
-      log.push(line);
-      if (found) return;
-      try {
-        const v = JSON.parse(line);
-        if (v.message === "wp-lite serving") {
-          found = true;
-          resolve({ child, base: `http://${v.addr}`, log });
-        }
-      } catch { /* not JSON */ }
-    });
-    child.on("exit", (code) => {
-      if (!found) reject(new Error(`serve exited (${code}) before listening:\n${log.join("\n")}`));
-    });
-    child.on("error", reject);
-  });
 }
 
 /** Bounded poll: resolves with fn()'s first truthy value, fails after `ms`. */
