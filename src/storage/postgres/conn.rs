@@ -68,6 +68,13 @@ impl PgConn {
         self.client.query(&s, params).map_err(map_err)
     }
 
+    /// `query` without the statement cache: PostgreSQL plans the statement with this
+    /// call's parameter values every time (a cached statement may run on a generic plan),
+    /// at the cost of one more round trip.
+    pub fn query_planned(&mut self, sql: &str, params: &Params<'_>) -> Result<Vec<Row>> {
+        self.client.query(sql, params).map_err(map_err)
+    }
+
     /// Exactly one row, or `NotFound`.
     pub fn query_one(&mut self, sql: &str, params: &Params<'_>) -> Result<Row> {
         self.query_opt(sql, params)?.ok_or(StoreError::NotFound)

@@ -137,7 +137,11 @@ pub fn news(
 ) -> Result<Vec<FeedItem>> {
     let users: Vec<&str> = users.iter().map(UserId::as_str).collect();
     let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-    let rows = c.query(
+    // Planned for each call's own values (not a cached statement): on a generic plan
+    // PostgreSQL compares every row in the range with each element of the array (24 s for
+    // one batch with 10 000 users listening and 200 000 rows to pass over); planned with
+    // the array it hashes it (30 ms).
+    let rows = c.query_planned(
         &format!(
             "{FEED_ITEM} WHERE i.user_id = ANY($3) AND i.id > $1 AND i.id <= $2
              ORDER BY i.id LIMIT $4"
