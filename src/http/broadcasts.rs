@@ -3,7 +3,9 @@
 
 use super::auth::Admin;
 use super::error::{ApiError, ApiResult};
-use super::extract::{page_limit, page_offset, search_query, JsonBody, PathString, QueryPairs};
+use super::extract::{
+    page_limit, page_offset, search_query, JsonBody, OffsetPage, PathString, QueryPairs, Search,
+};
 use super::openapi::{Access, Api};
 use super::AppState;
 use crate::domain::notify::{
@@ -228,20 +230,11 @@ async fn create(
     Ok((StatusCode::CREATED, Json(BroadcastView::from(b))).into_response())
 }
 
-/// The broadcast list's filters and paging.
+/// The broadcast list's status filter (beside its paging and search).
 #[derive(utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 #[allow(dead_code)]
-struct ListQuery {
-    /// Items per page, 1 to 200 (default 50).
-    #[param(minimum = 1, maximum = 200)]
-    limit: Option<i64>,
-    /// Items to skip, 0 to 10 000 (default 0).
-    #[param(minimum = 0, maximum = 10_000)]
-    offset: Option<i64>,
-    /// A case-insensitive search of title and body, at most 200 characters.
-    #[param(max_length = 200)]
-    q: Option<String>,
+struct StatusFilter {
     /// Only these statuses, comma-separated (`status` works too): draft, scheduled,
     /// sending, sent, failed, cancelled.
     statuses: Option<String>,
@@ -399,7 +392,9 @@ fn routes(prefix: &str) -> Api {
             a,
         )
         .returns::<BroadcastList>(200)
-        .query::<ListQuery>()
+        .query::<OffsetPage>()
+        .query::<Search>()
+        .query::<StatusFilter>()
         .get(&p("/{id}"), get_one, "One broadcast with its counters", a)
         .returns::<BroadcastView>(200)
         .put(

@@ -152,8 +152,8 @@ impl<S: Send + Sync> FromRequestParts<S> for JobIdPath {
 }
 
 /// Parses a paging `limit` (1–200, default 50) given as a query string value.
-/// The paging parameters of the offset-paged lists (documentation of what `page_limit`,
-/// `page_offset` and `search_query` read).
+/// The paging parameters of the offset-paged lists (documentation of what `page_limit` and
+/// `page_offset` read).
 #[derive(utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 #[allow(dead_code)]
@@ -166,18 +166,13 @@ pub struct OffsetPage {
     offset: Option<i64>,
 }
 
-/// `OffsetPage` with a search.
+/// The search of the searchable lists (documentation of what `search_query` reads).
 #[derive(utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 #[allow(dead_code)]
-pub struct SearchPage {
-    /// Items per page, 1 to 200 (default 50).
-    #[param(minimum = 1, maximum = 200)]
-    limit: Option<i64>,
-    /// Items to skip, 0 to 10 000 (default 0).
-    #[param(minimum = 0, maximum = 10_000)]
-    offset: Option<i64>,
-    /// A case-insensitive search, at most 200 characters.
+pub struct Search {
+    /// A case-insensitive search, at most 200 characters: users by id and email,
+    /// broadcasts by title and body.
     #[param(max_length = 200)]
     q: Option<String>,
 }

@@ -76,8 +76,8 @@ pub struct RouteDoc {
     pub tag: &'static str,
     /// The JSON body the route takes, when it takes one.
     pub request: Option<SchemaOf>,
-    /// The query parameters it reads, when it reads any.
-    pub query: Option<fn() -> Vec<utoipa::openapi::path::Parameter>>,
+    /// The query parameters it reads, in groups.
+    pub query: Vec<fn() -> Vec<utoipa::openapi::path::Parameter>>,
     /// Each success status and what comes with it.
     pub responses: Vec<(u16, Answer)>,
 }
@@ -156,7 +156,7 @@ impl Api {
             access,
             tag: self.tag,
             request: None,
-            query: None,
+            query: Vec::new(),
             responses: Vec::new(),
         });
         self
@@ -170,13 +170,14 @@ impl Api {
         self
     }
 
-    /// The route added last reads the query parameters of `T`.
+    /// The route added last reads the query parameters of `T` (as well as any named
+    /// before).
     pub fn query<T: utoipa::IntoParams>(mut self) -> Self {
         fn params<T: utoipa::IntoParams>() -> Vec<utoipa::openapi::path::Parameter> {
             T::into_params(|| Some(utoipa::openapi::path::ParameterIn::Query))
         }
         if let Some(d) = self.docs.last_mut() {
-            d.query = Some(params::<T>);
+            d.query.push(params::<T>);
         }
         self
     }
@@ -224,7 +225,7 @@ pub fn document(docs: &[RouteDoc]) -> Value {
             .filter_map(|seg| seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
             .map(|name| json!({ "name": name, "in": "path", "required": true, "schema": { "type": "string" } }))
             .collect();
-        if let Some(query) = d.query {
+        for query in &d.query {
             params.extend(
                 query()
                     .into_iter()

@@ -5,7 +5,7 @@ use super::auth::Admin;
 use super::error::{ApiError, ApiResult};
 use super::extract::{
     page_limit, page_offset, parse_batch, refused, search_query, JsonBody, OffsetPage, QueryPairs,
-    SearchPage, UserIdPath,
+    Search, UserIdPath,
 };
 use super::inbox::{inbox_view, InboxPage};
 use super::openapi::{Access, Api};
@@ -180,7 +180,8 @@ pub fn router() -> Api {
             "List users (q searches id and email)",
             a,
         )
-        .query::<SearchPage>()
+        .query::<OffsetPage>()
+        .query::<Search>()
         .returns::<UserList>(200)
         .post_documented_as(
             "/v1/admin/users/batch",
