@@ -697,7 +697,7 @@ fn run_maintenance_once_reclaims_an_expired_lease() {
         .unwrap();
     let id = created[0].job().id;
     let claim = Claim {
-        worker_id: "gone-worker".into(),
+        worker_id: wp_lite::domain::WorkerId::local("gone-worker"),
         types: vec![],
         limit: 1,
         lease: chrono::Duration::seconds(60),
@@ -941,14 +941,14 @@ fn backup_copies_a_live_database_consistently() {
                     let id = e[0].job().id;
                     committed.lock().unwrap().push((id, JobStatus::Queued));
                     let claim = Claim {
-                        worker_id: format!("w{w}"),
+                        worker_id: wp_lite::domain::WorkerId::local(format!("w{w}")),
                         types: vec![JobType::parse("type", &job_type).unwrap()],
                         limit: 1,
                         lease: chrono::Duration::seconds(60),
                     };
                     let got = store.claim_jobs(&claim, now).unwrap();
                     let fence = wp_lite::domain::Fence {
-                        worker_id: format!("w{w}"),
+                        worker_id: wp_lite::domain::WorkerId::local(format!("w{w}")),
                         lease_token: None,
                     };
                     store.complete_job(got[0].id, &fence, None, now).unwrap();

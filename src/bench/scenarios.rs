@@ -6,7 +6,7 @@ use super::{cpu_seconds, percentile, reset_peak_rss, vm_hwm_mb, Outcome, Scenari
 use crate::app::{open_store, App};
 use crate::clock::{SharedClock, SystemClock};
 use crate::config::{Config, Secret};
-use crate::domain::{Ack, AckOutcome, Claim, Fence, JobMeta, JobType, NewJob};
+use crate::domain::{Ack, AckOutcome, Claim, JobMeta, JobType, NewJob, WorkerId};
 use crate::queue::ReadyQueue;
 use crate::service::jobs::JobService;
 use crate::storage::raw;
@@ -107,7 +107,7 @@ async fn drain(
     for w in 0..workers {
         let svc = svc.clone();
         set.spawn(async move {
-            let worker_id = format!("bench-{w}");
+            let worker_id = WorkerId::local(format!("bench-{w}"));
             let mut done = 0usize;
             loop {
                 let claim = Claim {
@@ -124,10 +124,7 @@ async fn drain(
                     .into_iter()
                     .map(|j| Ack {
                         id: j.id,
-                        fence: Fence {
-                            worker_id: worker_id.clone(),
-                            lease_token: j.lease_token,
-                        },
+                        fence: j.fence(&worker_id),
                         outcome: AckOutcome::Complete(None),
                     })
                     .collect();

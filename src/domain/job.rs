@@ -186,10 +186,59 @@ impl Enqueued {
     }
 }
 
+/// A worker's name for itself, under which it leases and acts on jobs: 1 to 200
+/// characters. Made from a request by [`worker_input::worker_id`](super::worker_input::worker_id),
+/// or by [`WorkerId::local`] for this process's own workers.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(transparent)]
+pub struct WorkerId(String);
+
+impl WorkerId {
+    /// The longest id, in characters.
+    pub const MAX_CHARS: usize = 200;
+
+    /// An id this process makes for one of its own workers, cut to [`Self::MAX_CHARS`].
+    pub fn local(id: impl Into<String>) -> Self {
+        let id: String = id.into();
+        Self(id.chars().take(Self::MAX_CHARS).collect())
+    }
+
+    /// An id already checked against the rules (`worker_input::worker_id`).
+    pub(super) fn checked(id: String) -> Self {
+        Self(id)
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for WorkerId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// The token a lease hands its worker. A call that names one acts only while that lease
+/// is the job's current one, which fences off a worker whose lease was taken over.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaseToken(String);
+
+impl LeaseToken {
+    /// A token already checked against the rules (`worker_input::lease_token`).
+    pub(super) fn checked(token: String) -> Self {
+        Self(token)
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
 /// A claim request: lease up to `limit` ready jobs of these types (empty = any).
 #[derive(Debug, Clone)]
 pub struct Claim {
-    pub worker_id: String,
+    pub worker_id: WorkerId,
     pub types: Vec<JobType>,
     pub limit: usize,
     pub lease: Duration,
@@ -198,8 +247,8 @@ pub struct Claim {
 /// Who says they hold a lease: the worker, and optionally the lease token they were given.
 #[derive(Debug, Clone)]
 pub struct Fence {
-    pub worker_id: String,
-    pub lease_token: Option<String>,
+    pub worker_id: WorkerId,
+    pub lease_token: Option<LeaseToken>,
 }
 
 /// Why a worker's call on a job was refused.
@@ -481,6 +530,14 @@ impl NewEvent {
 /// changes the job and returns the events to record in the same transaction. Both
 /// backends load the row, call one of these and save the result, so the rules live once.
 impl Job {
+    /// The fence of the lease this job was handed out under, for the worker holding it.
+    pub fn fence(&self, worker_id: &WorkerId) -> Fence {
+        Fence {
+            worker_id: worker_id.clone(),
+            lease_token: self.lease_token.clone().map(LeaseToken),
+        }
+    }
+
     /// The row a newly enqueued job gets (every backend inserts exactly this).
     pub fn queued(nj: NewJob, now: Ts) -> Job {
         Job {
@@ -545,7 +602,10 @@ impl Job {
         self.result = result;
         self.end_lease();
         self.updated_at = now;
-        Ok(vec![NewEvent::succeeded(&fence.worker_id, self.attempts)])
+        Ok(vec![NewEvent::succeeded(
+            fence.worker_id.as_str(),
+            self.attempts,
+        )])
     }
 
     /// The owner reports failure: requeued with backoff when retryable and attempts

@@ -3,7 +3,7 @@
 //! (REST, the Python client's server, tests) gets the same rules. Each function checks one
 //! field and names it in its error.
 
-use super::{bounded_text, in_range, nesting_ok, FieldError};
+use super::{bounded_text, in_range, nesting_ok, FieldError, LeaseToken, WorkerId};
 use serde_json::Value;
 
 /// Seconds a lease lasts when none is asked for, and the bounds.
@@ -15,17 +15,22 @@ pub const LEASE_LIMIT_MAX: i64 = 100;
 pub const WAIT_MS_MAX: i64 = 30_000;
 
 /// `worker_id`: required, 1–200 characters.
-pub fn worker_id(v: Option<String>) -> Result<String, FieldError> {
+pub fn worker_id(v: Option<String>) -> Result<WorkerId, FieldError> {
     let w = v.ok_or_else(|| FieldError::new("worker_id", "is required"))?;
-    bounded_text("worker_id", &w, 1, 200)?;
-    Ok(w)
+    bounded_text("worker_id", &w, 1, WorkerId::MAX_CHARS)?;
+    Ok(WorkerId::checked(w))
 }
 
 /// `lease_token`: optional, at most 200 characters.
-pub fn lease_token(v: Option<String>) -> Result<Option<String>, FieldError> {
+pub fn lease_token(v: Option<String>) -> Result<Option<LeaseToken>, FieldError> {
+    lease_token_at("lease_token", v)
+}
+
+/// A lease token sent under another name (an ack item's `items[i].lease_token`).
+pub fn lease_token_at(field: &str, v: Option<String>) -> Result<Option<LeaseToken>, FieldError> {
     match v {
         None => Ok(None),
-        Some(t) => bounded_text("lease_token", &t, 0, 200).map(|()| Some(t)),
+        Some(t) => bounded_text(field, &t, 0, 200).map(|()| Some(LeaseToken::checked(t))),
     }
 }
 
@@ -120,6 +125,6 @@ mod tests {
         assert_eq!(r.unwrap_err().len(), 2);
         let mut f = Fields::default();
         let w = f.take(worker_id(Some("w".into())));
-        assert_eq!(f.finish(w).unwrap(), "w");
+        assert_eq!(f.finish(w).unwrap().as_str(), "w");
     }
 }

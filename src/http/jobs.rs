@@ -15,7 +15,7 @@ use crate::domain::worker_input::{self as input, Fields};
 use crate::domain::{
     bounded_text, in_range, Ack, AckOutcome, BulkAction, BulkFilter, Claim, Enqueued, Failure,
     Fence, FieldError, Job, JobEvent, JobFilter, JobId, JobMeta, JobStatus, JobType, NewJob,
-    MAX_BATCH_ITEMS,
+    WorkerId, MAX_BATCH_ITEMS,
 };
 use crate::service::Error;
 use crate::telemetry::views::{QueueList, QueueView};
@@ -624,7 +624,7 @@ struct AckItemBody {
 }
 
 impl AckItemBody {
-    fn parse(self, prefix: &str, worker: &str, errs: &mut Vec<FieldError>) -> Option<Ack> {
+    fn parse(self, prefix: &str, worker: &WorkerId, errs: &mut Vec<FieldError>) -> Option<Ack> {
         let before = errs.len();
         let f = |name: &str| format!("{prefix}{name}");
         let id = match self.job_id.as_deref() {
@@ -637,7 +637,10 @@ impl AckItemBody {
                 None
             }),
         };
-        let token = opaque(errs, &f("lease_token"), self.lease_token, 200);
+        let token = input::lease_token_at(&f("lease_token"), self.lease_token)
+            .map_err(|e| errs.push(e))
+            .ok()
+            .flatten();
         let outcome = match self.outcome.as_deref() {
             None => {
                 errs.push(FieldError::new(f("outcome"), "is required"));
@@ -673,7 +676,7 @@ impl AckItemBody {
         Some(Ack {
             id: id?,
             fence: Fence {
-                worker_id: worker.to_string(),
+                worker_id: worker.clone(),
                 lease_token: token,
             },
             outcome: outcome?,

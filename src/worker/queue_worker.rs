@@ -6,7 +6,7 @@
 //! work in hand gets the shutdown timeout; leases still held after it are released.
 
 use super::{HandlerError, QueueHandler};
-use crate::domain::{Claim, Fence, Job, JobConflict, JobId, JobType};
+use crate::domain::{Claim, Fence, Job, JobConflict, JobId, JobType, WorkerId};
 use crate::service::jobs::JobService;
 use crate::service::Error;
 use std::collections::HashMap;
@@ -119,7 +119,7 @@ async fn run_job(
 pub async fn run(
     worker: Arc<dyn QueueHandler>,
     jobs: JobService,
-    worker_id: String,
+    worker_id: WorkerId,
     mut stop: watch::Receiver<bool>,
     shutdown_timeout: Duration,
     once: bool,
@@ -178,10 +178,7 @@ pub async fn run(
                 .acquire_owned()
                 .await
                 .expect("semaphore open");
-            let fence = Fence {
-                worker_id: worker_id.clone(),
-                lease_token: job.lease_token.clone(),
-            };
+            let fence = job.fence(&worker_id);
             held.lock()
                 .expect("held lock")
                 .insert(job.id, fence.clone());

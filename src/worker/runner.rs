@@ -45,11 +45,11 @@ pub async fn run_worker(worker: Built, env: &WorkerEnv, once: bool, stop: watch:
             .await;
         }
         Built::Queue(w) => {
-            let worker_id = format!(
+            let worker_id = crate::domain::WorkerId::local(format!(
                 "{name}@{}:{}",
                 super::liveness::host_name(),
                 std::process::id()
-            );
+            ));
             let l = liveness.clone();
             let (t, stage) = (env.jobs.telemetry().clone(), name.clone());
             let on_job: queue_worker::OnJob = Arc::new(move |took, outcome| {

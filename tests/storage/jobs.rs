@@ -4,9 +4,10 @@ use serde_json::json;
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use wp_lite::domain::worker_input;
 use wp_lite::domain::{
     Ack, AckOutcome, BulkAction, BulkFilter, Claim, Enqueued, Failure, Fence, JobConflict,
-    JobFilter, JobId, JobMeta, JobStatus, JobType, NewJob,
+    JobFilter, JobId, JobMeta, JobStatus, JobType, NewJob, WorkerId,
 };
 use wp_lite::storage::{self, OpenOptions, Store, StoreError, Wake};
 
@@ -28,17 +29,18 @@ fn job(t: &str) -> NewJob {
 
 fn claim(worker: &str, limit: usize) -> Claim {
     Claim {
-        worker_id: worker.into(),
+        worker_id: WorkerId::local(worker),
         types: vec![],
         limit,
         lease: Duration::seconds(60),
     }
 }
 
+/// A fence as a request names it (parsed as the HTTP layer parses it).
 fn fence(worker: &str, token: Option<&str>) -> Fence {
     Fence {
-        worker_id: worker.into(),
-        lease_token: token.map(String::from),
+        worker_id: worker_input::worker_id(Some(worker.into())).unwrap(),
+        lease_token: worker_input::lease_token(token.map(String::from)).unwrap(),
     }
 }
 
@@ -740,7 +742,8 @@ fn concurrent_single_calls_answer_as_if_alone() {
             .map(|(id, f)| {
                 let store = store.clone();
                 std::thread::spawn(move || {
-                    (f.lease_token.clone(), store.complete_job(id, &f, None, now))
+                    let token = f.lease_token.as_ref().map(|t| t.as_str().to_string());
+                    (token, store.complete_job(id, &f, None, now))
                 })
             })
             .collect();

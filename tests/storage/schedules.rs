@@ -9,7 +9,7 @@ use std::sync::{Arc, Barrier};
 use wp_lite::domain::schedule::{
     run_key, Calendar, DueRun, Fired, JobTemplate, Overlap, ScheduleName, ScheduleSpec,
 };
-use wp_lite::domain::{Claim, Fence, JobFilter, JobMeta, JobStatus, JobType, NewJob};
+use wp_lite::domain::{Claim, JobFilter, JobMeta, JobStatus, JobType, NewJob, WorkerId};
 use wp_lite::storage::{self, OpenOptions, Store, StoreError};
 
 fn t0() -> DateTime<Utc> {
@@ -52,7 +52,7 @@ fn job(t: &str) -> NewJob {
 
 fn claim(worker: &str, types: &[&str], limit: usize) -> Claim {
     Claim {
-        worker_id: worker.into(),
+        worker_id: WorkerId::local(worker),
         types: types
             .iter()
             .map(|t| JobType::parse("t", t).unwrap())
@@ -240,10 +240,7 @@ fn overlap_skip_waits_for_the_previous_runs_job_and_trigger_runs_now() {
         assert_eq!(leased[0].id, first.id);
         assert!(matches!(fire(s, "skip", at(3)), Fired::Skipped));
         // Finished: the next run enqueues.
-        let fence = Fence {
-            worker_id: "w".into(),
-            lease_token: leased[0].lease_token.clone(),
-        };
+        let fence = leased[0].fence(&WorkerId::local("w"));
         s.complete_job(first.id, &fence, None, at(3)).unwrap();
         assert!(matches!(fire(s, "skip", at(4)), Fired::Enqueued(_)));
         let skip = s
@@ -368,10 +365,7 @@ fn max_leased_holds_for_concurrent_leasers_on_every_node() {
                             continue;
                         }
                         for j in got {
-                            let fence = Fence {
-                                worker_id: worker.clone(),
-                                lease_token: j.lease_token.clone(),
-                            };
+                            let fence = j.fence(&WorkerId::local(worker.as_str()));
                             node.complete_job(j.id, &fence, None, now).unwrap();
                             if j.job_type.as_str() == "limited" {
                                 done.fetch_add(1, Ordering::SeqCst);

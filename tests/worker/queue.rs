@@ -128,7 +128,7 @@ async fn drain(worker: Arc<TestHandler>, jobs: &JobService) -> Arc<QueueStats> {
     let run = queue_worker::run(
         worker,
         jobs.clone(),
-        "test-worker".into(),
+        wp_lite::domain::WorkerId::local("test-worker"),
         stop_rx,
         Duration::from_secs(5),
         true,
@@ -363,7 +363,7 @@ async fn stopping_releases_the_leases_of_unfinished_jobs() {
     let run = tokio::spawn(queue_worker::run(
         worker,
         env.jobs.clone(),
-        "test-worker".into(),
+        wp_lite::domain::WorkerId::local("test-worker"),
         stop_rx,
         Duration::from_millis(200),
         false,

@@ -403,7 +403,7 @@ fn lease_rows(c: &mut PgConn, claim: &Claim, seqs: &[i64], now: Ts) -> Result<Ve
     let rows = c.query(
         LEASE_SEQS,
         &[
-            &claim.worker_id,
+            &claim.worker_id.as_str(),
             &to_ms(&(now + claim.lease)),
             &to_ms(&now),
             &seqs,
@@ -418,12 +418,21 @@ fn claim_ready(c: &mut PgConn, claim: &Claim, now: Ts) -> Result<Vec<(i64, Job)>
     let now_ms = to_ms(&now);
     let limit = i64::try_from(claim.limit).unwrap_or(i64::MAX);
     let rows = if claim.types.is_empty() {
-        c.query(CLAIM_ANY, &[&claim.worker_id, &until_ms, &now_ms, &limit])?
+        c.query(
+            CLAIM_ANY,
+            &[&claim.worker_id.as_str(), &until_ms, &now_ms, &limit],
+        )?
     } else {
         let types: Vec<String> = claim.types.iter().map(|t| t.as_str().to_string()).collect();
         c.query(
             CLAIM_TYPES,
-            &[&claim.worker_id, &until_ms, &now_ms, &limit, &types],
+            &[
+                &claim.worker_id.as_str(),
+                &until_ms,
+                &now_ms,
+                &limit,
+                &types,
+            ],
         )?
     };
     rows.iter().map(row_to_job).collect()
@@ -552,8 +561,8 @@ pub fn complete_many(c: &mut PgConn, reqs: Vec<CompleteReq>) -> Result<Vec<Resul
         if let std::collections::hash_map::Entry::Vacant(e) = first.entry(r.id) {
             e.insert(i);
             ids.push(r.id.to_string());
-            workers.push(r.fence.worker_id.clone());
-            tokens.push(r.fence.lease_token.clone());
+            workers.push(r.fence.worker_id.to_string());
+            tokens.push(r.fence.lease_token.as_ref().map(|t| t.as_str().to_string()));
             results.push(r.result.as_ref().map(to_json));
             nows.push(to_ms(&r.now));
         }
@@ -569,7 +578,7 @@ pub fn complete_many(c: &mut PgConn, reqs: Vec<CompleteReq>) -> Result<Vec<Resul
             Some(JobStatus::Succeeded),
         );
         let i = first[&job.id];
-        let ev = NewEvent::succeeded(&reqs[i].fence.worker_id, job.attempts);
+        let ev = NewEvent::succeeded(reqs[i].fence.worker_id.as_str(), job.attempts);
         ev_ids.push(job.id.to_string());
         ev_ts.push(to_ms(&reqs[i].now));
         ev_details.push(ev.details.as_ref().map(to_json));

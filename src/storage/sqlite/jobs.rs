@@ -252,7 +252,7 @@ fn lease_rows(c: &WriteConn, claim: &Claim, seqs: &[i64], now: Ts) -> Result<Vec
         marks(4, seqs.len())
     );
     let mut args: Vec<rusqlite::types::Value> = vec![
-        claim.worker_id.clone().into(),
+        claim.worker_id.to_string().into(),
         to_ms(&(now + claim.lease)).into(),
         to_ms(&now).into(),
     ];
@@ -281,7 +281,7 @@ fn claim_ready(c: &WriteConn, claim: &Claim, now: Ts) -> Result<Vec<Job>> {
     );
     let lease_until = to_ms(&(now + claim.lease));
     let mut args: Vec<rusqlite::types::Value> = vec![
-        claim.worker_id.clone().into(),
+        claim.worker_id.to_string().into(),
         lease_until.into(),
         to_ms(&now).into(),
         (claim.limit as i64).into(),
