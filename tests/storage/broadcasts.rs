@@ -143,9 +143,8 @@ fn receivers(s: &Arc<dyn Store>, id: uuid::Uuid) -> Vec<String> {
     out
 }
 
-#[test]
-fn broadcast_create_replace_schedule_cancel_delete() {
-    each_backend(|b| {
+conformance! {
+    fn broadcast_create_replace_schedule_cancel_delete(b) {
         let s = &b.store;
         let name = b.name;
         let draft = broadcast("Hello", Audience::AllUsers, None);
@@ -329,12 +328,11 @@ fn broadcast_create_replace_schedule_cancel_delete() {
             (page.total, page.items.len(), page.items[0].id),
             (1, 1, due.id)
         );
-    });
+    }
 }
 
-#[test]
-fn broadcast_claims_are_exclusive_and_expired_claims_are_taken_over() {
-    each_backend(|b| {
+conformance! {
+    fn broadcast_claims_are_exclusive_and_expired_claims_are_taken_over(b) {
         let s = &b.store;
         let name = b.name;
         seed_users(s);
@@ -416,12 +414,11 @@ fn broadcast_claims_are_exclusive_and_expired_claims_are_taken_over() {
             got.iter().map(|x| x.id).collect::<Vec<_>>(),
             vec![future.id]
         );
-    });
+    }
 }
 
-#[test]
-fn concurrent_claims_never_share_a_broadcast() {
-    each_backend(|b| {
+conformance! {
+    fn concurrent_claims_never_share_a_broadcast(b) {
         let s = &b.store;
         let name = b.name;
         let mut ids = HashSet::new();
@@ -474,12 +471,11 @@ fn concurrent_claims_never_share_a_broadcast() {
             "{name}: a broadcast was claimed twice"
         );
         assert_eq!(distinct, ids, "{name}");
-    });
+    }
 }
 
-#[test]
-fn broadcast_claim_order() {
-    each_backend(|b| {
+conformance! {
+    fn broadcast_claim_order(b) {
         let s = &b.store;
         let first = broadcast("first", Audience::AllUsers, Some(t0()));
         let second = broadcast(
@@ -505,7 +501,7 @@ fn broadcast_claim_order() {
             "{}",
             b.name
         );
-    });
+    }
 }
 
 fn run(b: &Backend, audience: Audience, chunk: usize) -> (Broadcast, usize) {
@@ -519,9 +515,8 @@ fn run(b: &Backend, audience: Audience, chunk: usize) -> (Broadcast, usize) {
     deliver_all(s, x.id, "w", chunk)
 }
 
-#[test]
-fn deliver_all_users_to_completion() {
-    each_backend(|b| {
+conformance! {
+    fn deliver_all_users_to_completion(b) {
         seed_users(&b.store);
         let (done, steps) = run(b, Audience::AllUsers, 3);
         assert_eq!(done.status, BroadcastStatus::Sent, "{}", b.name);
@@ -541,12 +536,11 @@ fn deliver_all_users_to_completion() {
         assert_eq!((done.sent, steps), (8, 1), "{}", b.name);
         let (done, steps) = run(b, Audience::AllUsers, 100);
         assert_eq!((done.sent, steps), (8, 0), "{}", b.name);
-    });
+    }
 }
 
-#[test]
-fn deliver_explicit_list_to_completion() {
-    each_backend(|b| {
+conformance! {
+    fn deliver_explicit_list_to_completion(b) {
         seed_users(&b.store);
         // Unknown, inactive and deleted users are skipped; the list order is kept.
         let list = ["u05", "ghost", "u01", "u04", "u07", "u10", "u02"];
@@ -562,12 +556,11 @@ fn deliver_explicit_list_to_completion() {
             receivers(&b.store, done.id),
             vec!["u01", "u02", "u05", "u10"]
         );
-    });
+    }
 }
 
-#[test]
-fn deliver_segment_to_completion() {
-    each_backend(|b| {
+conformance! {
+    fn deliver_segment_to_completion(b) {
         seed_users(&b.store);
         let seg = |filters: Value| {
             let mut conds = Vec::new();
@@ -618,12 +611,11 @@ fn deliver_segment_to_completion() {
             (0, 0, BroadcastStatus::Sent)
         );
         assert!(receivers(&b.store, done.id).is_empty());
-    });
+    }
 }
 
-#[test]
-fn users_leaving_during_delivery_are_skipped_and_cancel_stops_it() {
-    each_backend(|b| {
+conformance! {
+    fn users_leaving_during_delivery_are_skipped_and_cancel_stops_it(b) {
         let s = &b.store;
         seed_users(s);
         let x = broadcast("Hi", Audience::AllUsers, Some(t0()));
@@ -673,12 +665,11 @@ fn users_leaving_during_delivery_are_skipped_and_cancel_stops_it() {
             b.name
         );
         assert!(s.fail_broadcast(z.id, "w", "again", now).unwrap().is_none());
-    });
+    }
 }
 
-#[test]
-fn broadcast_inbox_counts_reads_and_prune() {
-    each_backend(|b| {
+conformance! {
+    fn broadcast_inbox_counts_reads_and_prune(b) {
         let s = &b.store;
         let name = b.name;
         seed_users(s);
@@ -769,12 +760,11 @@ fn broadcast_inbox_counts_reads_and_prune() {
             let page = s.inbox_page(&uid(u), 10, 0).unwrap();
             assert_eq!((page.total, page.unread), (0, 0), "{name} {u}");
         }
-    });
+    }
 }
 
-#[test]
-fn concurrent_deliveries_keep_inbox_counts_right() {
-    each_backend(|b| {
+conformance! {
+    fn concurrent_deliveries_keep_inbox_counts_right(b) {
         let s = &b.store;
         let name = b.name;
         let users: Vec<NewUser> = (0..40)
@@ -846,7 +836,7 @@ fn concurrent_deliveries_keep_inbox_counts_right() {
                 "{name} c{i:02}"
             );
         }
-    });
+    }
 }
 
 #[test]
@@ -934,11 +924,10 @@ fn corrupt_audience(b: &Backend, id: uuid::Uuid) {
     }
 }
 
-/// A broadcast that cannot be delivered fails on its own, with the reason; the one due
-/// beside it is claimed and delivered (one bad row never stops every broadcast).
-#[test]
-fn a_broadcast_that_cannot_be_delivered_fails_alone_and_the_others_go_out() {
-    each_backend(|b| {
+conformance! {
+    /// A broadcast that cannot be delivered fails on its own, with the reason; the one due
+    /// beside it is claimed and delivered (one bad row never stops every broadcast).
+    fn a_broadcast_that_cannot_be_delivered_fails_alone_and_the_others_go_out(b) {
         let s = &b.store;
         seed_users(s);
         let bad = broadcast("Bad", Audience::AllUsers, Some(t0()));
@@ -969,15 +958,14 @@ fn a_broadcast_that_cannot_be_delivered_fails_alone_and_the_others_go_out() {
             .claim_due_broadcasts("w2", 10, lease, t0() + Duration::seconds(120))
             .unwrap()
             .is_empty());
-    });
+    }
 }
 
-/// A segment with lists at their bound (100 values each) is one statement of fixed shape
-/// on both backends and selects exactly the matching users, each value matched by type
-/// (3.0 matches 3; "3" does not).
-#[test]
-fn a_segment_with_long_lists_delivers_to_exactly_its_users() {
-    each_backend(|b| {
+conformance! {
+    /// A segment with lists at their bound (100 values each) is one statement of fixed shape
+    /// on both backends and selects exactly the matching users, each value matched by type
+    /// (3.0 matches 3; "3" does not).
+    fn a_segment_with_long_lists_delivers_to_exactly_its_users(b) {
         let s = &b.store;
         seed_users(s);
         let mut plans: Vec<Value> = (0..99).map(|i| json!(format!("plan-{i}"))).collect();
@@ -994,15 +982,14 @@ fn a_segment_with_long_lists_delivers_to_exactly_its_users() {
         let (done, _) = deliver_all(s, bc.id, "w", 100);
         assert_eq!(receivers(s, bc.id), ["u03", "u06", "u09"], "{}", b.name);
         assert_eq!((done.total, done.sent), (3, 3), "{}", b.name);
-    });
+    }
 }
 
-/// A row the store cannot read back (written behind its back, or corrupted) is an error
-/// naming what is wrong — never a default that would act on the wrong thing (a fresh id, a
-/// `failed` status, an `all_users` audience).
-#[test]
-fn corrupt_rows_are_errors_not_defaults() {
-    each_backend(|b| {
+conformance! {
+    /// A row the store cannot read back (written behind its back, or corrupted) is an error
+    /// naming what is wrong — never a default that would act on the wrong thing (a fresh id, a
+    /// `failed` status, an `all_users` audience).
+    fn corrupt_rows_are_errors_not_defaults(b) {
         let s = &b.store;
         let bc = broadcast("Corrupt", Audience::AllUsers, None);
         s.create_broadcast(&bc).unwrap();
@@ -1076,5 +1063,5 @@ fn corrupt_rows_are_errors_not_defaults() {
             }
             other => panic!("{}: a corrupt job id read back as {other:?}", b.name),
         }
-    });
+    }
 }

@@ -1,4 +1,3 @@
-use crate::each_backend;
 use chrono::{Duration, TimeZone, Utc};
 use wp_lite::domain::notify::{DirectNotification, UserId};
 use wp_lite::storage::StoreError;
@@ -13,9 +12,8 @@ fn note(user: &UserId, event: Option<&str>) -> DirectNotification {
     }
 }
 
-#[test]
-fn inbox_counts_follow_delivery_reads_and_retention() {
-    each_backend(|b| {
+conformance! {
+    fn inbox_counts_follow_delivery_reads_and_retention(b) {
         let s = &b.store;
         let t0 = Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap();
         let (ann, bob) = (
@@ -56,12 +54,11 @@ fn inbox_counts_follow_delivery_reads_and_retention() {
         assert_eq!(s.inbox_page(&bob, 50, 0).unwrap().total, 0);
         assert_eq!(s.unread_count(&bob).unwrap(), 0);
         assert_eq!(s.inbox_page(&ann, 50, 0).unwrap().total, 1);
-    });
+    }
 }
 
-#[test]
-fn the_feed_reads_new_items_of_the_listening_users_only() {
-    each_backend(|b| {
+conformance! {
+    fn the_feed_reads_new_items_of_the_listening_users_only(b) {
         let s = &b.store;
         let name = &b.name;
         let t0 = Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap();
@@ -131,5 +128,5 @@ fn the_feed_reads_new_items_of_the_listening_users_only() {
             s.inbox_item(&bob, a1.item_id),
             Err(StoreError::NotFound)
         ));
-    });
+    }
 }

@@ -51,9 +51,8 @@ fn conflict(r: Result<impl std::fmt::Debug, StoreError>) -> JobConflict {
     }
 }
 
-#[test]
-fn enqueue_get_and_idempotency() {
-    each_backend(|b| {
+conformance! {
+    fn enqueue_get_and_idempotency(b) {
         let s = &b.store;
         let mut a = job("email");
         a.meta.idempotency_key = Some("k".into());
@@ -89,15 +88,14 @@ fn enqueue_get_and_idempotency() {
             JobConflict::DuplicateJobId
         );
         assert!(matches!(s.get_job(JobId::new()), Err(StoreError::NotFound)));
-    });
+    }
 }
 
-/// Enqueueing writes no event row: a job's history opens with a `queued` entry read from
-/// its row (id 0, at its creation). A `queued` row stored by an older version is not
-/// shown twice.
-#[test]
-fn history_opens_with_the_creation_the_job_row_records() {
-    each_backend(|b| {
+conformance! {
+    /// Enqueueing writes no event row: a job's history opens with a `queued` entry read from
+    /// its row (id 0, at its creation). A `queued` row stored by an older version is not
+    /// shown twice.
+    fn history_opens_with_the_creation_the_job_row_records(b) {
         let s = &b.store;
         let ids: Vec<JobId> = s
             .enqueue_jobs(vec![job("email"), job("email")], t0())
@@ -135,12 +133,11 @@ fn history_opens_with_the_creation_the_job_row_records() {
                 .collect();
             assert_eq!(names, ["queued", "leased"], "{}", b.name);
         }
-    });
+    }
 }
 
-#[test]
-fn batches_are_all_or_nothing() {
-    each_backend(|b| {
+conformance! {
+    fn batches_are_all_or_nothing(b) {
         let s = &b.store;
         let id = JobId::new();
         let mut first = job("a");
@@ -162,12 +159,11 @@ fn batches_are_all_or_nothing() {
             "{}: a failed batch left jobs behind",
             b.name
         );
-    });
+    }
 }
 
-#[test]
-fn claims_follow_priority_then_time_and_skip_delayed_jobs() {
-    each_backend(|b| {
+conformance! {
+    fn claims_follow_priority_then_time_and_skip_delayed_jobs(b) {
         let s = &b.store;
         let mut low = job("a");
         low.priority = 9;
@@ -205,12 +201,11 @@ fn claims_follow_priority_then_time_and_skip_delayed_jobs() {
         assert_eq!(later.len(), 1);
         assert_eq!(later[0].priority, 0);
         assert_eq!(s.claim_jobs(&claim("w", 10), now).unwrap().len(), 1);
-    });
+    }
 }
 
-#[test]
-fn fencing_heartbeat_complete_and_fail() {
-    each_backend(|b| {
+conformance! {
+    fn fencing_heartbeat_complete_and_fail(b) {
         let s = &b.store;
         s.enqueue_jobs(vec![job("a"), job("a")], t0()).unwrap();
         let got = s.claim_jobs(&claim("w", 2), t0()).unwrap();
@@ -285,12 +280,11 @@ fn fencing_heartbeat_complete_and_fail() {
             .unwrap();
         assert_eq!(f.status, JobStatus::Failed);
         assert_eq!(f.result.unwrap()["details"]["k"], 1);
-    });
+    }
 }
 
-#[test]
-fn expired_leases_are_reclaimed_and_fenced() {
-    each_backend(|b| {
+conformance! {
+    fn expired_leases_are_reclaimed_and_fenced(b) {
         let s = &b.store;
         let mut last = job("a");
         last.max_attempts = 1;
@@ -325,12 +319,11 @@ fn expired_leases_are_reclaimed_and_fenced() {
         assert_eq!(stats[0].leases_expired_total, 2);
         assert_eq!(stats[0].queued, 1);
         assert_eq!(stats[0].failed, 1);
-    });
+    }
 }
 
-#[test]
-fn cancel_retry_and_release() {
-    each_backend(|b| {
+conformance! {
+    fn cancel_retry_and_release(b) {
         let s = &b.store;
         s.enqueue_jobs(vec![job("a")], t0()).unwrap();
         let j = s.claim_jobs(&claim("w", 1), t0()).unwrap().remove(0);
@@ -364,12 +357,11 @@ fn cancel_retry_and_release() {
             "{}",
             b.name
         );
-    });
+    }
 }
 
-#[test]
-fn listing_pages_newest_first_and_prune_respects_retention() {
-    each_backend(|b| {
+conformance! {
+    fn listing_pages_newest_first_and_prune_respects_retention(b) {
         let s = &b.store;
         for i in 0..7 {
             s.enqueue_jobs(vec![job("a")], t0() + Duration::milliseconds(i))
@@ -430,12 +422,11 @@ fn listing_pages_newest_first_and_prune_respects_retention() {
             assert_eq!(left, 0, "{}: events of a pruned job", b.name);
         }
         assert_eq!(s.ready_job_ids(at, 100).unwrap().len(), 5);
-    });
+    }
 }
 
-#[test]
-fn concurrent_claims_never_hand_out_a_job_twice() {
-    each_backend(|b| {
+conformance! {
+    fn concurrent_claims_never_hand_out_a_job_twice(b) {
         let s = b.store.clone();
         let batch: Vec<NewJob> = (0..500).map(|_| job("c")).collect();
         s.enqueue_jobs(batch, t0()).unwrap();
@@ -461,12 +452,11 @@ fn concurrent_claims_never_hand_out_a_job_twice() {
         let unique: HashSet<_> = all.iter().collect();
         assert_eq!(all.len(), 500, "{}", b.name);
         assert_eq!(unique.len(), 500);
-    });
+    }
 }
 
-#[test]
-fn two_stores_on_one_database_never_lease_a_job_twice() {
-    each_backend(|b| {
+conformance! {
+    fn two_stores_on_one_database_never_lease_a_job_twice(b) {
         // A second node (SQLite: a second process's store) on the same database.
         let other = storage::open(&b.url, &OpenOptions { migrate: false }).unwrap();
         let nodes: [Arc<dyn Store>; 2] = [b.store.clone(), other.clone()];
@@ -516,12 +506,11 @@ fn two_stores_on_one_database_never_lease_a_job_twice() {
             assert_eq!(names, ["queued", "leased", "succeeded"], "{}", b.name);
         }
         other.close();
-    });
+    }
 }
 
-#[test]
-fn ties_lease_in_enqueue_order_and_batches_see_their_own_keys() {
-    each_backend(|b| {
+conformance! {
+    fn ties_lease_in_enqueue_order_and_batches_see_their_own_keys(b) {
         let s = &b.store;
         let mut keyed = job("t");
         keyed.meta.idempotency_key = Some("k".into());
@@ -578,12 +567,11 @@ fn ties_lease_in_enqueue_order_and_batches_see_their_own_keys() {
             })
             .unwrap();
         assert!(page.items.is_empty(), "{}", b.name);
-    });
+    }
 }
 
-#[test]
-fn work_made_ready_wakes_other_nodes() {
-    each_backend(|b| {
+conformance! {
+    fn work_made_ready_wakes_other_nodes(b) {
         if b.name == "sqlite" {
             // SQLite never calls subscribers; waiting callers poll on a bounded interval.
             return;
@@ -629,17 +617,16 @@ fn work_made_ready_wakes_other_nodes() {
         s.retry_job(j.id, t0()).unwrap();
         woken_after(n, "a retry");
         other.close();
-    });
+    }
 }
 
-/// Many callers enqueueing one job each at once (the PostgreSQL store carries them in
-/// shared multi-row inserts) get the answers they would get one at a time: a key used by
-/// many callers is created once and replayed to the others, a clashing input conflicts, a
-/// taken id is refused, and completing many jobs at once (with repeats and stale tokens
-/// among them) answers each call as if alone.
-#[test]
-fn concurrent_single_calls_answer_as_if_alone() {
-    each_backend(|b| {
+conformance! {
+    /// Many callers enqueueing one job each at once (the PostgreSQL store carries them in
+    /// shared multi-row inserts) get the answers they would get one at a time: a key used by
+    /// many callers is created once and replayed to the others, a clashing input conflicts, a
+    /// taken id is refused, and completing many jobs at once (with repeats and stale tokens
+    /// among them) answers each call as if alone.
+    fn concurrent_single_calls_answer_as_if_alone(b) {
         let now = t0();
         let store = b.store.clone();
         let taken = store.enqueue_jobs(vec![job("seed")], now).unwrap();
@@ -777,7 +764,7 @@ fn concurrent_single_calls_answer_as_if_alone() {
                 .collect();
             assert_eq!(events, ["queued", "leased", "succeeded"], "{}", b.name);
         }
-    });
+    }
 }
 
 /// The jobs of one `ack` comparison, each set up in a state the batch must judge: live
@@ -844,9 +831,8 @@ fn answer_shape(r: &Result<wp_lite::domain::Job, StoreError>) -> String {
     }
 }
 
-#[test]
-fn ack_answers_each_item_as_its_own_call_would() {
-    each_backend(|b| {
+conformance! {
+    fn ack_answers_each_item_as_its_own_call_would(b) {
         let s = &b.store;
         let now = t0() + Duration::seconds(1);
         let mut batch = ack_cases(s, "ack");
@@ -912,12 +898,11 @@ fn ack_answers_each_item_as_its_own_call_would() {
         // A refused item changed nothing.
         let queued = s.get_job(batch[6].0).unwrap();
         assert_eq!(queued.status, JobStatus::Queued, "{}", b.name);
-    });
+    }
 }
 
-#[test]
-fn bulk_actions_touch_only_jobs_whose_state_allows_it_in_bounded_passes() {
-    each_backend(|b| {
+conformance! {
+    fn bulk_actions_touch_only_jobs_whose_state_allows_it_in_bounded_passes(b) {
         let s = &b.store;
         let ids: Vec<JobId> = s
             .enqueue_jobs((0..7).map(|_| job("bulk")).collect(), t0())
@@ -999,7 +984,7 @@ fn bulk_actions_touch_only_jobs_whose_state_allows_it_in_bounded_passes() {
             .bulk_jobs(BulkAction::Cancel, &queued, 0, 100, t0())
             .unwrap();
         assert_eq!(step.changed.len(), 6, "{}", b.name);
-    });
+    }
 }
 
 /// The per-type, per-status counts the writers keep (`queue_stats`) equal a count of the
@@ -1209,13 +1194,12 @@ fn queue_counts_follow_every_transition() {
     });
 }
 
-/// Jobs enqueued in one batch tie on priority, available_at and created_at. A claim leases
-/// them in insertion order, and on PostgreSQL it reads them from the ready index in that
-/// order: a claim that sorted every tied row (it did, before the index had `seq`) cost
-/// 19 ms with 50 000 queued jobs instead of 0.15 ms.
-#[test]
-fn tied_ready_jobs_are_leased_in_insertion_order_straight_from_the_index() {
-    each_backend(|b| {
+conformance! {
+    /// Jobs enqueued in one batch tie on priority, available_at and created_at. A claim leases
+    /// them in insertion order, and on PostgreSQL it reads them from the ready index in that
+    /// order: a claim that sorted every tied row (it did, before the index had `seq`) cost
+    /// 19 ms with 50 000 queued jobs instead of 0.15 ms.
+    fn tied_ready_jobs_are_leased_in_insertion_order_straight_from_the_index(b) {
         let s = &b.store;
         let out = s
             .enqueue_jobs((0..3000).map(|_| job("tie")).collect(), t0())
@@ -1239,5 +1223,5 @@ fn tied_ready_jobs_are_leased_in_insertion_order_straight_from_the_index() {
             assert!(plan.contains("jobs_ready"), "{plan}");
             assert!(!plan.contains("Sort"), "the claim sorts: {plan}");
         }
-    });
+    }
 }

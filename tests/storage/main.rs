@@ -2,6 +2,31 @@
 //! PostgreSQL when `WP_LITE_TEST_POSTGRES_URL` is set
 //! (each run says whether the PostgreSQL half ran or was skipped, and why).
 
+/// One conformance case, run as one test per backend (`<file>::<case>::sqlite` and
+/// `…::postgres`), so a failure names its case and its backend. Without a PostgreSQL server
+/// configured, the `postgres` test passes and says that it skipped.
+macro_rules! conformance {
+    ($(#[$meta:meta])* fn $name:ident($b:ident) $body:block) => {
+        $(#[$meta])*
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+
+            fn case($b: &$crate::Backend) $body
+
+            #[test]
+            fn sqlite() {
+                $crate::on_sqlite(case)
+            }
+
+            #[test]
+            fn postgres() {
+                $crate::on_postgres(case)
+            }
+        }
+    };
+}
+
 mod broadcasts;
 #[path = "../common/mod.rs"]
 mod common;
@@ -112,13 +137,24 @@ impl Backend {
     }
 }
 
-/// Runs a case against every available backend.
-pub fn each_backend(case: impl Fn(&Backend)) {
+/// Runs a case on a fresh SQLite database.
+pub fn on_sqlite(case: impl Fn(&Backend)) {
     let b = sqlite();
     case(&b);
     b.store.close();
+}
+
+/// Runs a case in a fresh PostgreSQL schema, when a server is configured.
+pub fn on_postgres(case: impl Fn(&Backend)) {
     if let Some(b) = postgres() {
         case(&b);
         b.store.close();
     }
+}
+
+/// Runs a case against every available backend, one after the other (for the few cases
+/// that set something up before they choose what to run on each).
+pub fn each_backend(case: impl Fn(&Backend)) {
+    on_sqlite(&case);
+    on_postgres(&case);
 }

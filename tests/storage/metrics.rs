@@ -1,6 +1,5 @@
 //! Shared metric totals, broadcast telemetry numbers and worker process liveness rows.
 
-use crate::each_backend;
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use std::sync::Arc;
 use wp_lite::domain::metrics::{BroadcastStats, MetricDeltas, StageTotals, STAGE_BUCKETS};
@@ -26,9 +25,8 @@ fn stage(name: &str, observations_ms: &[f64]) -> StageTotals {
     s
 }
 
-#[test]
-fn metric_deltas_add_up_across_flushes() {
-    each_backend(|b| {
+conformance! {
+    fn metric_deltas_add_up_across_flushes(b) {
         let s = &b.store;
         assert_eq!(s.metric_totals().unwrap(), Default::default(), "{}", b.name);
         s.add_metrics(&MetricDeltas::default()).unwrap();
@@ -93,12 +91,11 @@ fn metric_deltas_add_up_across_flushes() {
         assert_eq!(totals.stages[0].buckets.len(), STAGE_BUCKETS.len() + 2);
         assert_eq!(totals.stages[1].count, 7);
         assert_eq!(*totals.stages[1].buckets.last().unwrap(), 1, "+Inf bucket");
-    });
+    }
 }
 
-#[test]
-fn concurrent_flushes_from_two_nodes_lose_nothing() {
-    each_backend(|b| {
+conformance! {
+    fn concurrent_flushes_from_two_nodes_lose_nothing(b) {
         let other = storage::open(&b.url, &OpenOptions { migrate: false }).unwrap();
         let nodes: [Arc<dyn Store>; 2] = [b.store.clone(), other.clone()];
         let handles: Vec<_> = (0..8)
@@ -136,7 +133,7 @@ fn concurrent_flushes_from_two_nodes_lose_nothing() {
                 b.name
             );
         }
-    });
+    }
 }
 
 fn broadcast(title: &str, status: BroadcastStatus, at: Option<DateTime<Utc>>) -> Broadcast {
@@ -160,9 +157,8 @@ fn broadcast(title: &str, status: BroadcastStatus, at: Option<DateTime<Utc>>) ->
     }
 }
 
-#[test]
-fn broadcast_stats_count_live_broadcasts_and_sum_every_delivery() {
-    each_backend(|b| {
+conformance! {
+    fn broadcast_stats_count_live_broadcasts_and_sum_every_delivery(b) {
         let s = &b.store;
         assert_eq!(
             s.broadcast_stats().unwrap(),
@@ -228,7 +224,7 @@ fn broadcast_stats_count_live_broadcasts_and_sum_every_delivery() {
             "{}",
             b.name
         );
-    });
+    }
 }
 
 fn process(id: &str, beat: DateTime<Utc>) -> WorkerProcess {
@@ -246,9 +242,8 @@ fn process(id: &str, beat: DateTime<Utc>) -> WorkerProcess {
     }
 }
 
-#[test]
-fn worker_processes_are_recorded_and_listed_since() {
-    each_backend(|b| {
+conformance! {
+    fn worker_processes_are_recorded_and_listed_since(b) {
         let s = &b.store;
         assert!(s.list_worker_processes(t0()).unwrap().is_empty());
         s.record_worker_process(&process("p1", t0())).unwrap();
@@ -296,5 +291,5 @@ fn worker_processes_are_recorded_and_listed_since() {
                 .len(),
             3
         );
-    });
+    }
 }

@@ -1,7 +1,6 @@
 //! Schedules and queue controls, on both backends: a due run taken once by any number of
 //! nodes, overlap, triggers, and pause / `max_leased` honoured by every claim of every node.
 
-use crate::each_backend;
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use serde_json::json;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -74,9 +73,8 @@ fn fire(s: &Arc<dyn Store>, name: &str, now: DateTime<Utc>) -> Fired {
     s.fire_schedule(&name, &run, job, now).unwrap()
 }
 
-#[test]
-fn schedules_are_written_read_listed_replaced_and_deleted() {
-    each_backend(|b| {
+conformance! {
+    fn schedules_are_written_read_listed_replaced_and_deleted(b) {
         let s = &b.store;
         let (a, created) = s
             .put_schedule(&spec("hourly.a", "0 * * * *", "t", Overlap::Skip), t0())
@@ -139,12 +137,11 @@ fn schedules_are_written_read_listed_replaced_and_deleted() {
             s.delete_schedule(&gone),
             Err(StoreError::NotFound)
         ));
-    });
+    }
 }
 
-#[test]
-fn a_due_run_is_enqueued_once_however_many_nodes_take_it() {
-    each_backend(|b| {
+conformance! {
+    fn a_due_run_is_enqueued_once_however_many_nodes_take_it(b) {
         let nodes: Vec<Arc<dyn Store>> = vec![
             b.store.clone(),
             storage::open(&b.url, &OpenOptions { migrate: false }).unwrap(),
@@ -211,12 +208,11 @@ fn a_due_run_is_enqueued_once_however_many_nodes_take_it() {
         for n in &nodes[1..] {
             n.close();
         }
-    });
+    }
 }
 
-#[test]
-fn overlap_skip_waits_for_the_previous_runs_job_and_trigger_runs_now() {
-    each_backend(|b| {
+conformance! {
+    fn overlap_skip_waits_for_the_previous_runs_job_and_trigger_runs_now(b) {
         let s = &b.store;
         s.put_schedule(&spec("skip", "@every 1m", "skip.job", Overlap::Skip), t0())
             .unwrap();
@@ -268,12 +264,11 @@ fn overlap_skip_waits_for_the_previous_runs_job_and_trigger_runs_now() {
             s.trigger_schedule(&missing, job("x"), at(3)),
             Err(StoreError::NotFound)
         ));
-    });
+    }
 }
 
-#[test]
-fn queue_controls_are_kept_and_changed_field_by_field() {
-    each_backend(|b| {
+conformance! {
+    fn queue_controls_are_kept_and_changed_field_by_field(b) {
         let s = &b.store;
         let c = s.set_queue_control("q", Some(true), None, t0()).unwrap();
         assert!(c.paused && c.max_leased.is_none(), "{}", b.name);
@@ -285,12 +280,11 @@ fn queue_controls_are_kept_and_changed_field_by_field() {
         let c = s.set_queue_control("q", None, Some(None), t0()).unwrap();
         assert_eq!((c.paused, c.max_leased), (false, None));
         assert_eq!(s.queue_controls().unwrap().len(), 1);
-    });
+    }
 }
 
-#[test]
-fn a_paused_type_is_leased_by_no_node_until_resumed() {
-    each_backend(|b| {
+conformance! {
+    fn a_paused_type_is_leased_by_no_node_until_resumed(b) {
         let s = &b.store;
         let other = storage::open(&b.url, &OpenOptions { migrate: false }).unwrap();
         s.enqueue_jobs((0..3).map(|_| job("paused.t")).collect(), t0())
@@ -317,16 +311,15 @@ fn a_paused_type_is_leased_by_no_node_until_resumed() {
             .unwrap();
         assert_eq!(got.len(), 3, "{}", b.name);
         other.close();
-    });
+    }
 }
 
-/// 16 leasers on two nodes over 200 jobs of a type limited to 3: all done, and the event
-/// history never shows more than 3 leased at once. Event ids follow commit order closely
-/// enough for the check: a lease is written after the leased count it relied on was read,
-/// so a completion it counted always has a smaller id (the check can only under-count).
-#[test]
-fn max_leased_holds_for_concurrent_leasers_on_every_node() {
-    each_backend(|b| {
+conformance! {
+    /// 16 leasers on two nodes over 200 jobs of a type limited to 3: all done, and the event
+    /// history never shows more than 3 leased at once. Event ids follow commit order closely
+    /// enough for the check: a lease is written after the leased count it relied on was read,
+    /// so a completion it counted always has a smaller id (the check can only under-count).
+    fn max_leased_holds_for_concurrent_leasers_on_every_node(b) {
         let nodes: Vec<Arc<dyn Store>> = vec![
             b.store.clone(),
             storage::open(&b.url, &OpenOptions { migrate: false }).unwrap(),
@@ -423,5 +416,5 @@ fn max_leased_holds_for_concurrent_leasers_on_every_node() {
             b.name
         );
         nodes[1].close();
-    });
+    }
 }

@@ -1,7 +1,6 @@
 //! The sync→async seam (`Db`): writes handed to the store's writer (`Db::write`) and reads on
 //! the blocking pool (`Db::call`), on every backend.
 
-use crate::each_backend;
 use chrono::{TimeZone, Utc};
 use serde_json::json;
 use wp_lite::domain::{Enqueued, JobConflict, JobMeta, JobType, NewJob};
@@ -30,9 +29,8 @@ fn runtime() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
-#[test]
-fn concurrent_writes_are_each_answered_with_their_own_outcome_once_committed() {
-    each_backend(|b| {
+conformance! {
+    fn concurrent_writes_are_each_answered_with_their_own_outcome_once_committed(b) {
         let db = Db::new(b.store.clone());
         let now = Utc.with_ymd_and_hms(2026, 1, 1, 12, 0, 0).unwrap();
         runtime().block_on(async {
@@ -78,12 +76,11 @@ fn concurrent_writes_are_each_answered_with_their_own_outcome_once_committed() {
                 assert_eq!(got.id, id, "{}", b.name);
             }
         });
-    });
+    }
 }
 
-#[test]
-fn a_write_after_the_store_is_closed_fails_as_unavailable() {
-    each_backend(|b| {
+conformance! {
+    fn a_write_after_the_store_is_closed_fails_as_unavailable(b) {
         let db = Db::new(b.store.clone());
         let now = Utc.with_ymd_and_hms(2026, 1, 1, 12, 0, 0).unwrap();
         runtime().block_on(async {
@@ -96,5 +93,5 @@ fn a_write_after_the_store_is_closed_fails_as_unavailable() {
                 b.name
             );
         });
-    });
+    }
 }

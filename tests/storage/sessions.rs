@@ -1,10 +1,8 @@
-use crate::each_backend;
 use chrono::{Duration, TimeZone, Utc};
 use wp_lite::storage::Session;
 
-#[test]
-fn sessions_are_found_until_they_expire_or_are_deleted() {
-    each_backend(|b| {
+conformance! {
+    fn sessions_are_found_until_they_expire_or_are_deleted(b) {
         let s = &b.store;
         let now = Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap();
         let session = Session {
@@ -32,12 +30,11 @@ fn sessions_are_found_until_they_expire_or_are_deleted() {
         .unwrap();
         s.delete_session("h2").unwrap();
         assert!(s.find_session("h2", now).unwrap().is_none());
-    });
+    }
 }
 
-#[test]
-fn sessions_keep_their_fields_and_expire_exactly_at_expires_at() {
-    each_backend(|b| {
+conformance! {
+    fn sessions_keep_their_fields_and_expire_exactly_at_expires_at(b) {
         let s = &b.store;
         let now = Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap();
         let session = |hash: &str, ttl: Duration| Session {
@@ -95,5 +92,5 @@ fn sessions_keep_their_fields_and_expire_exactly_at_expires_at() {
         assert_eq!(s.prune_sessions(at).unwrap(), 0);
         // Deleting an unknown session is not an error.
         s.delete_session("nope").unwrap();
-    });
+    }
 }

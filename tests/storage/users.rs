@@ -1,4 +1,3 @@
-use crate::each_backend;
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use serde_json::json;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -49,9 +48,8 @@ fn ids(users: &[wp_lite::domain::notify::User]) -> Vec<&str> {
     users.iter().map(|u| u.id.as_str()).collect()
 }
 
-#[test]
-fn upsert_get_delete_and_revive() {
-    each_backend(|b| {
+conformance! {
+    fn upsert_get_delete_and_revive(b) {
         let s = &b.store;
         let mut ann = user("ann", Some("ann@example.com"));
         ann.attributes = Attributes::parse(
@@ -119,12 +117,11 @@ fn upsert_get_delete_and_revive() {
         assert_eq!(ids(&all), vec!["bob", "ann"], "{}", b.name);
         // An empty batch is fine.
         assert_eq!(s.upsert_users(vec![], t2).unwrap(), 0);
-    });
+    }
 }
 
-#[test]
-fn a_batch_keeps_its_order_and_the_last_of_repeated_ids() {
-    each_backend(|b| {
+conformance! {
+    fn a_batch_keeps_its_order_and_the_last_of_repeated_ids(b) {
         let s = &b.store;
         s.upsert_users(vec![user("mia", None)], t0()).unwrap();
         let t1 = t0() + Duration::seconds(1);
@@ -149,12 +146,11 @@ fn a_batch_keeps_its_order_and_the_last_of_repeated_ids() {
         let mia = s.get_user(&uid("mia")).unwrap();
         assert_eq!((mia.email.as_deref(), mia.deleted_at), (Some("m1"), None));
         assert_eq!((mia.created_at, mia.updated_at), (t0(), t1));
-    });
+    }
 }
 
-#[test]
-fn list_searches_id_and_email_and_pages() {
-    each_backend(|b| {
+conformance! {
+    fn list_searches_id_and_email_and_pages(b) {
         let s = &b.store;
         let batch = vec![
             user("u1", Some("Ann@Example.com")),
@@ -203,12 +199,11 @@ fn list_searches_id_and_email_and_pages() {
         assert_eq!(ids(&page), vec!["EXAMPLE-3", "u4_x", "u5"], "{}", b.name);
         let (page, _) = s.list_users(None, usize::MAX, 6).unwrap();
         assert_eq!(ids(&page), vec!["u7"], "{}", b.name);
-    });
+    }
 }
 
-#[test]
-fn large_and_concurrent_batches() {
-    each_backend(|b| {
+conformance! {
+    fn large_and_concurrent_batches(b) {
         // 10 000 users in one batch (the API's maximum), with repeats.
         let batch: Vec<NewUser> = (0..10_000)
             .map(|i| {
@@ -296,5 +291,5 @@ fn large_and_concurrent_batches() {
         if b.name == "sqlite" {
             assert_eq!(busy.load(Ordering::SeqCst), 0);
         }
-    });
+    }
 }
