@@ -15,7 +15,7 @@
 mod common;
 #[path = "common/live.rs"]
 mod live;
-use common::PgSchema;
+use common::{PgSchema, Served};
 
 use common::{signal, wait_bounded};
 use serde_json::{json, Value};
@@ -152,11 +152,11 @@ fn serving_base_logged(child: &mut Child) -> (String, Log) {
     (base, Log(lines))
 }
 
-/// One `wp-lite serve` node. Dropping it kills the process.
+/// One `wp-lite serve` node: a `common::Served` process (killed when dropped) with a name
+/// and, when asked for, its log lines.
 struct Node {
     name: &'static str,
-    child: Child,
-    base: String,
+    served: Served,
     log: Option<Log>,
 }
 
@@ -183,54 +183,49 @@ impl Node {
     fn spawned(name: &'static str, child: Child) -> Node {
         Node {
             name,
-            child,
-            base: String::new(),
+            served: Served {
+                child,
+                base: String::new(),
+            },
             log: None,
         }
     }
 
     /// Reads the address the node listens on from its log.
     fn listen(&mut self, keep_log: bool) {
+        let child = &mut self.served.child;
         if keep_log {
-            let (base, log) = serving_base_logged(&mut self.child);
-            self.base = base;
+            let (base, log) = serving_base_logged(child);
+            self.served.base = base;
             self.log = Some(log);
         } else {
-            self.base = common::serving_base(&mut self.child);
+            self.served.base = common::serving_base(child);
         }
         eprintln!(
             "multinode: node {} (pid {}) at {}",
             self.name,
-            self.child.id(),
-            self.base
+            self.pid(),
+            self.served.base
         );
     }
 
     fn api(&self) -> Api {
-        Api::new(&self.base)
+        Api::new(&self.served.base)
     }
 
     fn pid(&self) -> u32 {
-        self.child.id()
+        self.served.child.id()
     }
 
     /// SIGTERM and a bounded wait for a clean exit.
-    fn terminate(mut self) {
-        signal(self.child.id(), "TERM");
-        let status = wait_bounded(&mut self.child, 60, "serve after SIGTERM");
+    fn terminate(self) {
         let log = self.log.as_ref().map(|l| l.tail(20)).unwrap_or_default();
+        let status = self.served.terminate();
         assert!(
             status.success(),
             "node {} stopped with {status}; its log:\n{log}",
             self.name
         );
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -1537,8 +1532,8 @@ fn sigkill_node_mid_load() {
     });
     let acked_before =
         shared_a.acked.load(Ordering::SeqCst) + shared_bc.acked.load(Ordering::SeqCst);
-    signal(a.child.id(), "KILL");
-    let status = wait_bounded(&mut a.child, 10, "node A after SIGKILL");
+    signal(a.pid(), "KILL");
+    let status = wait_bounded(&mut a.served.child, 10, "node A after SIGKILL");
     let t_kill = t0.elapsed();
     eprintln!(
         "multinode: node A killed ({status}) at {t_kill:?} with {acked_before} of {TOTAL} completions acknowledged"
@@ -1898,8 +1893,8 @@ fn streams_receive_items_delivered_by_other_nodes() {
                 200,
             )
             .await;
-        let mut sse = live::Sse::open(&a.base, &token, None).await;
-        let mut ws = live::Ws::open(&a.base, &format!("?token={token}")).await;
+        let mut sse = live::Sse::open(&a.served.base, &token, None).await;
+        let mut ws = live::Ws::open(&a.served.base, &format!("?token={token}")).await;
         assert_eq!(sse.unread().await, 0);
         assert_eq!(ws.unread().await, 0);
 
