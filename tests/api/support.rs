@@ -574,3 +574,24 @@ pub fn unsigned_jwt(sub: &str, exp: i64) -> String {
         b64url(json!({ "sub": sub, "exp": exp }).to_string())
     )
 }
+
+/// Polls `f` every 20 ms until it returns Some, for at most `secs` seconds: for what the
+/// server does on its own time (a worker delivering, a long poll parking), never a fixed
+/// sleep.
+pub async fn eventually<T, F, Fut>(secs: u64, what: &str, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}

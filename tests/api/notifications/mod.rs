@@ -11,7 +11,6 @@ use crate::support::*;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
-use std::time::{Duration, Instant};
 use uuid::Uuid;
 use wp_lite::config::WorkerSelection;
 use wp_lite::domain::notify::{ChunkOutcome, DirectNotification, UserId};
@@ -179,22 +178,6 @@ async fn direct(app: &TestApp, user: &str, title: &str, meta: Option<Value>, eve
         .await
         .unwrap();
     assert!(d.created);
-}
-
-/// Polls `f` every 20 ms until it returns Some, for at most `secs` seconds.
-async fn eventually<T, F, Fut>(secs: u64, what: &str, mut f: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 mod admin_input;
