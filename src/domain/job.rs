@@ -509,6 +509,35 @@ pub struct NewEvent {
     pub details: Option<Value>,
 }
 
+/// How a heartbeat goes into the history: a run of heartbeats is one event whose count
+/// and time move.
+#[derive(Debug, Clone, PartialEq)]
+pub enum HeartbeatEvent {
+    /// Rewrite the stored event `id` (the job's last, itself a heartbeat) with these details.
+    Update { id: i64, details: Value },
+    /// Append this event.
+    Append(NewEvent),
+}
+
+impl HeartbeatEvent {
+    /// `beat` is the event `Job::heartbeat` returned; `last` the job's last stored event
+    /// (id, event, details).
+    pub fn coalesce(beat: NewEvent, last: Option<(i64, String, Option<Value>)>) -> Self {
+        match last {
+            Some((id, event, details)) if event == "heartbeat" => {
+                let count = details
+                    .as_ref()
+                    .and_then(|d| d.get("count").and_then(Value::as_i64))
+                    .unwrap_or(1);
+                let mut details = beat.details.unwrap_or(Value::Null);
+                details["count"] = (count + 1).into();
+                HeartbeatEvent::Update { id, details }
+            }
+            _ => HeartbeatEvent::Append(beat),
+        }
+    }
+}
+
 impl NewEvent {
     fn new(event: &'static str, details: Value) -> Self {
         Self {
@@ -730,6 +759,38 @@ impl Job {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn a_run_of_heartbeats_is_one_event_whose_count_moves() {
+        let beat = || {
+            NewEvent::new(
+                "heartbeat",
+                serde_json::json!({ "worker_id": "w", "count": 1 }),
+            )
+        };
+        assert_eq!(
+            HeartbeatEvent::coalesce(beat(), None),
+            HeartbeatEvent::Append(beat())
+        );
+        let leased = Some((7, "leased".to_string(), None));
+        assert_eq!(
+            HeartbeatEvent::coalesce(beat(), leased),
+            HeartbeatEvent::Append(beat())
+        );
+        let last = Some((
+            9,
+            "heartbeat".to_string(),
+            Some(serde_json::json!({ "count": 4 })),
+        ));
+        assert_eq!(
+            HeartbeatEvent::coalesce(beat(), last),
+            HeartbeatEvent::Update {
+                id: 9,
+                details: serde_json::json!({ "worker_id": "w", "count": 5 })
+            }
+        );
+    }
+
     use super::*;
     use serde_json::json;
 

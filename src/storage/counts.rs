@@ -11,7 +11,7 @@
 //! one per job. (PostgreSQL appends those sums to a delta table that several writers can
 //! insert into without waiting on each other; the maintenance loop folds it in.)
 
-use crate::domain::JobStatus;
+use crate::domain::{JobStatus, QueueStats};
 use std::collections::BTreeMap;
 
 /// The moves of one transaction, with a mark per open savepoint.
@@ -115,5 +115,50 @@ mod tests {
             vec![("a".into(), Queued, 1), ("a".into(), Succeeded, 1)]
         );
         assert!(log.take().is_empty());
+    }
+}
+
+/// `QueueStats` per job type, folded from the rows each backend reads: the kept counts,
+/// the oldest ready job of each type, and the expired-lease counters.
+#[derive(Debug, Default)]
+pub struct StatsByType(BTreeMap<String, QueueStats>);
+
+impl StatsByType {
+    fn entry(&mut self, job_type: &str) -> &mut QueueStats {
+        self.0
+            .entry(job_type.to_string())
+            .or_insert_with(|| QueueStats {
+                job_type: job_type.to_string(),
+                ..Default::default()
+            })
+    }
+
+    /// `n` jobs of `job_type` are in `status` (a stored status name).
+    pub fn count(&mut self, job_type: &str, status: &str, n: i64) {
+        let q = self.entry(job_type);
+        match status.parse::<JobStatus>() {
+            Ok(JobStatus::Queued) => q.queued = n,
+            Ok(JobStatus::Leased) => q.leased = n,
+            Ok(JobStatus::Succeeded) => q.succeeded = n,
+            Ok(JobStatus::Failed) => q.failed = n,
+            Ok(JobStatus::Canceled) => q.canceled = n,
+            Err(()) => {}
+        }
+    }
+
+    /// The oldest job of `job_type` that is ready now became ready at `available_at_ms`.
+    pub fn oldest_ready(&mut self, job_type: &str, available_at_ms: i64, now_ms: i64) {
+        self.entry(job_type).oldest_queued_age_seconds =
+            Some((now_ms - available_at_ms).max(0) as f64 / 1000.0);
+    }
+
+    /// Leases of `job_type` have expired `n` times.
+    pub fn leases_expired(&mut self, job_type: &str, n: i64) {
+        self.entry(job_type).leases_expired_total = n;
+    }
+
+    /// Every type, by name.
+    pub fn finish(self) -> Vec<QueueStats> {
+        self.0.into_values().collect()
     }
 }

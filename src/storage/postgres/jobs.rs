@@ -10,9 +10,10 @@ use super::{PgConn, PgStore};
 use crate::domain::time::{from_ms, to_ms, Ts};
 use crate::domain::{
     json_equal, Ack, AckOutcome, BulkAction, BulkFilter, BulkStep, Claim, Enqueued, Failure, Fence,
-    Job, JobConflict, JobEvent, JobFilter, JobId, JobPage, JobStatus, NewEvent, NewJob, QueueStats,
-    Reclaimed,
+    HeartbeatEvent, Job, JobConflict, JobEvent, JobFilter, JobId, JobPage, JobStatus, NewEvent,
+    NewJob, QueueStats, Reclaimed,
 };
+use crate::storage::counts::StatsByType;
 use crate::storage::{bulk_step, decode, per_item, JobStore, Result, StoreError, Wake};
 use postgres::Row;
 use serde_json::Value;
@@ -500,19 +501,15 @@ pub fn heartbeat(c: &mut PgConn, id: JobId, fence: &Fence, until: Ts, now: Ts) -
         )),
         None => None,
     };
-    match last {
-        Some((ev_id, kind, details)) if kind == "heartbeat" => {
-            let count = json_col(details)
-                .and_then(|d| d.get("count").and_then(Value::as_i64))
-                .unwrap_or(1);
-            let mut d = ev.details.unwrap_or(Value::Null);
-            d["count"] = (count + 1).into();
+    let last = last.map(|(ev_id, kind, details)| (ev_id, kind, json_col(details)));
+    match HeartbeatEvent::coalesce(ev, last) {
+        HeartbeatEvent::Update { id: ev_id, details } => {
             c.execute(
                 "UPDATE job_events SET ts = $2, details = $3 WHERE id = $1",
-                &[&ev_id, &to_ms(&now), &to_json(&d)],
+                &[&ev_id, &to_ms(&now), &to_json(&details)],
             )?;
         }
-        _ => add_event(c, id, now, &ev)?,
+        HeartbeatEvent::Append(ev) => add_event(c, id, now, &ev)?,
     }
     Ok(job)
 }
@@ -763,7 +760,7 @@ pub fn events(c: &mut PgConn, id: JobId) -> Result<Vec<JobEvent>> {
 }
 
 pub fn queue_stats(c: &mut PgConn, now: Ts) -> Result<Vec<QueueStats>> {
-    let mut by_type: BTreeMap<String, QueueStats> = BTreeMap::new();
+    let mut stats = StatsByType::default();
     let now_ms = to_ms(&now);
     // The folded counts plus the deltas the writers appended since the last fold.
     for r in c.query(
@@ -775,16 +772,7 @@ pub fn queue_stats(c: &mut PgConn, now: Ts) -> Result<Vec<QueueStats>> {
     )? {
         let t: String = r.try_get(0).map_err(map_err)?;
         let status: String = r.try_get(1).map_err(map_err)?;
-        let n: i64 = r.try_get(2).map_err(map_err)?;
-        let q = stats_entry(&mut by_type, &t);
-        match status.parse::<JobStatus>() {
-            Ok(JobStatus::Queued) => q.queued = n,
-            Ok(JobStatus::Leased) => q.leased = n,
-            Ok(JobStatus::Succeeded) => q.succeeded = n,
-            Ok(JobStatus::Failed) => q.failed = n,
-            Ok(JobStatus::Canceled) => q.canceled = n,
-            Err(()) => {}
-        }
+        stats.count(&t, &status, r.try_get(2).map_err(map_err)?);
     }
     for r in c.query(
         "SELECT type, MIN(available_at) FROM jobs
@@ -792,19 +780,16 @@ pub fn queue_stats(c: &mut PgConn, now: Ts) -> Result<Vec<QueueStats>> {
         &[&now_ms],
     )? {
         let t: String = r.try_get(0).map_err(map_err)?;
-        let at: i64 = r.try_get(1).map_err(map_err)?;
-        stats_entry(&mut by_type, &t).oldest_queued_age_seconds =
-            Some(((now_ms - at).max(0)) as f64 / 1000.0);
+        stats.oldest_ready(&t, r.try_get(1).map_err(map_err)?, now_ms);
     }
     for r in c.query(
         "SELECT type, leases_expired_total FROM job_type_counters",
         &[],
     )? {
         let t: String = r.try_get(0).map_err(map_err)?;
-        let n: i64 = r.try_get(1).map_err(map_err)?;
-        stats_entry(&mut by_type, &t).leases_expired_total = n;
+        stats.leases_expired(&t, r.try_get(1).map_err(map_err)?);
     }
-    Ok(by_type.into_values().collect())
+    Ok(stats.finish())
 }
 
 /// Folds the deltas the writers appended into `job_counts`, in one statement (rows another
@@ -818,13 +803,6 @@ pub fn fold_counts(c: &mut PgConn) -> Result<()> {
         &[],
     )
     .map(|_| ())
-}
-
-fn stats_entry<'a>(m: &'a mut BTreeMap<String, QueueStats>, t: &str) -> &'a mut QueueStats {
-    m.entry(t.to_string()).or_insert_with(|| QueueStats {
-        job_type: t.to_string(),
-        ..Default::default()
-    })
 }
 
 pub fn ready_ids(c: &mut PgConn, now: Ts, limit: usize) -> Result<Vec<(JobId, String)>> {

@@ -4,15 +4,15 @@
 use super::{decoded, map_err, SqliteStore, WriteConn};
 use crate::domain::time::{from_ms, to_ms, Ts};
 use crate::domain::{
-    json_equal, Ack, BulkAction, BulkFilter, BulkStep, Claim, Enqueued, Failure, Fence, Job,
-    JobConflict, JobEvent, JobFilter, JobId, JobPage, JobStatus, NewEvent, NewJob, QueueStats,
-    Reclaimed,
+    json_equal, Ack, BulkAction, BulkFilter, BulkStep, Claim, Enqueued, Failure, Fence,
+    HeartbeatEvent, Job, JobConflict, JobEvent, JobFilter, JobId, JobPage, JobStatus, NewEvent,
+    NewJob, QueueStats, Reclaimed,
 };
+use crate::storage::counts::StatsByType;
 use crate::storage::decode;
 use crate::storage::{bulk_step, per_item, JobStore, Result, StoreError};
 use rusqlite::{params, params_from_iter, Connection, OptionalExtension, Row};
 use serde_json::Value;
-use std::collections::BTreeMap;
 
 const COLS: &str = "seq, id, type, status, priority, idempotency_key, code_version, \
     model_version, config_hash, budget_tag, cost_cap_eur, input, result, attempts, \
@@ -338,18 +338,14 @@ pub fn heartbeat(c: &WriteConn, id: JobId, fence: &Fence, until: Ts, now: Ts) ->
                 .optional()
         })
         .map_err(map_err)?;
-    match last {
-        Some((ev_id, kind, details)) if kind == "heartbeat" => {
-            let count = json_col(details)
-                .and_then(|d| d.get("count").and_then(Value::as_i64))
-                .unwrap_or(1);
-            let mut d = ev.details.unwrap_or(Value::Null);
-            d["count"] = (count + 1).into();
+    let last = last.map(|(ev_id, kind, details)| (ev_id, kind, json_col(details)));
+    match HeartbeatEvent::coalesce(ev, last) {
+        HeartbeatEvent::Update { id: ev_id, details } => {
             c.prepare_cached("UPDATE job_events SET ts = ?2, details = ?3 WHERE id = ?1")
-                .and_then(|mut s| s.execute(params![ev_id, to_ms(&now), to_json(&d)]))
+                .and_then(|mut s| s.execute(params![ev_id, to_ms(&now), to_json(&details)]))
                 .map_err(map_err)?;
         }
-        _ => add_event(c, id, now, &ev)?,
+        HeartbeatEvent::Append(ev) => add_event(c, id, now, &ev)?,
     }
     Ok(job)
 }
@@ -504,7 +500,7 @@ pub fn events(c: &Connection, id: JobId) -> Result<Vec<JobEvent>> {
 }
 
 pub fn queue_stats(c: &Connection, now: Ts) -> Result<Vec<QueueStats>> {
-    let mut by_type: BTreeMap<String, QueueStats> = BTreeMap::new();
+    let mut stats = StatsByType::default();
     let counts: Vec<(String, String, i64)> = c
         .prepare_cached("SELECT type, status, n FROM job_counts WHERE n <> 0")
         .and_then(|mut s| {
@@ -513,15 +509,7 @@ pub fn queue_stats(c: &Connection, now: Ts) -> Result<Vec<QueueStats>> {
         })
         .map_err(map_err)?;
     for (t, status, n) in counts {
-        let q = stats_entry(&mut by_type, &t);
-        match status.parse::<JobStatus>() {
-            Ok(JobStatus::Queued) => q.queued = n,
-            Ok(JobStatus::Leased) => q.leased = n,
-            Ok(JobStatus::Succeeded) => q.succeeded = n,
-            Ok(JobStatus::Failed) => q.failed = n,
-            Ok(JobStatus::Canceled) => q.canceled = n,
-            Err(()) => {}
-        }
+        stats.count(&t, &status, n);
     }
     let oldest: Vec<(String, i64)> = c
         .prepare_cached(
@@ -534,24 +522,16 @@ pub fn queue_stats(c: &Connection, now: Ts) -> Result<Vec<QueueStats>> {
         })
         .map_err(map_err)?;
     for (t, at) in oldest {
-        stats_entry(&mut by_type, &t).oldest_queued_age_seconds =
-            Some(((to_ms(&now) - at).max(0)) as f64 / 1000.0);
+        stats.oldest_ready(&t, at, to_ms(&now));
     }
     let expired: Vec<(String, i64)> = c
         .prepare_cached("SELECT type, leases_expired_total FROM job_type_counters")
         .and_then(|mut s| s.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect())
         .map_err(map_err)?;
     for (t, n) in expired {
-        stats_entry(&mut by_type, &t).leases_expired_total = n;
+        stats.leases_expired(&t, n);
     }
-    Ok(by_type.into_values().collect())
-}
-
-fn stats_entry<'a>(m: &'a mut BTreeMap<String, QueueStats>, t: &str) -> &'a mut QueueStats {
-    m.entry(t.to_string()).or_insert_with(|| QueueStats {
-        job_type: t.to_string(),
-        ..Default::default()
-    })
+    Ok(stats.finish())
 }
 
 pub fn ready_ids(c: &Connection, now: Ts, limit: usize) -> Result<Vec<(JobId, String)>> {
