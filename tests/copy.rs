@@ -610,19 +610,25 @@ async fn copy_sqlite_to_postgres_keeps_everything() {
         newest["items"][0]["job_id"], new_job["job_id"],
         "the new job sorts after every copied one"
     );
+    // Its first stored event (canceling it; the `queued` entry is read from the job row).
+    let new_id = new_job["job_id"].as_str().unwrap();
+    ok(
+        http.post(format!("{base}/v1/worker/jobs/{new_id}/cancel"))
+            .bearer_auth(ADMIN),
+        200,
+    )
+    .await;
     let events = ok(
-        http.get(format!(
-            "{base}/v1/worker/jobs/{}/events",
-            new_job["job_id"].as_str().unwrap()
-        ))
-        .bearer_auth(ADMIN),
+        http.get(format!("{base}/v1/worker/jobs/{new_id}/events"))
+            .bearer_auth(ADMIN),
         200,
     )
     .await;
     let max_event = max_id(&before, "/v1/worker/jobs/");
     assert!(max_event > 0);
+    assert_eq!(events["items"][1]["event"], "canceled", "{events}");
     assert!(
-        events["items"][0]["id"].as_i64().unwrap() > max_event,
+        events["items"][1]["id"].as_i64().unwrap() > max_event,
         "{events} after event {max_event}"
     );
     ok(
