@@ -5,7 +5,7 @@
 //! name (`sqlite::jobs`, `postgres::jobs`, …).
 //!
 //! Nothing outside this module names SQLite or PostgreSQL. Methods are synchronous and are
-//! called only through [`blocking::Db`], the one sync→async seam. `now` is always passed in.
+//! called only through [`Db`](crate::storage::Db), the one sync→async seam. `now` is always passed in.
 
 pub mod blocking;
 pub mod copy;

@@ -1,8 +1,9 @@
 //! The worker framework: the `Worker` traits, the one registry that `wp-lite run`,
 //! `wp-lite workers` and `serve --workers` read, and the environment workers get.
 //!
-//! Adding a worker is a module that implements [`Periodic`] or [`QueueHandler`] and one
-//! line in [`Registry::builtin`].
+//! Adding a worker is a module that implements
+//! [`Periodic`](crate::worker::Periodic) or [`QueueHandler`](crate::worker::QueueHandler)
+//! and one line in [`Registry::builtin`](crate::worker::Registry::builtin).
 
 pub mod broadcast;
 pub mod demo;
