@@ -6,6 +6,11 @@ use std::time::Duration;
 
 type R<T> = anyhow::Result<T>;
 
+/// The JSON payload of the `i`th row of the minimal queue table, on every backend.
+pub fn payload(i: usize) -> String {
+    serde_json::json!({ "n": i }).to_string()
+}
+
 pub fn insert_single(url: &str, ops: usize) -> R<Duration> {
     match parse_url(url)? {
         Target::Sqlite(p) => Ok(sqlite::raw::insert_single(&p, ops)?),

@@ -2,6 +2,7 @@
 //! statements on one connection, no wp-lite code in the way. Each runs in the schema its
 //! URL names (`?schema=`), which the bench creates fresh and drops afterwards.
 
+use crate::storage::raw::payload;
 use super::{connect, parse_target};
 use postgres::Client;
 use std::time::{Duration, Instant};
@@ -105,10 +106,6 @@ fn minimal_schema(url: &str) -> R<Client> {
 }
 
 const MINIMAL_INSERT: &str = "INSERT INTO jobs_minimal (payload, created_at) VALUES ($1, $2)";
-
-fn payload(i: usize) -> String {
-    serde_json::json!({ "n": i }).to_string()
-}
 
 /// `ops` single-row INSERTs into the minimal table, each its own transaction.
 pub fn minimal_insert_single(url: &str, ops: usize) -> R<Duration> {

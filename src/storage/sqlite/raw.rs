@@ -1,6 +1,7 @@
 //! The raw SQLite limits `wp-lite bench` compares against: the same schema, the same
 //! pragmas, one thread, no wp-lite code in the way.
 
+use crate::storage::raw::payload;
 use super::configure;
 use rusqlite::{params, Connection};
 use std::path::Path;
@@ -151,10 +152,6 @@ fn open_minimal(path: &Path) -> rusqlite::Result<Connection> {
 }
 
 const MINIMAL_INSERT: &str = "INSERT INTO jobs_minimal (payload, created_at) VALUES (?1, ?2)";
-
-fn payload(i: usize) -> String {
-    serde_json::json!({ "n": i }).to_string()
-}
 
 /// `ops` single-row INSERTs into the minimal table, each its own transaction.
 pub fn minimal_insert_single(path: &Path, ops: usize) -> rusqlite::Result<Duration> {
