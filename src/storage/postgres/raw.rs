@@ -2,8 +2,8 @@
 //! statements on one connection, no wp-lite code in the way. Each runs in the schema its
 //! URL names (`?schema=`), which the bench creates fresh and drops afterwards.
 
-use crate::storage::raw::payload;
 use super::{connect, parse_target};
+use crate::storage::raw::payload;
 use postgres::Client;
 use std::time::{Duration, Instant};
 

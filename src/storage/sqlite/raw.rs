@@ -1,8 +1,8 @@
 //! The raw SQLite limits `wp-lite bench` compares against: the same schema, the same
 //! pragmas, one thread, no wp-lite code in the way.
 
-use crate::storage::raw::payload;
 use super::configure;
+use crate::storage::raw::payload;
 use rusqlite::{params, Connection};
 use std::path::Path;
 use std::time::{Duration, Instant};
