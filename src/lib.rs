@@ -1,8 +1,9 @@
 //! wp-lite: a job control plane, worker framework and notification service in one binary.
 //!
 //! Read in this order: the CLI and configuration, the domain types, the storage traits and
-//! their SQLite implementation, the in-process ready queue, the services that hold the rules,
-//! the HTTP layer that exposes them, and the application that wires it all together.
+//! their SQLite and PostgreSQL implementations, the in-process ready queue, the services that
+//! hold the rules, the HTTP layer that exposes them, the workers, and the application that
+//! wires it all together. `docs/design.md` tells the same story in prose.
 
 /// Builds the application from a `Config` and runs it.
 pub mod app;
@@ -16,7 +17,8 @@ pub mod clock;
 pub mod commands;
 /// Typed configuration built from the CLI.
 pub mod config;
-/// Plain types without I/O: jobs, their states and the rules that belong to them.
+/// Plain types without I/O and the rules that belong to them: jobs and their state machine,
+/// worker input, broadcasts, audiences and inboxes, schedules, metrics.
 pub mod domain;
 /// Exit codes: the one place that decides them, and `UsageError`.
 pub mod exit;
@@ -28,7 +30,8 @@ pub mod import;
 pub mod queue;
 /// Secrets (never printed in `Debug`) and the random tokens wp-lite makes.
 pub mod secret;
-/// Business rules: jobs, auth sessions.
+/// The rules above the store: jobs (long polls, wake-ups), schedules, broadcasts, users,
+/// inboxes and their live streams, auth sessions, worker processes.
 pub mod service;
 /// The stop signal every long-running loop waits on.
 pub mod shutdown;
@@ -37,5 +40,6 @@ pub mod storage;
 /// Metrics counted in memory and flushed to the store, their JSON and Prometheus views, and
 /// logging initialisation.
 pub mod telemetry;
-/// Maintenance and other background workers.
+/// The worker framework (periodic and queue workers, the registry, the runner) and the
+/// built-in workers: maintenance, broadcast delivery, `notifications.send`, the demo.
 pub mod worker;
