@@ -79,17 +79,39 @@ struct HealthView {
 /// 503 not ready, with the reason).
 #[derive(serde::Serialize, utoipa::ToSchema)]
 #[schema(as = Readiness)]
-#[allow(dead_code)]
-struct ReadinessDoc {
+struct ReadinessView {
     /// `ready` or `not_ready`.
     #[schema(example = "ready", pattern = "^(ready|not_ready)$")]
-    status: String,
+    status: &'static str,
     /// The schema version, when ready.
+    #[serde(skip_serializing_if = "Option::is_none")]
     schema_version: Option<i64>,
     /// Why not, when not ready.
+    #[serde(skip_serializing_if = "Option::is_none")]
     reason: Option<String>,
     /// The migrations still to run, when that is why.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pending_migrations: Option<Vec<String>>,
+}
+
+impl ReadinessView {
+    fn ready(schema_version: i64) -> Json<Self> {
+        Json(Self {
+            status: "ready",
+            schema_version: Some(schema_version),
+            reason: None,
+            pending_migrations: None,
+        })
+    }
+
+    fn not_ready(reason: impl Into<String>) -> Json<Self> {
+        Json(Self {
+            status: "not_ready",
+            schema_version: None,
+            reason: Some(reason.into()),
+            pending_migrations: None,
+        })
+    }
 }
 
 async fn healthz() -> Json<HealthView> {
@@ -116,15 +138,21 @@ async fn readyz(State(st): State<AppState>) -> Response {
         return (
             StatusCode::SERVICE_UNAVAILABLE,
             [(axum::http::header::RETRY_AFTER, "1")],
-            Json(json!({ "status": "not_ready", "reason": "the store failed to serve a request moments ago (disk full, read-only, I/O error or database down)" })),
+            ReadinessView::not_ready("the store failed to serve a request moments ago (disk full, read-only, I/O error or database down)"),
         )
             .into_response();
     }
-    match st.db.call(|s| Ok((s.schema_version()?, s.latest_schema_version()))).await {
-        Ok((v, expected)) if v >= expected => Json(json!({ "status": "ready", "schema_version": v })).into_response(),
+    match st
+        .db
+        .call(|s| Ok((s.schema_version()?, s.latest_schema_version())))
+        .await
+    {
+        Ok((v, expected)) if v >= expected => ReadinessView::ready(v).into_response(),
         Ok((v, expected)) => (
             StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({ "status": "not_ready", "reason": format!("schema version {v}, expected {expected}: run `wp-lite migrate`") })),
+            ReadinessView::not_ready(format!(
+                "schema version {v}, expected {expected}: run `wp-lite migrate`"
+            )),
         )
             .into_response(),
         Err(e) => {
@@ -133,7 +161,7 @@ async fn readyz(State(st): State<AppState>) -> Response {
             (
                 StatusCode::SERVICE_UNAVAILABLE,
                 [(axum::http::header::RETRY_AFTER, "1")],
-                Json(json!({ "status": "not_ready", "reason": "the store is unavailable" })),
+                ReadinessView::not_ready("the store is unavailable"),
             )
                 .into_response()
         }
@@ -155,5 +183,5 @@ pub fn router() -> Api {
             "200 when the store answers and is migrated",
             Access::Public,
         )
-        .returns::<ReadinessDoc>(200)
+        .returns::<ReadinessView>(200)
 }
