@@ -82,11 +82,13 @@ impl Db {
 
     /// Runs `f`, a call that writes, in the store's group commit: on the writer's thread
     /// where the backend can (SQLite), otherwise as [`Db::call`] does. `f` answers once its
-    /// writes have committed. Each store method is atomic, as with `call`; `f` must not
-    /// count on more (on SQLite all of `f` shares one savepoint, on PostgreSQL each method
-    /// commits on its own), nor read back through the store what it wrote (a read may run on
-    /// another connection, which sees only what has committed). A panic inside `f` is an
-    /// error here (the writer keeps going).
+    /// writes have committed. Each store method is atomic, as with `call`, and `f` must not
+    /// count on more: if a later call fails, an earlier one's writes stay (on SQLite they
+    /// commit with the writer's group, on PostgreSQL each method commits on its own). Nor
+    /// may `f` read back through the store what it wrote (a read may run on
+    /// another connection, which sees only what has committed). A panic inside `f` fails
+    /// this call only: on the writer's thread it is caught and answered as an error, on the
+    /// blocking pool it resumes in the caller; the writer keeps going either way.
     pub async fn write<T, F>(&self, f: F) -> Result<T>
     where
         T: Send + 'static,

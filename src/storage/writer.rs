@@ -62,8 +62,27 @@ pub fn answer<T: Send + 'static>(
 /// The most operations one transaction takes.
 const MAX_GROUP: usize = 512;
 
+/// How an operation is kept apart from the others in its group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Isolation {
+    /// In a savepoint of its own: if it fails, what it wrote is rolled back and the rest of
+    /// the group commits.
+    Savepoint,
+    /// Without one (a savepoint costs the writer a copy of every page the operation
+    /// changes): for an operation that writes nothing when it fails — a single write
+    /// statement (SQLite undoes a failed statement by itself), or store calls that are each
+    /// atomic on their own.
+    Unguarded,
+}
+
+/// An operation queued for a writer.
+struct Queued<C> {
+    op: Op<C>,
+    isolation: Isolation,
+}
+
 pub struct Writer<C: TxConn> {
-    tx: Mutex<Option<Sender<Op<C>>>>,
+    tx: Mutex<Option<Sender<Queued<C>>>>,
     handles: Mutex<Vec<JoinHandle<()>>>,
 }
 
@@ -71,7 +90,7 @@ impl<C: TxConn> Writer<C> {
     /// Starts one writer thread per connection, all taking from one queue. `reconnect`
     /// replaces a connection that broke.
     pub fn start(name: &str, conns: Vec<C>, reconnect: Option<std::sync::Arc<Connect<C>>>) -> Self {
-        let (tx, rx) = crossbeam_channel::unbounded::<Op<C>>();
+        let (tx, rx) = crossbeam_channel::unbounded::<Queued<C>>();
         let handles = conns
             .into_iter()
             .enumerate()
@@ -93,11 +112,16 @@ impl<C: TxConn> Writer<C> {
     /// Queues `op` for a writer's next transaction. When the writer has stopped, `op` is
     /// told so (and answers its caller) at once.
     pub fn submit(&self, op: Op<C>) {
+        self.submit_with(Isolation::Savepoint, op)
+    }
+
+    /// `submit`, with the isolation the operation needs.
+    pub fn submit_with(&self, isolation: Isolation, op: Op<C>) {
         let sender = self.tx.lock().expect("writer lock").clone();
         let (op, why) = match sender {
-            Some(s) => match s.send(op) {
+            Some(s) => match s.send(Queued { op, isolation }) {
                 Ok(()) => return,
-                Err(refused) => (refused.0, "the writer has stopped"),
+                Err(refused) => (refused.0.op, "the writer has stopped"),
             },
             None => (op, "store closed"),
         };
@@ -111,12 +135,24 @@ impl<C: TxConn> Writer<C> {
         T: Send + 'static,
         F: FnOnce(&mut C) -> Result<T> + Send + 'static,
     {
+        self.call_with(Isolation::Savepoint, f)
+    }
+
+    /// `call`, with the isolation `f` needs.
+    pub fn call_with<T, F>(&self, isolation: Isolation, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut C) -> Result<T> + Send + 'static,
+    {
         let (rtx, rrx) = crossbeam_channel::bounded::<Result<T>>(1);
-        self.submit(Box::new(move |conn| {
-            answer(conn.and_then(f), move |out| {
-                let _ = rtx.send(out);
-            })
-        }));
+        self.submit_with(
+            isolation,
+            Box::new(move |conn| {
+                answer(conn.and_then(f), move |out| {
+                    let _ = rtx.send(out);
+                })
+            }),
+        );
         rrx.recv()
             .map_err(|_| StoreError::Backend("the write was abandoned by the writer".into()))?
     }
@@ -135,7 +171,7 @@ impl<C: TxConn> Writer<C> {
     }
 }
 
-fn run<C: TxConn>(conn: C, rx: Receiver<Op<C>>, reconnect: Option<std::sync::Arc<Connect<C>>>) {
+fn run<C: TxConn>(conn: C, rx: Receiver<Queued<C>>, reconnect: Option<std::sync::Arc<Connect<C>>>) {
     let mut conn = Some(conn);
     while let Ok(first) = rx.recv() {
         let mut group = Vec::with_capacity(16);
@@ -168,15 +204,15 @@ fn run<C: TxConn>(conn: C, rx: Receiver<Op<C>>, reconnect: Option<std::sync::Arc
     }
 }
 
-fn fail_all<C: TxConn>(group: Vec<Op<C>>, err: impl Fn() -> StoreError) {
-    for op in group {
-        let (_, reply) = op(Err(err()));
+fn fail_all<C: TxConn>(group: Vec<Queued<C>>, err: impl Fn() -> StoreError) {
+    for q in group {
+        let (_, reply) = (q.op)(Err(err()));
         reply(None);
     }
 }
 
 /// Runs one group in one transaction; false when the connection looks broken.
-fn run_group<C: TxConn>(conn: &mut C, group: Vec<Op<C>>) -> bool {
+fn run_group<C: TxConn>(conn: &mut C, group: Vec<Queued<C>>) -> bool {
     if let Err(e) = conn.begin() {
         fail_all(group, || e.clone());
         return false;
@@ -195,24 +231,34 @@ fn run_group<C: TxConn>(conn: &mut C, group: Vec<Op<C>>) -> bool {
             conn.rollback();
             return false;
         }
-        if let Err(e) = conn.savepoint() {
-            let (_, reply) = op(Err(e));
-            replies.push(reply);
-            continue;
+        let Queued { op, isolation } = op;
+        let guarded = isolation == Isolation::Savepoint;
+        if guarded {
+            if let Err(e) = conn.savepoint() {
+                let (_, reply) = op(Err(e));
+                replies.push(reply);
+                continue;
+            }
         }
         match std::panic::catch_unwind(AssertUnwindSafe(|| op(Ok(&mut *conn)))) {
             Ok((ok, reply)) => {
-                if !ok {
-                    let _ = conn.rollback_to_savepoint();
+                if guarded {
+                    if !ok {
+                        let _ = conn.rollback_to_savepoint();
+                    }
+                    let _ = conn.release_savepoint();
                 }
-                let _ = conn.release_savepoint();
                 replies.push(reply);
             }
             Err(_) => {
-                // The caller's reply channel was dropped with the op; it sees an error.
+                // The caller's reply channel was dropped with the op; it sees an error. An
+                // unguarded operation's store calls are each atomic (a panic inside one
+                // rolls it back), so there is nothing more to undo.
                 tracing::error!("a store write panicked; its changes were rolled back");
-                let _ = conn.rollback_to_savepoint();
-                let _ = conn.release_savepoint();
+                if guarded {
+                    let _ = conn.rollback_to_savepoint();
+                    let _ = conn.release_savepoint();
+                }
             }
         }
     }

@@ -95,3 +95,142 @@ conformance! {
         });
     }
 }
+
+/// A job with a chosen id and no idempotency key.
+fn named(id: wp_lite::domain::JobId) -> NewJob {
+    let mut new = keyed("", json!({}));
+    new.id = Some(id);
+    new.meta.idempotency_key = None;
+    new
+}
+
+/// Queued jobs of the test type, from the kept counts.
+async fn queued(db: &Db, now: chrono::DateTime<Utc>) -> i64 {
+    let stats = db.call(move |s| s.queue_stats(now)).await.unwrap();
+    stats
+        .iter()
+        .find(|s| s.job_type.as_str() == "seam.test")
+        .map_or(0, |s| s.queued)
+}
+
+conformance! {
+    /// Single enqueues run on the writer without a savepoint each: one refused in the
+    /// middle of a group must write nothing and leave the others and the counts whole.
+    fn refused_single_enqueues_sharing_a_commit_write_nothing(b) {
+        let db = Db::new(b.store.clone());
+        let now = Utc.with_ymd_and_hms(2026, 1, 1, 12, 0, 0).unwrap();
+        runtime().block_on(async {
+            let taken: Vec<_> = (0..20).map(|_| wp_lite::domain::JobId::new()).collect();
+            for id in &taken {
+                let new = named(*id);
+                db.write(move |s| s.enqueue_jobs(vec![new], now)).await.unwrap();
+            }
+            let mut calls = tokio::task::JoinSet::new();
+            for i in 0..200usize {
+                let db = db.clone();
+                let new = if i % 2 == 0 {
+                    NewJob { input: json!({"overwrite": i}), ..named(taken[i % 20]) }
+                } else {
+                    named(wp_lite::domain::JobId::new())
+                };
+                calls.spawn(async move {
+                    (i, db.write(move |s| s.enqueue_jobs(vec![new], now)).await)
+                });
+            }
+            let mut created = 0;
+            while let Some(done) = calls.join_next().await {
+                match done.unwrap() {
+                    (i, Err(StoreError::Conflict(JobConflict::DuplicateJobId))) if i % 2 == 0 => {}
+                    (i, Ok(v)) if i % 2 == 1 && matches!(v[0], Enqueued::Created(_)) => {
+                        created += 1
+                    }
+                    (i, other) => panic!("{}: write {i} answered {other:?}", b.name),
+                }
+            }
+            assert_eq!(created, 100, "{}", b.name);
+            db.write(|s| s.fold_job_counts()).await.unwrap();
+            assert_eq!(queued(&db, now).await, 120, "{}: the kept count", b.name);
+            for id in taken {
+                let got = db.call(move |s| s.get_job(id)).await.unwrap();
+                assert_eq!(got.input, json!({}), "{}: a refused enqueue wrote", b.name);
+            }
+        });
+    }
+}
+
+conformance! {
+    /// On the writer's thread each store call is atomic by itself: a batch refused by its
+    /// last item writes none of its items, while writes sharing its commit go through.
+    fn a_refused_batch_on_the_writer_writes_none_of_its_items(b) {
+        let db = Db::new(b.store.clone());
+        let now = Utc.with_ymd_and_hms(2026, 1, 1, 12, 0, 0).unwrap();
+        runtime().block_on(async {
+            let taken = wp_lite::domain::JobId::new();
+            let first = named(taken);
+            db.write(move |s| s.enqueue_jobs(vec![first], now)).await.unwrap();
+            let mut calls = tokio::task::JoinSet::new();
+            let fresh: Vec<_> = (0..10).map(|_| wp_lite::domain::JobId::new()).collect();
+            for (i, id) in fresh.iter().enumerate() {
+                let db = db.clone();
+                let id = *id;
+                calls.spawn(async move {
+                    if i % 2 == 0 {
+                        let batch = vec![named(id), named(taken)];
+                        let res = db.write(move |s| s.enqueue_jobs(batch, now)).await;
+                        assert!(
+                            matches!(res, Err(StoreError::Conflict(JobConflict::DuplicateJobId))),
+                            "{res:?}"
+                        );
+                    } else {
+                        db.write(move |s| s.enqueue_jobs(vec![named(id)], now))
+                            .await
+                            .unwrap();
+                    }
+                });
+            }
+            while let Some(done) = calls.join_next().await {
+                done.unwrap();
+            }
+            for (i, id) in fresh.into_iter().enumerate() {
+                let got = db.call(move |s| s.get_job(id)).await;
+                match (i % 2, got) {
+                    (0, Err(StoreError::NotFound)) | (1, Ok(_)) => {}
+                    (_, other) => panic!("{}: job {i}: {other:?}", b.name),
+                }
+            }
+            db.write(|s| s.fold_job_counts()).await.unwrap();
+            assert_eq!(queued(&db, now).await, 6, "{}: the kept count", b.name);
+        });
+    }
+}
+
+conformance! {
+    /// A panic inside a write is an error for its caller only; a store call it made before
+    /// the panic stays, as on every backend, and the writer goes on.
+    fn a_panic_inside_a_write_fails_that_caller_only(b) {
+        let db = Db::new(b.store.clone());
+        let now = Utc.with_ymd_and_hms(2026, 1, 1, 12, 0, 0).unwrap();
+        runtime().block_on(async {
+            let before = wp_lite::domain::JobId::new();
+            let caller = db.clone();
+            let res = tokio::spawn(async move {
+                caller
+                    .write::<(), _>(move |s| {
+                        s.enqueue_jobs(vec![named(before)], now)?;
+                        panic!("a bug in a write")
+                    })
+                    .await
+            })
+            .await;
+            // An error (SQLite, where the writer caught it) or the panic itself, resumed in
+            // the caller (the blocking pool hands it back).
+            assert!(!matches!(res, Ok(Ok(()))), "{}: {res:?}", b.name);
+            db.call(move |s| s.get_job(before)).await.unwrap();
+            let after = wp_lite::domain::JobId::new();
+            db.write(move |s| s.enqueue_jobs(vec![named(after)], now))
+                .await
+                .unwrap();
+            db.call(move |s| s.get_job(after)).await.unwrap();
+        });
+    }
+}

@@ -620,6 +620,11 @@ pub(super) fn add_counts(c: &Connection, sums: &[(String, JobStatus, i64)]) -> R
 
 impl JobStore for SqliteStore {
     fn enqueue_jobs(&self, new: Vec<NewJob>, now: Ts) -> Result<Vec<Enqueued>> {
+        if new.len() == 1 {
+            // One job: the insert is the only write (an idempotency replay or a refusal
+            // writes nothing).
+            return self.write_single(move |c| enqueue(c, new, now));
+        }
         self.write(move |c| enqueue(c, new, now))
     }
 

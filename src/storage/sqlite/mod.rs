@@ -22,7 +22,7 @@ mod workers;
 use super::{OpenError, OpenOptions, Result, Store, StoreError};
 use crate::domain::JobStatus;
 use crate::storage::counts::CountLog;
-use crate::storage::writer::{Connect, TxConn, Writer};
+use crate::storage::writer::{Connect, Isolation, TxConn, Writer};
 use r2d2_sqlite::SqliteConnectionManager;
 use rusqlite::Connection;
 use std::path::Path;
@@ -164,11 +164,30 @@ impl SqliteStore {
         T: Send + 'static,
         F: FnOnce(&WriteConn) -> Result<T> + Send + 'static,
     {
-        if ON_WRITER.is_set() && ON_WRITER.with(|c| c.store == self.id) {
+        if self.on_writer() {
             // Already inside this store's transaction, on its writer's thread.
-            return ON_WRITER.with(|c| f(c));
+            return ON_WRITER.with(|c| c.atomic(f));
         }
         self.writer.call(move |c: &mut WriteConn| f(c))
+    }
+
+    /// `write` for a call whose only write is one statement, so that if it fails it has
+    /// written nothing: it needs no savepoint of its own.
+    fn write_single<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&WriteConn) -> Result<T> + Send + 'static,
+    {
+        if self.on_writer() {
+            return ON_WRITER.with(|c| f(c));
+        }
+        self.writer
+            .call_with(Isolation::Unguarded, move |c: &mut WriteConn| f(c))
+    }
+
+    /// Whether this thread is this store's writer, running one of its operations.
+    fn on_writer(&self) -> bool {
+        ON_WRITER.is_set() && ON_WRITER.with(|c| c.store == self.id)
     }
 }
 
@@ -258,6 +277,47 @@ impl WriteConn {
     pub(crate) fn moved(&self, job_type: &str, from: Option<JobStatus>, to: Option<JobStatus>) {
         self.counts.borrow_mut().moved(job_type, from, to);
     }
+
+    fn open_savepoint(&self) -> Result<()> {
+        exec(&self.conn, "SAVEPOINT op")?;
+        self.counts.borrow_mut().mark();
+        Ok(())
+    }
+
+    fn undo_savepoint(&self) -> Result<()> {
+        self.counts.borrow_mut().rollback_to_mark();
+        exec(&self.conn, "ROLLBACK TO op")
+    }
+
+    fn close_savepoint(&self) -> Result<()> {
+        self.counts.borrow_mut().release_mark();
+        exec(&self.conn, "RELEASE op")
+    }
+
+    /// Runs `f`, one store call, all or nothing: in a savepoint of its own, rolled back if
+    /// `f` fails or panics. (Store calls made on the writer's thread run in operations
+    /// without a savepoint, so that a call that needs none does not pay for one.)
+    fn atomic<T>(&self, f: impl FnOnce(&WriteConn) -> Result<T>) -> Result<T> {
+        /// Rolls the savepoint back if `f` unwinds.
+        struct OnPanic<'a>(&'a WriteConn, bool);
+        impl Drop for OnPanic<'_> {
+            fn drop(&mut self) {
+                if self.1 {
+                    let _ = self.0.undo_savepoint();
+                    let _ = self.0.close_savepoint();
+                }
+            }
+        }
+        self.open_savepoint()?;
+        let mut guard = OnPanic(self, true);
+        let out = f(self);
+        guard.1 = false;
+        if out.is_err() {
+            self.undo_savepoint()?;
+        }
+        self.close_savepoint()?;
+        out
+    }
 }
 
 impl std::ops::Deref for WriteConn {
@@ -286,17 +346,13 @@ impl TxConn for WriteConn {
         TxConn::rollback(&mut self.conn)
     }
     fn savepoint(&mut self) -> Result<()> {
-        TxConn::savepoint(&mut self.conn)?;
-        self.counts.get_mut().mark();
-        Ok(())
+        self.open_savepoint()
     }
     fn rollback_to_savepoint(&mut self) -> Result<()> {
-        self.counts.get_mut().rollback_to_mark();
-        TxConn::rollback_to_savepoint(&mut self.conn)
+        self.undo_savepoint()
     }
     fn release_savepoint(&mut self) -> Result<()> {
-        self.counts.get_mut().release_mark();
-        TxConn::release_savepoint(&mut self.conn)
+        self.close_savepoint()
     }
     fn in_transaction(&mut self) -> bool {
         TxConn::in_transaction(&mut self.conn)
@@ -428,10 +484,14 @@ impl Store for SqliteStore {
         this: Arc<dyn Store>,
         task: crate::storage::WriterTask,
     ) -> Option<crate::storage::WriterTask> {
-        self.writer.submit(Box::new(move |conn| match conn {
-            Ok(c) => ON_WRITER.set(c, || task(Ok(this.as_ref()))),
-            Err(e) => task(Err(e)),
-        }));
+        // Unguarded: each store call the task makes is atomic by itself (`write`).
+        self.writer.submit_with(
+            Isolation::Unguarded,
+            Box::new(move |conn| match conn {
+                Ok(c) => ON_WRITER.set(c, || task(Ok(this.as_ref()))),
+                Err(e) => task(Err(e)),
+            }),
+        );
         None
     }
 }
