@@ -292,6 +292,11 @@ pub(crate) fn per_item<T>(r: Result<T>) -> Result<Result<T>> {
     }
 }
 
+/// The error of a write whose group-commit transaction the database rolled back under it.
+pub(crate) fn lost_transaction() -> StoreError {
+    StoreError::Unavailable("the transaction was lost (rolled back by the database)".into())
+}
+
 impl StoreError {
     /// Whether trying again later may succeed (busy, or the store unreachable).
     pub fn is_transient(&self) -> bool {

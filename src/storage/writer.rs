@@ -2,7 +2,8 @@
 //! takes every operation waiting (up to a bound), runs each in its own savepoint inside one
 //! transaction, commits once, and only then answers each caller — so many small writes
 //! share one commit (one fsync), and a caller hears "done" only once its write is durable.
-//! A failing operation rolls back to its savepoint and fails alone.
+//! A failing operation rolls back to its savepoint and fails alone. An operation that
+//! cannot leave a partial write behind may run without a savepoint ([`Isolation`]).
 //!
 //! SQLite has one writer thread (it allows one writer at a time anyway). PostgreSQL runs
 //! several on one channel — several transactions in flight, each grouping many writes.
@@ -217,8 +218,7 @@ fn run_group<C: TxConn>(conn: &mut C, group: Vec<Queued<C>>) -> bool {
         fail_all(group, || e.clone());
         return false;
     }
-    let lost =
-        || StoreError::Unavailable("the transaction was lost (rolled back by the database)".into());
+    let lost = super::lost_transaction;
     let mut replies: Vec<Reply> = Vec::with_capacity(group.len());
     let mut ops = group.into_iter();
     while let Some(op) = ops.next() {
@@ -253,11 +253,15 @@ fn run_group<C: TxConn>(conn: &mut C, group: Vec<Queued<C>>) -> bool {
             Err(_) => {
                 // The caller's reply channel was dropped with the op; it sees an error. An
                 // unguarded operation's store calls are each atomic (a panic inside one
-                // rolls it back), so there is nothing more to undo.
-                tracing::error!("a store write panicked; its changes were rolled back");
+                // rolls it back; calls it finished before the panic stay).
                 if guarded {
+                    tracing::error!("a store write panicked; its changes were rolled back");
                     let _ = conn.rollback_to_savepoint();
                     let _ = conn.release_savepoint();
+                } else {
+                    tracing::error!(
+                        "a store write panicked; the store call it was in was rolled back"
+                    );
                 }
             }
         }

@@ -298,6 +298,11 @@ impl WriteConn {
     /// `f` fails or panics. (Store calls made on the writer's thread run in operations
     /// without a savepoint, so that a call that needs none does not pay for one.)
     fn atomic<T>(&self, f: impl FnOnce(&WriteConn) -> Result<T>) -> Result<T> {
+        if self.conn.is_autocommit() {
+            // The group's transaction was lost (SQLite rolled it back after an I/O error):
+            // a savepoint now would open a transaction of its own, outside the group.
+            return Err(crate::storage::lost_transaction());
+        }
         /// Rolls the savepoint back if `f` unwinds.
         struct OnPanic<'a>(&'a WriteConn, bool);
         impl Drop for OnPanic<'_> {
@@ -313,7 +318,12 @@ impl WriteConn {
         let out = f(self);
         guard.1 = false;
         if out.is_err() {
-            self.undo_savepoint()?;
+            // The call's own error is the answer. Undoing can fail too — after an I/O error
+            // SQLite may have rolled the whole transaction back, savepoint and all — and
+            // then the writer finds the transaction gone and fails the group.
+            let _ = self.undo_savepoint();
+            let _ = self.close_savepoint();
+            return out;
         }
         self.close_savepoint()?;
         out
@@ -500,5 +510,74 @@ impl Drop for SqliteStore {
     fn drop(&mut self) {
         self.writer.close();
         self.checkpointer.close();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::panic::AssertUnwindSafe;
+
+    fn insert(c: &WriteConn, n: usize) -> Result<()> {
+        for _ in 0..n {
+            exec(c, "INSERT INTO t VALUES (zeroblob(3000))")?;
+        }
+        Ok(())
+    }
+
+    /// A disk that fills up in the middle of a store call: the call is answered with its
+    /// own error (unavailable: a 503, not a 500), and a later call never writes outside the
+    /// group's transaction.
+    #[test]
+    fn a_full_disk_inside_a_store_call_is_answered_with_its_own_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = Connection::open(dir.path().join("full.db")).unwrap();
+        conn.execute_batch("CREATE TABLE t (x BLOB); PRAGMA max_page_count = 30;")
+            .unwrap();
+        let mut w = WriteConn::new(conn, 0);
+        TxConn::begin(&mut w).unwrap();
+        w.atomic(|c| insert(c, 5)).unwrap();
+        let full = w.atomic(|c| insert(c, 100));
+        assert!(matches!(full, Err(StoreError::Unavailable(_))), "{full:?}");
+        let next = w.atomic(|c| insert(c, 1));
+        if w.is_autocommit() {
+            // SQLite ended the transaction: the next call must not start one of its own.
+            assert!(matches!(next, Err(StoreError::Unavailable(_))), "{next:?}");
+            assert!(
+                w.is_autocommit(),
+                "a call wrote outside the group's transaction"
+            );
+        } else {
+            next.unwrap();
+            TxConn::commit(&mut w).unwrap();
+            let rows: i64 = w
+                .query_row("SELECT count(*) FROM t", [], |r| r.get(0))
+                .unwrap();
+            assert_eq!(rows, 6, "the failed call's rows were not rolled back");
+        }
+    }
+
+    /// A panic inside a store call rolls that call back and closes its savepoint, and the
+    /// rest of the transaction commits.
+    #[test]
+    fn a_panic_inside_a_store_call_rolls_that_call_back() {
+        let conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch("CREATE TABLE t (x BLOB);").unwrap();
+        let mut w = WriteConn::new(conn, 0);
+        TxConn::begin(&mut w).unwrap();
+        w.atomic(|c| insert(c, 1)).unwrap();
+        let panicked = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            w.atomic::<()>(|c| {
+                insert(c, 2)?;
+                panic!("a bug in a store call")
+            })
+        }));
+        assert!(panicked.is_err());
+        w.atomic(|c| insert(c, 1)).unwrap();
+        TxConn::commit(&mut w).unwrap();
+        let rows: i64 = w
+            .query_row("SELECT count(*) FROM t", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(rows, 2);
     }
 }
