@@ -179,7 +179,10 @@ impl SqliteStore {
         F: FnOnce(&WriteConn) -> Result<T> + Send + 'static,
     {
         if self.on_writer() {
-            return ON_WRITER.with(|c| f(c));
+            return ON_WRITER.with(|c| {
+                c.in_group()?;
+                f(c)
+            });
         }
         self.writer
             .call_with(Isolation::Unguarded, move |c: &mut WriteConn| f(c))
@@ -294,15 +297,20 @@ impl WriteConn {
         exec(&self.conn, "RELEASE op")
     }
 
+    /// Fails once the group's transaction is lost (SQLite rolled it back after an I/O
+    /// error): a write now would run in a transaction of its own, outside the group.
+    fn in_group(&self) -> Result<()> {
+        if self.conn.is_autocommit() {
+            return Err(crate::storage::lost_transaction());
+        }
+        Ok(())
+    }
+
     /// Runs `f`, one store call, all or nothing: in a savepoint of its own, rolled back if
     /// `f` fails or panics. (Store calls made on the writer's thread run in operations
     /// without a savepoint, so that a call that needs none does not pay for one.)
     fn atomic<T>(&self, f: impl FnOnce(&WriteConn) -> Result<T>) -> Result<T> {
-        if self.conn.is_autocommit() {
-            // The group's transaction was lost (SQLite rolled it back after an I/O error):
-            // a savepoint now would open a transaction of its own, outside the group.
-            return Err(crate::storage::lost_transaction());
-        }
+        self.in_group()?;
         /// Rolls the savepoint back if `f` unwinds.
         struct OnPanic<'a>(&'a WriteConn, bool);
         impl Drop for OnPanic<'_> {
