@@ -221,12 +221,15 @@ conformance! {
             // An error (SQLite, where the writer caught it) or the panic itself, resumed in
             // the caller (the blocking pool hands it back).
             assert!(!matches!(res, Ok(Ok(()))), "{}: {res:?}", b.name);
-            db.call(move |s| s.get_job(before)).await.unwrap();
+            // The writer goes on. The panicking caller heard back before its transaction
+            // committed (its answer was dropped with the panic); once a later write is
+            // answered, that transaction has committed too.
             let after = wp_lite::domain::JobId::new();
             db.write(move |s| s.enqueue_jobs(vec![named(after)], now))
                 .await
                 .unwrap();
             db.call(move |s| s.get_job(after)).await.unwrap();
+            db.call(move |s| s.get_job(before)).await.unwrap();
         });
     }
 }
