@@ -345,23 +345,28 @@ impl std::ops::Deref for WriteConn {
     }
 }
 
-/// The writer's transactions, with the count log following its savepoints.
+/// The writer's transactions, with the count log following its savepoints: `BEGIN
+/// IMMEDIATE`, so `SQLITE_BUSY` from another process is met (and retried) here and never
+/// reaches a client.
 impl TxConn for WriteConn {
     fn begin(&mut self) -> Result<()> {
         self.counts.get_mut().clear();
-        TxConn::begin(&mut self.conn)
+        retry_busy(|| exec(&self.conn, "BEGIN IMMEDIATE"))
     }
     fn commit(&mut self) -> Result<()> {
         let sums = self.counts.get_mut().take();
-        if let Err(e) = jobs::add_counts(&self.conn, &sums) {
-            TxConn::rollback(&mut self.conn);
-            return Err(e);
+        let res = jobs::add_counts(&self.conn, &sums)
+            .and_then(|()| retry_busy(|| exec(&self.conn, "COMMIT")));
+        if res.is_err() {
+            self.rollback();
         }
-        TxConn::commit(&mut self.conn)
+        res
     }
     fn rollback(&mut self) {
         self.counts.get_mut().clear();
-        TxConn::rollback(&mut self.conn)
+        if self.in_transaction() {
+            let _ = exec(&self.conn, "ROLLBACK");
+        }
     }
     fn savepoint(&mut self) -> Result<()> {
         self.open_savepoint()
@@ -373,42 +378,10 @@ impl TxConn for WriteConn {
         self.close_savepoint()
     }
     fn in_transaction(&mut self) -> bool {
-        TxConn::in_transaction(&mut self.conn)
+        self.in_group().is_ok()
     }
     fn usable(&mut self) -> bool {
         !self.conn.is_readonly(rusqlite::MAIN_DB).unwrap_or(false)
-    }
-}
-
-/// The writer's transactions: `BEGIN IMMEDIATE`, so `SQLITE_BUSY` from another process is
-/// met (and retried) here and never reaches a client.
-impl TxConn for Connection {
-    fn begin(&mut self) -> Result<()> {
-        retry_busy(|| exec(self, "BEGIN IMMEDIATE"))
-    }
-    fn commit(&mut self) -> Result<()> {
-        let res = retry_busy(|| exec(self, "COMMIT"));
-        if res.is_err() {
-            let _ = exec(self, "ROLLBACK");
-        }
-        res
-    }
-    fn rollback(&mut self) {
-        if !self.is_autocommit() {
-            let _ = exec(self, "ROLLBACK");
-        }
-    }
-    fn savepoint(&mut self) -> Result<()> {
-        exec(self, "SAVEPOINT op")
-    }
-    fn rollback_to_savepoint(&mut self) -> Result<()> {
-        exec(self, "ROLLBACK TO op")
-    }
-    fn release_savepoint(&mut self) -> Result<()> {
-        exec(self, "RELEASE op")
-    }
-    fn in_transaction(&mut self) -> bool {
-        !self.is_autocommit()
     }
 }
 
