@@ -230,20 +230,24 @@ impl App {
     pub async fn stop(self) -> anyhow::Result<()> {
         let _ = self.stop.send(true);
         let served = tokio::time::timeout(self.shutdown_timeout, self.server).await;
+        tracing::debug!("stopping: the HTTP server has stopped");
         // Workers get the shutdown timeout for work in hand, then release what they hold.
         let _ = tokio::time::timeout(
             self.shutdown_timeout + std::time::Duration::from_secs(5),
             self.work,
         )
         .await;
+        tracing::debug!("stopping: the workers have stopped");
         for b in self.background {
             let _ = b.await;
         }
+        tracing::debug!("stopping: the background loops have stopped");
         let db = self.state.db.clone();
         if let Err(e) = self.state.telemetry.telemetry().flush(&db).await {
             tracing::warn!(error = %e, "could not flush metrics on stop");
         }
         db.close().await;
+        tracing::debug!("stopping: the store is closed");
         match served {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(e.into()),

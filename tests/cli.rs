@@ -285,6 +285,41 @@ async fn serve_uses_the_generated_token_and_stops_cleanly_on_sigterm() {
     assert_eq!(status.code(), Some(0));
 }
 
+/// A stop waits for requests in flight, not for connections that have said nothing (an
+/// HTTP client's spare pooled connection, a browser's preconnect) or that sit idle between
+/// requests: with a minute of idle and shutdown timeout, serve still exits at once.
+#[test]
+fn sigterm_does_not_wait_for_silent_or_idle_connections() {
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let mut served = Server::start_args(
+        dir.path(),
+        &[],
+        &[
+            "--idle-timeout",
+            "60s",
+            "--shutdown-timeout",
+            "60s",
+            "--workers",
+            "none",
+        ],
+        &[],
+    );
+    let addr = served.base.trim_start_matches("http://").to_string();
+    let _silent = std::net::TcpStream::connect(&addr).unwrap();
+    // Accepted after the silent one: once it is answered, both are in the server's hands.
+    let mut kept = std::net::TcpStream::connect(&addr).unwrap();
+    kept.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut head = [0u8; 12];
+    kept.read_exact(&mut head).unwrap();
+    assert_eq!(&head, b"HTTP/1.1 200");
+
+    signal(served.child.id(), "TERM");
+    let status = common::wait_bounded(&mut served.child, 10, "serve after SIGTERM");
+    assert!(status.success(), "{status}");
+}
+
 /// `serve --no-migrate` on a database that is behind starts: `/healthz` 200, `/readyz` and
 /// the API 503 `unavailable` naming the pending migrations (unauthenticated callers too);
 /// `wp-lite migrate` in another process opens it within a few seconds, no restart, and

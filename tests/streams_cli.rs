@@ -8,7 +8,7 @@ mod common;
 #[path = "common/live.rs"]
 mod live;
 
-use common::{serving_base_logged, signal, wait_bounded};
+use common::{serving_base_logged, signal, wait_bounded_logged};
 use live::{Ended, Events, Sse, Ws};
 use serde_json::{json, Value};
 use std::process::{Command, Stdio};
@@ -147,7 +147,7 @@ async fn streams_receive_what_another_process_delivers_and_tokens_stay_out_of_lo
         }
     };
     assert_eq!(ended, Ended::Closed(1001));
-    let status = wait_bounded(&mut child, 30, "serve after SIGTERM");
+    let status = wait_bounded_logged(&mut child, 30, "serve after SIGTERM", &log);
     assert!(status.success(), "{status}");
 
     let log = log.lock().unwrap().join("\n");

@@ -44,6 +44,8 @@ pub async fn serve(
         .keep_alive_timeout(idle);
     let router = router.layer(tower_http::timeout::RequestBodyTimeoutLayer::new(idle));
     let graceful = GracefulShutdown::new();
+    // Told to connections that have not said anything yet: a stop does not wait for them.
+    let (quiet_tx, quiet_rx) = tokio::sync::watch::channel(false);
     tokio::pin!(stop);
     loop {
         let (tcp, peer) = tokio::select! {
@@ -66,13 +68,19 @@ pub async fn serve(
             req
         });
         let (builder, watcher) = (builder.clone(), graceful.watcher());
+        let mut stopping = quiet_rx.clone();
         tokio::spawn(async move {
             // hyper's deadline starts once it knows the protocol, which needs the first
-            // bytes: a client that sends nothing at all is dropped here.
+            // bytes: a client that sends nothing at all is dropped here, and so is one that
+            // has sent nothing when the server stops (an HTTP client's spare pooled
+            // connection, a browser's preconnect), instead of holding the stop up.
             let mut first = [0u8; 1];
-            match tokio::time::timeout(idle, tcp.peek(&mut first)).await {
-                Ok(Ok(n)) if n > 0 => {}
-                _ => return,
+            tokio::select! {
+                peeked = tokio::time::timeout(idle, tcp.peek(&mut first)) => match peeked {
+                    Ok(Ok(n)) if n > 0 => {}
+                    _ => return,
+                },
+                _ = stopping.wait_for(|s| *s) => return,
             }
             let conn = builder.serve_connection_with_upgrades(
                 TokioIo::new(tcp),
@@ -84,5 +92,6 @@ pub async fn serve(
         });
     }
     drop(listener);
+    let _ = quiet_tx.send(true);
     graceful.shutdown().await;
 }

@@ -21,6 +21,17 @@ pub fn signal(pid: u32, sig: &str) {
 
 /// Waits for a child with a deadline; kills it and fails when it does not exit in time.
 pub fn wait_bounded(child: &mut Child, secs: u64, what: &str) -> ExitStatus {
+    wait_bounded_logged(child, secs, what, &Arc::default())
+}
+
+/// Like [`wait_bounded`]; a failure shows the child's log (as kept by
+/// [`serving_base_logged`]), so a slow stop says where it waited.
+pub fn wait_bounded_logged(
+    child: &mut Child,
+    secs: u64,
+    what: &str,
+    log: &Arc<Mutex<Vec<String>>>,
+) -> ExitStatus {
     let deadline = Instant::now() + Duration::from_secs(secs);
     loop {
         if let Some(status) = child.try_wait().unwrap() {
@@ -29,7 +40,12 @@ pub fn wait_bounded(child: &mut Child, secs: u64, what: &str) -> ExitStatus {
         if Instant::now() > deadline {
             let _ = child.kill();
             let _ = child.wait();
-            panic!("{what} did not exit within {secs} s");
+            let log = log.lock().unwrap();
+            let tail = &log[log.len().saturating_sub(40)..];
+            panic!(
+                "{what} did not exit within {secs} s; the end of its log:\n{}",
+                tail.join("\n")
+            );
         }
         std::thread::sleep(Duration::from_millis(20));
     }
