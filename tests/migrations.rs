@@ -1,7 +1,7 @@
 //! Upgrades in place: a database as the previous release left it (schema V1–V6, written
-//! here in that release's SQL, with jobs in every state) is migrated by this build and
-//! reads back the same through the store, with its queue counts, on SQLite and (when
-//! `WP_LITE_TEST_POSTGRES_URL` is set) PostgreSQL.
+//! here in that release's SQL, with jobs in every state and their events) is migrated by
+//! this build and reads back the same through the store, with its queue counts and job
+//! histories, on SQLite and (when `WP_LITE_TEST_POSTGRES_URL` is set) PostgreSQL.
 
 mod common;
 
@@ -44,7 +44,29 @@ INSERT INTO jobs (seq, id, type, status, priority, idempotency_key, input, attem
             1700000000000, NULL, NULL, NULL, 1700000000000, 1700000000000),
            (6, '0190a0a0-0000-7000-8000-00000000000f', 'pdf', 'canceled', 5, NULL, '{}', 0, 3,
             1700000000000, NULL, NULL, NULL, 1700000000000, 1700000000000);
+INSERT INTO job_events (id, job_id, ts, event, details)
+    VALUES (1, '0190a0a0-0000-7000-8000-00000000000c', 1700000000500, 'leased',
+            '{\"worker_id\":\"w1\",\"attempt\":1}'),
+           (2, '0190a0a0-0000-7000-8000-00000000000d', 1700000000600, 'leased',
+            '{\"worker_id\":\"w1\",\"attempt\":1}'),
+           (3, '0190a0a0-0000-7000-8000-00000000000d', 1700000000700, 'succeeded',
+            '{\"worker_id\":\"w1\",\"attempt\":1}'),
+           (4, '0190a0a0-0000-7000-8000-00000000000c', 1700000000800, 'heartbeat',
+            '{\"count\":1}');
 ";
+
+/// A job's history as (id, event, time in ms, details).
+fn history(store: &dyn storage::Store, id: &str) -> Vec<(i64, String, i64, Option<String>)> {
+    store
+        .job_events(wp_lite::domain::JobId::parse(id).unwrap())
+        .unwrap()
+        .into_iter()
+        .map(|e| {
+            let details = e.details.map(|d| d.to_string());
+            (e.id, e.event, e.ts.timestamp_millis(), details)
+        })
+        .collect()
+}
 
 fn check_upgrade(url: &str, seed: impl FnOnce()) {
     storage::migrate_to(url, 6).expect("the previous release's schema");
@@ -76,10 +98,48 @@ fn check_upgrade(url: &str, seed: impl FnOnce()) {
             ("pdf".into(), [0, 0, 0, 1, 1])
         ]
     );
-    let queued = wp_lite::domain::JobId::parse("0190a0a0-0000-7000-8000-00000000000b").unwrap();
+    // The histories the previous release wrote read back the same (ids, order, times and
+    // details), and new events follow them.
+    let (leased, done, queued) = (
+        "0190a0a0-0000-7000-8000-00000000000c",
+        "0190a0a0-0000-7000-8000-00000000000d",
+        "0190a0a0-0000-7000-8000-00000000000b",
+    );
+    let w1 = Some(r#"{"attempt":1,"worker_id":"w1"}"#.to_string());
+    assert_eq!(
+        history(&*store, done),
+        [
+            (0, "queued".into(), 1_700_000_000_000, None),
+            (2, "leased".into(), 1_700_000_000_600, w1.clone()),
+            (3, "succeeded".into(), 1_700_000_000_700, w1.clone()),
+        ]
+    );
+    assert_eq!(
+        history(&*store, leased),
+        [
+            (0, "queued".into(), 1_700_000_000_000, None),
+            (1, "leased".into(), 1_700_000_000_500, w1.clone()),
+            (
+                4,
+                "heartbeat".into(),
+                1_700_000_000_800,
+                Some(r#"{"count":1}"#.into())
+            ),
+        ]
+    );
     store
-        .cancel_job(queued, Utc.timestamp_millis_opt(1_700_000_010_000).unwrap())
+        .cancel_job(
+            wp_lite::domain::JobId::parse(queued).unwrap(),
+            Utc.timestamp_millis_opt(1_700_000_010_000).unwrap(),
+        )
         .unwrap();
+    let canceled = history(&*store, queued);
+    assert_eq!(canceled.len(), 2, "{canceled:?}");
+    assert_eq!(canceled[1].1, "canceled");
+    assert!(
+        canceled[1].0 > 4,
+        "a new event sorts after the migrated ones: {canceled:?}"
+    );
     store.fold_job_counts().unwrap();
     assert_eq!(
         counts(&*store),
@@ -182,7 +242,7 @@ fn an_inbox_of_the_previous_release_migrates_to_uuid_ids_on_postgres() {
                 "INSERT INTO inbox_counts",
                 "SELECT setval('inbox_items_id_seq', 4), setval('notification_contents_id_seq', 2),
                         setval('users_seq_seq', 2), setval('broadcasts_seq_seq', 1),
-                        setval('jobs_seq_seq', 6);
+                        setval('jobs_seq_seq', 6), setval('job_events_id_seq', 4);
                  INSERT INTO inbox_counts",
             ))
             .unwrap();

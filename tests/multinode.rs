@@ -778,8 +778,8 @@ async fn spot_check_jobs(api: &Api, ids: &[String], db_events: &HashMap<String, 
 const HISTORY: &str = "SELECT j.id AS job_id, 0::bigint AS id, j.created_at AS ts,
         'queued' AS event, NULL::text AS details, j.type FROM jobs j
     UNION ALL
-    SELECT e.job_id, e.id, e.ts, e.event, e.details, j.type
-      FROM job_events e JOIN jobs j ON j.id = e.job_id";
+    SELECT j.id, e.id, e.ts, e.event, e.details, j.type
+      FROM job_events e JOIN jobs j ON j.seq = e.job_seq";
 
 fn db_event_names(pg: &mut postgres::Client, ids: &[String]) -> HashMap<String, Vec<String>> {
     let mut out: HashMap<String, Vec<String>> = HashMap::new();
@@ -1601,7 +1601,7 @@ fn sigkill_node_mid_load() {
     // The abandoned jobs were finished elsewhere, by B or C.
     let by_bc: i64 = pg
         .query_one(
-            "SELECT COUNT(*)::BIGINT FROM job_events e JOIN jobs j ON j.id = e.job_id
+            "SELECT COUNT(*)::BIGINT FROM job_events e JOIN jobs j ON j.seq = e.job_seq
               WHERE j.type = $1 AND e.event = 'succeeded'
                 AND (e.details::json ->> 'worker_id') NOT LIKE '%@A'",
             &[&TYPE],

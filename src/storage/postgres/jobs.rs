@@ -143,11 +143,12 @@ fn save(c: &mut PgConn, seq: i64, was: JobStatus, j: &Job) -> Result<()> {
     Ok(())
 }
 
-fn add_event(c: &mut PgConn, id: JobId, ts: Ts, ev: &NewEvent) -> Result<()> {
+/// Records an event of the job whose key is `seq`.
+fn add_event(c: &mut PgConn, seq: i64, ts: Ts, ev: &NewEvent) -> Result<()> {
     c.execute(
-        "INSERT INTO job_events (job_id, ts, event, details) VALUES ($1, $2, $3, $4)",
+        "INSERT INTO job_events (job_seq, ts, event, details) VALUES ($1, $2, $3, $4)",
         &[
-            &id.to_string(),
+            &seq,
             &to_ms(&ts),
             &ev.event,
             &ev.details.as_ref().map(to_json),
@@ -174,7 +175,7 @@ fn transition(
     let events = f(&mut job).map_err(StoreError::Conflict)?;
     save(c, seq, was, &job)?;
     for ev in &events {
-        add_event(c, id, now, ev)?;
+        add_event(c, seq, now, ev)?;
     }
     if ready_now(&job, now) {
         c.notify(Wake::Jobs)?;
@@ -460,7 +461,7 @@ fn leased(c: &mut PgConn, claim: &Claim, mut jobs: Vec<(i64, Job)>, now: Ts) -> 
     });
     if !jobs.is_empty() {
         let until = crate::domain::time::format(&lease_until);
-        let ids: Vec<String> = jobs.iter().map(|(_, j)| j.id.to_string()).collect();
+        let seqs: Vec<i64> = jobs.iter().map(|(seq, _)| *seq).collect();
         let details: Vec<String> = jobs
             .iter()
             .map(|(_, j)| {
@@ -470,11 +471,11 @@ fn leased(c: &mut PgConn, claim: &Claim, mut jobs: Vec<(i64, Job)>, now: Ts) -> 
             })
             .collect();
         c.execute(
-            "INSERT INTO job_events (job_id, ts, event, details)
-             SELECT e.job_id, $2, 'leased', e.details
-             FROM unnest($1::text[], $3::text[]) WITH ORDINALITY AS e (job_id, details, n)
+            "INSERT INTO job_events (job_seq, ts, event, details)
+             SELECT e.job_seq, $2, 'leased', e.details
+             FROM unnest($1::bigint[], $3::text[]) WITH ORDINALITY AS e (job_seq, details, n)
              ORDER BY e.n",
-            &[&ids, &to_ms(&now), &details],
+            &[&seqs, &to_ms(&now), &details],
         )?;
     }
     Ok(jobs.into_iter().map(|(_, j)| j).collect())
@@ -490,8 +491,8 @@ pub fn heartbeat(c: &mut PgConn, id: JobId, fence: &Fence, until: Ts, now: Ts) -
     // Coalesce: a run of heartbeats is one event row whose count and time move. The job
     // row is locked, so its last event cannot change under us.
     let last = c.query_opt(
-        "SELECT id, event, details FROM job_events WHERE job_id = $1 ORDER BY id DESC LIMIT 1",
-        &[&id.to_string()],
+        "SELECT id, event, details FROM job_events WHERE job_seq = $1 ORDER BY id DESC LIMIT 1",
+        &[&seq],
     )?;
     let last: Option<(i64, String, Option<String>)> = match last {
         Some(r) => Some((
@@ -509,7 +510,7 @@ pub fn heartbeat(c: &mut PgConn, id: JobId, fence: &Fence, until: Ts, now: Ts) -
                 &[&ev_id, &to_ms(&now), &to_json(&details)],
             )?;
         }
-        HeartbeatEvent::Append(ev) => add_event(c, id, now, &ev)?,
+        HeartbeatEvent::Append(ev) => add_event(c, seq, now, &ev)?,
     }
     Ok(job)
 }
@@ -566,9 +567,9 @@ pub fn complete_many(c: &mut PgConn, reqs: Vec<CompleteReq>) -> Result<Vec<Resul
     }
     let rows = c.query(COMPLETE_MANY, &[&ids, &workers, &tokens, &results, &nows])?;
     let mut out: Vec<Option<Result<Job>>> = reqs.iter().map(|_| None).collect();
-    let (mut ev_ids, mut ev_ts, mut ev_details) = (vec![], vec![], vec![]);
+    let (mut ev_seqs, mut ev_ts, mut ev_details) = (vec![], vec![], vec![]);
     for row in &rows {
-        let (_, job) = row_to_job(row)?;
+        let (seq, job) = row_to_job(row)?;
         c.moved(
             job.job_type.as_str(),
             Some(JobStatus::Leased),
@@ -576,18 +577,18 @@ pub fn complete_many(c: &mut PgConn, reqs: Vec<CompleteReq>) -> Result<Vec<Resul
         );
         let i = first[&job.id];
         let ev = NewEvent::succeeded(reqs[i].fence.worker_id.as_str(), job.attempts);
-        ev_ids.push(job.id.to_string());
+        ev_seqs.push(seq);
         ev_ts.push(to_ms(&reqs[i].now));
         ev_details.push(ev.details.as_ref().map(to_json));
         out[i] = Some(Ok(job));
     }
-    if !ev_ids.is_empty() {
+    if !ev_seqs.is_empty() {
         c.execute(
-            "INSERT INTO job_events (job_id, ts, event, details)
-             SELECT id, ts, 'succeeded', details
-             FROM unnest($1::text[], $2::bigint[], $3::text[]) WITH ORDINALITY AS t(id, ts, details, n)
+            "INSERT INTO job_events (job_seq, ts, event, details)
+             SELECT seq, ts, 'succeeded', details
+             FROM unnest($1::bigint[], $2::bigint[], $3::text[]) WITH ORDINALITY AS t(seq, ts, details, n)
              ORDER BY n",
-            &[&ev_ids, &ev_ts, &ev_details],
+            &[&ev_seqs, &ev_ts, &ev_details],
         )?;
     }
     for (i, r) in reqs.into_iter().enumerate() {
@@ -679,7 +680,7 @@ pub fn bulk(
     let step = bulk_step(rows, limit, action, now, |seq, was, job, events| {
         save(c, seq, was, job)?;
         for ev in events {
-            add_event(c, job.id, now, ev)?;
+            add_event(c, seq, now, ev)?;
         }
         wake |= ready_now(job, now);
         Ok(())
@@ -740,10 +741,10 @@ pub fn list(c: &mut PgConn, f: &JobFilter) -> Result<JobPage> {
 }
 
 pub fn events(c: &mut PgConn, id: JobId) -> Result<Vec<JobEvent>> {
-    let (_, job) = load(c, SELECT_BY_ID, id)?;
+    let (seq, job) = load(c, SELECT_BY_ID, id)?;
     let rows = c.query(
-        "SELECT id, ts, event, details FROM job_events WHERE job_id = $1 ORDER BY id",
-        &[&id.to_string()],
+        "SELECT id, ts, event, details FROM job_events WHERE job_seq = $1 ORDER BY id",
+        &[&seq],
     )?;
     let stored = rows
         .iter()
@@ -838,7 +839,7 @@ pub fn reclaim_expired(c: &mut PgConn, now: Ts, limit: usize) -> Result<Vec<Recl
         let events = job.expire(now);
         save(c, seq, was, &job)?;
         for ev in &events {
-            add_event(c, job.id, now, ev)?;
+            add_event(c, seq, now, ev)?;
         }
         *per_type
             .entry(job.job_type.as_str().to_string())
@@ -869,15 +870,15 @@ pub fn prune_finished(c: &mut PgConn, before: Ts, limit: usize) -> Result<usize>
     let limit = i64::try_from(limit).unwrap_or(i64::MAX);
     // Locking in the subquery rechecks status and time on the current row, so a job an
     // admin is retrying right now is skipped, never deleted. Its events go in the same
-    // statement (there is no foreign key to cascade: migration V11).
+    // statement (there is no foreign key to cascade: migrations V11 and V13).
     let gone = c.query(
         "WITH gone AS (
              DELETE FROM jobs WHERE seq IN (
                  SELECT seq FROM jobs WHERE status IN ('succeeded', 'failed', 'canceled')
                    AND updated_at < $1
                  ORDER BY updated_at, seq LIMIT $2 FOR UPDATE SKIP LOCKED)
-             RETURNING id, type, status),
-         events AS (DELETE FROM job_events WHERE job_id IN (SELECT id FROM gone))
+             RETURNING seq, type, status),
+         events AS (DELETE FROM job_events WHERE job_seq IN (SELECT seq FROM gone))
          SELECT type, status FROM gone",
         &[&to_ms(&before), &limit],
     )?;

@@ -71,11 +71,12 @@ fn save(c: &WriteConn, seq: i64, was: JobStatus, j: &Job) -> Result<()> {
     Ok(())
 }
 
-fn add_event(c: &Connection, id: JobId, ts: Ts, ev: &NewEvent) -> Result<()> {
-    c.prepare_cached("INSERT INTO job_events (job_id, ts, event, details) VALUES (?1, ?2, ?3, ?4)")
+/// Records an event of the job whose key is `seq`.
+fn add_event(c: &Connection, seq: i64, ts: Ts, ev: &NewEvent) -> Result<()> {
+    c.prepare_cached("INSERT INTO job_events (job_seq, ts, event, details) VALUES (?1, ?2, ?3, ?4)")
         .and_then(|mut s| {
             s.execute(params![
-                id.to_string(),
+                seq,
                 to_ms(&ts),
                 ev.event,
                 ev.details.as_ref().map(to_json)
@@ -97,7 +98,7 @@ fn transition(
     let events = f(&mut job).map_err(StoreError::Conflict)?;
     save(c, seq, was, &job)?;
     for ev in &events {
-        add_event(c, id, now, ev)?;
+        add_event(c, seq, now, ev)?;
     }
     Ok(job)
 }
@@ -246,7 +247,7 @@ fn candidates(
 }
 
 /// Leases the rows `seqs` (ready jobs the caller chose).
-fn lease_rows(c: &WriteConn, claim: &Claim, seqs: &[i64], now: Ts) -> Result<Vec<Job>> {
+fn lease_rows(c: &WriteConn, claim: &Claim, seqs: &[i64], now: Ts) -> Result<Vec<(i64, Job)>> {
     let sql = format!(
         "{LEASE_SET} WHERE seq IN ({}) RETURNING {COLS}",
         marks(4, seqs.len())
@@ -258,11 +259,7 @@ fn lease_rows(c: &WriteConn, claim: &Claim, seqs: &[i64], now: Ts) -> Result<Vec
     ];
     args.extend(seqs.iter().map(|s| (*s).into()));
     c.prepare_cached(&sql)
-        .and_then(|mut s| {
-            s.query_map(params_from_iter(args), row_to_job)?
-                .map(|r| r.map(|(_, j)| j))
-                .collect()
-        })
+        .and_then(|mut s| s.query_map(params_from_iter(args), row_to_job)?.collect())
         .map_err(map_err)
 }
 
@@ -287,23 +284,20 @@ fn claim_ready(c: &WriteConn, claim: &Claim, now: Ts) -> Result<Vec<Job>> {
         (claim.limit as i64).into(),
     ];
     args.extend(claim.types.iter().map(|t| t.as_str().to_string().into()));
-    let jobs: Vec<Job> = c
+    let jobs: Vec<(i64, Job)> = c
         .prepare_cached(&sql)
-        .and_then(|mut s| {
-            s.query_map(params_from_iter(args), row_to_job)?
-                .map(|r| r.map(|(_, j)| j))
-                .collect()
-        })
+        .and_then(|mut s| s.query_map(params_from_iter(args), row_to_job)?.collect())
         .map_err(map_err)?;
     leased(c, claim, jobs, now)
 }
 
-/// Orders freshly leased jobs, counts them and writes their `leased` events.
-fn leased(c: &WriteConn, claim: &Claim, mut jobs: Vec<Job>, now: Ts) -> Result<Vec<Job>> {
-    jobs.sort_by(|a, b| {
+/// Orders freshly leased jobs (with their keys), counts them and writes their `leased`
+/// events.
+fn leased(c: &WriteConn, claim: &Claim, mut jobs: Vec<(i64, Job)>, now: Ts) -> Result<Vec<Job>> {
+    jobs.sort_by(|(_, a), (_, b)| {
         (a.priority, a.available_at, a.created_at).cmp(&(b.priority, b.available_at, b.created_at))
     });
-    for j in &jobs {
+    for (seq, j) in &jobs {
         c.moved(
             j.job_type.as_str(),
             Some(JobStatus::Queued),
@@ -316,9 +310,9 @@ fn leased(c: &WriteConn, claim: &Claim, mut jobs: Vec<Job>, now: Ts) -> Result<V
                 "lease_until": crate::domain::time::format(&(now + claim.lease)),
             })),
         };
-        add_event(c, j.id, now, &ev)?;
+        add_event(c, *seq, now, &ev)?;
     }
-    Ok(jobs)
+    Ok(jobs.into_iter().map(|(_, j)| j).collect())
 }
 
 pub fn heartbeat(c: &WriteConn, id: JobId, fence: &Fence, until: Ts, now: Ts) -> Result<Job> {
@@ -331,10 +325,10 @@ pub fn heartbeat(c: &WriteConn, id: JobId, fence: &Fence, until: Ts, now: Ts) ->
     // Coalesce: a run of heartbeats is one event row whose count and time move.
     let last: Option<(i64, String, Option<String>)> = c
         .prepare_cached(
-            "SELECT id, event, details FROM job_events WHERE job_id = ?1 ORDER BY id DESC LIMIT 1",
+            "SELECT id, event, details FROM job_events WHERE job_seq = ?1 ORDER BY id DESC LIMIT 1",
         )
         .and_then(|mut s| {
-            s.query_row([id.to_string()], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            s.query_row([seq], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
                 .optional()
         })
         .map_err(map_err)?;
@@ -345,7 +339,7 @@ pub fn heartbeat(c: &WriteConn, id: JobId, fence: &Fence, until: Ts, now: Ts) ->
                 .and_then(|mut s| s.execute(params![ev_id, to_ms(&now), to_json(&details)]))
                 .map_err(map_err)?;
         }
-        HeartbeatEvent::Append(ev) => add_event(c, id, now, &ev)?,
+        HeartbeatEvent::Append(ev) => add_event(c, seq, now, &ev)?,
     }
     Ok(job)
 }
@@ -425,9 +419,7 @@ pub fn bulk(
         .map_err(map_err)?;
     bulk_step(rows, limit, action, now, |seq, was, job, events| {
         save(c, seq, was, job)?;
-        events
-            .iter()
-            .try_for_each(|ev| add_event(c, job.id, now, ev))
+        events.iter().try_for_each(|ev| add_event(c, seq, now, ev))
     })
 }
 
@@ -479,13 +471,13 @@ pub fn list(c: &Connection, f: &JobFilter) -> Result<JobPage> {
 }
 
 pub fn events(c: &Connection, id: JobId) -> Result<Vec<JobEvent>> {
-    let (_, job) = load(c, id)?;
+    let (seq, job) = load(c, id)?;
     let stored: Vec<JobEvent> = c
         .prepare_cached(
-            "SELECT id, ts, event, details FROM job_events WHERE job_id = ?1 ORDER BY id",
+            "SELECT id, ts, event, details FROM job_events WHERE job_seq = ?1 ORDER BY id",
         )
         .and_then(|mut s| {
-            s.query_map([id.to_string()], |r| {
+            s.query_map([seq], |r| {
                 Ok(JobEvent {
                     id: r.get(0)?,
                     ts: from_ms(r.get(1)?),
@@ -566,7 +558,7 @@ pub fn reclaim_expired(c: &WriteConn, now: Ts, limit: usize) -> Result<Vec<Recla
         let events = job.expire(now);
         save(c, seq, was, &job)?;
         for ev in &events {
-            add_event(c, job.id, now, ev)?;
+            add_event(c, seq, now, ev)?;
         }
         c.prepare_cached(
             "INSERT INTO job_type_counters (type, leases_expired_total) VALUES (?1, 1)
@@ -584,22 +576,26 @@ pub fn reclaim_expired(c: &WriteConn, now: Ts, limit: usize) -> Result<Vec<Recla
 }
 
 pub fn prune_finished(c: &WriteConn, before: Ts, limit: usize) -> Result<usize> {
-    let gone: Vec<(String, String)> = c
+    let gone: Vec<(i64, String, String)> = c
         .prepare_cached(
             "DELETE FROM jobs WHERE seq IN (
                  SELECT seq FROM jobs INDEXED BY jobs_finished
                  WHERE (status = 'succeeded' OR status = 'failed' OR status = 'canceled')
                    AND updated_at < ?1 LIMIT ?2)
-             RETURNING type, status",
+             RETURNING seq, type, status",
         )
         .and_then(|mut s| {
             s.query_map(params![to_ms(&before), limit as i64], |r| {
-                Ok((r.get(0)?, r.get(1)?))
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
             })?
             .collect()
         })
         .map_err(map_err)?;
-    for (t, status) in &gone {
+    // Their events go in the same transaction (no foreign key cascades: migration V12).
+    for (seq, t, status) in &gone {
+        c.prepare_cached("DELETE FROM job_events WHERE job_seq = ?1")
+            .and_then(|mut s| s.execute([seq]))
+            .map_err(map_err)?;
         c.moved(t, Some(decode::job_status(status)?), None);
     }
     Ok(gone.len())
