@@ -103,15 +103,28 @@ fn transition(
     Ok(job)
 }
 
+const INSERT_JOB: &str = "INSERT INTO jobs (id, type, status, priority, idempotency_key,
+         code_version, model_version, config_hash, budget_tag, cost_cap_eur, input, attempts,
+         max_attempts, available_at, created_at, updated_at)
+     VALUES (?1, ?2, 'queued', ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, 0, ?11, ?12, ?13, ?13)";
+
 pub fn enqueue(c: &WriteConn, new: Vec<NewJob>, now: Ts) -> Result<Vec<Enqueued>> {
+    // Taken from the statement cache once per batch, not once per job (the lookup hashes
+    // the statement's text).
+    let mut insert = c.prepare_cached(INSERT_JOB).map_err(map_err)?;
     let mut out = Vec::with_capacity(new.len());
     for nj in new {
-        out.push(enqueue_one(c, nj, now)?);
+        out.push(enqueue_one(c, &mut insert, nj, now)?);
     }
     Ok(out)
 }
 
-fn enqueue_one(c: &WriteConn, nj: NewJob, now: Ts) -> Result<Enqueued> {
+fn enqueue_one(
+    c: &WriteConn,
+    insert: &mut rusqlite::CachedStatement<'_>,
+    nj: NewJob,
+    now: Ts,
+) -> Result<Enqueued> {
     if let Some(key) = &nj.meta.idempotency_key {
         let existing = c
             .prepare_cached(&format!(
@@ -132,30 +145,21 @@ fn enqueue_one(c: &WriteConn, nj: NewJob, now: Ts) -> Result<Enqueued> {
     }
     let job = Job::queued(nj, now);
     let m = &job.meta;
-    let inserted = c
-        .prepare_cached(
-            "INSERT INTO jobs (id, type, status, priority, idempotency_key, code_version,
-                 model_version, config_hash, budget_tag, cost_cap_eur, input, attempts,
-                 max_attempts, available_at, created_at, updated_at)
-             VALUES (?1, ?2, 'queued', ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, 0, ?11, ?12, ?13, ?13)",
-        )
-        .and_then(|mut s| {
-            s.execute(params![
-                job.id.to_string(),
-                job.job_type.as_str(),
-                job.priority,
-                m.idempotency_key,
-                m.code_version,
-                m.model_version,
-                m.config_hash,
-                m.budget_tag,
-                m.cost_cap_eur,
-                to_json(&job.input),
-                job.max_attempts,
-                to_ms(&job.available_at),
-                to_ms(&now),
-            ])
-        });
+    let inserted = insert.execute(params![
+        job.id.to_string(),
+        job.job_type.as_str(),
+        job.priority,
+        m.idempotency_key,
+        m.code_version,
+        m.model_version,
+        m.config_hash,
+        m.budget_tag,
+        m.cost_cap_eur,
+        to_json(&job.input),
+        job.max_attempts,
+        to_ms(&job.available_at),
+        to_ms(&now),
+    ]);
     match inserted {
         Ok(_) => c.moved(job.job_type.as_str(), None, Some(JobStatus::Queued)),
         Err(rusqlite::Error::SqliteFailure(f, _))
