@@ -36,29 +36,36 @@ const SELECT_BY_KEY: &str = concat!(
     " FROM jobs WHERE type = $1 AND idempotency_key = $2"
 );
 
-/// A random lease token per row: 32 lowercase hex characters, like SQLite's
-/// `lower(hex(randomblob(16)))`.
-const CLAIM_ANY: &str = concat!(
-    "UPDATE jobs SET status = 'leased', attempts = attempts + 1, lease_owner = $1,
-         lease_until = $2, lease_token = replace(gen_random_uuid()::text, '-', ''),
-         updated_at = $3
-     WHERE seq IN (SELECT seq FROM jobs WHERE status = 'queued' AND available_at <= $3
-                   ORDER BY priority, available_at, created_at, seq LIMIT $4
-                   FOR UPDATE SKIP LOCKED)
-     RETURNING ",
-    cols!()
-);
-const CLAIM_TYPES: &str = concat!(
-    "UPDATE jobs SET status = 'leased', attempts = attempts + 1, lease_owner = $1,
-         lease_until = $2, lease_token = replace(gen_random_uuid()::text, '-', ''),
-         updated_at = $3
-     WHERE seq IN (SELECT seq FROM jobs WHERE status = 'queued' AND available_at <= $3
-                     AND type = ANY($5::text[])
-                   ORDER BY priority, available_at, created_at, seq LIMIT $4
-                   FOR UPDATE SKIP LOCKED)
-     RETURNING ",
-    cols!()
-);
+/// A claim of ready jobs (`$type_filter` narrows them) that also says whether any queue
+/// control exists: its rows are the leased jobs, each followed by a `controlled` column,
+/// or one row of NULLs and that column when nothing was leased. Unless `$5` says the
+/// controls were already found not to apply, it leases nothing when a control exists, so
+/// the usual case (no controls at all) is one round trip. The lease token is random per
+/// row: 32 lowercase hex characters, like SQLite's `lower(hex(randomblob(16)))`.
+macro_rules! claim_sql {
+    ($type_filter:expr) => {
+        concat!(
+            "WITH ctl AS (SELECT EXISTS (SELECT 1 FROM queue_controls) AS controlled),
+             l AS (
+               UPDATE jobs SET status = 'leased', attempts = attempts + 1, lease_owner = $1,
+                   lease_until = $2, lease_token = replace(gen_random_uuid()::text, '-', ''),
+                   updated_at = $3
+               WHERE ($5::bool OR NOT (SELECT controlled FROM ctl))
+                 AND seq IN (SELECT seq FROM jobs WHERE status = 'queued' AND available_at <= $3
+                               ",
+            $type_filter,
+            "
+                             ORDER BY priority, available_at, created_at, seq LIMIT $4
+                             FOR UPDATE SKIP LOCKED)
+               RETURNING ",
+            cols!(),
+            ")
+             SELECT l.*, ctl.controlled FROM ctl LEFT JOIN l ON true"
+        )
+    };
+}
+const CLAIM_ANY: &str = claim_sql!("");
+const CLAIM_TYPES: &str = claim_sql!("AND type = ANY($6::text[])");
 
 const LEASE_SEQS: &str = concat!(
     "UPDATE jobs SET status = 'leased', attempts = attempts + 1, lease_owner = $1,
@@ -353,11 +360,15 @@ pub fn enqueue_many(c: &mut PgConn, reqs: Vec<EnqueueReq>) -> Result<Vec<Result<
 }
 
 pub fn claim(c: &mut PgConn, claim: &Claim, now: Ts) -> Result<Vec<Job>> {
+    if let Some(rows) = claim_ready(c, claim, now, false)? {
+        return leased(c, claim, rows, now);
+    }
+    // Some queue control exists.
     let controls = super::schedules::controls(c)?;
     let Some(crate::storage::ClaimControls { paused, limited }) =
         crate::storage::claim_controls(claim, controls)
     else {
-        let rows = claim_ready(c, claim, now)?;
+        let rows = claim_ready(c, claim, now, true)?.unwrap_or_default();
         return leased(c, claim, rows, now);
     };
     let names: Vec<String> = limited.into_iter().map(|(t, _)| t).collect();
@@ -414,30 +425,40 @@ fn lease_rows(c: &mut PgConn, claim: &Claim, seqs: &[i64], now: Ts) -> Result<Ve
     rows.iter().map(row_to_job).collect()
 }
 
-/// A claim no queue control applies to: one statement.
-fn claim_ready(c: &mut PgConn, claim: &Claim, now: Ts) -> Result<Vec<(i64, Job)>> {
+/// A claim with no queue control in the way, in one statement: the leased jobs, or None
+/// (nothing leased) when some control exists and `checked` does not say that none applies
+/// to this claim.
+fn claim_ready(
+    c: &mut PgConn,
+    claim: &Claim,
+    now: Ts,
+    checked: bool,
+) -> Result<Option<Vec<(i64, Job)>>> {
     let until_ms = to_ms(&(now + claim.lease));
     let now_ms = to_ms(&now);
     let limit = i64::try_from(claim.limit).unwrap_or(i64::MAX);
+    let worker = claim.worker_id.as_str();
     let rows = if claim.types.is_empty() {
-        c.query(
-            CLAIM_ANY,
-            &[&claim.worker_id.as_str(), &until_ms, &now_ms, &limit],
-        )?
+        c.query(CLAIM_ANY, &[&worker, &until_ms, &now_ms, &limit, &checked])?
     } else {
         let types: Vec<String> = claim.types.iter().map(|t| t.as_str().to_string()).collect();
         c.query(
             CLAIM_TYPES,
-            &[
-                &claim.worker_id.as_str(),
-                &until_ms,
-                &now_ms,
-                &limit,
-                &types,
-            ],
+            &[&worker, &until_ms, &now_ms, &limit, &checked, &types],
         )?
     };
-    rows.iter().map(row_to_job).collect()
+    let mut jobs = Vec::with_capacity(rows.len());
+    for r in &rows {
+        let controlled: bool = r.try_get(r.len() - 1).map_err(map_err)?;
+        if controlled && !checked {
+            return Ok(None);
+        }
+        // The row of NULLs that says nothing was leased.
+        if r.try_get::<_, Option<i64>>(0).map_err(map_err)?.is_some() {
+            jobs.push(row_to_job(r)?);
+        }
+    }
+    Ok(Some(jobs))
 }
 
 /// Counts freshly leased jobs, orders them and writes their `leased` events.
