@@ -138,6 +138,55 @@ conformance! {
 }
 
 conformance! {
+    /// A lease records a `leased` event with the worker, the attempt and the lease's end,
+    /// the same on both backends, whether or not a queue control exists (PostgreSQL writes
+    /// it in the claim's own statement, one per path).
+    fn a_lease_records_its_worker_attempt_and_end(b) {
+        let s = &b.store;
+        let ids: Vec<JobId> = s
+            .enqueue_jobs(vec![job("email"), job("email")], t0())
+            .unwrap()
+            .into_iter()
+            .map(|e| match e {
+                Enqueued::Created(j) => j.id,
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        let leased_event = |id: JobId| {
+            let h = s.job_events(id).unwrap();
+            let e = h.last().unwrap().clone();
+            (e.event, e.ts, e.details)
+        };
+        let want = |attempt: i64, at: DateTime<Utc>| {
+            (
+                "leased".to_string(),
+                at,
+                Some(json!({
+                    "worker_id": "w",
+                    "attempt": attempt,
+                    "lease_until": wp_lite::domain::time::format(&(at + Duration::seconds(60))),
+                })),
+            )
+        };
+        assert_eq!(s.claim_jobs(&claim("w", 1), t0()).unwrap().len(), 1);
+        assert_eq!(leased_event(ids[0]), want(1, t0()), "{}", b.name);
+
+        // With a control in force (on another type) the claim takes the controlled path.
+        let t1 = t0() + Duration::seconds(1);
+        s.set_queue_control("sms", Some(true), None, t1).unwrap();
+        assert_eq!(s.claim_jobs(&claim("w", 1), t1).unwrap().len(), 1);
+        assert_eq!(leased_event(ids[1]), want(1, t1), "{}", b.name);
+        s.set_queue_control("sms", Some(false), None, t1).unwrap();
+        s.set_queue_control("email", None, Some(Some(5)), t1).unwrap();
+        let t2 = t1 + Duration::minutes(2);
+        // The expired leases go back to the queue; the limited type is leased again.
+        assert_eq!(s.reclaim_expired_leases(t2, 10).unwrap().len(), 2);
+        assert_eq!(s.claim_jobs(&claim("w", 2), t2).unwrap().len(), 2);
+        assert_eq!(leased_event(ids[0]), want(2, t2), "{}", b.name);
+    }
+}
+
+conformance! {
     fn batches_are_all_or_nothing(b) {
         let s = &b.store;
         let id = JobId::new();

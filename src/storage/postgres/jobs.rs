@@ -40,8 +40,26 @@ const SELECT_BY_KEY: &str = concat!(
 /// control exists: its rows are the leased jobs, each followed by a `controlled` column,
 /// or one row of NULLs and that column when nothing was leased. Unless `$5` says the
 /// controls were already found not to apply, it leases nothing when a control exists, so
-/// the usual case (no controls at all) is one round trip. The lease token is random per
-/// row: 32 lowercase hex characters, like SQLite's `lower(hex(randomblob(16)))`.
+/// the usual case (no controls at all) is one round trip, the `leased` events included
+/// (`$6` is the lease's end as text). The lease token is random per row: 32 lowercase hex
+/// characters, like SQLite's `lower(hex(randomblob(16)))`.
+/// The CTE that records a `leased` event for every row of `l` (the jobs an UPDATE just
+/// leased; `$1` the worker, `$3` now, `$until` the lease's end as text), in lease order.
+/// The details are the ones SQLite's claim writes: worker, attempt, lease end.
+macro_rules! leased_events {
+    ($until:literal) => {
+        concat!(
+            "e AS (
+               INSERT INTO job_events (job_seq, ts, event, details)
+               SELECT seq, $3, 'leased', json_build_object(
+                   'worker_id', $1::text, 'attempt', attempts, 'lease_until', ",
+            $until,
+            "::text)::text
+               FROM l ORDER BY priority, available_at, created_at, seq)"
+        )
+    };
+}
+
 macro_rules! claim_sql {
     ($type_filter:expr) => {
         concat!(
@@ -59,21 +77,29 @@ macro_rules! claim_sql {
                              FOR UPDATE SKIP LOCKED)
                RETURNING ",
             cols!(),
-            ")
+            "), ",
+            leased_events!("$6"),
+            "
              SELECT l.*, ctl.controlled FROM ctl LEFT JOIN l ON true"
         )
     };
 }
 const CLAIM_ANY: &str = claim_sql!("");
-const CLAIM_TYPES: &str = claim_sql!("AND type = ANY($6::text[])");
+const CLAIM_TYPES: &str = claim_sql!("AND type = ANY($7::text[])");
 
+/// Leases the rows `$4` (locked by the caller) and writes their `leased` events (`$5` is
+/// the lease's end as text).
 const LEASE_SEQS: &str = concat!(
-    "UPDATE jobs SET status = 'leased', attempts = attempts + 1, lease_owner = $1,
-         lease_until = $2, lease_token = replace(gen_random_uuid()::text, '-', ''),
-         updated_at = $3
-     WHERE seq = ANY($4::bigint[])
-     RETURNING ",
-    cols!()
+    "WITH l AS (
+       UPDATE jobs SET status = 'leased', attempts = attempts + 1, lease_owner = $1,
+           lease_until = $2, lease_token = replace(gen_random_uuid()::text, '-', ''),
+           updated_at = $3
+       WHERE seq = ANY($4::bigint[])
+       RETURNING ",
+    cols!(),
+    "), ",
+    leased_events!("$5"),
+    " SELECT * FROM l"
 );
 
 /// The job list, newest first. With a status the statement names it (one of five fixed
@@ -361,7 +387,7 @@ pub fn enqueue_many(c: &mut PgConn, reqs: Vec<EnqueueReq>) -> Result<Vec<Result<
 
 pub fn claim(c: &mut PgConn, claim: &Claim, now: Ts) -> Result<Vec<Job>> {
     if let Some(rows) = claim_ready(c, claim, now, false)? {
-        return leased(c, claim, rows, now);
+        return Ok(leased(c, rows));
     }
     // Some queue control exists.
     let controls = super::schedules::controls(c)?;
@@ -369,7 +395,7 @@ pub fn claim(c: &mut PgConn, claim: &Claim, now: Ts) -> Result<Vec<Job>> {
         crate::storage::claim_controls(claim, controls)
     else {
         let rows = claim_ready(c, claim, now, true)?.unwrap_or_default();
-        return leased(c, claim, rows, now);
+        return Ok(leased(c, rows));
     };
     let names: Vec<String> = limited.into_iter().map(|(t, _)| t).collect();
     let counted = super::schedules::lock_limits(c, &names)?;
@@ -380,7 +406,7 @@ pub fn claim(c: &mut PgConn, claim: &Claim, now: Ts) -> Result<Vec<Job>> {
         |c, need, excluded| candidates(c, claim, need, excluded, now),
         |c, seqs| lease_rows(c, claim, seqs, now),
     )?;
-    leased(c, claim, rows, now)
+    Ok(leased(c, rows))
 }
 
 /// The next `need` ready jobs of the claim's types outside `excluded`, in lease order,
@@ -420,6 +446,7 @@ fn lease_rows(c: &mut PgConn, claim: &Claim, seqs: &[i64], now: Ts) -> Result<Ve
             &to_ms(&(now + claim.lease)),
             &to_ms(&now),
             &seqs,
+            &crate::domain::time::format(&(now + claim.lease)),
         ],
     )?;
     rows.iter().map(row_to_job).collect()
@@ -438,13 +465,19 @@ fn claim_ready(
     let now_ms = to_ms(&now);
     let limit = i64::try_from(claim.limit).unwrap_or(i64::MAX);
     let worker = claim.worker_id.as_str();
+    let until = crate::domain::time::format(&(now + claim.lease));
     let rows = if claim.types.is_empty() {
-        c.query(CLAIM_ANY, &[&worker, &until_ms, &now_ms, &limit, &checked])?
+        c.query(
+            CLAIM_ANY,
+            &[&worker, &until_ms, &now_ms, &limit, &checked, &until],
+        )?
     } else {
         let types: Vec<String> = claim.types.iter().map(|t| t.as_str().to_string()).collect();
         c.query(
             CLAIM_TYPES,
-            &[&worker, &until_ms, &now_ms, &limit, &checked, &types],
+            &[
+                &worker, &until_ms, &now_ms, &limit, &checked, &until, &types,
+            ],
         )?
     };
     let mut jobs = Vec::with_capacity(rows.len());
@@ -461,9 +494,8 @@ fn claim_ready(
     Ok(Some(jobs))
 }
 
-/// Counts freshly leased jobs, orders them and writes their `leased` events.
-fn leased(c: &mut PgConn, claim: &Claim, mut jobs: Vec<(i64, Job)>, now: Ts) -> Result<Vec<Job>> {
-    let lease_until = now + claim.lease;
+/// Counts freshly leased jobs (their statement wrote their `leased` events) and orders them.
+fn leased(c: &mut PgConn, mut jobs: Vec<(i64, Job)>) -> Vec<Job> {
     for (_, j) in &jobs {
         c.moved(
             j.job_type.as_str(),
@@ -480,26 +512,7 @@ fn leased(c: &mut PgConn, claim: &Claim, mut jobs: Vec<(i64, Job)>, now: Ts) -> 
             sb,
         ))
     });
-    if !jobs.is_empty() {
-        let until = crate::domain::time::format(&lease_until);
-        let seqs: Vec<i64> = jobs.iter().map(|(seq, _)| *seq).collect();
-        let details: Vec<String> = jobs
-            .iter()
-            .map(|(_, j)| {
-                to_json(&serde_json::json!({
-                    "worker_id": claim.worker_id, "attempt": j.attempts, "lease_until": until,
-                }))
-            })
-            .collect();
-        c.execute(
-            "INSERT INTO job_events (job_seq, ts, event, details)
-             SELECT e.job_seq, $2, 'leased', e.details
-             FROM unnest($1::bigint[], $3::text[]) WITH ORDINALITY AS e (job_seq, details, n)
-             ORDER BY e.n",
-            &[&seqs, &to_ms(&now), &details],
-        )?;
-    }
-    Ok(jobs.into_iter().map(|(_, j)| j).collect())
+    jobs.into_iter().map(|(_, j)| j).collect()
 }
 
 pub fn heartbeat(c: &mut PgConn, id: JobId, fence: &Fence, until: Ts, now: Ts) -> Result<Job> {
