@@ -44,6 +44,18 @@ fn fence(worker: &str, token: Option<&str>) -> Fence {
     }
 }
 
+/// Enqueues `jobs` in one batch; the ids of the jobs it created, in order.
+fn created(s: &dyn Store, jobs: Vec<NewJob>) -> Vec<JobId> {
+    s.enqueue_jobs(jobs, t0())
+        .unwrap()
+        .into_iter()
+        .map(|e| match e {
+            Enqueued::Created(j) => j.id,
+            other => panic!("{other:?}"),
+        })
+        .collect()
+}
+
 fn conflict(r: Result<impl std::fmt::Debug, StoreError>) -> JobConflict {
     match r {
         Err(StoreError::Conflict(c)) => c,
@@ -97,15 +109,7 @@ conformance! {
     /// shown twice.
     fn history_opens_with_the_creation_the_job_row_records(b) {
         let s = &b.store;
-        let ids: Vec<JobId> = s
-            .enqueue_jobs(vec![job("email"), job("email")], t0())
-            .unwrap()
-            .into_iter()
-            .map(|e| match e {
-                Enqueued::Created(j) => j.id,
-                other => panic!("{other:?}"),
-            })
-            .collect();
+        let ids = created(&**s, vec![job("email"), job("email")]);
         assert_eq!(
             b.count_raw("SELECT COUNT(*) FROM job_events"),
             0,
@@ -143,15 +147,7 @@ conformance! {
     /// it in the claim's own statement, one per path).
     fn a_lease_records_its_worker_attempt_and_end(b) {
         let s = &b.store;
-        let ids: Vec<JobId> = s
-            .enqueue_jobs(vec![job("email"), job("email")], t0())
-            .unwrap()
-            .into_iter()
-            .map(|e| match e {
-                Enqueued::Created(j) => j.id,
-                other => panic!("{other:?}"),
-            })
-            .collect();
+        let ids = created(&**s, vec![job("email"), job("email")]);
         let leased_event = |id: JobId| {
             let h = s.job_events(id).unwrap();
             let e = h.last().unwrap().clone();
@@ -1247,16 +1243,7 @@ conformance! {
     /// 19 ms with 50 000 queued jobs instead of 0.15 ms.
     fn tied_ready_jobs_are_leased_in_insertion_order_straight_from_the_index(b) {
         let s = &b.store;
-        let out = s
-            .enqueue_jobs((0..3000).map(|_| job("tie")).collect(), t0())
-            .unwrap();
-        let order: Vec<JobId> = out
-            .iter()
-            .map(|e| match e {
-                Enqueued::Created(j) => j.id,
-                other => panic!("{other:?}"),
-            })
-            .collect();
+        let order = created(&**s, (0..3000).map(|_| job("tie")).collect());
         let first = s.claim_jobs(&claim("w", 100), t0()).unwrap();
         let second = s.claim_jobs(&claim("w", 100), t0()).unwrap();
         let leased: Vec<JobId> = first.iter().chain(&second).map(|j| j.id).collect();
