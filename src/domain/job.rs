@@ -546,6 +546,17 @@ impl NewEvent {
         }
     }
 
+    /// The event of a lease: the worker, the attempt it starts, the lease's end (PostgreSQL's
+    /// claim statements build the same details in SQL).
+    pub fn leased(worker_id: &str, attempt: i64, lease_until: &str) -> Self {
+        Self::new(
+            "leased",
+            serde_json::json!({
+                "worker_id": worker_id, "attempt": attempt, "lease_until": lease_until,
+            }),
+        )
+    }
+
     /// The event of a successful completion (also written by set-based completions).
     pub fn succeeded(worker_id: &str, attempt: i64) -> Self {
         Self::new(

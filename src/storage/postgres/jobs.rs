@@ -45,7 +45,7 @@ const SELECT_BY_KEY: &str = concat!(
 /// characters, like SQLite's `lower(hex(randomblob(16)))`.
 /// The CTE that records a `leased` event for every row of `l` (the jobs an UPDATE just
 /// leased; `$1` the worker, `$3` now, `$until` the lease's end as text), in lease order.
-/// The details are the ones SQLite's claim writes: worker, attempt, lease end.
+/// The details are those of `NewEvent::leased`: worker, attempt, lease end.
 macro_rules! leased_events {
     ($until:literal) => {
         concat!(
@@ -439,14 +439,15 @@ fn candidates(
 
 /// Leases the (locked) rows `seqs`.
 fn lease_rows(c: &mut PgConn, claim: &Claim, seqs: &[i64], now: Ts) -> Result<Vec<(i64, Job)>> {
+    let lease_until = now + claim.lease;
     let rows = c.query(
         LEASE_SEQS,
         &[
             &claim.worker_id.as_str(),
-            &to_ms(&(now + claim.lease)),
+            &to_ms(&lease_until),
             &to_ms(&now),
             &seqs,
-            &crate::domain::time::format(&(now + claim.lease)),
+            &crate::domain::time::format(&lease_until),
         ],
     )?;
     rows.iter().map(row_to_job).collect()
@@ -461,11 +462,14 @@ fn claim_ready(
     now: Ts,
     checked: bool,
 ) -> Result<Option<Vec<(i64, Job)>>> {
-    let until_ms = to_ms(&(now + claim.lease));
+    let lease_until = now + claim.lease;
+    let (until_ms, until) = (
+        to_ms(&lease_until),
+        crate::domain::time::format(&lease_until),
+    );
     let now_ms = to_ms(&now);
     let limit = i64::try_from(claim.limit).unwrap_or(i64::MAX);
     let worker = claim.worker_id.as_str();
-    let until = crate::domain::time::format(&(now + claim.lease));
     let rows = if claim.types.is_empty() {
         c.query(
             CLAIM_ANY,

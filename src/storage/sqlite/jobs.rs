@@ -301,19 +301,14 @@ fn leased(c: &WriteConn, claim: &Claim, mut jobs: Vec<(i64, Job)>, now: Ts) -> R
     jobs.sort_by(|(_, a), (_, b)| {
         (a.priority, a.available_at, a.created_at).cmp(&(b.priority, b.available_at, b.created_at))
     });
+    let until = crate::domain::time::format(&(now + claim.lease));
     for (seq, j) in &jobs {
         c.moved(
             j.job_type.as_str(),
             Some(JobStatus::Queued),
             Some(JobStatus::Leased),
         );
-        let ev = NewEvent {
-            event: "leased",
-            details: Some(serde_json::json!({
-                "worker_id": claim.worker_id, "attempt": j.attempts,
-                "lease_until": crate::domain::time::format(&(now + claim.lease)),
-            })),
-        };
+        let ev = NewEvent::leased(claim.worker_id.as_str(), j.attempts, &until);
         add_event(c, *seq, now, &ev)?;
     }
     Ok(jobs.into_iter().map(|(_, j)| j).collect())
@@ -596,10 +591,11 @@ pub fn prune_finished(c: &WriteConn, before: Ts, limit: usize) -> Result<usize> 
         })
         .map_err(map_err)?;
     // Their events go in the same transaction (no foreign key cascades: migration V12).
+    let mut events = c
+        .prepare_cached("DELETE FROM job_events WHERE job_seq = ?1")
+        .map_err(map_err)?;
     for (seq, t, status) in &gone {
-        c.prepare_cached("DELETE FROM job_events WHERE job_seq = ?1")
-            .and_then(|mut s| s.execute([seq]))
-            .map_err(map_err)?;
+        events.execute([seq]).map_err(map_err)?;
         c.moved(t, Some(decode::job_status(status)?), None);
     }
     Ok(gone.len())
