@@ -209,6 +209,61 @@ conformance! {
 }
 
 conformance! {
+    /// A batch longer than one multi-row insert, with keyed jobs inside it: every job reads
+    /// back as answered, the claim order is the batch order, a key repeated inside the
+    /// batch replays, and a taken id in the middle of a chunk fails the whole batch.
+    fn a_long_batch_keeps_its_order_keys_and_atomicity(b) {
+        let s = &b.store;
+        let mut batch: Vec<NewJob> = (0..75)
+            .map(|i| {
+                let mut j = job("a");
+                j.input = json!({ "i": i });
+                j
+            })
+            .collect();
+        batch[40].meta.idempotency_key = Some("k".into());
+        batch[41].meta.idempotency_key = Some("k".into());
+        batch[41].input = batch[40].input.clone();
+        batch[60].meta.budget_tag = Some("tag".into());
+        let out = s.enqueue_jobs(batch, t0()).unwrap();
+        assert_eq!(out.len(), 75, "{}", b.name);
+        let first = match (&out[40], &out[41]) {
+            (Enqueued::Created(a), Enqueued::Replayed(r)) if a.id == r.id => a.id,
+            other => panic!("{}: {other:?}", b.name),
+        };
+        for (i, o) in out.iter().enumerate() {
+            if let Enqueued::Created(j) = o {
+                assert_eq!(j.input, json!({ "i": i }), "{}", b.name);
+                assert_eq!(s.get_job(j.id).unwrap(), *j, "{}: job {i}", b.name);
+            }
+        }
+        let leased = s.claim_jobs(&claim("w", 100), t0()).unwrap();
+        let order: Vec<i64> = leased.iter().map(|j| j.input["i"].as_i64().unwrap()).collect();
+        let want: Vec<i64> = (0..75).filter(|&i| i != 41).collect();
+        assert_eq!(order, want, "{}", b.name);
+        assert!(leased.iter().any(|j| j.id == first));
+
+        // A taken id inside the second chunk: nothing of the batch stays.
+        let mut again: Vec<NewJob> = (0..70).map(|_| job("b")).collect();
+        again[50].id = Some(first);
+        assert_eq!(
+            conflict(s.enqueue_jobs(again, t0())),
+            JobConflict::DuplicateJobId,
+            "{}",
+            b.name
+        );
+        let page = s
+            .list_jobs(&JobFilter {
+                job_type: Some(JobType::parse("type", "b").unwrap()),
+                limit: 50,
+                ..Default::default()
+            })
+            .unwrap();
+        assert!(page.items.is_empty(), "{}: {} left", b.name, page.items.len());
+    }
+}
+
+conformance! {
     fn claims_follow_priority_then_time_and_skip_delayed_jobs(b) {
         let s = &b.store;
         let mut low = job("a");

@@ -103,73 +103,138 @@ fn transition(
     Ok(job)
 }
 
-const INSERT_JOB: &str = "INSERT INTO jobs (id, type, status, priority, idempotency_key,
-         code_version, model_version, config_hash, budget_tag, cost_cap_eur, input, attempts,
-         max_attempts, available_at, created_at, updated_at)
-     VALUES (?1, ?2, 'queued', ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, 0, ?11, ?12, ?13, ?13)";
+/// A multi-row `INSERT` of `rows` jobs: `PARAMS_PER_JOB` parameters per row, the last of
+/// them (now) filling both times.
+fn insert_sql(rows: usize) -> String {
+    let values: Vec<String> = (0..rows)
+        .map(|k| {
+            let p: Vec<String> = (1..=PARAMS_PER_JOB)
+                .map(|i| format!("?{}", k * PARAMS_PER_JOB + i))
+                .collect();
+            format!(
+                "({}, {}, 'queued', {}, 0, {}, {}, {})",
+                p[0],
+                p[1],
+                p[2..10].join(", "),
+                p[10],
+                p[11],
+                [&p[12], &p[12]].map(String::as_str).join(", ")
+            )
+        })
+        .collect();
+    format!(
+        "INSERT INTO jobs (id, type, status, priority, idempotency_key, code_version,
+             model_version, config_hash, budget_tag, cost_cap_eur, input, attempts,
+             max_attempts, available_at, created_at, updated_at)
+         VALUES {}",
+        values.join(", ")
+    )
+}
 
+const PARAMS_PER_JOB: usize = 13;
+/// Jobs per multi-row `INSERT`. A statement's start, cursors and halt cost about as much as
+/// a row's own inserts; a batch pays them once per chunk. A tail shorter than a chunk goes
+/// one row per statement, so two statement texts serve every batch.
+const INSERT_CHUNK: usize = 32;
+static INSERT_ONE: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| insert_sql(1));
+static INSERT_MANY: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| insert_sql(INSERT_CHUNK));
+
+/// Enqueues in order. Jobs without an idempotency key are inserted a chunk at a time; a
+/// job with one first inserts those before it (keeping their order), then looks its key up.
 pub fn enqueue(c: &WriteConn, new: Vec<NewJob>, now: Ts) -> Result<Vec<Enqueued>> {
-    // Taken from the statement cache once per batch, not once per job (the lookup hashes
-    // the statement's text).
-    let mut insert = c.prepare_cached(INSERT_JOB).map_err(map_err)?;
     let mut out = Vec::with_capacity(new.len());
+    let mut pending = Vec::with_capacity(new.len());
     for nj in new {
-        out.push(enqueue_one(c, &mut insert, nj, now)?);
+        if nj.meta.idempotency_key.is_none() {
+            pending.push(Job::queued(nj, now));
+            continue;
+        }
+        insert_jobs(c, &mut pending, &mut out)?;
+        match replayed(c, &nj)? {
+            Some(done) => out.push(done),
+            None => insert_jobs(c, &mut vec![Job::queued(nj, now)], &mut out)?,
+        }
     }
+    insert_jobs(c, &mut pending, &mut out)?;
     Ok(out)
 }
 
-fn enqueue_one(
-    c: &WriteConn,
-    insert: &mut rusqlite::CachedStatement<'_>,
-    nj: NewJob,
-    now: Ts,
-) -> Result<Enqueued> {
-    if let Some(key) = &nj.meta.idempotency_key {
-        let existing = c
-            .prepare_cached(&format!(
-                "SELECT {COLS} FROM jobs WHERE type = ?1 AND idempotency_key = ?2"
-            ))
-            .and_then(|mut s| {
-                s.query_row(params![nj.job_type.as_str(), key], row_to_job)
-                    .optional()
-            })
-            .map_err(map_err)?;
-        if let Some((_, job)) = existing {
-            return if json_equal(&job.input, &nj.input) {
-                Ok(Enqueued::Replayed(job))
-            } else {
-                Err(StoreError::Conflict(JobConflict::IdempotencyConflict))
-            };
+/// The answer for a job whose idempotency key is already taken: the job it names, or a
+/// conflict when the inputs differ. None when the key is free.
+fn replayed(c: &WriteConn, nj: &NewJob) -> Result<Option<Enqueued>> {
+    let Some(key) = &nj.meta.idempotency_key else {
+        return Ok(None);
+    };
+    let existing = c
+        .prepare_cached(&format!(
+            "SELECT {COLS} FROM jobs WHERE type = ?1 AND idempotency_key = ?2"
+        ))
+        .and_then(|mut s| {
+            s.query_row(params![nj.job_type.as_str(), key], row_to_job)
+                .optional()
+        })
+        .map_err(map_err)?;
+    match existing {
+        None => Ok(None),
+        Some((_, job)) if json_equal(&job.input, &nj.input) => Ok(Some(Enqueued::Replayed(job))),
+        Some(_) => Err(StoreError::Conflict(JobConflict::IdempotencyConflict)),
+    }
+}
+
+/// Inserts `jobs` (emptying it) and answers each as created, in order.
+fn insert_jobs(c: &WriteConn, jobs: &mut Vec<Job>, out: &mut Vec<Enqueued>) -> Result<()> {
+    let chunks = jobs.chunks_exact(INSERT_CHUNK);
+    let tail = chunks.remainder();
+    if jobs.len() >= INSERT_CHUNK {
+        let mut many = c.prepare_cached(&INSERT_MANY).map_err(map_err)?;
+        for chunk in chunks {
+            insert_rows(&mut many, chunk)?;
         }
     }
-    let job = Job::queued(nj, now);
-    let m = &job.meta;
-    let inserted = insert.execute(params![
-        job.id.to_string(),
-        job.job_type.as_str(),
-        job.priority,
-        m.idempotency_key,
-        m.code_version,
-        m.model_version,
-        m.config_hash,
-        m.budget_tag,
-        m.cost_cap_eur,
-        to_json(&job.input),
-        job.max_attempts,
-        to_ms(&job.available_at),
-        to_ms(&now),
-    ]);
-    match inserted {
-        Ok(_) => c.moved(job.job_type.as_str(), None, Some(JobStatus::Queued)),
+    if !tail.is_empty() {
+        let mut one = c.prepare_cached(&INSERT_ONE).map_err(map_err)?;
+        for job in tail {
+            insert_rows(&mut one, std::slice::from_ref(job))?;
+        }
+    }
+    for job in jobs.drain(..) {
+        c.moved(job.job_type.as_str(), None, Some(JobStatus::Queued));
+        out.push(Enqueued::Created(job));
+    }
+    Ok(())
+}
+
+/// Binds `jobs` to the rows of `st` (a statement of exactly that many rows) and runs it.
+fn insert_rows(st: &mut rusqlite::CachedStatement<'_>, jobs: &[Job]) -> Result<()> {
+    let bound = jobs.iter().enumerate().try_for_each(|(k, job)| {
+        let at = k * PARAMS_PER_JOB;
+        let m = &job.meta;
+        st.raw_bind_parameter(at + 1, job.id.to_string())?;
+        st.raw_bind_parameter(at + 2, job.job_type.as_str())?;
+        st.raw_bind_parameter(at + 3, job.priority)?;
+        st.raw_bind_parameter(at + 4, &m.idempotency_key)?;
+        st.raw_bind_parameter(at + 5, &m.code_version)?;
+        st.raw_bind_parameter(at + 6, &m.model_version)?;
+        st.raw_bind_parameter(at + 7, &m.config_hash)?;
+        st.raw_bind_parameter(at + 8, &m.budget_tag)?;
+        st.raw_bind_parameter(at + 9, &m.cost_cap_eur)?;
+        st.raw_bind_parameter(at + 10, to_json(&job.input))?;
+        st.raw_bind_parameter(at + 11, job.max_attempts)?;
+        st.raw_bind_parameter(at + 12, to_ms(&job.available_at))?;
+        st.raw_bind_parameter(at + 13, to_ms(&job.created_at))
+    });
+    match bound.and_then(|()| st.raw_execute()) {
+        Ok(_) => Ok(()),
+        // A taken id (a caller may choose its job's id) is the only constraint an insert
+        // can break: a taken idempotency key was looked up first.
         Err(rusqlite::Error::SqliteFailure(f, _))
             if f.code == rusqlite::ErrorCode::ConstraintViolation =>
         {
-            return Err(StoreError::Conflict(JobConflict::DuplicateJobId));
+            Err(StoreError::Conflict(JobConflict::DuplicateJobId))
         }
-        Err(e) => return Err(map_err(e)),
+        Err(e) => Err(map_err(e)),
     }
-    Ok(Enqueued::Created(job))
 }
 
 /// What a lease sets; `?1` the worker, `?2` the lease's end, `?3` now.
