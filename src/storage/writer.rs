@@ -212,13 +212,18 @@ fn fail_all<C: TxConn>(group: Vec<Queued<C>>, err: impl Fn() -> StoreError) {
     }
 }
 
-/// Runs one group in one transaction; false when the connection looks broken.
+/// Runs one group in one transaction; false when the connection looks broken. A group of
+/// one operation takes no savepoint: if the operation fails, the transaction is rolled
+/// back instead, which undoes the same writes one round trip cheaper.
 fn run_group<C: TxConn>(conn: &mut C, group: Vec<Queued<C>>) -> bool {
     if let Err(e) = conn.begin() {
         fail_all(group, || e.clone());
         return false;
     }
     let lost = super::lost_transaction;
+    let alone = group.len() == 1;
+    // The group's only operation failed: nothing of the transaction may commit.
+    let mut undo = false;
     let mut replies: Vec<Reply> = Vec::with_capacity(group.len());
     let mut ops = group.into_iter();
     while let Some(op) = ops.next() {
@@ -233,7 +238,8 @@ fn run_group<C: TxConn>(conn: &mut C, group: Vec<Queued<C>>) -> bool {
         }
         let Queued { op, isolation } = op;
         let guarded = isolation == Isolation::Savepoint;
-        if guarded {
+        let savepoint = guarded && !alone;
+        if savepoint {
             if let Err(e) = conn.savepoint() {
                 let (_, reply) = op(Err(e));
                 replies.push(reply);
@@ -242,11 +248,13 @@ fn run_group<C: TxConn>(conn: &mut C, group: Vec<Queued<C>>) -> bool {
         }
         match std::panic::catch_unwind(AssertUnwindSafe(|| op(Ok(&mut *conn)))) {
             Ok((ok, reply)) => {
-                if guarded {
+                if savepoint {
                     if !ok {
                         let _ = conn.rollback_to_savepoint();
                     }
                     let _ = conn.release_savepoint();
+                } else if guarded && !ok {
+                    undo = true;
                 }
                 replies.push(reply);
             }
@@ -254,10 +262,13 @@ fn run_group<C: TxConn>(conn: &mut C, group: Vec<Queued<C>>) -> bool {
                 // The caller's reply channel was dropped with the op; it sees an error. An
                 // unguarded operation's store calls are each atomic (a panic inside one
                 // rolls it back; calls it finished before the panic stay).
-                if guarded {
+                if savepoint {
                     tracing::error!("a store write panicked; its changes were rolled back");
                     let _ = conn.rollback_to_savepoint();
                     let _ = conn.release_savepoint();
+                } else if guarded {
+                    tracing::error!("a store write panicked; its transaction was rolled back");
+                    undo = true;
                 } else {
                     tracing::error!(
                         "a store write panicked; the store call it was in was rolled back"
@@ -266,7 +277,11 @@ fn run_group<C: TxConn>(conn: &mut C, group: Vec<Queued<C>>) -> bool {
             }
         }
     }
-    let commit = if conn.in_transaction() {
+    let commit = if undo {
+        // The failed operation's reply carries its own error.
+        conn.rollback();
+        Ok(())
+    } else if conn.in_transaction() {
         conn.commit()
     } else {
         conn.rollback();

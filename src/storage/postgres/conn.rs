@@ -9,6 +9,7 @@ use crate::storage::Wake;
 use crate::storage::{Cause, Result, StoreError};
 use postgres::types::ToSql;
 use postgres::{Client, NoTls, Row, Statement};
+use postgres_protocol::escape::escape_literal;
 use r2d2_postgres::PostgresConnectionManager;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -130,41 +131,22 @@ impl TxConn for PgConn {
         self.counts.clear();
         self.control("BEGIN")
     }
-    /// The transaction's job-count sums are appended to `job_count_deltas` first (an
-    /// append never waits on another writer), in the same transaction.
+    /// One round trip: the transaction's job-count sums appended to `job_count_deltas`
+    /// (an append never waits on another writer), the last release and the `COMMIT`, as
+    /// one simple query. In a transaction an operation left aborted (it swallowed an SQL
+    /// error) the first of them fails and the rest are not run, so that transaction is
+    /// reported failed: a `COMMIT` alone would quietly roll it back and report success.
+    /// With nothing else to send, `SELECT 1` is that first statement.
     fn commit(&mut self) -> Result<()> {
-        let sums = self.counts.take();
-        let r = if sums.is_empty() {
-            Ok(())
-        } else {
-            let (types, statuses, ns): (Vec<String>, Vec<&str>, Vec<i64>) = sums
-                .iter()
-                .map(|(t, s, n)| (t.clone(), s.as_str(), *n))
-                .fold(
-                    (vec![], vec![], vec![]),
-                    |(mut a, mut b, mut c), (t, s, n)| {
-                        a.push(t);
-                        b.push(s);
-                        c.push(n);
-                        (a, b, c)
-                    },
-                );
-            self.execute(
-                "INSERT INTO job_count_deltas (type, status, n)
-                 SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[])",
-                &[&types, &statuses, &ns],
-            )
-            .map(|_| ())
-        };
-        // A release in the same message: if the last operation left the transaction
-        // aborted, the release fails and the COMMIT after it is not run (a COMMIT alone
-        // would quietly roll back and report success).
-        let commit = if std::mem::take(&mut self.release_pending) {
-            "RELEASE SAVEPOINT op; COMMIT"
-        } else {
-            "COMMIT"
-        };
-        let r = r.and_then(|()| self.batch(commit));
+        let mut sql = deltas_insert(&self.counts.take());
+        if std::mem::take(&mut self.release_pending) {
+            sql.push_str("RELEASE SAVEPOINT op; ");
+        }
+        if sql.is_empty() {
+            sql.push_str("SELECT 1; ");
+        }
+        sql.push_str("COMMIT");
+        let r = self.batch(&sql);
         if r.is_err() {
             self.rollback();
         }
@@ -202,6 +184,23 @@ impl TxConn for PgConn {
     fn in_transaction(&mut self) -> bool {
         !self.broken && !self.client.is_closed()
     }
+}
+
+/// `INSERT INTO job_count_deltas … VALUES …; ` for `sums` (empty when there are none), as
+/// text for a simple query: the types are quoted by the protocol crate's literal escape,
+/// the statuses are fixed words and the counts integers.
+fn deltas_insert(sums: &[(String, JobStatus, i64)]) -> String {
+    if sums.is_empty() {
+        return String::new();
+    }
+    let rows: Vec<String> = sums
+        .iter()
+        .map(|(t, s, n)| format!("({}, '{}', {n})", escape_literal(t), s.as_str()))
+        .collect();
+    format!(
+        "INSERT INTO job_count_deltas (type, status, n) VALUES {}; ",
+        rows.join(", ")
+    )
 }
 
 /// The r2d2 manager: r2d2_postgres's, handing out [`PgConn`]s.
@@ -327,16 +326,47 @@ mod tests {
         .unwrap()
     }
 
-    /// The release of an operation's savepoint goes out with the next savepoint or the
-    /// commit; it still catches an operation that swallowed an SQL error (which left the
-    /// transaction aborted): that operation is answered with an error, never as committed,
-    /// and nothing it wrote stays.
+    /// An operation that swallowed an SQL error (which left the transaction aborted) is
+    /// answered with an error, never as committed, and nothing it wrote stays: alone in its
+    /// group (no savepoint; the commit's first statement fails) and in a group (its
+    /// savepoint's release, sent with the next savepoint or the commit, fails).
     #[test]
     fn an_operation_that_swallows_an_sql_error_is_never_reported_committed() {
         let Some(w) = writer() else {
             eprintln!("conn tests: SKIPPED (WP_LITE_TEST_POSTGRES_URL is not set)");
             return;
         };
+        // A group: the writer is held by a first operation while two more queue behind it.
+        let (go, wait) = std::sync::mpsc::channel::<()>();
+        let (done, answers) = std::sync::mpsc::channel::<(usize, bool)>();
+        w.submit(Box::new(move |_: Result<&mut PgConn>| {
+            let _ = wait.recv();
+            crate::storage::writer::answer(Ok(()), |_: Result<()>| {})
+        }));
+        for (i, sql) in ["INSERT INTO t VALUES (9)", "INSERT INTO t VALUES (10)"]
+            .into_iter()
+            .enumerate()
+        {
+            let done = done.clone();
+            w.submit(Box::new(move |c: Result<&mut PgConn>| {
+                let r = c.and_then(|c| {
+                    c.execute(sql, &[])?;
+                    if i == 0 {
+                        let _ = c.execute(sql, &[]); // duplicate key, ignored
+                    }
+                    Ok(())
+                });
+                crate::storage::writer::answer(r, move |r: Result<()>| {
+                    let _ = done.send((i, r.is_ok()));
+                })
+            }));
+        }
+        go.send(()).unwrap();
+        let mut got: Vec<(usize, bool)> = (0..2).map(|_| answers.recv().unwrap()).collect();
+        got.sort();
+        assert!(!got[0].1, "the swallowing operation was reported committed");
+        assert_eq!(rows(&w), 0);
+
         let swallowed = w.call(|c: &mut PgConn| {
             c.execute("INSERT INTO t VALUES (1)", &[])?;
             let _ = c.execute("INSERT INTO t VALUES (1)", &[]); // duplicate key, ignored
