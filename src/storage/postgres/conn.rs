@@ -28,6 +28,11 @@ pub struct PgConn {
     release_pending: bool,
     /// The job-count moves of the writer's transaction in progress.
     counts: CountLog,
+    /// The notifications the transaction in progress sends when it commits, as
+    /// (channel, payload), with a mark per open savepoint: they go out with the `COMMIT`,
+    /// and an operation rolled back to its savepoint takes its own with it.
+    notes: Vec<(String, String)>,
+    note_marks: Vec<usize>,
 }
 
 /// Prepared statements kept per connection.
@@ -42,6 +47,8 @@ impl PgConn {
             broken: false,
             release_pending: false,
             counts: CountLog::default(),
+            notes: Vec::new(),
+            note_marks: Vec::new(),
         }
     }
 
@@ -100,19 +107,30 @@ impl PgConn {
         self.client.batch_execute(sql).map_err(map_err)
     }
 
-    /// Wakes listeners on every node once this transaction commits.
+    /// Wakes listeners on every node once this transaction commits (sent with the
+    /// `COMMIT`; once per channel and transaction).
     pub fn notify(&mut self, w: Wake) -> Result<()> {
-        let name = self.channels.name(w).to_string();
-        self.execute("SELECT pg_notify($1, '')", &[&name])
-            .map(|_| ())
+        let name = self.channels.name(w);
+        if !self.notes.iter().any(|(c, p)| c == name && p.is_empty()) {
+            self.notes.push((name.to_string(), String::new()));
+        }
+        Ok(())
     }
 
     /// Tells every node's real-time feed that items `lo..=hi` exist once this transaction
     /// commits.
     pub fn notify_inbox(&mut self, lo: i64, hi: i64) -> Result<()> {
         let name = self.channels.inbox.clone();
-        self.execute("SELECT pg_notify($1, $2)", &[&name, &format!("{lo} {hi}")])
-            .map(|_| ())
+        self.notes.push((name, format!("{lo} {hi}")));
+        Ok(())
+    }
+
+    /// The transaction ended, or begins: nothing is pending.
+    fn reset_tx_state(&mut self) {
+        self.counts.clear();
+        self.notes.clear();
+        self.note_marks.clear();
+        self.release_pending = false;
     }
 
     fn control(&mut self, sql: &str) -> Result<()> {
@@ -127,8 +145,7 @@ impl PgConn {
 impl TxConn for PgConn {
     fn begin(&mut self) -> Result<()> {
         self.broken = false;
-        self.release_pending = false;
-        self.counts.clear();
+        self.reset_tx_state();
         self.control("BEGIN")
     }
     /// One round trip: the transaction's job-count sums appended to `job_count_deltas`
@@ -136,12 +153,15 @@ impl TxConn for PgConn {
     /// one simple query. In a transaction an operation left aborted (it swallowed an SQL
     /// error) the first of them fails and the rest are not run, so that transaction is
     /// reported failed: a `COMMIT` alone would quietly roll it back and report success.
-    /// With nothing else to send, `SELECT 1` is that first statement.
+    /// With nothing else to send, `SELECT 1` is that first statement. The transaction's
+    /// notifications go in the same message, before the `COMMIT` (PostgreSQL delivers
+    /// them when it commits).
     fn commit(&mut self) -> Result<()> {
         let mut sql = deltas_insert(&self.counts.take());
         if std::mem::take(&mut self.release_pending) {
             sql.push_str("RELEASE SAVEPOINT op; ");
         }
+        sql.push_str(&notifications(&std::mem::take(&mut self.notes)));
         if sql.is_empty() {
             sql.push_str("SELECT 1; ");
         }
@@ -153,8 +173,7 @@ impl TxConn for PgConn {
         r
     }
     fn rollback(&mut self) {
-        self.counts.clear();
-        self.release_pending = false;
+        self.reset_tx_state();
         let _ = self.batch("ROLLBACK");
     }
     fn savepoint(&mut self) -> Result<()> {
@@ -167,10 +186,14 @@ impl TxConn for PgConn {
             self.control("SAVEPOINT op")?;
         }
         self.counts.mark();
+        self.note_marks.push(self.notes.len());
         Ok(())
     }
     fn rollback_to_savepoint(&mut self) -> Result<()> {
         self.counts.rollback_to_mark();
+        if let Some(&m) = self.note_marks.last() {
+            self.notes.truncate(m);
+        }
         self.control("ROLLBACK TO SAVEPOINT op")
     }
     /// Sent with the next savepoint or the commit, and fails there (losing the
@@ -178,6 +201,7 @@ impl TxConn for PgConn {
     /// SQL error can never be reported committed.
     fn release_savepoint(&mut self) -> Result<()> {
         self.counts.release_mark();
+        self.note_marks.pop();
         self.release_pending = true;
         Ok(())
     }
@@ -201,6 +225,19 @@ fn deltas_insert(sums: &[(String, JobStatus, i64)]) -> String {
         "INSERT INTO job_count_deltas (type, status, n) VALUES {}; ",
         rows.join(", ")
     )
+}
+
+/// `SELECT pg_notify(…), …; ` for `notes` as (channel, payload), quoted like
+/// `deltas_insert`'s types (empty when there are none).
+fn notifications(notes: &[(String, String)]) -> String {
+    if notes.is_empty() {
+        return String::new();
+    }
+    let calls: Vec<String> = notes
+        .iter()
+        .map(|(c, p)| format!("pg_notify({}, {})", escape_literal(c), escape_literal(p)))
+        .collect();
+    format!("SELECT {}; ", calls.join(", "))
 }
 
 /// The r2d2 manager: r2d2_postgres's, handing out [`PgConn`]s.
@@ -326,6 +363,84 @@ mod tests {
         .unwrap()
     }
 
+    type GroupOp = Box<dyn FnOnce(&mut PgConn) -> Result<()> + Send>;
+
+    /// Runs `ops` as one group (a first operation holds the writer until all of them are
+    /// queued behind it); their answers, in order.
+    fn in_one_group(w: &Writer<PgConn>, ops: Vec<GroupOp>) -> Vec<Result<()>> {
+        let (go, wait) = std::sync::mpsc::channel::<()>();
+        let (done, answers) = std::sync::mpsc::channel::<(usize, Result<()>)>();
+        w.submit(Box::new(move |_: Result<&mut PgConn>| {
+            let _ = wait.recv();
+            crate::storage::writer::answer(Ok(()), |_: Result<()>| {})
+        }));
+        let n = ops.len();
+        for (i, f) in ops.into_iter().enumerate() {
+            let done = done.clone();
+            w.submit(Box::new(move |c: Result<&mut PgConn>| {
+                crate::storage::writer::answer(c.and_then(f), move |r: Result<()>| {
+                    let _ = done.send((i, r));
+                })
+            }));
+        }
+        go.send(()).unwrap();
+        let mut got: Vec<(usize, Result<()>)> = (0..n).map(|_| answers.recv().unwrap()).collect();
+        got.sort_by_key(|(i, _)| *i);
+        got.into_iter().map(|(_, r)| r).collect()
+    }
+
+    /// Notifications go out with the commit, once per channel, and an operation rolled back
+    /// to its savepoint sends none.
+    #[test]
+    fn notifications_go_out_with_the_commit_and_not_for_a_rolled_back_operation() {
+        use postgres::fallible_iterator::FallibleIterator;
+        let Some(w) = writer() else {
+            eprintln!("conn tests: SKIPPED (WP_LITE_TEST_POSTGRES_URL is not set)");
+            return;
+        };
+        let url = std::env::var("WP_LITE_TEST_POSTGRES_URL").unwrap();
+        let mut listener = Client::connect(&url, NoTls).expect("connect");
+        let ch = Channels::for_schema("conn_tests");
+        for c in [&ch.jobs, &ch.broadcasts, &ch.inbox] {
+            listener.batch_execute(&format!("LISTEN \"{c}\"")).unwrap();
+        }
+        let answers = in_one_group(
+            &w,
+            vec![
+                Box::new(|c: &mut PgConn| {
+                    c.notify(Wake::Jobs)?;
+                    c.execute("INSERT INTO t VALUES (1)", &[])?;
+                    c.execute("INSERT INTO t VALUES (1)", &[]).map(|_| ())
+                }),
+                Box::new(|c: &mut PgConn| {
+                    c.notify(Wake::Broadcasts)?;
+                    c.notify(Wake::Broadcasts)
+                }),
+            ],
+        );
+        assert!(answers[0].is_err() && answers[1].is_ok(), "{answers:?}");
+        // A later commit's notification: once it arrives, the group's have (PostgreSQL
+        // delivers them in commit order).
+        w.call(|c: &mut PgConn| c.notify_inbox(7, 9)).unwrap();
+        let mut got = vec![];
+        let mut n = listener.notifications();
+        let mut it = n.timeout_iter(std::time::Duration::from_secs(10));
+        while let Some(m) = it.next().unwrap() {
+            got.push((m.channel().to_string(), m.payload().to_string()));
+            if m.channel() == ch.inbox {
+                break;
+            }
+        }
+        assert_eq!(
+            got,
+            [
+                (ch.broadcasts.clone(), String::new()),
+                (ch.inbox.clone(), "7 9".to_string())
+            ]
+        );
+        w.close();
+    }
+
     /// An operation that swallowed an SQL error (which left the transaction aborted) is
     /// answered with an error, never as committed, and nothing it wrote stays: alone in its
     /// group (no savepoint; the commit's first statement fails) and in a group (its
@@ -336,35 +451,22 @@ mod tests {
             eprintln!("conn tests: SKIPPED (WP_LITE_TEST_POSTGRES_URL is not set)");
             return;
         };
-        // A group: the writer is held by a first operation while two more queue behind it.
-        let (go, wait) = std::sync::mpsc::channel::<()>();
-        let (done, answers) = std::sync::mpsc::channel::<(usize, bool)>();
-        w.submit(Box::new(move |_: Result<&mut PgConn>| {
-            let _ = wait.recv();
-            crate::storage::writer::answer(Ok(()), |_: Result<()>| {})
-        }));
-        for (i, sql) in ["INSERT INTO t VALUES (9)", "INSERT INTO t VALUES (10)"]
-            .into_iter()
-            .enumerate()
-        {
-            let done = done.clone();
-            w.submit(Box::new(move |c: Result<&mut PgConn>| {
-                let r = c.and_then(|c| {
-                    c.execute(sql, &[])?;
-                    if i == 0 {
-                        let _ = c.execute(sql, &[]); // duplicate key, ignored
-                    }
+        // In a group (each operation in a savepoint).
+        let got = in_one_group(
+            &w,
+            vec![
+                Box::new(|c: &mut PgConn| {
+                    c.execute("INSERT INTO t VALUES (9)", &[])?;
+                    let _ = c.execute("INSERT INTO t VALUES (9)", &[]); // duplicate key, ignored
                     Ok(())
-                });
-                crate::storage::writer::answer(r, move |r: Result<()>| {
-                    let _ = done.send((i, r.is_ok()));
-                })
-            }));
-        }
-        go.send(()).unwrap();
-        let mut got: Vec<(usize, bool)> = (0..2).map(|_| answers.recv().unwrap()).collect();
-        got.sort();
-        assert!(!got[0].1, "the swallowing operation was reported committed");
+                }),
+                Box::new(|c: &mut PgConn| c.execute("INSERT INTO t VALUES (10)", &[]).map(|_| ())),
+            ],
+        );
+        assert!(
+            got[0].is_err(),
+            "the swallowing operation was reported committed"
+        );
         assert_eq!(rows(&w), 0);
 
         let swallowed = w.call(|c: &mut PgConn| {
