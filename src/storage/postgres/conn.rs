@@ -19,6 +19,8 @@ pub type Params<'a> = [&'a (dyn ToSql + Sync)];
 
 /// One connection; every statement the store runs stays prepared on it.
 pub struct PgConn {
+    /// The server process serving this connection.
+    pid: Option<i32>,
     client: Client,
     channels: Arc<Channels>,
     stmts: HashMap<String, Statement>,
@@ -39,8 +41,17 @@ pub struct PgConn {
 const MAX_PREPARED: usize = 256;
 
 impl PgConn {
-    pub fn new(client: Client, channels: Arc<Channels>) -> Self {
+    pub fn new(mut client: Client, channels: Arc<Channels>) -> Self {
+        // Unknown if the query fails: then this process is woken by its own enqueues too.
+        let pid = client
+            .query_one("SELECT pg_backend_pid()", &[])
+            .ok()
+            .map(|r| r.get::<_, i32>(0));
+        if let Some(pid) = pid {
+            channels.own_connection(pid, true);
+        }
         Self {
+            pid,
             client,
             channels,
             stmts: HashMap::new(),
@@ -210,6 +221,14 @@ impl TxConn for PgConn {
     }
 }
 
+impl Drop for PgConn {
+    fn drop(&mut self) {
+        if let Some(pid) = self.pid {
+            self.channels.own_connection(pid, false);
+        }
+    }
+}
+
 /// `INSERT INTO job_count_deltas … VALUES …; ` for `sums` (empty when there are none), as
 /// text for a simple query: the types are quoted by the protocol crate's literal escape,
 /// the statuses are fixed words and the counts integers.
@@ -344,15 +363,20 @@ mod tests {
     use crate::storage::writer::Writer;
 
     /// A writer on one connection of `WP_LITE_TEST_POSTGRES_URL` with a temporary table
-    /// `t` of its own, or None when no PostgreSQL is configured.
-    fn writer() -> Option<Writer<PgConn>> {
+    /// `t` of its own, and its channels; None when no PostgreSQL is configured.
+    fn writer_and_channels() -> Option<(Writer<PgConn>, Arc<Channels>)> {
         let url = std::env::var("WP_LITE_TEST_POSTGRES_URL").ok()?;
         let mut client = Client::connect(&url, NoTls).expect("connect");
         client
             .batch_execute("CREATE TEMP TABLE t (x int PRIMARY KEY)")
             .unwrap();
-        let conn = PgConn::new(client, Arc::new(Channels::for_schema("conn_tests")));
-        Some(Writer::start("conn-test", vec![conn], None))
+        let channels = Arc::new(Channels::for_schema("conn_tests"));
+        let conn = PgConn::new(client, channels.clone());
+        Some((Writer::start("conn-test", vec![conn], None), channels))
+    }
+
+    fn writer() -> Option<Writer<PgConn>> {
+        writer_and_channels().map(|(w, _)| w)
     }
 
     fn rows(w: &Writer<PgConn>) -> i64 {
@@ -390,11 +414,12 @@ mod tests {
     }
 
     /// Notifications go out with the commit, once per channel, and an operation rolled back
-    /// to its savepoint sends none.
+    /// to its savepoint sends none. A `jobs` wake-up is known as this store's own (and not
+    /// delivered back to it) while the connection that sent it is open.
     #[test]
     fn notifications_go_out_with_the_commit_and_not_for_a_rolled_back_operation() {
         use postgres::fallible_iterator::FallibleIterator;
-        let Some(w) = writer() else {
+        let Some((w, channels)) = writer_and_channels() else {
             eprintln!("conn tests: SKIPPED (WP_LITE_TEST_POSTGRES_URL is not set)");
             return;
         };
@@ -421,24 +446,48 @@ mod tests {
         assert!(answers[0].is_err() && answers[1].is_ok(), "{answers:?}");
         // A later commit's notification: once it arrives, the group's have (PostgreSQL
         // delivers them in commit order).
-        w.call(|c: &mut PgConn| c.notify_inbox(7, 9)).unwrap();
+        w.call(|c: &mut PgConn| {
+            c.notify(Wake::Jobs)?;
+            c.notify_inbox(7, 9)
+        })
+        .unwrap();
+        // And one from a connection of another process.
+        Client::connect(&url, NoTls)
+            .unwrap()
+            .batch_execute(&format!("NOTIFY \"{}\"", ch.jobs))
+            .unwrap();
         let mut got = vec![];
+        let mut pids = vec![];
         let mut n = listener.notifications();
         let mut it = n.timeout_iter(std::time::Duration::from_secs(10));
         while let Some(m) = it.next().unwrap() {
             got.push((m.channel().to_string(), m.payload().to_string()));
-            if m.channel() == ch.inbox {
+            pids.push(m.process_id());
+            if got.len() == 4 {
                 break;
             }
         }
+        let none = String::new();
         assert_eq!(
             got,
             [
-                (ch.broadcasts.clone(), String::new()),
-                (ch.inbox.clone(), "7 9".to_string())
+                (ch.broadcasts.clone(), none.clone()),
+                (ch.jobs.clone(), none.clone()),
+                (ch.inbox.clone(), "7 9".to_string()),
+                (ch.jobs.clone(), none),
             ]
         );
+        let own = |i: usize| channels.sent_by_this_store(&got[i].0, pids[i]);
+        assert_eq!(
+            (own(0), own(1), own(2), own(3)),
+            (false, true, false, false)
+        );
         w.close();
+        drop(w);
+        assert!(
+            !own(1),
+            "a closed connection's process is still counted as this store's"
+        );
     }
 
     /// An operation that swallowed an SQL error (which left the transaction aborted) is

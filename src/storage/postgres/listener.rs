@@ -1,24 +1,31 @@
 //! LISTEN/NOTIFY: one thread per store holds a connection that listens on the store's
-//! channels and calls the subscribers when another node (or this one) made work ready.
+//! channels and calls the subscribers when another node (or process) made work ready.
 //! If the connection drops it reconnects with backoff, waking everyone on reconnect (a
 //! notification may have been missed); meanwhile the callers' bounded polling covers.
 
 use crate::storage::{Wake, WakeFn};
 use postgres::fallible_iterator::FallibleIterator;
 use postgres::{Config, NoTls};
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 /// The channel names of one store (they carry the schema, so stores in different schemas
-/// of one database do not wake each other).
+/// of one database do not wake each other), and the server processes of the store's own
+/// connections.
 #[derive(Debug, Clone)]
 pub struct Channels {
     pub jobs: String,
     pub broadcasts: String,
     /// New inbox items; the payload is `"lo hi"`, their sequence numbers.
     pub inbox: String,
+    /// The backend process ids of this store's open connections. Their `jobs` wake-ups are
+    /// not delivered back to this process: its services announce the jobs they make ready
+    /// to its ready queue themselves, waking only waiters of those types, where the
+    /// type-less wake-up would wake every waiter to lease nothing.
+    own: Arc<Mutex<HashSet<i32>>>,
 }
 
 impl Channels {
@@ -27,7 +34,27 @@ impl Channels {
             jobs: format!("wp_lite_jobs.{schema}"),
             broadcasts: format!("wp_lite_broadcasts.{schema}"),
             inbox: format!("wp_lite_inbox.{schema}"),
+            own: Arc::default(),
         }
+    }
+
+    /// A connection of this store opened (`true`) or closed, served by backend `pid`.
+    pub fn own_connection(&self, pid: i32, open: bool) {
+        let mut own = self.own.lock().expect("own connections lock");
+        if open {
+            own.insert(pid);
+        } else {
+            own.remove(&pid);
+        }
+    }
+
+    pub(super) fn sent_by_this_store(&self, channel: &str, pid: i32) -> bool {
+        channel == self.jobs
+            && self
+                .own
+                .lock()
+                .expect("own connections lock")
+                .contains(&pid)
     }
 
     pub fn name(&self, w: Wake) -> &str {
@@ -131,6 +158,7 @@ fn run(config: Config, channels: Channels, subs: Subscribers, stop: Arc<AtomicBo
             let mut it = notes.timeout_iter(POLL);
             loop {
                 match it.next().transpose() {
+                    Some(Ok(n)) if channels.sent_by_this_store(n.channel(), n.process_id()) => {}
                     Some(Ok(n)) => {
                         if let Some(w) = channels.which(n.channel(), n.payload()) {
                             deliver(&subs, w);
