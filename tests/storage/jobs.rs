@@ -853,13 +853,17 @@ conformance! {
         }
         assert_eq!((ok, repeat, lost), (9, 9, 9), "{}", b.name);
         for j in &leased {
-            let events: Vec<_> = store
-                .job_events(j.id)
-                .unwrap()
-                .into_iter()
-                .map(|e| e.event)
-                .collect();
-            assert_eq!(events, ["queued", "leased", "succeeded"], "{}", b.name);
+            let events = store.job_events(j.id).unwrap();
+            let names: Vec<&str> = events.iter().map(|e| e.event.as_str()).collect();
+            assert_eq!(names, ["queued", "leased", "succeeded"], "{}", b.name);
+            // The same record whichever way the completion was written.
+            let done = &events[2];
+            assert_eq!(
+                (done.ts, &done.details),
+                (now, &Some(json!({ "worker_id": "w", "attempt": 1 }))),
+                "{}",
+                b.name
+            );
         }
     }
 }

@@ -573,17 +573,26 @@ pub struct CompleteReq {
 }
 
 /// The fast path: every completion whose lease holds, in one `UPDATE … FROM unnest(…)`
-/// (the conditions are those of `Fence::check` for a live lease) and one event insert.
-const COMPLETE_MANY: &str = "UPDATE jobs j SET status = 'succeeded', result = i.result,
-        lease_owner = NULL, lease_until = NULL, updated_at = i.now
-    FROM (SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[])
-          AS t(id, worker, token, result, now) ORDER BY id) i
-    WHERE j.id = i.id AND j.status = 'leased' AND j.lease_owner = i.worker
-      AND (i.token IS NULL OR j.lease_token = i.token) AND j.lease_until >= i.now
-    RETURNING j.seq, j.id, j.type, j.status, j.priority, j.idempotency_key, j.code_version,
-        j.model_version, j.config_hash, j.budget_tag, j.cost_cap_eur, j.input, j.result,
-        j.attempts, j.max_attempts, j.available_at, j.lease_owner, j.lease_until, j.lease_token,
-        j.last_error, j.created_at, j.updated_at";
+/// (the conditions are those of `Fence::check` for a live lease) that also writes their
+/// `succeeded` events (the details of `NewEvent::succeeded`: worker, attempt). The rows
+/// end with the worker, after the job's columns.
+const COMPLETE_MANY: &str = "WITH u AS (
+      UPDATE jobs j SET status = 'succeeded', result = i.result,
+          lease_owner = NULL, lease_until = NULL, updated_at = i.now
+      FROM (SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[])
+            AS t(id, worker, token, result, now) ORDER BY id) i
+      WHERE j.id = i.id AND j.status = 'leased' AND j.lease_owner = i.worker
+        AND (i.token IS NULL OR j.lease_token = i.token) AND j.lease_until >= i.now
+      RETURNING j.seq, j.id, j.type, j.status, j.priority, j.idempotency_key, j.code_version,
+          j.model_version, j.config_hash, j.budget_tag, j.cost_cap_eur, j.input, j.result,
+          j.attempts, j.max_attempts, j.available_at, j.lease_owner, j.lease_until,
+          j.lease_token, j.last_error, j.created_at, j.updated_at, i.worker),
+    e AS (
+      INSERT INTO job_events (job_seq, ts, event, details)
+      SELECT seq, updated_at, 'succeeded',
+             json_build_object('worker_id', worker, 'attempt', attempts)::text
+      FROM u ORDER BY seq)
+    SELECT * FROM u";
 
 /// Completes a batch: the fast path for every request whose lease holds, then the usual
 /// locked transition for the rest (a lost lease, a repeat, an unknown id), which gives the
@@ -605,29 +614,15 @@ pub fn complete_many(c: &mut PgConn, reqs: Vec<CompleteReq>) -> Result<Vec<Resul
     }
     let rows = c.query(COMPLETE_MANY, &[&ids, &workers, &tokens, &results, &nows])?;
     let mut out: Vec<Option<Result<Job>>> = reqs.iter().map(|_| None).collect();
-    let (mut ev_seqs, mut ev_ts, mut ev_details) = (vec![], vec![], vec![]);
     for row in &rows {
-        let (seq, job) = row_to_job(row)?;
+        let (_, job) = row_to_job(row)?;
         c.moved(
             job.job_type.as_str(),
             Some(JobStatus::Leased),
             Some(JobStatus::Succeeded),
         );
         let i = first[&job.id];
-        let ev = NewEvent::succeeded(reqs[i].fence.worker_id.as_str(), job.attempts);
-        ev_seqs.push(seq);
-        ev_ts.push(to_ms(&reqs[i].now));
-        ev_details.push(ev.details.as_ref().map(to_json));
         out[i] = Some(Ok(job));
-    }
-    if !ev_seqs.is_empty() {
-        c.execute(
-            "INSERT INTO job_events (job_seq, ts, event, details)
-             SELECT seq, ts, 'succeeded', details
-             FROM unnest($1::bigint[], $2::bigint[], $3::text[]) WITH ORDINALITY AS t(seq, ts, details, n)
-             ORDER BY n",
-            &[&ev_seqs, &ev_ts, &ev_details],
-        )?;
     }
     for (i, r) in reqs.into_iter().enumerate() {
         if out[i].is_none() {
