@@ -111,14 +111,10 @@ fn insert_sql(rows: usize) -> String {
             let p: Vec<String> = (1..=PARAMS_PER_JOB)
                 .map(|i| format!("?{}", k * PARAMS_PER_JOB + i))
                 .collect();
+            let (now, rest) = (&p[12], p[2..10].join(", "));
             format!(
-                "({}, {}, 'queued', {}, 0, {}, {}, {})",
-                p[0],
-                p[1],
-                p[2..10].join(", "),
-                p[10],
-                p[11],
-                [&p[12], &p[12]].map(String::as_str).join(", ")
+                "({}, {}, 'queued', {rest}, 0, {}, {}, {now}, {now})",
+                p[0], p[1], p[10], p[11]
             )
         })
         .collect();
