@@ -3,7 +3,8 @@
 //! transaction, commits once, and only then answers each caller — so many small writes
 //! share one commit (one fsync), and a caller hears "done" only once its write is durable.
 //! A failing operation rolls back to its savepoint and fails alone. An operation that
-//! cannot leave a partial write behind may run without a savepoint ([`Isolation`]).
+//! cannot leave a partial write behind may run without a savepoint ([`Isolation`]), and so
+//! does the only operation of a group: if it fails, the whole transaction rolls back.
 //!
 //! SQLite has one writer thread (it allows one writer at a time anyway). PostgreSQL runs
 //! several on one channel — several transactions in flight, each grouping many writes.
