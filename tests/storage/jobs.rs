@@ -607,6 +607,66 @@ conformance! {
 }
 
 conformance! {
+    /// A claim of any type, or of several, takes the best ready jobs across those types in
+    /// lease order (priority, available_at, created_at, insertion), however the types'
+    /// queues interleave; the ready list at start-up is in the same order.
+    fn claims_across_types_merge_their_queues_in_lease_order(b) {
+        let s = &b.store;
+        let at = |t: &str, priority: i64, secs: i64| {
+            let mut j = job(t);
+            j.priority = priority;
+            j.available_at = Some(t0() + Duration::seconds(secs));
+            j
+        };
+        let ids = created(
+            &**s,
+            vec![
+                at("b", 5, 2),  // 0
+                at("a", 5, 1),  // 1
+                at("c", 1, 3),  // 2
+                at("a", 9, 0),  // 3
+                at("b", 5, 1),  // 4: ties 1 on every key but insertion
+                at("c", 0, 60), // 5: not due yet
+                at("a", 1, 3),  // 6: ties 2; inserted later
+            ],
+        );
+        let now = t0() + Duration::seconds(10);
+        let order: Vec<JobId> = [2, 6, 1, 4, 0, 3].iter().map(|&i| ids[i]).collect();
+        let ready: Vec<JobId> = s
+            .ready_job_ids(now, 10)
+            .unwrap()
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect();
+        assert_eq!(ready, order, "{}: ready list", b.name);
+        let mut two = claim("w", 3);
+        two.types = ["a", "c"]
+            .iter()
+            .map(|t| JobType::parse("t", t).unwrap())
+            .collect();
+        let got: Vec<JobId> = s.claim_jobs(&two, now).unwrap().iter().map(|j| j.id).collect();
+        assert_eq!(got, vec![ids[2], ids[6], ids[1]], "{}: types a and c", b.name);
+        let got: Vec<JobId> = s
+            .claim_jobs(&claim("w", 2), now)
+            .unwrap()
+            .iter()
+            .map(|j| j.id)
+            .collect();
+        assert_eq!(got, vec![ids[4], ids[0]], "{}: any type", b.name);
+        let got: Vec<JobId> = s
+            .claim_jobs(&claim("w", 5), now)
+            .unwrap()
+            .iter()
+            .map(|j| j.id)
+            .collect();
+        assert_eq!(got, vec![ids[3]], "{}: what is left and due", b.name);
+        let late = s.claim_jobs(&claim("w", 5), t0() + Duration::seconds(61)).unwrap();
+        assert_eq!(late.len(), 1, "{}", b.name);
+        assert_eq!(late[0].id, ids[5], "{}", b.name);
+    }
+}
+
+conformance! {
     fn ties_lease_in_enqueue_order_and_batches_see_their_own_keys(b) {
         let s = &b.store;
         let mut keyed = job("t");

@@ -1,7 +1,7 @@
 //! Jobs on SQLite. Transitions load the row, apply the domain state machine and save it
 //! with its events, all inside the writer's transaction; leasing is one set-based UPDATE.
 
-use super::{decoded, map_err, SqliteStore, WriteConn};
+use super::{map_err, SqliteStore, WriteConn};
 use crate::domain::time::{from_ms, to_ms, Ts};
 use crate::domain::{
     json_equal, Ack, BulkAction, BulkFilter, BulkStep, Claim, Enqueued, Failure, Fence,
@@ -285,30 +285,81 @@ fn candidates(
     excluded: &[String],
     now: Ts,
 ) -> Result<Vec<(i64, String)>> {
-    let mut args: Vec<rusqlite::types::Value> = vec![to_ms(&now).into(), (need as i64).into()];
-    let mut sql =
-        String::from("SELECT seq, type FROM jobs WHERE status = 'queued' AND available_at <= ?1");
-    if !claim.types.is_empty() {
-        sql += &format!(
-            " AND type IN ({})",
-            marks(args.len() + 1, claim.types.len())
-        );
-        args.extend(claim.types.iter().map(|t| t.as_str().to_string().into()));
+    let mut types = claim_types(c, claim)?;
+    types.retain(|t| !excluded.contains(t));
+    let heads = heads(c, &types, need, now)?;
+    Ok(heads.into_iter().map(|h| (h.seq, h.job_type)).collect())
+}
+
+/// The types a claim may lease: those it names, or every type with a queued job.
+fn claim_types(c: &Connection, claim: &Claim) -> Result<Vec<String>> {
+    if claim.types.is_empty() {
+        queued_types(c)
+    } else {
+        Ok(claim.types.iter().map(|t| t.as_str().to_string()).collect())
     }
-    if !excluded.is_empty() {
-        sql += &format!(
-            " AND type NOT IN ({})",
-            marks(args.len() + 1, excluded.len())
-        );
-        args.extend(excluded.iter().map(|t| t.clone().into()));
+}
+
+/// Every type with a queued job, in order: one seek of the ready index per type.
+fn queued_types(c: &Connection) -> Result<Vec<String>> {
+    let mut next = c
+        .prepare_cached(
+            "SELECT type FROM jobs WHERE status = 'queued' AND type > ?1 ORDER BY type LIMIT 1",
+        )
+        .map_err(map_err)?;
+    let mut types: Vec<String> = Vec::new();
+    loop {
+        let after = types.last().map_or("", String::as_str);
+        match next
+            .query_row([after], |r| r.get(0))
+            .optional()
+            .map_err(map_err)?
+        {
+            Some(t) => types.push(t),
+            None => return Ok(types),
+        }
     }
-    sql += " ORDER BY priority, available_at, created_at LIMIT ?2";
-    c.prepare_cached(&sql)
-        .and_then(|mut s| {
-            s.query_map(params_from_iter(args), |r| Ok((r.get(0)?, r.get(1)?)))?
-                .collect()
-        })
-        .map_err(map_err)
+}
+
+/// A ready job at the head of its type's queue.
+struct Head {
+    seq: i64,
+    id: String,
+    job_type: String,
+}
+
+/// The first `need` ready jobs of `types` in lease order (priority, then available_at,
+/// then created_at, then insertion): the first `need` of each type, read in order from the
+/// per-type ready index, merged. There is no index across types: enqueueing writes one
+/// ready entry per job, not two.
+fn heads(c: &Connection, types: &[String], need: usize, now: Ts) -> Result<Vec<Head>> {
+    let mut st = c
+        .prepare_cached(
+            "SELECT priority, available_at, created_at, seq, id FROM jobs
+             WHERE status = 'queued' AND type = ?1 AND available_at <= ?2
+             ORDER BY priority, available_at, created_at LIMIT ?3",
+        )
+        .map_err(map_err)?;
+    let mut all: Vec<((i64, i64, i64, i64), Head)> = Vec::new();
+    for t in types {
+        let rows = st
+            .query_map(params![t, to_ms(&now), need as i64], |r| {
+                let key = (r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?);
+                let head = Head {
+                    seq: key.3,
+                    id: r.get(4)?,
+                    job_type: t.clone(),
+                };
+                Ok((key, head))
+            })
+            .map_err(map_err)?;
+        for row in rows {
+            all.push(row.map_err(map_err)?);
+        }
+    }
+    all.sort_unstable_by_key(|(key, _)| *key);
+    all.truncate(need);
+    Ok(all.into_iter().map(|(_, h)| h).collect())
 }
 
 /// Leases the rows `seqs` (ready jobs the caller chose).
@@ -328,31 +379,43 @@ fn lease_rows(c: &WriteConn, claim: &Claim, seqs: &[i64], now: Ts) -> Result<Vec
         .map_err(map_err)
 }
 
-/// A claim no queue control applies to: one statement.
+/// A claim no queue control applies to. Of one type (the common case): one statement that
+/// reads the type's ready index in order. Of several: their queue heads merged, then leased.
 fn claim_ready(c: &WriteConn, claim: &Claim, now: Ts) -> Result<Vec<Job>> {
-    let type_filter = if claim.types.is_empty() {
-        String::new()
-    } else {
-        format!("AND type IN ({})", marks(5, claim.types.len()))
+    let types = claim_types(c, claim)?;
+    let jobs = match types.as_slice() {
+        [] => Vec::new(),
+        [job_type] => {
+            let sql = format!(
+                "{LEASE_SET}
+                 WHERE seq IN (SELECT seq FROM jobs
+                               WHERE status = 'queued' AND type = ?5 AND available_at <= ?3
+                               ORDER BY priority, available_at, created_at LIMIT ?4)
+                 RETURNING {COLS}"
+            );
+            let args = params![
+                claim.worker_id.to_string(),
+                to_ms(&(now + claim.lease)),
+                to_ms(&now),
+                claim.limit as i64,
+                job_type,
+            ];
+            c.prepare_cached(&sql)
+                .and_then(|mut s| s.query_map(args, row_to_job)?.collect())
+                .map_err(map_err)?
+        }
+        _ => {
+            let seqs: Vec<i64> = heads(c, &types, claim.limit, now)?
+                .into_iter()
+                .map(|h| h.seq)
+                .collect();
+            if seqs.is_empty() {
+                Vec::new()
+            } else {
+                lease_rows(c, claim, &seqs, now)?
+            }
+        }
     };
-    let sql = format!(
-        "{LEASE_SET}
-         WHERE seq IN (SELECT seq FROM jobs WHERE status = 'queued' AND available_at <= ?3
-                       {type_filter} ORDER BY priority, available_at, created_at LIMIT ?4)
-         RETURNING {COLS}"
-    );
-    let lease_until = to_ms(&(now + claim.lease));
-    let mut args: Vec<rusqlite::types::Value> = vec![
-        claim.worker_id.to_string().into(),
-        lease_until.into(),
-        to_ms(&now).into(),
-        (claim.limit as i64).into(),
-    ];
-    args.extend(claim.types.iter().map(|t| t.as_str().to_string().into()));
-    let jobs: Vec<(i64, Job)> = c
-        .prepare_cached(&sql)
-        .and_then(|mut s| s.query_map(params_from_iter(args), row_to_job)?.collect())
-        .map_err(map_err)?;
     leased(c, claim, jobs, now)
 }
 
@@ -587,18 +650,10 @@ pub fn queue_stats(c: &Connection, now: Ts) -> Result<Vec<QueueStats>> {
 }
 
 pub fn ready_ids(c: &Connection, now: Ts, limit: usize) -> Result<Vec<(JobId, String)>> {
-    c.prepare_cached(
-        "SELECT id, type FROM jobs WHERE status = 'queued' AND available_at <= ?1
-         ORDER BY priority, available_at, created_at LIMIT ?2",
-    )
-    .and_then(|mut s| {
-        s.query_map(params![to_ms(&now), limit as i64], |r| {
-            let id: String = r.get(0)?;
-            Ok((decoded(0, decode::job_id(&id))?, r.get(1)?))
-        })?
+    heads(c, &queued_types(c)?, limit, now)?
+        .into_iter()
+        .map(|h| Ok((decode::job_id(&h.id)?, h.job_type)))
         .collect()
-    })
-    .map_err(map_err)
 }
 
 pub fn reclaim_expired(c: &WriteConn, now: Ts, limit: usize) -> Result<Vec<Reclaimed>> {

@@ -63,7 +63,8 @@ pub fn claim_complete(path: &Path, ops: usize) -> rusqlite::Result<Duration> {
     let mut claim = conn.prepare_cached(
         "UPDATE jobs SET status = 'leased', attempts = attempts + 1, lease_owner = 'raw',
              lease_until = ?1, lease_token = lower(hex(randomblob(16))), updated_at = ?1
-         WHERE seq = (SELECT seq FROM jobs WHERE status = 'queued' AND available_at <= ?1
+         WHERE seq = (SELECT seq FROM jobs
+                      WHERE status = 'queued' AND type = 'bench' AND available_at <= ?1
                       ORDER BY priority, available_at, created_at LIMIT 1)
          RETURNING seq",
     )?;
