@@ -12,14 +12,12 @@
 //! insert into without waiting on each other; the maintenance loop folds it in.)
 
 use crate::domain::{JobStatus, QueueStats};
+use crate::storage::writer::SavepointLog;
 use std::collections::BTreeMap;
 
-/// The moves of one transaction, with a mark per open savepoint.
+/// The moves of one transaction, following its savepoints.
 #[derive(Debug, Default)]
-pub struct CountLog {
-    moves: Vec<(String, JobStatus, i64)>,
-    marks: Vec<usize>,
-}
+pub struct CountLog(SavepointLog<(String, JobStatus, i64)>);
 
 impl CountLog {
     /// A job of `job_type` went from `from` to `to` (None: it was inserted, or deleted).
@@ -38,48 +36,41 @@ impl CountLog {
     /// Adds to the newest entry when it is the same (type, status) and inside the open
     /// savepoint (a batch of one type is one entry, not one per job), else appends.
     fn push(&mut self, job_type: &str, status: JobStatus, d: i64) {
-        let scope = self.marks.last().copied().unwrap_or(0);
-        if self.moves.len() > scope {
-            if let Some(last) = self.moves.last_mut() {
-                if last.1 == status && last.0 == job_type {
-                    last.2 += d;
-                    return;
-                }
+        if let Some(last) = self.0.last_in_scope() {
+            if last.1 == status && last.0 == job_type {
+                last.2 += d;
+                return;
             }
         }
-        self.moves.push((job_type.to_string(), status, d));
+        self.0.push((job_type.to_string(), status, d));
     }
 
     /// A savepoint opened.
     pub fn mark(&mut self) {
-        self.marks.push(self.moves.len());
+        self.0.mark();
     }
 
     /// Rolled back to the innermost savepoint: its moves are undone (it stays open).
     pub fn rollback_to_mark(&mut self) {
-        if let Some(&m) = self.marks.last() {
-            self.moves.truncate(m);
-        }
+        self.0.rollback_to_mark();
     }
 
     /// The innermost savepoint was released: its moves belong to the enclosing scope.
     pub fn release_mark(&mut self) {
-        self.marks.pop();
+        self.0.release_mark();
     }
 
     /// The transaction ended without committing.
     pub fn clear(&mut self) {
-        self.moves.clear();
-        self.marks.clear();
+        self.0.take();
     }
 
     /// The net change per (type, status), zeros left out; the log is emptied.
     pub fn take(&mut self) -> Vec<(String, JobStatus, i64)> {
         let mut sums: BTreeMap<(String, JobStatus), i64> = BTreeMap::new();
-        for (t, s, d) in self.moves.drain(..) {
+        for (t, s, d) in self.0.take() {
             *sums.entry((t, s)).or_default() += d;
         }
-        self.marks.clear();
         sums.into_iter()
             .filter(|(_, d)| *d != 0)
             .map(|((t, s), d)| (t, s, d))

@@ -35,6 +35,68 @@ pub trait TxConn: Send + 'static {
     }
 }
 
+/// What a writer's transaction has done so far that it acts on when it commits (job-count
+/// moves, notifications), following its savepoints: an operation rolled back to its
+/// savepoint takes its entries with it.
+#[derive(Debug)]
+pub struct SavepointLog<T> {
+    items: Vec<T>,
+    /// Where each open savepoint began, innermost last.
+    marks: Vec<usize>,
+}
+
+impl<T> Default for SavepointLog<T> {
+    fn default() -> Self {
+        Self {
+            items: Vec::new(),
+            marks: Vec::new(),
+        }
+    }
+}
+
+impl<T> SavepointLog<T> {
+    pub fn push(&mut self, item: T) {
+        self.items.push(item);
+    }
+
+    /// The newest entry, if the innermost open savepoint made it.
+    pub fn last_in_scope(&mut self) -> Option<&mut T> {
+        let scope = self.marks.last().copied().unwrap_or(0);
+        if self.items.len() > scope {
+            self.items.last_mut()
+        } else {
+            None
+        }
+    }
+
+    pub fn iter(&self) -> std::slice::Iter<'_, T> {
+        self.items.iter()
+    }
+
+    /// A savepoint opened.
+    pub fn mark(&mut self) {
+        self.marks.push(self.items.len());
+    }
+
+    /// Rolled back to the innermost savepoint: its entries go (it stays open).
+    pub fn rollback_to_mark(&mut self) {
+        if let Some(&m) = self.marks.last() {
+            self.items.truncate(m);
+        }
+    }
+
+    /// The innermost savepoint was released: its entries belong to the enclosing scope.
+    pub fn release_mark(&mut self) {
+        self.marks.pop();
+    }
+
+    /// The transaction ended: every entry, in order; the log is empty again.
+    pub fn take(&mut self) -> Vec<T> {
+        self.marks.clear();
+        std::mem::take(&mut self.items)
+    }
+}
+
 /// Makes (or remakes, after a broken connection) a writer's connection.
 pub type Connect<C> = Box<dyn Fn() -> Result<C> + Send + Sync>;
 

@@ -4,7 +4,7 @@
 use super::listener::Channels;
 use crate::domain::JobStatus;
 use crate::storage::counts::CountLog;
-use crate::storage::writer::TxConn;
+use crate::storage::writer::{SavepointLog, TxConn};
 use crate::storage::Wake;
 use crate::storage::{Cause, Result, StoreError};
 use postgres::types::ToSql;
@@ -25,16 +25,18 @@ pub struct PgConn {
     channels: Arc<Channels>,
     stmts: HashMap<String, Statement>,
     broken: bool,
+    /// The writer began a transaction that has sent nothing yet: `BEGIN` goes out with the
+    /// first message (in the same one when that is a simple query, such as the first
+    /// operation's `SAVEPOINT`), and a transaction that sends nothing costs no round trip.
+    begin_pending: bool,
     /// An operation's savepoint is still to be released: the release goes out with the
     /// next savepoint or the commit, one round trip instead of two.
     release_pending: bool,
     /// The job-count moves of the writer's transaction in progress.
     counts: CountLog,
     /// The notifications the transaction in progress sends when it commits, as
-    /// (channel, payload), with a mark per open savepoint: they go out with the `COMMIT`,
-    /// and an operation rolled back to its savepoint takes its own with it.
-    notes: Vec<(String, String)>,
-    note_marks: Vec<usize>,
+    /// (channel, payload): they go out with the `COMMIT`.
+    notes: SavepointLog<(String, String)>,
 }
 
 /// Prepared statements kept per connection.
@@ -56,10 +58,10 @@ impl PgConn {
             channels,
             stmts: HashMap::new(),
             broken: false,
+            begin_pending: false,
             release_pending: false,
             counts: CountLog::default(),
-            notes: Vec::new(),
-            note_marks: Vec::new(),
+            notes: SavepointLog::default(),
         }
     }
 
@@ -68,11 +70,16 @@ impl PgConn {
         self.counts.moved(job_type, from, to);
     }
 
-    pub fn client(&mut self) -> &mut Client {
-        &mut self.client
+    /// Sends the pending `BEGIN` before a statement that cannot carry it.
+    fn begun(&mut self) -> Result<()> {
+        if self.begin_pending {
+            self.control("")?;
+        }
+        Ok(())
     }
 
     fn prepared(&mut self, sql: &str) -> Result<Statement> {
+        self.begun()?;
         if let Some(s) = self.stmts.get(sql) {
             return Ok(s.clone());
         }
@@ -95,6 +102,7 @@ impl PgConn {
     /// call's parameter values every time (a cached statement may run on a generic plan),
     /// at the cost of one more round trip.
     pub fn query_planned(&mut self, sql: &str, params: &Params<'_>) -> Result<Vec<Row>> {
+        self.begun()?;
         self.client.query(sql, params).map_err(map_err)
     }
 
@@ -113,9 +121,15 @@ impl PgConn {
         self.client.execute(&s, params).map_err(map_err)
     }
 
-    /// Statements without parameters or results, in one round trip.
+    /// Statements without parameters or results, in one round trip (with a pending
+    /// `BEGIN` in front).
     pub fn batch(&mut self, sql: &str) -> Result<()> {
-        self.client.batch_execute(sql).map_err(map_err)
+        let r = if std::mem::take(&mut self.begin_pending) {
+            self.client.batch_execute(&format!("BEGIN; {sql}"))
+        } else {
+            self.client.batch_execute(sql)
+        };
+        r.map_err(map_err)
     }
 
     /// Wakes listeners on every node once this transaction commits (sent with the
@@ -139,9 +153,9 @@ impl PgConn {
     /// The transaction ended, or begins: nothing is pending.
     fn reset_tx_state(&mut self) {
         self.counts.clear();
-        self.notes.clear();
-        self.note_marks.clear();
+        self.notes.take();
         self.release_pending = false;
+        self.begin_pending = false;
     }
 
     fn control(&mut self, sql: &str) -> Result<()> {
@@ -154,10 +168,12 @@ impl PgConn {
 }
 
 impl TxConn for PgConn {
+    /// Sends nothing yet (`begin_pending`).
     fn begin(&mut self) -> Result<()> {
         self.broken = false;
         self.reset_tx_state();
-        self.control("BEGIN")
+        self.begin_pending = true;
+        Ok(())
     }
     /// One round trip: the transaction's job-count sums appended to `job_count_deltas`
     /// (an append never waits on another writer), the last release and the `COMMIT`, as
@@ -166,17 +182,24 @@ impl TxConn for PgConn {
     /// reported failed: a `COMMIT` alone would quietly roll it back and report success.
     /// With nothing else to send, `SELECT 1` is that first statement. The transaction's
     /// notifications go in the same message, before the `COMMIT` (PostgreSQL delivers
-    /// them when it commits).
+    /// them when it commits). A transaction that has sent nothing yet sends its `BEGIN` in
+    /// the same message, or nothing at all when it has nothing to write.
     fn commit(&mut self) -> Result<()> {
-        let mut sql = deltas_insert(&self.counts.take());
+        let begun = !std::mem::take(&mut self.begin_pending);
+        let mut body = deltas_insert(&self.counts.take());
         if std::mem::take(&mut self.release_pending) {
-            sql.push_str("RELEASE SAVEPOINT op; ");
+            body.push_str("RELEASE SAVEPOINT op; ");
         }
-        sql.push_str(&notifications(&std::mem::take(&mut self.notes)));
-        if sql.is_empty() {
-            sql.push_str("SELECT 1; ");
+        body.push_str(&notifications(&self.notes.take()));
+        if body.is_empty() {
+            if !begun {
+                // Nothing was sent and nothing is to be: no round trip at all.
+                self.reset_tx_state();
+                return Ok(());
+            }
+            body.push_str("SELECT 1; ");
         }
-        sql.push_str("COMMIT");
+        let sql = format!("{}{body}COMMIT", if begun { "" } else { "BEGIN; " });
         let r = self.batch(&sql);
         if r.is_err() {
             self.rollback();
@@ -184,8 +207,11 @@ impl TxConn for PgConn {
         r
     }
     fn rollback(&mut self) {
+        let begun = !self.begin_pending;
         self.reset_tx_state();
-        let _ = self.batch("ROLLBACK");
+        if begun {
+            let _ = self.client.batch_execute("ROLLBACK");
+        }
     }
     fn savepoint(&mut self) -> Result<()> {
         if std::mem::take(&mut self.release_pending) {
@@ -197,14 +223,12 @@ impl TxConn for PgConn {
             self.control("SAVEPOINT op")?;
         }
         self.counts.mark();
-        self.note_marks.push(self.notes.len());
+        self.notes.mark();
         Ok(())
     }
     fn rollback_to_savepoint(&mut self) -> Result<()> {
         self.counts.rollback_to_mark();
-        if let Some(&m) = self.note_marks.last() {
-            self.notes.truncate(m);
-        }
+        self.notes.rollback_to_mark();
         self.control("ROLLBACK TO SAVEPOINT op")
     }
     /// Sent with the next savepoint or the commit, and fails there (losing the
@@ -212,7 +236,7 @@ impl TxConn for PgConn {
     /// SQL error can never be reported committed.
     fn release_savepoint(&mut self) -> Result<()> {
         self.counts.release_mark();
-        self.note_marks.pop();
+        self.notes.release_mark();
         self.release_pending = true;
         Ok(())
     }
@@ -488,6 +512,45 @@ mod tests {
             !own(1),
             "a closed connection's process is still counted as this store's"
         );
+    }
+
+    /// The writer's `BEGIN` goes out with a transaction's first message, yet an operation's
+    /// statements still share one transaction (one transaction id), so do a group's
+    /// operations, a transaction that sends nothing leaves nothing open, and each
+    /// transaction after it is a new one.
+    #[test]
+    fn a_deferred_begin_still_makes_one_transaction_of_each_group() {
+        let Some(w) = writer() else {
+            eprintln!("conn tests: SKIPPED (WP_LITE_TEST_POSTGRES_URL is not set)");
+            return;
+        };
+        let xids = Arc::new(std::sync::Mutex::new(Vec::<i64>::new()));
+        let record = |xids: &Arc<std::sync::Mutex<Vec<i64>>>| {
+            let xids = xids.clone();
+            move |c: &mut PgConn| -> Result<()> {
+                for _ in 0..2 {
+                    let x: i64 = c.query("SELECT txid_current()", &[])?[0].get(0);
+                    xids.lock().unwrap().push(x);
+                }
+                Ok(())
+            }
+        };
+        w.call(|_: &mut PgConn| Ok(())).unwrap();
+        w.call(record(&xids)).unwrap();
+        let got = in_one_group(&w, vec![Box::new(record(&xids)), Box::new(record(&xids))]);
+        assert!(got.iter().all(|r| r.is_ok()), "{got:?}");
+        w.call(|_: &mut PgConn| Ok(())).unwrap();
+        w.call(record(&xids)).unwrap();
+        let x = xids.lock().unwrap().clone();
+        assert_eq!(x.len(), 8);
+        assert_eq!(x[0], x[1], "one operation's statements: {x:?}");
+        assert!(x[2..6].iter().all(|v| *v == x[2]), "one group: {x:?}");
+        assert_eq!(x[6], x[7], "{x:?}");
+        assert!(
+            x[0] < x[2] && x[2] < x[6],
+            "a transaction was left open: {x:?}"
+        );
+        w.close();
     }
 
     /// An operation that swallowed an SQL error (which left the transaction aborted) is
