@@ -607,6 +607,78 @@ conformance! {
 }
 
 conformance! {
+    /// Many claims at once (the PostgreSQL store carries concurrent claims in shared
+    /// statements) are answered as if they ran one after another: no job twice, each claim
+    /// as many as it asked for while jobs are ready, in lease order, together the best ready
+    /// jobs, and every lease and its event carry the claiming worker and its own lease end.
+    fn concurrent_claims_are_answered_as_if_one_after_another(b) {
+        let s = &b.store;
+        let now = t0();
+        for round in 0..4 {
+            let jobs: Vec<NewJob> = (0..40)
+                .map(|i| {
+                    let mut j = job("c");
+                    j.priority = (i * 7) % 40;
+                    j
+                })
+                .collect();
+            created(&**s, jobs);
+            let threads: Vec<_> = (0..12usize)
+                .map(|i| {
+                    let s = s.clone();
+                    std::thread::spawn(move || {
+                        let mut c = claim(&format!("w{round}-{i}"), 1 + i % 3);
+                        c.lease = Duration::seconds(30 + i as i64);
+                        c.types = match i % 3 {
+                            0 => vec![],
+                            1 => vec![JobType::parse("t", "c").unwrap()],
+                            _ => ["d", "c"]
+                                .iter()
+                                .map(|t| JobType::parse("t", t).unwrap())
+                                .collect(),
+                        };
+                        (i, c.clone(), s.claim_jobs(&c, now).unwrap())
+                    })
+                })
+                .collect();
+            let mut all = Vec::new();
+            for t in threads {
+                let (i, c, got) = t.join().unwrap();
+                assert_eq!(got.len(), 1 + i % 3, "{}: claim {i}", b.name);
+                let prios: Vec<i64> = got.iter().map(|j| j.priority).collect();
+                assert!(prios.windows(2).all(|w| w[0] < w[1]), "{}: {prios:?}", b.name);
+                for j in &got {
+                    assert_eq!(j.lease_owner.as_deref(), Some(c.worker_id.as_str()));
+                    assert_eq!(j.lease_until, Some(now + c.lease), "{}", b.name);
+                    let e = s.job_events(j.id).unwrap().last().unwrap().clone();
+                    assert_eq!(
+                        (e.event.as_str(), e.details),
+                        (
+                            "leased",
+                            Some(json!({
+                                "worker_id": c.worker_id.as_str(),
+                                "attempt": 1,
+                                "lease_until": wp_lite::domain::time::format(&(now + c.lease)),
+                            }))
+                        ),
+                        "{}",
+                        b.name
+                    );
+                }
+                all.extend(got);
+            }
+            let ids: HashSet<JobId> = all.iter().map(|j| j.id).collect();
+            assert_eq!((all.len(), ids.len()), (24, 24), "{}: round {round}", b.name);
+            let mut prios: Vec<i64> = all.iter().map(|j| j.priority).collect();
+            prios.sort();
+            assert_eq!(prios, (0..24).collect::<Vec<_>>(), "{}: the best 24", b.name);
+            // Leave nothing ready for the next round.
+            assert_eq!(s.claim_jobs(&claim("rest", 100), now).unwrap().len(), 16);
+        }
+    }
+}
+
+conformance! {
     /// A claim of any type, or of several, takes the best ready jobs across those types in
     /// lease order (priority, available_at, created_at, insertion), however the types'
     /// queues interleave; the ready list at start-up is in the same order.
