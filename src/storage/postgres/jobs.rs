@@ -544,8 +544,8 @@ pub fn heartbeat(c: &mut PgConn, id: JobId, fence: &Fence, until: Ts, now: Ts) -
     match HeartbeatEvent::coalesce(ev, last) {
         HeartbeatEvent::Update { id: ev_id, details } => {
             c.execute(
-                "UPDATE job_events SET ts = $2, details = $3 WHERE id = $1",
-                &[&ev_id, &to_ms(&now), &to_json(&details)],
+                "UPDATE job_events SET ts = $2, details = $3 WHERE job_seq = $4 AND id = $1",
+                &[&ev_id, &to_ms(&now), &to_json(&details), &seq],
             )?;
         }
         HeartbeatEvent::Append(ev) => add_event(c, seq, now, &ev)?,
