@@ -725,6 +725,14 @@ conformance! {
         assert_eq!(leased(&claim("w", 5), now), pick(&[3]), "{}: the rest due", b.name);
         let late = t0() + Duration::seconds(61);
         assert_eq!(leased(&claim("w", 5), late), pick(&[5]), "{}: later", b.name);
+        // A type named twice is one queue.
+        let more = created(&**s, vec![job("a"), job("a")]);
+        two.limit = 2;
+        two.types = ["a", "a"]
+            .iter()
+            .map(|t| JobType::parse("t", t).unwrap())
+            .collect();
+        assert_eq!(leased(&two, late), more, "{}: a type named twice", b.name);
     }
 }
 

@@ -291,13 +291,16 @@ fn candidates(
     Ok(heads.into_iter().map(|h| (h.seq, h.job_type)).collect())
 }
 
-/// The types a claim may lease: those it names, or every type with a queued job.
+/// The types a claim may lease: those it names (each once), or every type with a queued
+/// job.
 fn claim_types(c: &Connection, claim: &Claim) -> Result<Vec<String>> {
     if claim.types.is_empty() {
-        queued_types(c)
-    } else {
-        Ok(claim.types.iter().map(|t| t.as_str().to_string()).collect())
+        return queued_types(c);
     }
+    let mut types: Vec<String> = claim.types.iter().map(|t| t.as_str().to_string()).collect();
+    types.sort_unstable();
+    types.dedup();
+    Ok(types)
 }
 
 /// Every type with a queued job, in order: one seek of the ready index per type.
@@ -379,6 +382,17 @@ fn lease_rows(c: &WriteConn, claim: &Claim, seqs: &[i64], now: Ts) -> Result<Vec
         .map_err(map_err)
 }
 
+/// Leases the first `?4` ready jobs of type `?5` (`LEASE_SET`'s parameters first).
+static CLAIM_ONE_TYPE: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "{LEASE_SET}
+         WHERE seq IN (SELECT seq FROM jobs
+                       WHERE status = 'queued' AND type = ?5 AND available_at <= ?3
+                       ORDER BY priority, available_at, created_at LIMIT ?4)
+         RETURNING {COLS}"
+    )
+});
+
 /// A claim no queue control applies to. Of one type (the common case): one statement that
 /// reads the type's ready index in order. Of several: their queue heads merged, then leased.
 fn claim_ready(c: &WriteConn, claim: &Claim, now: Ts) -> Result<Vec<Job>> {
@@ -386,13 +400,6 @@ fn claim_ready(c: &WriteConn, claim: &Claim, now: Ts) -> Result<Vec<Job>> {
     let jobs = match types.as_slice() {
         [] => Vec::new(),
         [job_type] => {
-            let sql = format!(
-                "{LEASE_SET}
-                 WHERE seq IN (SELECT seq FROM jobs
-                               WHERE status = 'queued' AND type = ?5 AND available_at <= ?3
-                               ORDER BY priority, available_at, created_at LIMIT ?4)
-                 RETURNING {COLS}"
-            );
             let args = params![
                 claim.worker_id.to_string(),
                 to_ms(&(now + claim.lease)),
@@ -400,7 +407,7 @@ fn claim_ready(c: &WriteConn, claim: &Claim, now: Ts) -> Result<Vec<Job>> {
                 claim.limit as i64,
                 job_type,
             ];
-            c.prepare_cached(&sql)
+            c.prepare_cached(&CLAIM_ONE_TYPE)
                 .and_then(|mut s| s.query_map(args, row_to_job)?.collect())
                 .map_err(map_err)?
         }
