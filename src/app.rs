@@ -98,7 +98,7 @@ impl App {
             );
         }
 
-        let state = AppState {
+        let state = AppState::new(crate::http::Services {
             jobs: jobs.clone(),
             schedules: crate::service::schedules::ScheduleService::new(
                 db.clone(),
@@ -126,7 +126,7 @@ impl App {
             max_body_bytes: config.max_body_bytes,
             secure_cookies: config.secure_cookies,
             readiness: readiness.clone(),
-        };
+        });
         let listener = tokio::net::TcpListener::bind(&config.bind)
             .await
             .with_context(|| format!("binding {}", config.bind))?;
