@@ -42,8 +42,10 @@ mod embedded {
 
 /// Read connections per node.
 const READ_POOL_SIZE: u32 = 16;
-/// Writer connections per node: transactions in flight at once, each a group commit.
-const WRITERS: usize = 4;
+/// The most writer connections a node opens unless the URL asks for more (`?writers=N`).
+const MAX_DEFAULT_WRITERS: usize = 4;
+/// The most a URL may ask for.
+const MAX_WRITERS: usize = 32;
 /// How often an operation that lost a deadlock (or a serialization conflict) runs again.
 const BUSY_RETRIES: u64 = 8;
 
@@ -51,20 +53,36 @@ const BUSY_RETRIES: u64 = 8;
 pub struct PgTarget {
     pub config: Config,
     pub schema: Option<String>,
+    /// Writer connections: transactions in flight at once on this node, each a group commit.
+    pub writers: usize,
 }
 
-/// Parses `postgres://…[?schema=NAME]`. `schema` (letters, digits, `_`) puts every table
-/// in that schema, created if missing — several wp-lite installs can share one database.
+/// Writer connections when the URL does not say: one per core of this machine, at least
+/// two and at most four. On a small machine PostgreSQL shares the cores with wp-lite, and
+/// fewer transactions in flight each carry a bigger group: on two cores, two writers drain
+/// a fifth faster than four (BENCHMARKS.md); more than four did not help on any machine
+/// measured.
+fn default_writers() -> usize {
+    std::thread::available_parallelism()
+        .map_or(2, |n| n.get())
+        .clamp(2, MAX_DEFAULT_WRITERS)
+}
+
+/// Parses `postgres://…[?schema=NAME][&writers=N]`. `schema` (letters, digits, `_`) puts
+/// every table in that schema, created if missing — several wp-lite installs can share one
+/// database. `writers` (1–32) sets how many writer connections this node opens.
 pub fn parse_target(url: &str) -> std::result::Result<PgTarget, OpenError> {
     let (base, query) = match url.split_once('?') {
         Some((b, q)) => (b, q),
         None => (url, ""),
     };
     let mut schema = None;
+    let mut writers = None;
     let mut rest = Vec::new();
     for pair in query.split('&').filter(|p| !p.is_empty()) {
         match pair.split_once('=') {
             Some(("schema", v)) => schema = Some(v.to_string()),
+            Some(("writers", v)) => writers = Some(v.to_string()),
             _ => rest.push(pair),
         }
     }
@@ -74,6 +92,18 @@ pub fn parse_target(url: &str) -> std::result::Result<PgTarget, OpenError> {
         format!("{base}?{}", rest.join("&"))
     };
     let redacted = super::redact_url(&url);
+    let writers = match writers {
+        None => default_writers(),
+        Some(w) => w
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=MAX_WRITERS).contains(n))
+            .ok_or_else(|| {
+                OpenError::Open(format!(
+                    "writers '{w}' in {redacted}: use a whole number from 1 to {MAX_WRITERS}"
+                ))
+            })?,
+    };
     let mut config: Config = url
         .parse()
         .map_err(|e| OpenError::Open(format!("{redacted}: {e}")))?;
@@ -96,7 +126,11 @@ pub fn parse_target(url: &str) -> std::result::Result<PgTarget, OpenError> {
     if config.get_application_name().is_none() {
         config.application_name("wp-lite");
     }
-    Ok(PgTarget { config, schema })
+    Ok(PgTarget {
+        config,
+        schema,
+        writers,
+    })
 }
 
 /// Connects one plain client (for migrations, copy and the raw benchmarks).
@@ -192,7 +226,7 @@ impl PgStore {
                 .map_err(map_err)
         }));
         let mut conns = vec![PgConn::new(client, channels.clone())];
-        for _ in 1..WRITERS {
+        for _ in 1..target.writers {
             conns.push(reconnect().map_err(|e| OpenError::Open(e.to_string()))?);
         }
         Ok(Self {
@@ -328,5 +362,32 @@ impl Store for PgStore {
 impl Drop for PgStore {
     fn drop(&mut self) {
         self.close();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_url_sets_the_writer_count_within_bounds() {
+        let url = "postgres://u@127.0.0.1:5432/db";
+        let default = parse_target(url).unwrap().writers;
+        assert!((2..=MAX_DEFAULT_WRITERS).contains(&default), "{default}");
+        let t = parse_target(&format!("{url}?writers=1&schema=s1")).unwrap();
+        assert_eq!((t.writers, t.schema.as_deref()), (1, Some("s1")));
+        assert_eq!(
+            parse_target(&format!("{url}?schema=s1&writers=32"))
+                .unwrap()
+                .writers,
+            32
+        );
+        for bad in ["0", "33", "two", ""] {
+            let err = parse_target(&format!("{url}?writers={bad}")).err();
+            assert!(
+                matches!(&err, Some(OpenError::Open(m)) if m.contains("writers")),
+                "{bad}: {err:?}"
+            );
+        }
     }
 }
