@@ -12,7 +12,7 @@ use super::PgConn;
 use crate::storage::writer::Writer;
 use crate::storage::{Result, StoreError};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -28,19 +28,33 @@ const BUSY_RETRIES: u64 = 8;
 pub struct Coalescer<Req, T> {
     tx: Sender<(Req, Reply<T>)>,
     rx: Receiver<(Req, Reply<T>)>,
-    /// A caller is flushing batches (one in flight at a time): later callers just wait, and
-    /// everything that queues up while one batch commits goes in the next — group commit.
-    scheduled: AtomicBool,
+    /// Callers flushing batches now, at most `max_in_flight`: later callers just wait, and
+    /// everything that queues up while the batches in flight commit goes in the next —
+    /// group commit.
+    flushing: AtomicUsize,
+    /// How many batches may be in flight at once: one per writer connection, so no writer
+    /// sits idle while requests wait, and no batch waits behind another for a writer.
+    max_in_flight: usize,
 }
 
 impl<Req: Clone + Send + 'static, T: Send + 'static> Coalescer<Req, T> {
-    pub fn new() -> Arc<Self> {
+    pub fn new(max_in_flight: usize) -> Arc<Self> {
         let (tx, rx) = crossbeam_channel::unbounded();
         Arc::new(Self {
             tx,
             rx,
-            scheduled: AtomicBool::new(false),
+            flushing: AtomicUsize::new(0),
+            max_in_flight: max_in_flight.max(1),
         })
+    }
+
+    /// Takes a flushing turn if fewer than `max_in_flight` batches are in flight.
+    fn start_flushing(&self) -> bool {
+        self.flushing
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                (n < self.max_in_flight).then_some(n + 1)
+            })
+            .is_ok()
     }
 
     /// Submits `req` and waits for its answer; a batch that lost a deadlock (its work
@@ -74,13 +88,13 @@ impl<Req: Clone + Send + 'static, T: Send + 'static> Coalescer<Req, T> {
             .send((req, reply_tx))
             .map_err(|_| StoreError::Unavailable("store closed".into()))?;
         loop {
-            if !self.scheduled.swap(true, Ordering::SeqCst) {
+            if self.start_flushing() {
                 // This caller flushes, one batch at a time, until nothing is left: what
-                // arrives while a batch commits makes up the next batch.
+                // arrives while the batches in flight commit makes up the next batch.
                 loop {
                     self.flush(writer, run);
-                    self.scheduled.store(false, Ordering::SeqCst);
-                    if self.rx.is_empty() || self.scheduled.swap(true, Ordering::SeqCst) {
+                    self.flushing.fetch_sub(1, Ordering::SeqCst);
+                    if self.rx.is_empty() || !self.start_flushing() {
                         break;
                     }
                 }
