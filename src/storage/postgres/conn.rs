@@ -1,5 +1,10 @@
 //! A PostgreSQL connection with a per-connection statement cache, the r2d2 manager that
 //! hands them out, and the writer's transaction control.
+//!
+//! The connection is `tokio-postgres`'s, driven by a small runtime of its own (what the
+//! `postgres` crate does inside): store code stays synchronous, and what the writer holds
+//! back (`BEGIN`, the last operation's `RELEASE SAVEPOINT`, this operation's `SAVEPOINT`)
+//! goes out pipelined with the operation's first statement — one round trip, not two.
 
 use super::listener::Channels;
 use crate::domain::JobStatus;
@@ -8,11 +13,12 @@ use crate::storage::writer::{SavepointLog, TxConn};
 use crate::storage::Wake;
 use crate::storage::{Cause, Result, StoreError};
 use postgres::types::ToSql;
-use postgres::{Client, NoTls, Row, Statement};
+use postgres::{NoTls, Row, Statement};
 use postgres_protocol::escape::escape_literal;
-use r2d2_postgres::PostgresConnectionManager;
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
+use tokio_postgres::Client;
 
 /// Query parameters.
 pub type Params<'a> = [&'a (dyn ToSql + Sync)];
@@ -21,7 +27,12 @@ pub type Params<'a> = [&'a (dyn ToSql + Sync)];
 pub struct PgConn {
     /// The server process serving this connection.
     pid: Option<i32>,
-    client: Client,
+    /// `None` only while the connection is being closed.
+    client: Option<Client>,
+    /// Runs the connection's task, on this thread, while a request is awaited.
+    rt: tokio::runtime::Runtime,
+    /// The connection's task: it ends once the client is dropped and `Terminate` is sent.
+    task: Option<tokio::task::JoinHandle<()>>,
     channels: Arc<Channels>,
     stmts: HashMap<String, Statement>,
     broken: bool,
@@ -30,8 +41,11 @@ pub struct PgConn {
     /// operation's `SAVEPOINT`), and a transaction that sends nothing costs no round trip.
     begin_pending: bool,
     /// An operation's savepoint is still to be released: the release goes out with the
-    /// next savepoint or the commit, one round trip instead of two.
+    /// next message (the next operation's first statement, or the commit).
     release_pending: bool,
+    /// The running operation's savepoint is still to be opened: it goes out with the
+    /// operation's first statement, or never if the operation sends none.
+    savepoint_pending: bool,
     /// The job-count moves of the writer's transaction in progress.
     counts: CountLog,
     /// The notifications the transaction in progress sends when it commits, as
@@ -42,26 +56,109 @@ pub struct PgConn {
 /// Prepared statements kept per connection.
 const MAX_PREPARED: usize = 256;
 
+/// Sends the request `$req` makes with the client `$c`, with whatever the transaction held
+/// back (`BEGIN`, a release, a savepoint) pipelined in front of it, and waits for the
+/// answer. A macro, not a method, because the request borrows the client while the
+/// runtime drives it.
+macro_rules! send {
+    ($conn:expr, |$c:ident| $req:expr) => {{
+        let conn: &mut PgConn = $conn;
+        let (pending, release) = conn.take_pending();
+        let held = {
+            let $c = conn.client.as_ref().expect("an open connection");
+            if pending.is_empty() {
+                Ok(conn.rt.block_on($req))
+            } else {
+                let (held, out) = conn
+                    .rt
+                    .block_on(async { tokio::join!($c.batch_execute(&pending), $req) });
+                held.map(|()| out)
+            }
+        };
+        conn.finish(held, release)
+    }};
+}
+
 impl PgConn {
-    pub fn new(mut client: Client, channels: Arc<Channels>) -> Self {
+    /// Opens a connection.
+    pub fn connect(config: &tokio_postgres::Config, channels: Arc<Channels>) -> Result<Self> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| StoreError::Unavailable(Cause::of(e)))?;
+        let (client, connection) = rt.block_on(config.connect(NoTls)).map_err(map_err)?;
+        // The connection's future logs notices; its end (an error or a close) shows in
+        // the client's next request.
+        let task = rt.spawn(async move {
+            let _ = connection.await;
+        });
         // Unknown if the query fails: then this process is woken by its own enqueues too.
-        let pid = client
-            .query_one("SELECT pg_backend_pid()", &[])
+        let pid = rt
+            .block_on(client.query_one("SELECT pg_backend_pid()", &[]))
             .ok()
             .map(|r| r.get::<_, i32>(0));
         if let Some(pid) = pid {
             channels.own_connection(pid, true);
         }
-        Self {
+        Ok(Self {
             pid,
-            client,
+            client: Some(client),
+            rt,
+            task: Some(task),
             channels,
             stmts: HashMap::new(),
             broken: false,
             begin_pending: false,
             release_pending: false,
+            savepoint_pending: false,
             counts: CountLog::default(),
             notes: SavepointLog::default(),
+        })
+    }
+
+    fn client(&self) -> &Client {
+        self.client.as_ref().expect("an open connection")
+    }
+
+    /// What the transaction holds back, as the text of one simple query (empty: nothing),
+    /// and whether it releases the last operation's savepoint. Taken: it is sent next.
+    fn take_pending(&mut self) -> (String, bool) {
+        let mut sql = String::new();
+        if std::mem::take(&mut self.begin_pending) {
+            sql.push_str("BEGIN; ");
+        }
+        let release = std::mem::take(&mut self.release_pending);
+        if release {
+            sql.push_str("RELEASE SAVEPOINT op; ");
+        }
+        if std::mem::take(&mut self.savepoint_pending) {
+            sql.push_str("SAVEPOINT op; ");
+        }
+        (sql, release)
+    }
+
+    /// Ends a request sent by `send!`: a failure of what was held back in front of it
+    /// (`held`) loses the transaction — a failed release means the last operation left it
+    /// aborted — so nothing more of the group runs or commits.
+    fn finish<T>(
+        &mut self,
+        held: std::result::Result<std::result::Result<T, postgres::Error>, postgres::Error>,
+        release: bool,
+    ) -> Result<T> {
+        let closed = self.client().is_closed();
+        match held {
+            Ok(out) => {
+                self.broken |= closed;
+                out.map_err(map_err)
+            }
+            Err(e) => {
+                self.broken = true;
+                Err(if release && !closed {
+                    crate::storage::lost_transaction()
+                } else {
+                    map_err(e)
+                })
+            }
         }
     }
 
@@ -70,20 +167,12 @@ impl PgConn {
         self.counts.moved(job_type, from, to);
     }
 
-    /// Sends the pending `BEGIN` before a statement that cannot carry it.
-    fn begun(&mut self) -> Result<()> {
-        if self.begin_pending {
-            self.control("")?;
-        }
-        Ok(())
-    }
-
+    /// The statement, prepared on this connection once.
     fn prepared(&mut self, sql: &str) -> Result<Statement> {
-        self.begun()?;
         if let Some(s) = self.stmts.get(sql) {
             return Ok(s.clone());
         }
-        let s = self.client.prepare(sql).map_err(map_err)?;
+        let s = send!(self, |c| c.prepare(sql))?;
         // Bounded: statements whose text varies (audience filters) must not pile up on
         // the server for the life of the connection.
         if self.stmts.len() >= MAX_PREPARED {
@@ -95,15 +184,14 @@ impl PgConn {
 
     pub fn query(&mut self, sql: &str, params: &Params<'_>) -> Result<Vec<Row>> {
         let s = self.prepared(sql)?;
-        self.client.query(&s, params).map_err(map_err)
+        send!(self, |c| c.query(&s, params))
     }
 
     /// `query` without the statement cache: PostgreSQL plans the statement with this
     /// call's parameter values every time (a cached statement may run on a generic plan),
     /// at the cost of one more round trip.
     pub fn query_planned(&mut self, sql: &str, params: &Params<'_>) -> Result<Vec<Row>> {
-        self.begun()?;
-        self.client.query(sql, params).map_err(map_err)
+        send!(self, |c| c.query(sql, params))
     }
 
     /// Exactly one row, or `NotFound`.
@@ -113,23 +201,30 @@ impl PgConn {
 
     pub fn query_opt(&mut self, sql: &str, params: &Params<'_>) -> Result<Option<Row>> {
         let s = self.prepared(sql)?;
-        self.client.query_opt(&s, params).map_err(map_err)
+        send!(self, |c| c.query_opt(&s, params))
     }
 
     pub fn execute(&mut self, sql: &str, params: &Params<'_>) -> Result<u64> {
         let s = self.prepared(sql)?;
-        self.client.execute(&s, params).map_err(map_err)
+        send!(self, |c| c.execute(&s, params))
     }
 
-    /// Statements without parameters or results, in one round trip (with a pending
-    /// `BEGIN` in front).
+    /// Statements without parameters or results, in one round trip (with what the
+    /// transaction held back in front, in the same message).
     pub fn batch(&mut self, sql: &str) -> Result<()> {
-        let r = if std::mem::take(&mut self.begin_pending) {
-            self.client.batch_execute(&format!("BEGIN; {sql}"))
+        let (pending, release) = self.take_pending();
+        let sql = if pending.is_empty() {
+            std::borrow::Cow::Borrowed(sql)
         } else {
-            self.client.batch_execute(sql)
+            std::borrow::Cow::Owned(format!("{pending}{sql}"))
         };
-        r.map_err(map_err)
+        let r = self.rt.block_on(self.client().batch_execute(&sql));
+        match r {
+            Ok(()) => Ok(()),
+            Err(e) if pending.is_empty() => Err(map_err(e)),
+            // The held-back part may be what failed: the transaction cannot commit now.
+            Err(e) => self.finish(Err(e), release),
+        }
     }
 
     /// Wakes listeners on every node once this transaction commits (sent with the
@@ -155,10 +250,15 @@ impl PgConn {
         self.counts.clear();
         self.notes.take();
         self.release_pending = false;
+        self.savepoint_pending = false;
         self.begin_pending = false;
     }
 
+    /// A transaction-control statement: if it fails, nothing more of the transaction runs.
     fn control(&mut self, sql: &str) -> Result<()> {
+        if self.broken {
+            return Err(crate::storage::lost_transaction());
+        }
         let r = self.batch(sql);
         if r.is_err() {
             self.broken = true;
@@ -185,6 +285,11 @@ impl TxConn for PgConn {
     /// them when it commits). A transaction that has sent nothing yet sends its `BEGIN` in
     /// the same message, or nothing at all when it has nothing to write.
     fn commit(&mut self) -> Result<()> {
+        debug_assert!(
+            !self.savepoint_pending,
+            "an operation's savepoint left open"
+        );
+        self.savepoint_pending = false;
         let begun = !std::mem::take(&mut self.begin_pending);
         let mut body = deltas_insert(&self.counts.take());
         if std::mem::take(&mut self.release_pending) {
@@ -210,18 +315,15 @@ impl TxConn for PgConn {
         let begun = !self.begin_pending;
         self.reset_tx_state();
         if begun {
-            let _ = self.client.batch_execute("ROLLBACK");
+            let _ = self.rt.block_on(self.client().batch_execute("ROLLBACK"));
         }
     }
+    /// Sends nothing yet: the savepoint goes out with the operation's first statement
+    /// (after the last operation's release, which fails there if that operation left the
+    /// transaction aborted: then nothing of the group can commit). An operation that sends
+    /// nothing opens none.
     fn savepoint(&mut self) -> Result<()> {
-        if std::mem::take(&mut self.release_pending) {
-            // The previous operation's release fails if it left the transaction aborted:
-            // then nothing of the group can commit.
-            self.control("RELEASE SAVEPOINT op; SAVEPOINT op")
-                .map_err(|_| crate::storage::lost_transaction())?;
-        } else {
-            self.control("SAVEPOINT op")?;
-        }
+        self.savepoint_pending = true;
         self.counts.mark();
         self.notes.mark();
         Ok(())
@@ -229,19 +331,25 @@ impl TxConn for PgConn {
     fn rollback_to_savepoint(&mut self) -> Result<()> {
         self.counts.rollback_to_mark();
         self.notes.rollback_to_mark();
+        if std::mem::take(&mut self.savepoint_pending) {
+            // The operation sent nothing: there is nothing to undo.
+            return Ok(());
+        }
         self.control("ROLLBACK TO SAVEPOINT op")
     }
-    /// Sent with the next savepoint or the commit, and fails there (losing the
-    /// transaction) if the operation left it aborted, so an operation that swallowed an
-    /// SQL error can never be reported committed.
+    /// Sent with the next message (the next operation's first statement or the commit),
+    /// and fails there (losing the transaction) if the operation left it aborted, so an
+    /// operation that swallowed an SQL error can never be reported committed.
     fn release_savepoint(&mut self) -> Result<()> {
         self.counts.release_mark();
         self.notes.release_mark();
-        self.release_pending = true;
+        if !std::mem::take(&mut self.savepoint_pending) {
+            self.release_pending = true;
+        }
         Ok(())
     }
     fn in_transaction(&mut self) -> bool {
-        !self.broken && !self.client.is_closed()
+        !self.broken && !self.client().is_closed()
     }
 }
 
@@ -249,6 +357,15 @@ impl Drop for PgConn {
     fn drop(&mut self) {
         if let Some(pid) = self.pid {
             self.channels.own_connection(pid, false);
+        }
+        // Dropping the client makes the connection's task say goodbye (`Terminate`) and
+        // end; it gets a moment to do so, as the `postgres` crate's client does.
+        self.client.take();
+        if let Some(task) = self.task.take() {
+            // Made inside the runtime: a timer needs one.
+            let _ = self
+                .rt
+                .block_on(async { tokio::time::timeout(Duration::from_secs(1), task).await });
         }
     }
 }
@@ -283,28 +400,26 @@ fn notifications(notes: &[(String, String)]) -> String {
     format!("SELECT {}; ", calls.join(", "))
 }
 
-/// The r2d2 manager: r2d2_postgres's, handing out [`PgConn`]s.
+/// The r2d2 manager, handing out [`PgConn`]s.
 pub struct Manager {
-    pub inner: PostgresConnectionManager<NoTls>,
+    pub config: tokio_postgres::Config,
     pub channels: Arc<Channels>,
 }
 
 impl r2d2::ManageConnection for Manager {
     type Connection = PgConn;
-    type Error = postgres::Error;
+    type Error = StoreError;
 
-    fn connect(&self) -> std::result::Result<PgConn, postgres::Error> {
-        self.inner
-            .connect()
-            .map(|c| PgConn::new(c, self.channels.clone()))
+    fn connect(&self) -> Result<PgConn> {
+        PgConn::connect(&self.config, self.channels.clone())
     }
 
-    fn is_valid(&self, conn: &mut PgConn) -> std::result::Result<(), postgres::Error> {
-        self.inner.is_valid(&mut conn.client)
+    fn is_valid(&self, conn: &mut PgConn) -> Result<()> {
+        conn.batch("")
     }
 
     fn has_broken(&self, conn: &mut PgConn) -> bool {
-        conn.broken || conn.client.is_closed()
+        conn.broken || conn.client().is_closed()
     }
 }
 
@@ -385,17 +500,17 @@ fn db_message(e: &postgres::Error) -> String {
 mod tests {
     use super::*;
     use crate::storage::writer::Writer;
+    use postgres::Client;
 
     /// A writer on one connection of `WP_LITE_TEST_POSTGRES_URL` with a temporary table
     /// `t` of its own, and its channels; None when no PostgreSQL is configured.
     fn writer_and_channels() -> Option<(Writer<PgConn>, Arc<Channels>)> {
         let url = std::env::var("WP_LITE_TEST_POSTGRES_URL").ok()?;
-        let mut client = Client::connect(&url, NoTls).expect("connect");
-        client
-            .batch_execute("CREATE TEMP TABLE t (x int PRIMARY KEY)")
-            .unwrap();
         let channels = Arc::new(Channels::for_schema("conn_tests"));
-        let conn = PgConn::new(client, channels.clone());
+        let mut conn =
+            PgConn::connect(&url.parse().expect("a URL"), channels.clone()).expect("connect");
+        conn.batch("CREATE TEMP TABLE t (x int PRIMARY KEY)")
+            .unwrap();
         Some((Writer::start("conn-test", vec![conn], None), channels))
     }
 
@@ -550,6 +665,40 @@ mod tests {
             x[0] < x[2] && x[2] < x[6],
             "a transaction was left open: {x:?}"
         );
+        w.close();
+    }
+
+    /// Savepoints go out with an operation's first statement: an operation that fails is
+    /// still rolled back alone, one that sends nothing opens none (failing or not), and the
+    /// rest of the group commits.
+    #[test]
+    fn held_back_savepoints_still_isolate_each_operation() {
+        let Some(w) = writer() else {
+            eprintln!("conn tests: SKIPPED (WP_LITE_TEST_POSTGRES_URL is not set)");
+            return;
+        };
+        let got = in_one_group(
+            &w,
+            vec![
+                Box::new(|c: &mut PgConn| c.execute("INSERT INTO t VALUES (20)", &[]).map(|_| ())),
+                Box::new(|c: &mut PgConn| {
+                    c.execute("INSERT INTO t VALUES (21)", &[])?;
+                    c.execute("INSERT INTO t VALUES (20)", &[]).map(|_| ()) // duplicate key
+                }),
+                Box::new(|_: &mut PgConn| Ok(())),
+                Box::new(|_: &mut PgConn| Err(StoreError::NotFound)),
+                Box::new(|c: &mut PgConn| c.execute("INSERT INTO t VALUES (22)", &[]).map(|_| ())),
+            ],
+        );
+        let ok: Vec<bool> = got.iter().map(|r| r.is_ok()).collect();
+        assert_eq!(ok, [true, false, true, false, true], "{got:?}");
+        let kept = w
+            .call(|c: &mut PgConn| {
+                let r = c.query("SELECT x FROM t ORDER BY x", &[])?;
+                Ok(r.iter().map(|r| r.get::<_, i32>(0)).collect::<Vec<_>>())
+            })
+            .unwrap();
+        assert_eq!(kept, [20, 22]);
         w.close();
     }
 

@@ -32,7 +32,6 @@ pub use conn::PgConn;
 use conn::{map_err, Manager};
 use listener::{Channels, Listener, Subscribers};
 use postgres::{Client, Config, NoTls};
-use r2d2_postgres::PostgresConnectionManager;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -52,6 +51,8 @@ const BUSY_RETRIES: u64 = 8;
 /// A PostgreSQL URL split into the driver's config and wp-lite's own `schema` parameter.
 pub struct PgTarget {
     pub config: Config,
+    /// The same settings, for the store's own connections (`tokio-postgres`, pipelined).
+    pub async_config: tokio_postgres::Config,
     pub schema: Option<String>,
     /// Writer connections: transactions in flight at once on this node, each a group commit.
     pub writers: usize,
@@ -104,7 +105,7 @@ pub fn parse_target(url: &str) -> std::result::Result<PgTarget, OpenError> {
                 ))
             })?,
     };
-    let mut config: Config = url
+    let mut config: tokio_postgres::Config = url
         .parse()
         .map_err(|e| OpenError::Open(format!("{redacted}: {e}")))?;
     if let Some(s) = &schema {
@@ -113,7 +114,7 @@ pub fn parse_target(url: &str) -> std::result::Result<PgTarget, OpenError> {
                 "schema '{s}' in {redacted}: use letters, digits and _"
             )));
         }
-        config.options(&format!("-c search_path={s}"));
+        config.options(format!("-c search_path={s}"));
     }
     if config.get_connect_timeout().is_none() {
         config.connect_timeout(Duration::from_secs(10));
@@ -127,7 +128,8 @@ pub fn parse_target(url: &str) -> std::result::Result<PgTarget, OpenError> {
         config.application_name("wp-lite");
     }
     Ok(PgTarget {
-        config,
+        config: Config::from(config.clone()),
+        async_config: config,
         schema,
         writers,
     })
@@ -207,8 +209,9 @@ impl PgStore {
             .and_then(|r| r.get::<_, Option<String>>(0))
             .unwrap_or_else(|| "public".into());
         let channels = Arc::new(Channels::for_schema(&schema));
+        drop(client);
         let manager = Manager {
-            inner: PostgresConnectionManager::new(target.config.clone(), NoTls),
+            config: target.async_config.clone(),
             channels: channels.clone(),
         };
         let pool = r2d2::Pool::builder()
@@ -217,16 +220,12 @@ impl PgStore {
             .connection_timeout(Duration::from_secs(5))
             .build(manager)
             .map_err(|e| OpenError::Open(format!("PostgreSQL pool: {e}")))?;
-        let config = target.config.clone();
+        let config = target.async_config.clone();
         let ch = channels.clone();
-        let reconnect: Arc<Connect<PgConn>> = Arc::new(Box::new(move || {
-            config
-                .connect(NoTls)
-                .map(|c| PgConn::new(c, ch.clone()))
-                .map_err(map_err)
-        }));
-        let mut conns = vec![PgConn::new(client, channels.clone())];
-        for _ in 1..target.writers {
+        let reconnect: Arc<Connect<PgConn>> =
+            Arc::new(Box::new(move || PgConn::connect(&config, ch.clone())));
+        let mut conns = Vec::with_capacity(target.writers);
+        for _ in 0..target.writers {
             conns.push(reconnect().map_err(|e| OpenError::Open(e.to_string()))?);
         }
         Ok(Self {
