@@ -235,8 +235,8 @@ impl PgStore {
             channels,
             subscribers: Arc::default(),
             listener: Mutex::new(None),
-            completions: batch::Coalescer::new(target.writers),
-            enqueues: batch::Coalescer::new(target.writers),
+            completions: batch::Coalescer::new(),
+            enqueues: batch::Coalescer::new(),
         })
     }
 
