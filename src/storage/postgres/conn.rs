@@ -503,9 +503,13 @@ mod tests {
     use postgres::Client;
 
     /// A writer on one connection of `WP_LITE_TEST_POSTGRES_URL` with a temporary table
-    /// `t` of its own, and its channels; None when no PostgreSQL is configured.
+    /// `t` of its own, and its channels; None (and a note that the test is skipped) when no
+    /// PostgreSQL is configured.
     fn writer_and_channels() -> Option<(Writer<PgConn>, Arc<Channels>)> {
-        let url = std::env::var("WP_LITE_TEST_POSTGRES_URL").ok()?;
+        let Ok(url) = std::env::var("WP_LITE_TEST_POSTGRES_URL") else {
+            eprintln!("conn tests: SKIPPED (WP_LITE_TEST_POSTGRES_URL is not set)");
+            return None;
+        };
         let channels = Arc::new(Channels::for_schema("conn_tests"));
         let mut conn =
             PgConn::connect(&url.parse().expect("a URL"), channels.clone()).expect("connect");
@@ -527,6 +531,16 @@ mod tests {
     }
 
     type GroupOp = Box<dyn FnOnce(&mut PgConn) -> Result<()> + Send>;
+
+    /// An operation inserting `xs` into `t`, one statement each, stopping at the first error.
+    fn insert(xs: &'static [i32]) -> GroupOp {
+        Box::new(move |c: &mut PgConn| {
+            for x in xs {
+                c.execute("INSERT INTO t VALUES ($1)", &[x])?;
+            }
+            Ok(())
+        })
+    }
 
     /// Runs `ops` as one group (a first operation holds the writer until all of them are
     /// queued behind it); their answers, in order.
@@ -559,7 +573,6 @@ mod tests {
     fn notifications_go_out_with_the_commit_and_not_for_a_rolled_back_operation() {
         use postgres::fallible_iterator::FallibleIterator;
         let Some((w, channels)) = writer_and_channels() else {
-            eprintln!("conn tests: SKIPPED (WP_LITE_TEST_POSTGRES_URL is not set)");
             return;
         };
         let url = std::env::var("WP_LITE_TEST_POSTGRES_URL").unwrap();
@@ -636,7 +649,6 @@ mod tests {
     #[test]
     fn a_deferred_begin_still_makes_one_transaction_of_each_group() {
         let Some(w) = writer() else {
-            eprintln!("conn tests: SKIPPED (WP_LITE_TEST_POSTGRES_URL is not set)");
             return;
         };
         let xids = Arc::new(std::sync::Mutex::new(Vec::<i64>::new()));
@@ -674,20 +686,16 @@ mod tests {
     #[test]
     fn held_back_savepoints_still_isolate_each_operation() {
         let Some(w) = writer() else {
-            eprintln!("conn tests: SKIPPED (WP_LITE_TEST_POSTGRES_URL is not set)");
             return;
         };
         let got = in_one_group(
             &w,
             vec![
-                Box::new(|c: &mut PgConn| c.execute("INSERT INTO t VALUES (20)", &[]).map(|_| ())),
-                Box::new(|c: &mut PgConn| {
-                    c.execute("INSERT INTO t VALUES (21)", &[])?;
-                    c.execute("INSERT INTO t VALUES (20)", &[]).map(|_| ()) // duplicate key
-                }),
+                insert(&[20]),
+                insert(&[21, 20]), // a duplicate key: fails after a first insert
                 Box::new(|_: &mut PgConn| Ok(())),
                 Box::new(|_: &mut PgConn| Err(StoreError::NotFound)),
-                Box::new(|c: &mut PgConn| c.execute("INSERT INTO t VALUES (22)", &[]).map(|_| ())),
+                insert(&[22]),
             ],
         );
         let ok: Vec<bool> = got.iter().map(|r| r.is_ok()).collect();
@@ -705,11 +713,11 @@ mod tests {
     /// An operation that swallowed an SQL error (which left the transaction aborted) is
     /// answered with an error, never as committed, and nothing it wrote stays: alone in its
     /// group (no savepoint; the commit's first statement fails) and in a group (its
-    /// savepoint's release, sent with the next savepoint or the commit, fails).
+    /// savepoint's release, sent with the next operation's first statement or the commit,
+    /// fails).
     #[test]
     fn an_operation_that_swallows_an_sql_error_is_never_reported_committed() {
         let Some(w) = writer() else {
-            eprintln!("conn tests: SKIPPED (WP_LITE_TEST_POSTGRES_URL is not set)");
             return;
         };
         // In a group (each operation in a savepoint).
