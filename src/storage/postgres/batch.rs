@@ -29,7 +29,7 @@ pub struct Coalescer<Req, T> {
     rx: Receiver<(Req, Reply<T>)>,
 }
 
-impl<Req: Send + Clone + 'static, T: Send + 'static> Coalescer<Req, T> {
+impl<Req: Clone + Send + 'static, T: Send + 'static> Coalescer<Req, T> {
     pub fn new() -> Arc<Self> {
         let (tx, rx) = crossbeam_channel::unbounded();
         Arc::new(Self { tx, rx })

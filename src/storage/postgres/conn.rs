@@ -36,9 +36,9 @@ pub struct PgConn {
     channels: Arc<Channels>,
     stmts: HashMap<String, Statement>,
     broken: bool,
-    /// The writer began a transaction that has sent nothing yet: `BEGIN` goes out with the
-    /// first message (in the same one when that is a simple query, such as the first
-    /// operation's `SAVEPOINT`), and a transaction that sends nothing costs no round trip.
+    /// The writer began a transaction that has sent nothing yet: `BEGIN` goes out in front
+    /// of the first request (in the same message, or pipelined with it), and a transaction
+    /// that sends nothing costs no round trip.
     begin_pending: bool,
     /// An operation's savepoint is still to be released: the release goes out with the
     /// next message (the next operation's first statement, or the commit).

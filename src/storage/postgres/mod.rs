@@ -61,8 +61,8 @@ pub struct PgTarget {
 /// Writer connections when the URL does not say: one per core of this machine, at least
 /// two and at most four. On a small machine PostgreSQL shares the cores with wp-lite, and
 /// fewer transactions in flight each carry a bigger group: on two cores, two writers drain
-/// a fifth faster than four (BENCHMARKS.md); more than four did not help on any machine
-/// measured.
+/// a fifth faster than four (BENCHMARKS.md). More than four is for the URL to ask for, with
+/// PostgreSQL on a machine of its own.
 fn default_writers() -> usize {
     std::thread::available_parallelism()
         .map_or(2, |n| n.get())
