@@ -118,11 +118,11 @@ impl JobService {
     #[instrument(skip_all, fields(jobs = new.len()))]
     pub async fn enqueue(&self, new: Vec<NewJob>) -> Result<Vec<Enqueued>> {
         let now = self.clock.now();
-        let out = self
-            .db
-            .write(move |s| s.enqueue_jobs(new, now))
-            .await
-            .map_err(|e| Error::from_store(e, NOT_FOUND))?;
+        let out = match <[NewJob; 1]>::try_from(new) {
+            Ok([job]) => self.db.enqueue_one(job, now).await.map(|e| vec![e]),
+            Err(new) => self.db.write(move |s| s.enqueue_jobs(new, now)).await,
+        }
+        .map_err(|e| Error::from_store(e, NOT_FOUND))?;
         self.announce(out.iter().filter_map(|e| match e {
             Enqueued::Created(j) => Some(j),
             Enqueued::Replayed(_) => None,
@@ -194,7 +194,7 @@ impl JobService {
         let now = self.clock.now();
         let job = self
             .db
-            .write(move |s| s.complete_job(id, &fence, result, now))
+            .complete_one(id, fence, result, now)
             .await
             .map_err(|e| Error::from_store(e, NOT_FOUND))?;
         self.telemetry.jobs("completed", 1);

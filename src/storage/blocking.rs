@@ -4,7 +4,10 @@
 //! the writer's own thread, which answers the awaiting caller directly once its
 //! transaction has committed — no blocking-pool thread parked for each write.
 
-use super::{Result, Store, StoreError};
+use super::{QuickWrite, Result, Store, StoreError};
+use crate::domain::{Fence, Job, JobId, NewJob};
+use crate::storage::{Enqueued, Ts};
+use serde_json::Value;
 use std::sync::Arc;
 use tokio::sync::Semaphore;
 use tracing::Instrument;
@@ -19,6 +22,9 @@ pub struct Db {
     last_fault_ms: Arc<std::sync::atomic::AtomicU64>,
     epoch: std::time::Instant,
 }
+
+/// How often a started write whose batch lost a deadlock is tried again.
+const QUICK_BUSY_RETRIES: u64 = 8;
 
 /// How long `/readyz` stays 503 after the store last failed to serve a call.
 pub const FAULT_MEMORY: std::time::Duration = std::time::Duration::from_secs(2);
@@ -115,6 +121,80 @@ impl Db {
             .unwrap_or_else(|_| Err(StoreError::Backend("the write was abandoned".into())));
         self.note(&r);
         r
+    }
+
+    /// Enqueues one job: where the backend can (PostgreSQL), the request joins the writer's
+    /// next batch with no thread waiting for it and the writer answers this task directly;
+    /// otherwise as [`Db::write`] does. A batch that lost a deadlock is tried again.
+    pub async fn enqueue_one(&self, job: NewJob, now: Ts) -> Result<Enqueued> {
+        let again = job.clone();
+        self.quick(
+            move |done| QuickWrite::Enqueue {
+                job: job.clone(),
+                now,
+                done,
+            },
+            move |s| {
+                let mut out = s.enqueue_jobs(vec![again], now)?;
+                out.pop()
+                    .ok_or_else(|| StoreError::Backend("an enqueue answered nothing".into()))
+            },
+        )
+        .await
+    }
+
+    /// Completes a job, as [`Db::enqueue_one`] enqueues one.
+    pub async fn complete_one(
+        &self,
+        id: JobId,
+        fence: Fence,
+        result: Option<Value>,
+        now: Ts,
+    ) -> Result<Job> {
+        let (f, r) = (fence.clone(), result.clone());
+        self.quick(
+            move |done| QuickWrite::Complete {
+                id,
+                fence: fence.clone(),
+                result: result.clone(),
+                now,
+                done,
+            },
+            move |s| s.complete_job(id, &f, r, now),
+        )
+        .await
+    }
+
+    /// Starts the write `make` describes with [`Store::start_write`] and awaits its answer,
+    /// or, where the backend does not start writes, runs `blocking` through `write`.
+    async fn quick<T: Send + 'static>(
+        &self,
+        make: impl Fn(super::Done<T>) -> QuickWrite,
+        blocking: impl FnOnce(&dyn Store) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let mut attempt = 0;
+        loop {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            let w = make(Box::new(move |r| {
+                let _ = tx.send(r);
+            }));
+            if !self.store.start_write(w) {
+                return self.write(blocking).await;
+            }
+            let r = rx
+                .await
+                .unwrap_or_else(|_| Err(StoreError::Backend("the write was abandoned".into())));
+            match r {
+                Err(StoreError::Busy) if attempt < QUICK_BUSY_RETRIES => {
+                    attempt += 1;
+                    tokio::time::sleep(std::time::Duration::from_millis(attempt)).await;
+                }
+                r => {
+                    self.note(&r);
+                    return r;
+                }
+            }
+        }
     }
 
     /// Runs `f` against the store on the blocking pool.

@@ -569,6 +569,29 @@ pub trait SessionStore {
 /// run it), it says whether it succeeded and how to answer once the commit's fate is known.
 pub type WriterTask = Box<dyn FnOnce(Result<&dyn Store>) -> (bool, writer::Reply) + Send>;
 
+/// How a write started with [`Store::start_write`] is answered: once its transaction has
+/// committed (or failed), on the writer's thread.
+pub type Done<T> = Box<dyn FnOnce(Result<T>) + Send>;
+
+/// The writes a store may start without a thread waiting for them
+/// ([`Store::start_write`]): the two that callers make one at a time at the highest rate.
+pub enum QuickWrite {
+    /// `enqueue_jobs` of one job.
+    Enqueue {
+        job: NewJob,
+        now: Ts,
+        done: Done<Enqueued>,
+    },
+    /// `complete_job`.
+    Complete {
+        id: JobId,
+        fence: Fence,
+        result: Option<Value>,
+        now: Ts,
+        done: Done<Job>,
+    },
+}
+
 /// The whole store: every feature's trait, and the lifecycle of the store itself (opening
 /// is [`open`]). One implementation of each trait per backend, in the backend's feature module.
 pub trait Store:
@@ -612,6 +635,14 @@ pub trait Store:
     /// where the store's writes run in place; its answer is sent once that transaction has
     /// committed. A backend that cannot gives the task back (the caller then runs it on the
     /// blocking pool, where each write waits for the writer as usual). `this` is this store.
+    /// Starts `w` on the writer without a thread waiting for it, and says so: `w`'s `done`
+    /// is called once its transaction has committed (or failed), as the blocking call would
+    /// have returned. A backend that does not start writes drops `w` unanswered and says
+    /// false; the caller then makes the blocking call through [`Db::write`].
+    fn start_write(&self, w: QuickWrite) -> bool {
+        drop(w);
+        false
+    }
     fn run_on_writer(&self, this: Arc<dyn Store>, task: WriterTask) -> Option<WriterTask> {
         let _ = this;
         Some(task)

@@ -233,3 +233,97 @@ conformance! {
         });
     }
 }
+
+conformance! {
+    /// `Db::enqueue_one` and `Db::complete_one` (started on the writer with no thread
+    /// waiting where the backend can, PostgreSQL; `Db::write` elsewhere) answer each call,
+    /// concurrent ones included, as the blocking store call would: replays, conflicts and
+    /// creations for enqueues; for completions, the live lease succeeds once and a wrong
+    /// token, a repeat and an unknown job get what `complete_job` answers for them.
+    fn quick_enqueues_and_completions_answer_as_the_blocking_calls_do(b) {
+        use wp_lite::domain::{Claim, Fence, JobId, JobStatus, WorkerId};
+        let db = Db::new(b.store.clone());
+        let now = Utc.with_ymd_and_hms(2026, 1, 1, 12, 0, 0).unwrap();
+        runtime().block_on(async {
+            for i in 0..20 {
+                let new = keyed(&format!("q{i}"), json!({"i": i}));
+                db.enqueue_one(new, now).await.unwrap();
+            }
+            let mut calls = tokio::task::JoinSet::new();
+            for i in 0..80usize {
+                let db = db.clone();
+                calls.spawn(async move {
+                    let (key, input) = match i % 4 {
+                        0 => (format!("q{}", i % 20), json!({"i": i % 20})),
+                        1 => (format!("q{}", i % 20), json!({"other": i})),
+                        _ => (format!("fresh{i}"), json!({"i": i})),
+                    };
+                    (i, db.enqueue_one(keyed(&key, input), now).await)
+                });
+            }
+            let mut created = 0;
+            while let Some(done) = calls.join_next().await {
+                let (i, res) = done.unwrap();
+                match (i % 4, res) {
+                    (0, Ok(Enqueued::Replayed(_))) => {}
+                    (1, Err(StoreError::Conflict(JobConflict::IdempotencyConflict))) => {}
+                    (2 | 3, Ok(Enqueued::Created(_))) => created += 1,
+                    (_, other) => panic!("{}: enqueue {i} answered {other:?}", b.name),
+                }
+            }
+            assert_eq!(created, 40, "{}", b.name);
+
+            let worker = WorkerId::local("seam-quick");
+            let claim = Claim {
+                worker_id: worker.clone(),
+                types: vec![],
+                limit: 60,
+                lease: chrono::Duration::seconds(60),
+            };
+            let leased = db.write(move |s| s.claim_jobs(&claim, now)).await.unwrap();
+            assert_eq!(leased.len(), 60, "{}", b.name);
+            let mut calls = tokio::task::JoinSet::new();
+            for (i, job) in leased.iter().enumerate() {
+                let db = db.clone();
+                let (id, mut fence) = (job.id, job.fence(&worker));
+                if i % 3 == 1 {
+                    fence = Fence {
+                        lease_token: wp_lite::domain::worker_input::lease_token(Some(
+                            "0".repeat(32),
+                        ))
+                        .unwrap(),
+                        ..fence
+                    };
+                }
+                calls.spawn(async move {
+                    let quick = db.complete_one(id, fence.clone(), None, now).await;
+                    let again = db.complete_one(id, fence.clone(), None, now).await;
+                    let blocking = db
+                        .write(move |s| s.complete_job(id, &fence, None, now))
+                        .await;
+                    (i, quick, again, blocking)
+                });
+            }
+            while let Some(done) = calls.join_next().await {
+                let (i, quick, again, blocking) = done.unwrap();
+                let n = b.name;
+                if i % 3 == 1 {
+                    assert!(matches!(quick, Err(StoreError::Conflict(_))), "{n}: {quick:?}");
+                } else {
+                    assert_eq!(quick.unwrap().status, JobStatus::Succeeded, "{n}");
+                }
+                assert_eq!(format!("{again:?}"), format!("{blocking:?}"), "{n}: call {i}");
+                assert!(again.is_err(), "{n}: a repeat completed again: {again:?}");
+            }
+            let unknown = db
+                .complete_one(JobId::new(), leased[0].fence(&worker), None, now)
+                .await;
+            let id = JobId::new();
+            let fence = leased[0].fence(&worker);
+            let blocking = db
+                .write(move |s| s.complete_job(id, &fence, None, now))
+                .await;
+            assert_eq!(format!("{unknown:?}"), format!("{blocking:?}"), "{}", b.name);
+        });
+    }
+}

@@ -18,7 +18,8 @@ use std::time::Duration;
 /// The most requests one statement takes.
 const MAX_BATCH: usize = 1000;
 
-type Reply<T> = Sender<Result<T>>;
+/// How a request is answered, once the transaction carrying it has committed (or failed).
+pub type Reply<T> = Box<dyn FnOnce(Result<T>) + Send>;
 /// Handles a whole batch on the writer's connection: one result per request, in order.
 pub type RunBatch<Req, T> = fn(&mut PgConn, Vec<Req>) -> Result<Vec<Result<T>>>;
 /// How often a request whose batch lost a deadlock is submitted again.
@@ -55,11 +56,7 @@ impl<Req: Clone + Send + 'static, T: Send + 'static> Coalescer<Req, T> {
         }
     }
 
-    /// Queues `req` with a writer operation that carries every request queued when it runs
-    /// (an earlier one may have carried them all: then it sends nothing, not even its
-    /// savepoint), and waits for the answer, which comes after the commit. Nothing waits
-    /// on anything but the writer: while the writers are busy, requests pile up, and the
-    /// next operation to run takes them all.
+    /// Queues `req` and waits for its answer, which comes after the commit.
     fn call_once(
         self: &Arc<Self>,
         writer: &Writer<PgConn>,
@@ -67,9 +64,40 @@ impl<Req: Clone + Send + 'static, T: Send + 'static> Coalescer<Req, T> {
         run: RunBatch<Req, T>,
     ) -> Result<T> {
         let (reply_tx, reply_rx) = crossbeam_channel::bounded(1);
-        self.tx
-            .send((req, reply_tx))
-            .map_err(|_| StoreError::Unavailable("store closed".into()))?;
+        self.submit(
+            writer,
+            req,
+            run,
+            Box::new(move |r| {
+                let _ = reply_tx.send(r);
+            }),
+        );
+        // Every path answers before dropping a sender (a panic drops it: then this call
+        // fails); this is a safety net.
+        reply_rx.recv().unwrap_or_else(|_| {
+            Err(StoreError::Unavailable(
+                "the transaction carrying this call did not commit".into(),
+            ))
+        })
+    }
+
+    /// Queues `req` with a writer operation that carries every request queued when it runs
+    /// (an earlier one may have carried them all: then it sends nothing, not even its
+    /// savepoint); `reply` gets the answer after the commit, on the writer's thread. Nothing
+    /// waits on anything but the writer: while the writers are busy, requests pile up, and
+    /// the next operation to run takes them all.
+    pub fn submit(
+        self: &Arc<Self>,
+        writer: &Writer<PgConn>,
+        req: Req,
+        run: RunBatch<Req, T>,
+        reply: Reply<T>,
+    ) {
+        if let Err(refused) = self.tx.send((req, reply)) {
+            let (_, reply) = refused.0;
+            reply(Err(StoreError::Unavailable("store closed".into())));
+            return;
+        }
         let me = self.clone();
         writer.submit(Box::new(move |conn| {
             let (reqs, replies): (Vec<Req>, Vec<Reply<T>>) = me.rx.try_iter().unzip();
@@ -81,24 +109,17 @@ impl<Req: Clone + Send + 'static, T: Send + 'static> Coalescer<Req, T> {
             let reply: writer::Reply = Box::new(move |commit_err| match (outcome, commit_err) {
                 (Ok(results), None) => {
                     for (reply, result) in replies.into_iter().zip(results) {
-                        let _ = reply.send(result);
+                        reply(result);
                     }
                 }
                 (Ok(_), Some(e)) | (Err(e), _) => {
                     for reply in replies {
-                        let _ = reply.send(Err(e.clone()));
+                        reply(Err(e.clone()));
                     }
                 }
             });
             (ok, reply)
         }));
-        // Every path answers before dropping a sender (a panic drops it: then this call
-        // fails); this is a safety net.
-        reply_rx.recv().unwrap_or_else(|_| {
-            Err(StoreError::Unavailable(
-                "the transaction carrying this call did not commit".into(),
-            ))
-        })
     }
 }
 

@@ -308,6 +308,36 @@ fn migrate_until(client: &mut Client, version: Option<u32>) -> std::result::Resu
 }
 
 impl Store for PgStore {
+    /// Single enqueues and completions join the coalesced batches with no blocking-pool
+    /// thread waiting on them: the writer answers the caller itself after the commit.
+    fn start_write(&self, w: crate::storage::QuickWrite) -> bool {
+        match w {
+            crate::storage::QuickWrite::Enqueue { job, now, done } => self.enqueues.submit(
+                &self.writer,
+                jobs::EnqueueReq { job, now },
+                jobs::enqueue_many,
+                done,
+            ),
+            crate::storage::QuickWrite::Complete {
+                id,
+                fence,
+                result,
+                now,
+                done,
+            } => self.completions.submit(
+                &self.writer,
+                jobs::CompleteReq {
+                    id,
+                    fence,
+                    result,
+                    now,
+                },
+                jobs::complete_many,
+                done,
+            ),
+        }
+        true
+    }
     fn max_concurrency(&self) -> usize {
         64
     }
