@@ -23,9 +23,6 @@ pub struct Db {
     epoch: std::time::Instant,
 }
 
-/// How often a started write whose batch lost a deadlock is tried again.
-const QUICK_BUSY_RETRIES: u64 = 8;
-
 /// How long `/readyz` stays 503 after the store last failed to serve a call.
 pub const FAULT_MEMORY: std::time::Duration = std::time::Duration::from_secs(2);
 
@@ -185,9 +182,9 @@ impl Db {
                 .await
                 .unwrap_or_else(|_| Err(StoreError::Backend("the write was abandoned".into())));
             match r {
-                Err(StoreError::Busy) if attempt < QUICK_BUSY_RETRIES => {
+                Err(StoreError::Busy) if attempt < super::BUSY_RETRIES => {
                     attempt += 1;
-                    tokio::time::sleep(std::time::Duration::from_millis(attempt)).await;
+                    tokio::time::sleep(super::busy_backoff(attempt)).await;
                 }
                 r => {
                     self.note(&r);

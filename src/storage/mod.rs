@@ -292,6 +292,15 @@ pub(crate) fn per_item<T>(r: Result<T>) -> Result<Result<T>> {
     }
 }
 
+/// How often a write that lost a deadlock (`Busy`: its work was rolled back) runs again,
+/// waiting [`busy_backoff`] before each try, so the other side can commit first.
+pub(crate) const BUSY_RETRIES: u64 = 8;
+
+/// The wait before the `attempt`-th retry of a write that lost a deadlock.
+pub(crate) fn busy_backoff(attempt: u64) -> std::time::Duration {
+    std::time::Duration::from_millis(attempt)
+}
+
 /// The error of a write whose group-commit transaction the database rolled back under it.
 pub(crate) fn lost_transaction() -> StoreError {
     StoreError::Unavailable("the transaction was lost (rolled back by the database)".into())

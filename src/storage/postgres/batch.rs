@@ -13,7 +13,6 @@ use crate::storage::writer::{self, Writer};
 use crate::storage::{Result, StoreError};
 use crossbeam_channel::{Receiver, Sender};
 use std::sync::Arc;
-use std::time::Duration;
 
 /// The most requests one statement takes.
 const MAX_BATCH: usize = 1000;
@@ -22,8 +21,6 @@ const MAX_BATCH: usize = 1000;
 pub type Reply<T> = Box<dyn FnOnce(Result<T>) + Send>;
 /// Handles a whole batch on the writer's connection: one result per request, in order.
 pub type RunBatch<Req, T> = fn(&mut PgConn, Vec<Req>) -> Result<Vec<Result<T>>>;
-/// How often a request whose batch lost a deadlock is submitted again.
-const BUSY_RETRIES: u64 = 8;
 
 pub struct Coalescer<Req, T> {
     tx: Sender<(Req, Reply<T>)>,
@@ -47,9 +44,9 @@ impl<Req: Clone + Send + 'static, T: Send + 'static> Coalescer<Req, T> {
         let mut attempt = 0;
         loop {
             match self.call_once(writer, req.clone(), run) {
-                Err(StoreError::Busy) if attempt < BUSY_RETRIES => {
+                Err(StoreError::Busy) if attempt < crate::storage::BUSY_RETRIES => {
                     attempt += 1;
-                    std::thread::sleep(Duration::from_millis(attempt));
+                    std::thread::sleep(crate::storage::busy_backoff(attempt));
                 }
                 other => return other,
             }

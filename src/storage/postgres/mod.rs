@@ -45,8 +45,6 @@ const READ_POOL_SIZE: u32 = 16;
 const MAX_DEFAULT_WRITERS: usize = 4;
 /// The most a URL may ask for.
 const MAX_WRITERS: usize = 32;
-/// How often an operation that lost a deadlock (or a serialization conflict) runs again.
-const BUSY_RETRIES: u64 = 8;
 
 /// A PostgreSQL URL split into the driver's config and wp-lite's own `schema` parameter.
 pub struct PgTarget {
@@ -263,9 +261,9 @@ impl PgStore {
         loop {
             let g = f.clone();
             match self.writer.call(move |c| g(c)) {
-                Err(StoreError::Busy) if attempt < BUSY_RETRIES => {
+                Err(StoreError::Busy) if attempt < crate::storage::BUSY_RETRIES => {
                     attempt += 1;
-                    std::thread::sleep(Duration::from_millis(attempt));
+                    std::thread::sleep(crate::storage::busy_backoff(attempt));
                 }
                 other => return other,
             }
