@@ -124,19 +124,20 @@ impl Db {
     /// next batch with no thread waiting for it and the writer answers this task directly;
     /// otherwise as [`Db::write`] does. A batch that lost a deadlock is tried again.
     pub async fn enqueue_one(&self, job: NewJob, now: Ts) -> Result<Enqueued> {
-        let again = job.clone();
-        self.quick(
-            move |done| QuickWrite::Enqueue {
-                job: job.clone(),
-                now,
-                done,
-            },
-            move |s| {
-                let mut out = s.enqueue_jobs(vec![again], now)?;
-                out.pop()
-                    .ok_or_else(|| StoreError::Backend("an enqueue answered nothing".into()))
-            },
-        )
+        if !self.store.starts_writes() {
+            return self
+                .write(move |s| {
+                    let mut out = s.enqueue_jobs(vec![job], now)?;
+                    out.pop()
+                        .ok_or_else(|| StoreError::Backend("an enqueue answered nothing".into()))
+                })
+                .await;
+        }
+        self.quick(move |done| QuickWrite::Enqueue {
+            job: job.clone(),
+            now,
+            done,
+        })
         .await
     }
 
@@ -148,26 +149,26 @@ impl Db {
         result: Option<Value>,
         now: Ts,
     ) -> Result<Job> {
-        let (f, r) = (fence.clone(), result.clone());
-        self.quick(
-            move |done| QuickWrite::Complete {
-                id,
-                fence: fence.clone(),
-                result: result.clone(),
-                now,
-                done,
-            },
-            move |s| s.complete_job(id, &f, r, now),
-        )
+        if !self.store.starts_writes() {
+            return self
+                .write(move |s| s.complete_job(id, &fence, result, now))
+                .await;
+        }
+        self.quick(move |done| QuickWrite::Complete {
+            id,
+            fence: fence.clone(),
+            result: result.clone(),
+            now,
+            done,
+        })
         .await
     }
 
-    /// Starts the write `make` describes with [`Store::start_write`] and awaits its answer,
-    /// or, where the backend does not start writes, runs `blocking` through `write`.
+    /// Starts the write `make` describes with [`Store::start_write`] and awaits its answer;
+    /// `make` is called again for each retry of a batch that lost a deadlock.
     async fn quick<T: Send + 'static>(
         &self,
         make: impl Fn(super::Done<T>) -> QuickWrite,
-        blocking: impl FnOnce(&dyn Store) -> Result<T> + Send + 'static,
     ) -> Result<T> {
         let mut attempt = 0;
         loop {
@@ -175,9 +176,7 @@ impl Db {
             let w = make(Box::new(move |r| {
                 let _ = tx.send(r);
             }));
-            if !self.store.start_write(w) {
-                return self.write(blocking).await;
-            }
+            self.store.start_write(w);
             let r = rx
                 .await
                 .unwrap_or_else(|_| Err(StoreError::Backend("the write was abandoned".into())));

@@ -582,6 +582,16 @@ pub type WriterTask = Box<dyn FnOnce(Result<&dyn Store>) -> (bool, writer::Reply
 /// committed (or failed), on the writer's thread.
 pub type Done<T> = Box<dyn FnOnce(Result<T>) + Send>;
 
+impl QuickWrite {
+    /// Answers the write with `e` without running it.
+    pub fn refuse(self, e: StoreError) {
+        match self {
+            QuickWrite::Enqueue { done, .. } => done(Err(e)),
+            QuickWrite::Complete { done, .. } => done(Err(e)),
+        }
+    }
+}
+
 /// The writes a store may start without a thread waiting for them
 /// ([`Store::start_write`]): the two that callers make one at a time at the highest rate.
 pub enum QuickWrite {
@@ -644,13 +654,18 @@ pub trait Store:
     /// where the store's writes run in place; its answer is sent once that transaction has
     /// committed. A backend that cannot gives the task back (the caller then runs it on the
     /// blocking pool, where each write waits for the writer as usual). `this` is this store.
-    /// Starts `w` on the writer without a thread waiting for it, and says so: `w`'s `done`
-    /// is called once its transaction has committed (or failed), as the blocking call would
-    /// have returned. A backend that does not start writes drops `w` unanswered and says
-    /// false; the caller then makes the blocking call through [`Db::write`].
-    fn start_write(&self, w: QuickWrite) -> bool {
-        drop(w);
+    /// Whether [`Store::start_write`] starts writes; where it does not, callers make the
+    /// blocking call through [`Db::write`] instead.
+    fn starts_writes(&self) -> bool {
         false
+    }
+    /// Starts `w` on the writer without a thread waiting for it: `w`'s `done` is called once
+    /// its transaction has committed (or failed), as the blocking call would have returned.
+    /// A store that does not start writes answers that it cannot.
+    fn start_write(&self, w: QuickWrite) {
+        w.refuse(StoreError::Backend(
+            "this store does not start writes".into(),
+        ));
     }
     fn run_on_writer(&self, this: Arc<dyn Store>, task: WriterTask) -> Option<WriterTask> {
         let _ = this;

@@ -308,7 +308,10 @@ fn migrate_until(client: &mut Client, version: Option<u32>) -> std::result::Resu
 impl Store for PgStore {
     /// Single enqueues and completions join the coalesced batches with no blocking-pool
     /// thread waiting on them: the writer answers the caller itself after the commit.
-    fn start_write(&self, w: crate::storage::QuickWrite) -> bool {
+    fn starts_writes(&self) -> bool {
+        true
+    }
+    fn start_write(&self, w: crate::storage::QuickWrite) {
         match w {
             crate::storage::QuickWrite::Enqueue { job, now, done } => self.enqueues.submit(
                 &self.writer,
@@ -334,7 +337,6 @@ impl Store for PgStore {
                 done,
             ),
         }
-        true
     }
     fn max_concurrency(&self) -> usize {
         64
