@@ -158,10 +158,9 @@ impl JobService {
         loop {
             let waiter = self.queue.waiter(&claim.types);
             let now = self.clock.now();
-            let c = claim.clone();
             let jobs = self
                 .db
-                .write(move |s| s.claim_jobs(&c, now))
+                .claim(claim.clone(), now)
                 .await
                 .map_err(|e| Error::from_store(e, NOT_FOUND))?;
             if !jobs.is_empty() {

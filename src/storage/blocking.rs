@@ -5,7 +5,7 @@
 //! transaction has committed — no blocking-pool thread parked for each write.
 
 use super::{QuickWrite, Result, Store, StoreError};
-use crate::domain::{Fence, Job, JobId, NewJob};
+use crate::domain::{Claim, Fence, Job, JobId, NewJob};
 use crate::storage::{Enqueued, Ts};
 use serde_json::Value;
 use std::sync::Arc;
@@ -158,6 +158,19 @@ impl Db {
             id,
             fence: fence.clone(),
             result: result.clone(),
+            now,
+            done,
+        })
+        .await
+    }
+
+    /// Leases jobs for `claim`, as [`Db::enqueue_one`] enqueues one.
+    pub async fn claim(&self, claim: Claim, now: Ts) -> Result<Vec<Job>> {
+        if !self.store.starts_writes() {
+            return self.write(move |s| s.claim_jobs(&claim, now)).await;
+        }
+        self.quick(move |done| QuickWrite::Claim {
+            claim: claim.clone(),
             now,
             done,
         })

@@ -588,12 +588,13 @@ impl QuickWrite {
         match self {
             QuickWrite::Enqueue { done, .. } => done(Err(e)),
             QuickWrite::Complete { done, .. } => done(Err(e)),
+            QuickWrite::Claim { done, .. } => done(Err(e)),
         }
     }
 }
 
 /// The writes a store may start without a thread waiting for them
-/// ([`Store::start_write`]): the two that callers make one at a time at the highest rate.
+/// ([`Store::start_write`]): the three that workers make for every job, one at a time.
 pub enum QuickWrite {
     /// `enqueue_jobs` of one job.
     Enqueue {
@@ -608,6 +609,12 @@ pub enum QuickWrite {
         result: Option<Value>,
         now: Ts,
         done: Done<Job>,
+    },
+    /// `claim_jobs`.
+    Claim {
+        claim: Claim,
+        now: Ts,
+        done: Done<Vec<Job>>,
     },
 }
 
@@ -650,10 +657,6 @@ pub trait Store:
     }
     /// Flushes and stops background threads; later calls fail with `Unavailable`.
     fn close(&self);
-    /// Runs `task` on the writer's own thread, inside its next group-commit transaction,
-    /// where the store's writes run in place; its answer is sent once that transaction has
-    /// committed. A backend that cannot gives the task back (the caller then runs it on the
-    /// blocking pool, where each write waits for the writer as usual). `this` is this store.
     /// Whether [`Store::start_write`] starts writes; where it does not, callers make the
     /// blocking call through [`Db::write`] instead.
     fn starts_writes(&self) -> bool {
@@ -667,6 +670,10 @@ pub trait Store:
             "this store does not start writes".into(),
         ));
     }
+    /// Runs `task` on the writer's own thread, inside its next group-commit transaction,
+    /// where the store's writes run in place; its answer is sent once that transaction has
+    /// committed. A backend that cannot gives the task back (the caller then runs it on the
+    /// blocking pool, where each write waits for the writer as usual). `this` is this store.
     fn run_on_writer(&self, this: Arc<dyn Store>, task: WriterTask) -> Option<WriterTask> {
         let _ = this;
         Some(task)

@@ -327,3 +327,59 @@ conformance! {
         });
     }
 }
+
+conformance! {
+    /// `Db::claim` (started on the writer where the backend can) leases each ready job to
+    /// exactly one of many concurrent callers, answers only once the lease has committed,
+    /// keeps to the claim's types, and answers an empty list when nothing is left.
+    fn concurrent_quick_claims_lease_each_job_once(b) {
+        use wp_lite::domain::{Claim, JobStatus, JobType, WorkerId};
+        let db = Db::new(b.store.clone());
+        let now = Utc.with_ymd_and_hms(2026, 1, 1, 12, 0, 0).unwrap();
+        runtime().block_on(async {
+            for _ in 0..30 {
+                db.enqueue_one(named(wp_lite::domain::JobId::new()), now)
+                    .await
+                    .unwrap();
+            }
+            let mut calls = tokio::task::JoinSet::new();
+            for i in 0..50usize {
+                let db = db.clone();
+                calls.spawn(async move {
+                    let job_type = if i % 5 == 4 { "seam.other" } else { "seam.test" };
+                    let claim = Claim {
+                        worker_id: WorkerId::local(format!("w{i}")),
+                        types: vec![JobType::parse("type", job_type).unwrap()],
+                        limit: 1,
+                        lease: chrono::Duration::seconds(60),
+                    };
+                    (i, db.claim(claim, now).await.unwrap())
+                });
+            }
+            let mut leased = std::collections::HashSet::new();
+            while let Some(done) = calls.join_next().await {
+                let (i, jobs) = done.unwrap();
+                assert!(jobs.len() <= 1, "{}: claim {i} got {}", b.name, jobs.len());
+                if i % 5 == 4 {
+                    assert!(jobs.is_empty(), "{}: another type's claim leased", b.name);
+                }
+                for j in jobs {
+                    assert_eq!(j.status, JobStatus::Leased, "{}", b.name);
+                    assert_eq!(j.lease_owner, Some(format!("w{i}")), "{}", b.name);
+                    assert!(leased.insert(j.id), "{}: job leased twice", b.name);
+                    // Answered means committed: another connection sees the lease.
+                    let got = db.call(move |s| s.get_job(j.id)).await.unwrap();
+                    assert_eq!(got.status, JobStatus::Leased, "{}", b.name);
+                }
+            }
+            assert_eq!(leased.len(), 30, "{}", b.name);
+            let claim = Claim {
+                worker_id: WorkerId::local("late"),
+                types: vec![],
+                limit: 10,
+                lease: chrono::Duration::seconds(60),
+            };
+            assert!(db.claim(claim, now).await.unwrap().is_empty(), "{}", b.name);
+        });
+    }
+}

@@ -36,13 +36,6 @@ const SELECT_BY_KEY: &str = concat!(
     " FROM jobs WHERE type = $1 AND idempotency_key = $2"
 );
 
-/// A claim of ready jobs (`$type_filter` narrows them) that also says whether any queue
-/// control exists: its rows are the leased jobs, each followed by a `controlled` column,
-/// or one row of NULLs and that column when nothing was leased. Unless `$5` says the
-/// controls were already found not to apply, it leases nothing when a control exists, so
-/// the usual case (no controls at all) is one round trip, the `leased` events included
-/// (`$6` is the lease's end as text). The lease token is random per row: 32 lowercase hex
-/// characters, like SQLite's `lower(hex(randomblob(16)))`.
 /// The CTE that records a `leased` event for every row of `l` (the jobs an UPDATE just
 /// leased; `$1` the worker, `$3` now, `$until` the lease's end as text), in lease order.
 /// The details are those of `NewEvent::leased`: worker, attempt, lease end.
@@ -60,6 +53,13 @@ macro_rules! leased_events {
     };
 }
 
+/// A claim of ready jobs (`$type_filter` narrows them) that also says whether any queue
+/// control exists: its rows are the leased jobs, each followed by a `controlled` column,
+/// or one row of NULLs and that column when nothing was leased. Unless `$5` says the
+/// controls were already found not to apply, it leases nothing when a control exists, so
+/// the usual case (no controls at all) is one round trip, the `leased` events included
+/// (`$6` is the lease's end as text). The lease token is random per row: 32 lowercase hex
+/// characters, like SQLite's `lower(hex(randomblob(16)))`.
 macro_rules! claim_sql {
     ($type_filter:expr) => {
         concat!(
@@ -86,6 +86,56 @@ macro_rules! claim_sql {
 }
 const CLAIM_ANY: &str = claim_sql!("");
 const CLAIM_TYPES: &str = claim_sql!("AND type = ANY($7::text[])");
+
+/// Many claims of one set of types (`$type_filter`) in one statement, as `claim_sql`
+/// makes one: the claims are `unnest`ed (worker, lease end, now, lease end as text,
+/// limit), each expanded into `limit` slots in the order given, and the ready jobs, in
+/// lease order, fill the slots in turn, so the first claim gets the first jobs. `$6` is
+/// the earliest claim's now: no job is leased before it is available to every claim.
+/// Rows: the leased jobs, each followed by its claim's position (from 1) and the
+/// `controlled` column, or one row of NULLs and that column; when a queue control
+/// exists, nothing is leased.
+macro_rules! claim_many_sql {
+    ($type_filter:expr) => {
+        concat!(
+            "WITH ctl AS (SELECT EXISTS (SELECT 1 FROM queue_controls) AS controlled),
+             r AS (SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::text[],
+                                        $5::bigint[])
+                     WITH ORDINALITY AS r(r_worker, r_until, r_now, r_until_text, r_limit, r_i)),
+             s AS (SELECT r.*, row_number() OVER (ORDER BY r_i, g) AS s_k
+                     FROM r CROSS JOIN LATERAL generate_series(1, r_limit) AS g),
+             p AS (SELECT seq AS p_seq,
+                          row_number() OVER (ORDER BY priority, available_at, created_at, seq)
+                            AS p_k
+                     FROM (SELECT seq, priority, available_at, created_at FROM jobs
+                            WHERE NOT (SELECT controlled FROM ctl)
+                              AND status = 'queued' AND available_at <= $6 ",
+            $type_filter,
+            "
+                            ORDER BY priority, available_at, created_at, seq
+                            LIMIT (SELECT count(*) FROM s)
+                            FOR UPDATE SKIP LOCKED) c),
+             l AS (
+               UPDATE jobs SET status = 'leased', attempts = attempts + 1,
+                   lease_owner = s.r_worker, lease_until = s.r_until,
+                   lease_token = replace(gen_random_uuid()::text, '-', ''),
+                   updated_at = s.r_now
+               FROM p JOIN s ON s.s_k = p.p_k
+               WHERE jobs.seq = p.p_seq
+               RETURNING ",
+            cols!(),
+            ", s.r_i, s.r_worker, s.r_now, s.r_until_text),
+             e AS (
+               INSERT INTO job_events (job_seq, ts, event, details)
+               SELECT seq, r_now, 'leased', json_build_object(
+                   'worker_id', r_worker, 'attempt', attempts, 'lease_until', r_until_text)::text
+               FROM l ORDER BY priority, available_at, created_at, seq)
+             SELECT l.*, ctl.controlled FROM ctl LEFT JOIN l ON true"
+        )
+    };
+}
+const CLAIM_MANY_ANY: &str = claim_many_sql!("");
+const CLAIM_MANY_TYPES: &str = claim_many_sql!("AND type = ANY($7::text[])");
 
 /// Leases the rows `$4` (locked by the caller) and writes their `leased` events (`$5` is
 /// the lease's end as text).
@@ -409,6 +459,116 @@ pub fn claim(c: &mut PgConn, claim: &Claim, now: Ts) -> Result<Vec<Job>> {
     Ok(leased(c, rows))
 }
 
+/// A claim from one caller, for [`claim_many`].
+#[derive(Clone)]
+pub struct ClaimReq {
+    pub claim: Claim,
+    pub now: Ts,
+}
+
+/// Many claims (from different callers) in one statement per set of job types; each
+/// request is answered as [`claim`] would answer it alone, the earlier requests first
+/// served. When a queue control exists, each claim runs alone (`claim` applies it).
+pub fn claim_many(c: &mut PgConn, reqs: Vec<ClaimReq>) -> Result<Vec<Result<Vec<Job>>>> {
+    let mut groups: BTreeMap<Vec<&str>, Vec<usize>> = BTreeMap::new();
+    for (i, r) in reqs.iter().enumerate() {
+        let mut types: Vec<&str> = r.claim.types.iter().map(|t| t.as_str()).collect();
+        types.sort_unstable();
+        types.dedup();
+        groups.entry(types).or_default().push(i);
+    }
+    let mut out: Vec<Result<Vec<Job>>> = Vec::with_capacity(reqs.len());
+    out.resize_with(reqs.len(), || Ok(Vec::new()));
+    for (types, members) in &groups {
+        // A claim alone in its group takes the simpler statement.
+        let rows = match members.as_slice() {
+            [_] => None,
+            _ => claim_group(c, types, &reqs, members)?,
+        };
+        let Some(rows) = rows else {
+            for &i in members {
+                out[i] = Ok(claim(c, &reqs[i].claim, reqs[i].now)?);
+            }
+            continue;
+        };
+        for (i, rows) in rows {
+            out[i] = Ok(leased(c, rows));
+        }
+    }
+    Ok(out)
+}
+
+/// Leased rows (the insertion sequence, the job), in no particular order.
+type LeasedRows = Vec<(i64, Job)>;
+
+/// One statement of `claim_many_sql` for the requests `members` (all of the job types
+/// `types`; none = any type): the leased rows by the index of the request they went to,
+/// or None (nothing leased) when some queue control exists.
+fn claim_group(
+    c: &mut PgConn,
+    types: &[&str],
+    reqs: &[ClaimReq],
+    members: &[usize],
+) -> Result<Option<BTreeMap<usize, LeasedRows>>> {
+    let n = members.len();
+    let (mut workers, mut untils, mut nows, mut until_texts, mut limits) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
+    for &i in members {
+        let ClaimReq { claim, now } = &reqs[i];
+        let lease_until = *now + claim.lease;
+        workers.push(claim.worker_id.as_str());
+        untils.push(to_ms(&lease_until));
+        nows.push(to_ms(now));
+        until_texts.push(crate::domain::time::format(&lease_until));
+        limits.push(i64::try_from(claim.limit).unwrap_or(i64::MAX));
+    }
+    let earliest = nows.iter().copied().min().unwrap_or_default();
+    let rows = if types.is_empty() {
+        c.query(
+            CLAIM_MANY_ANY,
+            &[&workers, &untils, &nows, &until_texts, &limits, &earliest],
+        )?
+    } else {
+        c.query(
+            CLAIM_MANY_TYPES,
+            &[
+                &workers,
+                &untils,
+                &nows,
+                &until_texts,
+                &limits,
+                &earliest,
+                &types,
+            ],
+        )?
+    };
+    let mut leased: BTreeMap<usize, LeasedRows> = BTreeMap::new();
+    for r in &rows {
+        let controlled: bool = r.try_get(r.len() - 1).map_err(map_err)?;
+        if controlled {
+            return Ok(None);
+        }
+        // The row of NULLs that says nothing was leased.
+        if r.try_get::<_, Option<i64>>(0).map_err(map_err)?.is_some() {
+            // The claim's position among `members`, from 1 (`WITH ORDINALITY`).
+            let k: i64 = r.try_get(22).map_err(map_err)?;
+            let i = usize::try_from(k - 1)
+                .ok()
+                .and_then(|k| members.get(k).copied())
+                .ok_or_else(|| {
+                    StoreError::Backend(format!("a claim position {k} out of range").into())
+                })?;
+            leased.entry(i).or_default().push(row_to_job(r)?);
+        }
+    }
+    Ok(Some(leased))
+}
+
 /// The next `need` ready jobs of the claim's types outside `excluded`, in lease order,
 /// locked (`SKIP LOCKED`: rows another claim holds are passed over).
 fn candidates(
@@ -499,7 +659,7 @@ fn claim_ready(
 }
 
 /// Counts freshly leased jobs (their statement wrote their `leased` events) and orders them.
-fn leased(c: &mut PgConn, mut jobs: Vec<(i64, Job)>) -> Vec<Job> {
+fn leased(c: &mut PgConn, mut jobs: LeasedRows) -> Vec<Job> {
     for (_, j) in &jobs {
         c.moved(
             j.job_type.as_str(),
@@ -939,8 +1099,12 @@ impl JobStore for PgStore {
     }
 
     fn claim_jobs(&self, claim: &Claim, now: Ts) -> Result<Vec<Job>> {
-        let claim = claim.clone();
-        self.write(move |c| self::claim(c, &claim, now))
+        // Claims from many callers share one statement (`claim_many`).
+        let req = ClaimReq {
+            claim: claim.clone(),
+            now,
+        };
+        self.claims.call(&self.writer, req, claim_many)
     }
 
     fn heartbeat_job(&self, id: JobId, fence: &Fence, lease_until: Ts, now: Ts) -> Result<Job> {
@@ -1025,5 +1189,118 @@ impl JobStore for PgStore {
 
     fn fold_job_counts(&self) -> Result<()> {
         self.write(fold_counts)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{JobMeta, JobType, WorkerId};
+    use crate::storage::{OpenOptions, QueueControlStore, Store};
+
+    fn job(job_type: &str, priority: i64) -> NewJob {
+        NewJob {
+            id: None,
+            job_type: JobType::parse("type", job_type).unwrap(),
+            priority,
+            max_attempts: 3,
+            available_at: None,
+            meta: JobMeta::default(),
+            input: serde_json::json!({}),
+        }
+    }
+
+    fn req(worker: &str, types: &[&str], limit: usize, now: Ts) -> ClaimReq {
+        ClaimReq {
+            claim: Claim {
+                worker_id: WorkerId::local(worker),
+                types: types
+                    .iter()
+                    .map(|t| JobType::parse("type", t).unwrap())
+                    .collect(),
+                limit,
+                lease: chrono::Duration::seconds(30),
+            },
+            now,
+        }
+    }
+
+    /// Claims sharing one statement are served in order, each up to its own limit and
+    /// types, as one-at-a-time claims in that order would be; with a queue control in
+    /// force each runs alone and the control holds.
+    #[test]
+    fn coalesced_claims_are_served_in_order_within_their_limits() {
+        let Ok(base) = std::env::var("WP_LITE_TEST_POSTGRES_URL") else {
+            eprintln!("claim_many test: SKIPPED (WP_LITE_TEST_POSTGRES_URL is not set)");
+            return;
+        };
+        let schema = format!("wpt_claim_many_{}", std::process::id());
+        let sep = if base.contains('?') { '&' } else { '?' };
+        let store = PgStore::open(
+            &format!("{base}{sep}schema={schema}"),
+            &OpenOptions { migrate: true },
+        )
+        .expect("open");
+        let now = chrono::Utc::now();
+        // Five of type a (priorities 1..=5: lease order), two of type b.
+        let a: Vec<JobId> = (1..=5)
+            .map(
+                |p| match &store.enqueue_jobs(vec![job("a", p)], now).unwrap()[0] {
+                    Enqueued::Created(j) => j.id,
+                    other => panic!("{other:?}"),
+                },
+            )
+            .collect();
+        store
+            .enqueue_jobs(vec![job("b", 1), job("b", 2)], now)
+            .unwrap();
+        let reqs = vec![
+            req("w1", &["a"], 2, now),
+            req("w2", &["b"], 5, now),
+            req("w3", &["a"], 1, now),
+            req("w4", &["a"], 3, now),
+            req("w5", &["b"], 1, now),
+        ];
+        let out: Vec<Vec<Job>> = store
+            .writer
+            .call(move |c| claim_many(c, reqs))
+            .unwrap()
+            .into_iter()
+            .map(|r| r.unwrap())
+            .collect();
+        let ids = |jobs: &[Job]| jobs.iter().map(|j| j.id).collect::<Vec<_>>();
+        assert_eq!(ids(&out[0]), a[0..2]);
+        assert_eq!(ids(&out[2]), a[2..3]);
+        assert_eq!(ids(&out[3]), a[3..5]);
+        assert_eq!(out[1].len(), 2, "w2 takes both b jobs");
+        assert!(out[4].is_empty(), "w5 comes after w2");
+        for (jobs, worker) in out.iter().zip(["w1", "w2", "w3", "w4", "w5"]) {
+            for j in jobs {
+                assert_eq!(j.status, JobStatus::Leased);
+                assert_eq!(j.lease_owner.as_deref(), Some(worker));
+                assert_eq!(j.attempts, 1);
+                let events = store.job_events(j.id).unwrap();
+                let leased = events.iter().filter(|e| e.event == "leased").count();
+                assert_eq!(leased, 1, "{events:?}");
+            }
+        }
+        // A paused type: the claims run one at a time and lease nothing of it.
+        store
+            .enqueue_jobs(vec![job("a", 1), job("a", 1), job("b", 1)], now)
+            .unwrap();
+        store.set_queue_control("a", Some(true), None, now).unwrap();
+        let reqs = vec![
+            req("w6", &["a"], 5, now),
+            req("w7", &["a"], 5, now),
+            req("w8", &[], 5, now),
+        ];
+        let out = store.writer.call(move |c| claim_many(c, reqs)).unwrap();
+        let counts: Vec<usize> = out.into_iter().map(|r| r.unwrap().len()).collect();
+        assert_eq!(counts, [0, 0, 1]);
+        store.close();
+        let mut admin = postgres::Client::connect(&base, postgres::NoTls).unwrap();
+        admin
+            .batch_execute(&format!("DROP SCHEMA {schema} CASCADE"))
+            .unwrap();
     }
 }

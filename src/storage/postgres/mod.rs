@@ -192,6 +192,7 @@ pub struct PgStore {
     listener: Mutex<Option<Listener>>,
     completions: Arc<batch::Coalescer<jobs::CompleteReq, Job>>,
     enqueues: Arc<batch::Coalescer<jobs::EnqueueReq, Enqueued>>,
+    claims: Arc<batch::Coalescer<jobs::ClaimReq, Vec<Job>>>,
 }
 
 impl PgStore {
@@ -235,6 +236,7 @@ impl PgStore {
             listener: Mutex::new(None),
             completions: batch::Coalescer::new(),
             enqueues: batch::Coalescer::new(),
+            claims: batch::Coalescer::new(),
         })
     }
 
@@ -334,6 +336,12 @@ impl Store for PgStore {
                     now,
                 },
                 jobs::complete_many,
+                done,
+            ),
+            crate::storage::QuickWrite::Claim { claim, now, done } => self.claims.submit(
+                &self.writer,
+                jobs::ClaimReq { claim, now },
+                jobs::claim_many,
                 done,
             ),
         }
