@@ -91,7 +91,9 @@ const CLAIM_TYPES: &str = claim_sql!("AND type = ANY($7::text[])");
 /// makes one: the claims are `unnest`ed (worker, lease end, now, lease end as text,
 /// limit), each expanded into `limit` slots in the order given, and the ready jobs, in
 /// lease order, fill the slots in turn, so the first claim gets the first jobs. `$6` is
-/// the earliest claim's now: no job is leased before it is available to every claim.
+/// the latest claim's now: every claim was made before the statement runs, so a job due by
+/// then is ready for all of them (with the earliest, a claim could miss a job that came
+/// due after an earlier claim of its batch was made).
 /// Rows: the leased jobs, each followed by its claim's position (from 1) and the
 /// `controlled` column, or one row of NULLs and that column; when a queue control
 /// exists, nothing is leased.
@@ -527,11 +529,11 @@ fn claim_group(
         until_texts.push(crate::domain::time::format(&lease_until));
         limits.push(i64::try_from(claim.limit).unwrap_or(i64::MAX));
     }
-    let earliest = nows.iter().copied().min().unwrap_or_default();
+    let latest = nows.iter().copied().max().unwrap_or_default();
     let rows = if types.is_empty() {
         c.query(
             CLAIM_MANY_ANY,
-            &[&workers, &untils, &nows, &until_texts, &limits, &earliest],
+            &[&workers, &untils, &nows, &until_texts, &limits, &latest],
         )?
     } else {
         c.query(
@@ -542,7 +544,7 @@ fn claim_group(
                 &nows,
                 &until_texts,
                 &limits,
-                &earliest,
+                &latest,
                 &types,
             ],
         )?
@@ -1284,6 +1286,16 @@ mod tests {
                 assert_eq!(leased, 1, "{events:?}");
             }
         }
+        // A job that came due between two claims of one batch is leased: the statement
+        // runs after both were made.
+        let later = now + chrono::Duration::seconds(10);
+        let mut due = job("c", 1);
+        due.available_at = Some(now + chrono::Duration::seconds(5));
+        store.enqueue_jobs(vec![due], now).unwrap();
+        let reqs = vec![req("w9", &["c"], 1, now), req("w10", &["c"], 1, later)];
+        let out = store.writer.call(move |c| claim_many(c, reqs)).unwrap();
+        let counts: Vec<usize> = out.into_iter().map(|r| r.unwrap().len()).collect();
+        assert_eq!(counts, [1, 0], "the first claim of the batch gets it");
         // A paused type: the claims run one at a time and lease nothing of it.
         store
             .enqueue_jobs(vec![job("a", 1), job("a", 1), job("b", 1)], now)
