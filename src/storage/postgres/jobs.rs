@@ -61,7 +61,7 @@ macro_rules! leased_events {
 /// (`$6` is the lease's end as text). The lease token is random per row: 32 lowercase hex
 /// characters, like SQLite's `lower(hex(randomblob(16)))`.
 macro_rules! claim_sql {
-    ($type_filter:expr) => {
+    ($type_filter:expr, $order:expr) => {
         concat!(
             "WITH ctl AS (SELECT EXISTS (SELECT 1 FROM queue_controls) AS controlled),
              l AS (
@@ -73,7 +73,9 @@ macro_rules! claim_sql {
                                ",
             $type_filter,
             "
-                             ORDER BY priority, available_at, created_at, seq LIMIT $4
+                             ORDER BY ",
+            $order,
+            " LIMIT $4
                              FOR UPDATE SKIP LOCKED)
                RETURNING ",
             cols!(),
@@ -84,8 +86,24 @@ macro_rules! claim_sql {
         )
     };
 }
-const CLAIM_ANY: &str = claim_sql!("");
-const CLAIM_TYPES: &str = claim_sql!("AND type = ANY($7::text[])");
+/// The order in which ready jobs are leased.
+macro_rules! lease_order {
+    () => {
+        "priority, available_at, created_at, seq"
+    };
+}
+/// The same order for a claim of one type, written so that only `jobs_ready_by_type` can
+/// give it without sorting: a claim of one type is then one seek into that type's jobs.
+/// With the plain order PostgreSQL's generic plan walks `jobs_ready` (every type) with the
+/// type as a filter, through every queued job of other types when this one has none.
+macro_rules! one_type_order {
+    () => {
+        concat!("type, ", lease_order!())
+    };
+}
+const CLAIM_ANY: &str = claim_sql!("", lease_order!());
+const CLAIM_TYPES: &str = claim_sql!("AND type = ANY($7::text[])", lease_order!());
+const CLAIM_ONE_TYPE: &str = claim_sql!("AND type = ANY($7::text[])", one_type_order!());
 
 /// Many claims of one set of types (`$type_filter`) in one statement, as `claim_sql`
 /// makes one: the claims are `unnest`ed (worker, lease end, now, lease end as text,
@@ -98,7 +116,7 @@ const CLAIM_TYPES: &str = claim_sql!("AND type = ANY($7::text[])");
 /// `controlled` column, or one row of NULLs and that column; when a queue control
 /// exists, nothing is leased.
 macro_rules! claim_many_sql {
-    ($type_filter:expr) => {
+    ($type_filter:expr, $order:expr) => {
         concat!(
             "WITH ctl AS (SELECT EXISTS (SELECT 1 FROM queue_controls) AS controlled),
              r AS (SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::text[],
@@ -114,7 +132,9 @@ macro_rules! claim_many_sql {
                               AND status = 'queued' AND available_at <= $6 ",
             $type_filter,
             "
-                            ORDER BY priority, available_at, created_at, seq
+                            ORDER BY ",
+            $order,
+            "
                             LIMIT (SELECT count(*) FROM s)
                             FOR UPDATE SKIP LOCKED) c),
              l AS (
@@ -136,8 +156,9 @@ macro_rules! claim_many_sql {
         )
     };
 }
-const CLAIM_MANY_ANY: &str = claim_many_sql!("");
-const CLAIM_MANY_TYPES: &str = claim_many_sql!("AND type = ANY($7::text[])");
+const CLAIM_MANY_ANY: &str = claim_many_sql!("", lease_order!());
+const CLAIM_MANY_TYPES: &str = claim_many_sql!("AND type = ANY($7::text[])", lease_order!());
+const CLAIM_MANY_ONE_TYPE: &str = claim_many_sql!("AND type = ANY($7::text[])", one_type_order!());
 
 /// Leases the rows `$4` (locked by the caller) and writes their `leased` events (`$5` is
 /// the lease's end as text).
@@ -536,8 +557,12 @@ fn claim_group(
             &[&workers, &untils, &nows, &until_texts, &limits, &latest],
         )?
     } else {
+        let sql = match types.len() {
+            1 => CLAIM_MANY_ONE_TYPE,
+            _ => CLAIM_MANY_TYPES,
+        };
         c.query(
-            CLAIM_MANY_TYPES,
+            sql,
             &[
                 &workers,
                 &untils,
@@ -639,8 +664,12 @@ fn claim_ready(
         )?
     } else {
         let types: Vec<String> = claim.types.iter().map(|t| t.as_str().to_string()).collect();
+        let sql = match types.len() {
+            1 => CLAIM_ONE_TYPE,
+            _ => CLAIM_TYPES,
+        };
         c.query(
-            CLAIM_TYPES,
+            sql,
             &[
                 &worker, &until_ms, &now_ms, &limit, &checked, &until, &types,
             ],
@@ -1227,22 +1256,104 @@ mod tests {
         }
     }
 
-    /// Claims sharing one statement are served in order, each up to its own limit and
-    /// types, as one-at-a-time claims in that order would be; with a queue control in
-    /// force each runs alone and the control holds.
-    #[test]
-    fn coalesced_claims_are_served_in_order_within_their_limits() {
+    /// Opens a store in a fresh schema of `WP_LITE_TEST_POSTGRES_URL` (None: skipped), with
+    /// what drops the schema afterwards.
+    fn store(tag: &str) -> Option<(PgStore, impl FnOnce())> {
         let Ok(base) = std::env::var("WP_LITE_TEST_POSTGRES_URL") else {
-            eprintln!("claim_many test: SKIPPED (WP_LITE_TEST_POSTGRES_URL is not set)");
-            return;
+            eprintln!("postgres jobs tests: SKIPPED (WP_LITE_TEST_POSTGRES_URL is not set)");
+            return None;
         };
-        let schema = format!("wpt_claim_many_{}", std::process::id());
+        let schema = format!("wpt_{tag}_{}", std::process::id());
         let sep = if base.contains('?') { '&' } else { '?' };
         let store = PgStore::open(
             &format!("{base}{sep}schema={schema}"),
             &OpenOptions { migrate: true },
         )
         .expect("open");
+        let drop_schema = move || {
+            let mut admin = postgres::Client::connect(&base, postgres::NoTls).unwrap();
+            admin
+                .batch_execute(&format!("DROP SCHEMA {schema} CASCADE"))
+                .unwrap();
+        };
+        Some((store, drop_schema))
+    }
+
+    /// The plan PostgreSQL keeps for a claim statement (a generic plan, as a statement
+    /// run often gets), as text.
+    fn generic_plan(
+        store: &PgStore,
+        sql: &'static str,
+        param_types: &'static str,
+        args: &'static str,
+    ) -> String {
+        store
+            .writer
+            .call(move |c| {
+                c.batch("SET LOCAL plan_cache_mode = force_generic_plan")?;
+                c.batch(&format!("PREPARE plan_probe ({param_types}) AS {sql}"))?;
+                let rows = c.query_planned(&format!("EXPLAIN EXECUTE plan_probe ({args})"), &[]);
+                c.batch("DEALLOCATE plan_probe")?;
+                Ok(rows?
+                    .iter()
+                    .map(|r| r.get::<_, String>(0))
+                    .collect::<Vec<_>>()
+                    .join("\n"))
+            })
+            .unwrap()
+    }
+
+    /// A claim of one type is a seek into that type's ready jobs, never a walk through the
+    /// queued jobs of every type (which could be a long backlog of others).
+    #[test]
+    fn a_claim_of_one_type_seeks_its_types_index() {
+        let Some((store, drop_schema)) = store("claim_plan") else {
+            return;
+        };
+        // A backlog of other types, with statistics: the planner's choice depends on them.
+        store
+            .writer
+            .call(|c| {
+                c.batch(
+                    "INSERT INTO jobs (id, type, status, priority, input, max_attempts,
+                                       available_at, created_at, updated_at)
+                     SELECT md5(g::text), 't' || (g % 4),
+                            CASE WHEN g % 10 = 0 THEN 'queued' ELSE 'succeeded' END,
+                            5, '{}', 3, 1000, 1000 + g, 1000 + g
+                       FROM generate_series(1, 20000) g;
+                     ANALYZE jobs",
+                )
+            })
+            .unwrap();
+        let one = generic_plan(
+            &store,
+            CLAIM_ONE_TYPE,
+            "text, bigint, bigint, bigint, bool, text, text[]",
+            "'w', 2, 1, 1, false, 'x', ARRAY['t1']",
+        );
+        let many = generic_plan(
+            &store,
+            CLAIM_MANY_ONE_TYPE,
+            "text[], bigint[], bigint[], text[], bigint[], bigint, text[]",
+            "ARRAY['w1', 'w2'], ARRAY[2, 2], ARRAY[1, 1], ARRAY['x', 'x'], ARRAY[1, 1], 1,
+             ARRAY['t1']",
+        );
+        for plan in [one, many] {
+            assert!(plan.contains("jobs_ready_by_type"), "{plan}");
+            assert!(!plan.contains("jobs_ready on"), "{plan}");
+        }
+        store.close();
+        drop_schema();
+    }
+
+    /// Claims sharing one statement are served in order, each up to its own limit and
+    /// types, as one-at-a-time claims in that order would be; with a queue control in
+    /// force each runs alone and the control holds.
+    #[test]
+    fn coalesced_claims_are_served_in_order_within_their_limits() {
+        let Some((store, drop_schema)) = store("claim_many") else {
+            return;
+        };
         let now = chrono::Utc::now();
         // Five of type a (priorities 1..=5: lease order), two of type b.
         let a: Vec<JobId> = (1..=5)
@@ -1310,9 +1421,6 @@ mod tests {
         let counts: Vec<usize> = out.into_iter().map(|r| r.unwrap().len()).collect();
         assert_eq!(counts, [0, 0, 1]);
         store.close();
-        let mut admin = postgres::Client::connect(&base, postgres::NoTls).unwrap();
-        admin
-            .batch_execute(&format!("DROP SCHEMA {schema} CASCADE"))
-            .unwrap();
+        drop_schema();
     }
 }
