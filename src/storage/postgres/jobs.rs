@@ -542,56 +542,37 @@ fn claim_group(
         Vec::with_capacity(n),
     );
     for &i in members {
-        let ClaimReq { claim, now } = &reqs[i];
-        let lease_until = *now + claim.lease;
-        workers.push(claim.worker_id.as_str());
-        untils.push(to_ms(&lease_until));
-        nows.push(to_ms(now));
-        until_texts.push(crate::domain::time::format(&lease_until));
-        limits.push(i64::try_from(claim.limit).unwrap_or(i64::MAX));
+        let t = LeaseTerms::of(&reqs[i].claim, reqs[i].now);
+        workers.push(t.worker);
+        untils.push(t.until_ms);
+        nows.push(t.now_ms);
+        until_texts.push(t.until);
+        limits.push(t.limit);
     }
     let latest = nows.iter().copied().max().unwrap_or_default();
-    let rows = if types.is_empty() {
-        c.query(
-            CLAIM_MANY_ANY,
-            &[&workers, &untils, &nows, &until_texts, &limits, &latest],
-        )?
-    } else {
-        let sql = match types.len() {
-            1 => CLAIM_MANY_ONE_TYPE,
-            _ => CLAIM_MANY_TYPES,
-        };
-        c.query(
-            sql,
-            &[
-                &workers,
-                &untils,
-                &nows,
-                &until_texts,
-                &limits,
-                &latest,
-                &types,
-            ],
-        )?
+    let sql = by_types(
+        types.len(),
+        [CLAIM_MANY_ANY, CLAIM_MANY_ONE_TYPE, CLAIM_MANY_TYPES],
+    );
+    let mut params: Vec<Param> = vec![&workers, &untils, &nows, &until_texts, &limits, &latest];
+    if !types.is_empty() {
+        params.push(&types);
+    }
+    let rows = c.query(sql, &params)?;
+    let Some(rows) = leased_rows(&rows, false)? else {
+        return Ok(None);
     };
     let mut leased: BTreeMap<usize, LeasedRows> = BTreeMap::new();
-    for r in &rows {
-        let controlled: bool = r.try_get(r.len() - 1).map_err(map_err)?;
-        if controlled {
-            return Ok(None);
-        }
-        // The row of NULLs that says nothing was leased.
-        if r.try_get::<_, Option<i64>>(0).map_err(map_err)?.is_some() {
-            // The claim's position among `members`, from 1 (`WITH ORDINALITY`).
-            let k: i64 = r.try_get(22).map_err(map_err)?;
-            let i = usize::try_from(k - 1)
-                .ok()
-                .and_then(|k| members.get(k).copied())
-                .ok_or_else(|| {
-                    StoreError::Backend(format!("a claim position {k} out of range").into())
-                })?;
-            leased.entry(i).or_default().push(row_to_job(r)?);
-        }
+    for r in rows {
+        // The claim's position among `members`, from 1 (`WITH ORDINALITY`).
+        let k: i64 = r.try_get(22).map_err(map_err)?;
+        let i = usize::try_from(k - 1)
+            .ok()
+            .and_then(|k| members.get(k).copied())
+            .ok_or_else(|| {
+                StoreError::Backend(format!("a claim position {k} out of range").into())
+            })?;
+        leased.entry(i).or_default().push(row_to_job(r)?);
     }
     Ok(Some(leased))
 }
@@ -625,17 +606,11 @@ fn candidates(
 }
 
 /// Leases the (locked) rows `seqs`.
-fn lease_rows(c: &mut PgConn, claim: &Claim, seqs: &[i64], now: Ts) -> Result<Vec<(i64, Job)>> {
-    let lease_until = now + claim.lease;
+fn lease_rows(c: &mut PgConn, claim: &Claim, seqs: &[i64], now: Ts) -> Result<LeasedRows> {
+    let t = LeaseTerms::of(claim, now);
     let rows = c.query(
         LEASE_SEQS,
-        &[
-            &claim.worker_id.as_str(),
-            &to_ms(&lease_until),
-            &to_ms(&now),
-            &seqs,
-            &crate::domain::time::format(&lease_until),
-        ],
+        &[&t.worker, &t.until_ms, &t.now_ms, &seqs, &t.until],
     )?;
     rows.iter().map(row_to_job).collect()
 }
@@ -648,45 +623,73 @@ fn claim_ready(
     claim: &Claim,
     now: Ts,
     checked: bool,
-) -> Result<Option<Vec<(i64, Job)>>> {
-    let lease_until = now + claim.lease;
-    let (until_ms, until) = (
-        to_ms(&lease_until),
-        crate::domain::time::format(&lease_until),
-    );
-    let now_ms = to_ms(&now);
-    let limit = i64::try_from(claim.limit).unwrap_or(i64::MAX);
-    let worker = claim.worker_id.as_str();
-    let rows = if claim.types.is_empty() {
-        c.query(
-            CLAIM_ANY,
-            &[&worker, &until_ms, &now_ms, &limit, &checked, &until],
-        )?
-    } else {
-        let types: Vec<String> = claim.types.iter().map(|t| t.as_str().to_string()).collect();
-        let sql = match types.len() {
-            1 => CLAIM_ONE_TYPE,
-            _ => CLAIM_TYPES,
-        };
-        c.query(
-            sql,
-            &[
-                &worker, &until_ms, &now_ms, &limit, &checked, &until, &types,
-            ],
-        )?
-    };
-    let mut jobs = Vec::with_capacity(rows.len());
-    for r in &rows {
+) -> Result<Option<LeasedRows>> {
+    let t = LeaseTerms::of(claim, now);
+    let types: Vec<&str> = claim.types.iter().map(|t| t.as_str()).collect();
+    let sql = by_types(types.len(), [CLAIM_ANY, CLAIM_ONE_TYPE, CLAIM_TYPES]);
+    let mut params: Vec<Param> = vec![
+        &t.worker,
+        &t.until_ms,
+        &t.now_ms,
+        &t.limit,
+        &checked,
+        &t.until,
+    ];
+    if !types.is_empty() {
+        params.push(&types);
+    }
+    let rows = c.query(sql, &params)?;
+    leased_rows(&rows, checked)?
+        .map(|rows| rows.into_iter().map(row_to_job).collect())
+        .transpose()
+}
+
+/// One statement parameter.
+type Param<'a> = &'a (dyn postgres::types::ToSql + Sync);
+
+/// A claim's terms as its statements take them.
+struct LeaseTerms<'a> {
+    worker: &'a str,
+    /// The lease's end, in ms and as text (for its `leased` event).
+    until_ms: i64,
+    until: String,
+    now_ms: i64,
+    limit: i64,
+}
+
+impl<'a> LeaseTerms<'a> {
+    fn of(claim: &'a Claim, now: Ts) -> Self {
+        let lease_until = now + claim.lease;
+        Self {
+            worker: claim.worker_id.as_str(),
+            until_ms: to_ms(&lease_until),
+            until: crate::domain::time::format(&lease_until),
+            now_ms: to_ms(&now),
+            limit: i64::try_from(claim.limit).unwrap_or(i64::MAX),
+        }
+    }
+}
+
+/// The claim statement for a claim of `types` job types: `[any type, one type, several]`.
+fn by_types(types: usize, sql: [&'static str; 3]) -> &'static str {
+    sql[types.min(2)]
+}
+
+/// The leased rows of a claim statement's answer, without the row of NULLs that says
+/// nothing was leased; None when the answer says a queue control exists and `checked`
+/// does not say that none applies.
+fn leased_rows(rows: &[Row], checked: bool) -> Result<Option<Vec<&Row>>> {
+    let mut out = Vec::with_capacity(rows.len());
+    for r in rows {
         let controlled: bool = r.try_get(r.len() - 1).map_err(map_err)?;
         if controlled && !checked {
             return Ok(None);
         }
-        // The row of NULLs that says nothing was leased.
         if r.try_get::<_, Option<i64>>(0).map_err(map_err)?.is_some() {
-            jobs.push(row_to_job(r)?);
+            out.push(r);
         }
     }
-    Ok(Some(jobs))
+    Ok(Some(out))
 }
 
 /// Counts freshly leased jobs (their statement wrote their `leased` events) and orders them.
