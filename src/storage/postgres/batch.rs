@@ -8,10 +8,14 @@
 //! later operations may find the queue empty. After its commit, the operation that carried
 //! a batch hands each caller its own answer (or the commit's error).
 
+use super::conn::OwnedQuery;
+use super::jobs::{ClaimFlight, ClaimReq, CompleteFlight, CompleteReq, EnqueueFlight, EnqueueReq};
 use super::PgConn;
+use crate::domain::{Enqueued, Job};
 use crate::storage::writer::{self, Writer};
 use crate::storage::{Result, StoreError};
 use crossbeam_channel::{Receiver, Sender};
+use postgres::Row;
 use std::sync::Arc;
 
 /// The most requests one statement takes.
@@ -133,4 +137,149 @@ fn run_all<Req, T>(
         out.extend(run(c, reqs.by_ref().take(MAX_BATCH).collect())?);
     }
     Ok(out)
+}
+
+/// A batch of requests of one kind, planned as statements that go out in one flight with
+/// other batches' ([`PgConn::query_all`]) and read back from their rows.
+pub trait Flight {
+    type Out;
+    /// The statements to send (taken: the next call gives none). A batch may have none:
+    /// then `land` does all of its work.
+    fn statements(&mut self) -> Vec<OwnedQuery>;
+    /// One answer per request, in order, from the rows of the statements (one `Vec` each).
+    /// The few requests a set-based statement leaves (a lost lease, a replayed key, a
+    /// queue control in the way) are handled here, each in round trips of its own.
+    fn land(self, c: &mut PgConn, rows: Vec<Vec<Row>>) -> Result<Vec<Result<Self::Out>>>;
+}
+
+/// Runs one batch: its statements in one flight, then its answers.
+pub fn fly<F: Flight>(c: &mut PgConn, mut batch: F) -> Result<Vec<Result<F::Out>>> {
+    let stmts = batch.statements();
+    let rows = c.query_all(&stmts)?;
+    batch.land(c, rows)
+}
+
+/// The rows of a flight of exactly one statement.
+pub fn only(rows: Vec<Vec<Row>>) -> Result<Vec<Row>> {
+    let n = rows.len();
+    let mut rows = rows.into_iter();
+    match (rows.next(), rows.next()) {
+        (Some(r), None) => Ok(r),
+        _ => Err(StoreError::Backend(
+            format!("one statement's rows expected, got {n}").into(),
+        )),
+    }
+}
+
+/// One of the three writes workers make for every job, waiting for a writer's next cycle.
+#[derive(Clone)]
+pub enum QuickReq {
+    Enqueue(EnqueueReq),
+    Complete(CompleteReq),
+    Claim(ClaimReq),
+}
+
+/// A [`QuickReq`]'s answer, of the variant of its request.
+#[derive(Debug)]
+pub enum QuickAns {
+    Enqueued(Enqueued),
+    Completed(Job),
+    Claimed(Vec<Job>),
+}
+
+impl QuickAns {
+    pub fn enqueued(self) -> Result<Enqueued> {
+        match self {
+            Self::Enqueued(e) => Ok(e),
+            _ => Err(mismatch()),
+        }
+    }
+    pub fn completed(self) -> Result<Job> {
+        match self {
+            Self::Completed(j) => Ok(j),
+            _ => Err(mismatch()),
+        }
+    }
+    pub fn claimed(self) -> Result<Vec<Job>> {
+        match self {
+            Self::Claimed(j) => Ok(j),
+            _ => Err(mismatch()),
+        }
+    }
+}
+
+fn mismatch() -> StoreError {
+    StoreError::Backend("a quick write got an answer of another kind".into())
+}
+
+/// Every enqueue, completion and claim taken by one writer operation: each kind as one
+/// set-based statement (claims: one per set of job types), all of them sent in one flight,
+/// so a writer cycle waits for one round trip, not one per kind. One answer per request, in
+/// order. The statements run in the order sent, in one transaction: a claim may lease a job
+/// enqueued in the same flight, and both commit together. If one statement fails, every
+/// request of the flight fails with its error (they are rolled back together); a flight that
+/// lost a deadlock is tried again by each caller.
+pub fn quick_many(c: &mut PgConn, reqs: Vec<QuickReq>) -> Result<Vec<Result<QuickAns>>> {
+    let (mut enqueues, mut completes, mut claims) = (vec![], vec![], vec![]);
+    // Where each request's answer comes from: (kind, index within the kind).
+    let mut from = Vec::with_capacity(reqs.len());
+    for r in reqs {
+        match r {
+            QuickReq::Enqueue(r) => {
+                from.push((0, enqueues.len()));
+                enqueues.push(r);
+            }
+            QuickReq::Complete(r) => {
+                from.push((1, completes.len()));
+                completes.push(r);
+            }
+            QuickReq::Claim(r) => {
+                from.push((2, claims.len()));
+                claims.push(r);
+            }
+        }
+    }
+    let mut enqueues = (!enqueues.is_empty()).then(|| EnqueueFlight::new(enqueues));
+    let mut completes = (!completes.is_empty()).then(|| CompleteFlight::new(completes));
+    let mut claims = (!claims.is_empty()).then(|| ClaimFlight::new(claims));
+    let stmts = [
+        statements(&mut enqueues),
+        statements(&mut completes),
+        statements(&mut claims),
+    ];
+    let lens = stmts.each_ref().map(Vec::len);
+    let stmts: Vec<OwnedQuery> = stmts.into_iter().flatten().collect();
+    let mut rows = c.query_all(&stmts)?.into_iter();
+    let mut rows_of = |n: usize| rows.by_ref().take(n).collect::<Vec<_>>();
+    let (e_rows, c_rows, l_rows) = (rows_of(lens[0]), rows_of(lens[1]), rows_of(lens[2]));
+    let answers: [Vec<Result<QuickAns>>; 3] = [
+        land(c, enqueues, e_rows, QuickAns::Enqueued)?,
+        land(c, completes, c_rows, QuickAns::Completed)?,
+        land(c, claims, l_rows, QuickAns::Claimed)?,
+    ];
+    let mut answers = answers.map(|a| a.into_iter().map(Some).collect::<Vec<_>>());
+    Ok(from
+        .into_iter()
+        .map(|(kind, i)| answers[kind][i].take().unwrap_or_else(|| Err(mismatch())))
+        .collect())
+}
+
+fn statements<F: Flight>(batch: &mut Option<F>) -> Vec<OwnedQuery> {
+    batch.as_mut().map(F::statements).unwrap_or_default()
+}
+
+fn land<F: Flight>(
+    c: &mut PgConn,
+    batch: Option<F>,
+    rows: Vec<Vec<Row>>,
+    wrap: fn(F::Out) -> QuickAns,
+) -> Result<Vec<Result<QuickAns>>> {
+    let Some(batch) = batch else {
+        return Ok(Vec::new());
+    };
+    Ok(batch
+        .land(c, rows)?
+        .into_iter()
+        .map(|r| r.map(wrap))
+        .collect())
 }

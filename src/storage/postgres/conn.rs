@@ -23,6 +23,21 @@ use tokio_postgres::Client;
 /// Query parameters.
 pub type Params<'a> = [&'a (dyn ToSql + Sync)];
 
+/// A statement with the parameters it owns, to be sent with others in one flight
+/// ([`PgConn::query_all`]).
+pub struct OwnedQuery {
+    pub sql: &'static str,
+    pub params: Vec<Box<dyn ToSql + Sync + Send>>,
+}
+
+/// The parameters of an [`OwnedQuery`], each value moved into a box.
+macro_rules! owned_params {
+    ($($p:expr),* $(,)?) => {
+        vec![$(Box::new($p) as Box<dyn postgres::types::ToSql + Sync + Send>),*]
+    };
+}
+pub(crate) use owned_params;
+
 /// One connection; every statement the store runs stays prepared on it.
 pub struct PgConn {
     /// The server process serving this connection.
@@ -185,6 +200,31 @@ impl PgConn {
     pub fn query(&mut self, sql: &str, params: &Params<'_>) -> Result<Vec<Row>> {
         let s = self.prepared(sql)?;
         send!(self, |c| c.query(&s, params))
+    }
+
+    /// Sends every statement of `stmts` in one flight — pipelined, behind what the
+    /// transaction held back — and waits for all their answers: the rows of each, in
+    /// order. If one fails, this fails with its error (the statements after it fail too:
+    /// the transaction is aborted). One round trip for all of them, where `query` takes one
+    /// each.
+    pub fn query_all(&mut self, stmts: &[OwnedQuery]) -> Result<Vec<Vec<Row>>> {
+        let prepared = stmts
+            .iter()
+            .map(|s| self.prepared(s.sql))
+            .collect::<Result<Vec<_>>>()?;
+        let params: Vec<Vec<&(dyn ToSql + Sync)>> = stmts
+            .iter()
+            .map(|s| s.params.iter().map(|p| p.as_ref() as _).collect())
+            .collect();
+        let answers: Result<Vec<std::result::Result<Vec<Row>, postgres::Error>>> =
+            send!(self, |c| async {
+                let each = prepared.iter().zip(&params).map(|(s, p)| c.query(s, p));
+                Ok::<_, postgres::Error>(futures_util::future::join_all(each).await)
+            });
+        answers?
+            .into_iter()
+            .collect::<std::result::Result<_, _>>()
+            .map_err(map_err)
     }
 
     /// `query` without the statement cache: PostgreSQL plans the statement with this

@@ -5,7 +5,8 @@
 //! never wait on or double-lease each other's rows. Work that becomes ready now wakes the
 //! leasers of every node (NOTIFY, delivered at commit).
 
-use super::conn::map_err;
+use super::batch::{fly, only, quick_many, Flight, QuickReq};
+use super::conn::{map_err, owned_params, OwnedQuery};
 use super::{PgConn, PgStore};
 use crate::domain::time::{from_ms, to_ms, Ts};
 use crate::domain::{
@@ -375,87 +376,125 @@ pub struct EnqueueReq {
     pub now: Ts,
 }
 
-/// Many single-job enqueues (from different callers) in one multi-row insert and one
-/// event insert; each request is answered as if it had been enqueued alone, in order.
+/// Many single-job enqueues (from different callers) in one multi-row insert; each request
+/// is answered as if it had been enqueued alone, in order.
 pub fn enqueue_many(c: &mut PgConn, reqs: Vec<EnqueueReq>) -> Result<Vec<Result<Enqueued>>> {
-    // Two requests naming one job id: a set of inserted ids could not tell them apart, so
-    // this (rare) batch goes one request at a time.
-    let mut named = std::collections::HashSet::new();
-    if reqs
-        .iter()
-        .any(|r| r.job.id.is_some_and(|id| !named.insert(id)))
-    {
-        let mut out = Vec::with_capacity(reqs.len());
-        for r in reqs {
-            out.push(match enqueue(c, vec![r.job], r.now) {
-                Ok(mut v) => Ok(v.remove(0)),
-                Err(e @ StoreError::Conflict(_)) => Err(e),
-                Err(e) => return Err(e),
-            });
+    fly(c, EnqueueFlight::new(reqs))
+}
+
+/// Single-job enqueues as one flight's statement: one multi-row insert.
+pub enum EnqueueFlight {
+    Insert {
+        jobs: Vec<(Job, Ts)>,
+        stmt: Option<OwnedQuery>,
+    },
+    /// Two requests name one job id: a set of inserted ids could not tell them apart, so
+    /// this (rare) batch goes one request at a time, after the flight.
+    OneByOne(Vec<EnqueueReq>),
+}
+
+impl EnqueueFlight {
+    pub fn new(reqs: Vec<EnqueueReq>) -> Self {
+        let mut named = std::collections::HashSet::new();
+        if reqs
+            .iter()
+            .any(|r| r.job.id.is_some_and(|id| !named.insert(id)))
+        {
+            return Self::OneByOne(reqs);
         }
-        return Ok(out);
-    }
-    let jobs: Vec<(Job, Ts)> = reqs
-        .into_iter()
-        .map(|r| (Job::queued(r.job, r.now), r.now))
-        .collect();
-    macro_rules! col {
-        ($f:expr) => {
-            jobs.iter().map($f).collect::<Vec<_>>()
+        let jobs: Vec<(Job, Ts)> = reqs
+            .into_iter()
+            .map(|r| (Job::queued(r.job, r.now), r.now))
+            .collect();
+        macro_rules! col {
+            ($f:expr) => {
+                jobs.iter().map($f).collect::<Vec<_>>()
+            };
+        }
+        let stmt = OwnedQuery {
+            sql: "INSERT INTO jobs (id, type, status, priority, idempotency_key, code_version,
+                     model_version, config_hash, budget_tag, cost_cap_eur, input, attempts,
+                     max_attempts, available_at, created_at, updated_at)
+                 SELECT id, type, 'queued', priority, key, cv, mv, ch, bt, cc, input, 0,
+                     max_attempts, available_at, created_at, created_at
+                 FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[],
+                     $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], $11::bigint[],
+                     $12::bigint[], $13::bigint[]) WITH ORDINALITY
+                     AS t(id, type, priority, key, cv, mv, ch, bt, cc, input, max_attempts,
+                          available_at, created_at, n)
+                 ORDER BY n
+                 ON CONFLICT DO NOTHING
+                 RETURNING id",
+            params: owned_params![
+                col!(|(j, _)| j.id.to_string()),
+                col!(|(j, _)| j.job_type.as_str().to_string()),
+                col!(|(j, _)| j.priority),
+                col!(|(j, _)| j.meta.idempotency_key.clone()),
+                col!(|(j, _)| j.meta.code_version.clone()),
+                col!(|(j, _)| j.meta.model_version.clone()),
+                col!(|(j, _)| j.meta.config_hash.clone()),
+                col!(|(j, _)| j.meta.budget_tag.clone()),
+                col!(|(j, _)| j.meta.cost_cap_eur.clone()),
+                col!(|(j, _)| to_json(&j.input)),
+                col!(|(j, _)| j.max_attempts),
+                col!(|(j, _)| to_ms(&j.available_at)),
+                col!(|(_, now)| to_ms(now)),
+            ],
         };
-    }
-    let ids: Vec<String> = col!(|(j, _)| j.id.to_string());
-    let rows = c.query(
-        "INSERT INTO jobs (id, type, status, priority, idempotency_key, code_version,
-             model_version, config_hash, budget_tag, cost_cap_eur, input, attempts,
-             max_attempts, available_at, created_at, updated_at)
-         SELECT id, type, 'queued', priority, key, cv, mv, ch, bt, cc, input, 0, max_attempts,
-             available_at, created_at, created_at
-         FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[], $6::text[],
-             $7::text[], $8::text[], $9::text[], $10::text[], $11::bigint[], $12::bigint[],
-             $13::bigint[]) WITH ORDINALITY
-             AS t(id, type, priority, key, cv, mv, ch, bt, cc, input, max_attempts, available_at,
-                  created_at, n)
-         ORDER BY n
-         ON CONFLICT DO NOTHING
-         RETURNING id",
-        &[
-            &ids,
-            &col!(|(j, _)| j.job_type.as_str().to_string()),
-            &col!(|(j, _)| j.priority),
-            &col!(|(j, _)| j.meta.idempotency_key.clone()),
-            &col!(|(j, _)| j.meta.code_version.clone()),
-            &col!(|(j, _)| j.meta.model_version.clone()),
-            &col!(|(j, _)| j.meta.config_hash.clone()),
-            &col!(|(j, _)| j.meta.budget_tag.clone()),
-            &col!(|(j, _)| j.meta.cost_cap_eur.clone()),
-            &col!(|(j, _)| to_json(&j.input)),
-            &col!(|(j, _)| j.max_attempts),
-            &col!(|(j, _)| to_ms(&j.available_at)),
-            &col!(|(_, now)| to_ms(now)),
-        ],
-    )?;
-    let inserted: std::collections::HashSet<String> =
-        rows.iter().map(|r| r.get::<_, String>(0)).collect();
-    let mut wake = false;
-    let mut out = Vec::with_capacity(jobs.len());
-    for (j, now) in jobs {
-        if inserted.contains(&j.id.to_string()) {
-            c.moved(j.job_type.as_str(), None, Some(JobStatus::Queued));
-            wake |= ready_now(&j, now);
-            out.push(Ok(Enqueued::Created(j)));
-        } else {
-            out.push(match not_inserted(c, &j) {
-                Ok(e) => Ok(e),
-                Err(e @ StoreError::Conflict(_)) => Err(e),
-                Err(e) => return Err(e),
-            });
+        Self::Insert {
+            jobs,
+            stmt: Some(stmt),
         }
     }
-    if wake {
-        c.notify(Wake::Jobs)?;
+}
+
+impl Flight for EnqueueFlight {
+    type Out = Enqueued;
+
+    fn statements(&mut self) -> Vec<OwnedQuery> {
+        match self {
+            Self::Insert { stmt, .. } => stmt.take().into_iter().collect(),
+            Self::OneByOne(_) => Vec::new(),
+        }
     }
-    Ok(out)
+
+    fn land(self, c: &mut PgConn, rows: Vec<Vec<Row>>) -> Result<Vec<Result<Enqueued>>> {
+        let jobs = match self {
+            Self::Insert { jobs, .. } => jobs,
+            Self::OneByOne(reqs) => {
+                let mut out = Vec::with_capacity(reqs.len());
+                for r in reqs {
+                    out.push(match enqueue(c, vec![r.job], r.now) {
+                        Ok(mut v) => Ok(v.remove(0)),
+                        Err(e @ StoreError::Conflict(_)) => Err(e),
+                        Err(e) => return Err(e),
+                    });
+                }
+                return Ok(out);
+            }
+        };
+        let inserted: std::collections::HashSet<String> =
+            only(rows)?.iter().map(|r| r.get::<_, String>(0)).collect();
+        let mut wake = false;
+        let mut out = Vec::with_capacity(jobs.len());
+        for (j, now) in jobs {
+            if inserted.contains(&j.id.to_string()) {
+                c.moved(j.job_type.as_str(), None, Some(JobStatus::Queued));
+                wake |= ready_now(&j, now);
+                out.push(Ok(Enqueued::Created(j)));
+            } else {
+                out.push(match not_inserted(c, &j) {
+                    Ok(e) => Ok(e),
+                    Err(e @ StoreError::Conflict(_)) => Err(e),
+                    Err(e) => return Err(e),
+                });
+            }
+        }
+        if wake {
+            c.notify(Wake::Jobs)?;
+        }
+        Ok(out)
+    }
 }
 
 pub fn claim(c: &mut PgConn, claim: &Claim, now: Ts) -> Result<Vec<Job>> {
@@ -482,57 +521,105 @@ pub fn claim(c: &mut PgConn, claim: &Claim, now: Ts) -> Result<Vec<Job>> {
     Ok(leased(c, rows))
 }
 
-/// A claim from one caller, for [`claim_many`].
+/// A claim from one caller, for [`ClaimFlight`].
 #[derive(Clone)]
 pub struct ClaimReq {
     pub claim: Claim,
     pub now: Ts,
 }
 
-/// Many claims (from different callers) in one statement per set of job types; each
-/// request is answered as [`claim`] would answer it alone, the earlier requests first
-/// served. When a queue control exists, each claim runs alone (`claim` applies it).
-pub fn claim_many(c: &mut PgConn, reqs: Vec<ClaimReq>) -> Result<Vec<Result<Vec<Job>>>> {
-    let mut groups: BTreeMap<Vec<&str>, Vec<usize>> = BTreeMap::new();
-    for (i, r) in reqs.iter().enumerate() {
-        let mut types: Vec<&str> = r.claim.types.iter().map(|t| t.as_str()).collect();
-        types.sort_unstable();
-        types.dedup();
-        groups.entry(types).or_default().push(i);
-    }
-    let mut out: Vec<Result<Vec<Job>>> = Vec::with_capacity(reqs.len());
-    out.resize_with(reqs.len(), || Ok(Vec::new()));
-    for (types, members) in &groups {
-        // A claim alone in its group takes the simpler statement.
-        let rows = match members.as_slice() {
-            [_] => None,
-            _ => claim_group(c, types, &reqs, members)?,
-        };
-        let Some(rows) = rows else {
-            for &i in members {
-                out[i] = Ok(claim(c, &reqs[i].claim, reqs[i].now)?);
-            }
-            continue;
-        };
-        for (i, rows) in rows {
-            out[i] = Ok(leased(c, rows));
-        }
-    }
-    Ok(out)
-}
-
 /// Leased rows (the insertion sequence, the job), in no particular order.
 type LeasedRows = Vec<(i64, Job)>;
 
-/// One statement of `claim_many_sql` for the requests `members` (all of the job types
-/// `types`; none = any type): the leased rows by the index of the request they went to,
-/// or None (nothing leased) when some queue control exists.
-fn claim_group(
-    c: &mut PgConn,
-    types: &[&str],
-    reqs: &[ClaimReq],
-    members: &[usize],
-) -> Result<Option<BTreeMap<usize, LeasedRows>>> {
+/// Many claims (from different callers) as one flight's statements, one per set of job
+/// types; each request is answered as [`claim`] would answer it alone, the earlier
+/// requests first served. A claim alone in its set takes the single-claim statement (the
+/// shared one costs about twice as much for one). When a queue control exists, each claim
+/// runs alone, after the flight (`claim` applies the control).
+pub struct ClaimFlight {
+    reqs: Vec<ClaimReq>,
+    /// The requests of each set of types, by index, in arrival order.
+    groups: Vec<Vec<usize>>,
+    stmts: Vec<OwnedQuery>,
+}
+
+impl ClaimFlight {
+    pub fn new(reqs: Vec<ClaimReq>) -> Self {
+        let mut by_types: BTreeMap<Vec<String>, Vec<usize>> = BTreeMap::new();
+        for (i, r) in reqs.iter().enumerate() {
+            let mut types: Vec<String> = r
+                .claim
+                .types
+                .iter()
+                .map(|t| t.as_str().to_string())
+                .collect();
+            types.sort_unstable();
+            types.dedup();
+            by_types.entry(types).or_default().push(i);
+        }
+        let mut groups = Vec::with_capacity(by_types.len());
+        let mut stmts = Vec::with_capacity(by_types.len());
+        for (types, members) in by_types {
+            stmts.push(match members.as_slice() {
+                [i] => claim_statement(&reqs[*i].claim, reqs[*i].now, false),
+                _ => claim_group_statement(types, &reqs, &members),
+            });
+            groups.push(members);
+        }
+        Self {
+            reqs,
+            groups,
+            stmts,
+        }
+    }
+}
+
+impl Flight for ClaimFlight {
+    type Out = Vec<Job>;
+
+    fn statements(&mut self) -> Vec<OwnedQuery> {
+        std::mem::take(&mut self.stmts)
+    }
+
+    fn land(self, c: &mut PgConn, rows: Vec<Vec<Row>>) -> Result<Vec<Result<Vec<Job>>>> {
+        let mut out: Vec<Result<Vec<Job>>> = Vec::with_capacity(self.reqs.len());
+        out.resize_with(self.reqs.len(), || Ok(Vec::new()));
+        for (members, rows) in self.groups.iter().zip(rows) {
+            let Some(rows) = leased_rows(&rows, false)? else {
+                // Some queue control exists: each claim runs alone, where it applies.
+                for &i in members {
+                    out[i] = Ok(claim(c, &self.reqs[i].claim, self.reqs[i].now)?);
+                }
+                continue;
+            };
+            if let [i] = members.as_slice() {
+                let rows = rows.into_iter().map(row_to_job).collect::<Result<_>>()?;
+                out[*i] = Ok(leased(c, rows));
+                continue;
+            }
+            let mut by_claim: BTreeMap<usize, LeasedRows> = BTreeMap::new();
+            for r in rows {
+                // The claim's position among `members`, from 1 (`WITH ORDINALITY`).
+                let k: i64 = r.try_get(22).map_err(map_err)?;
+                let i = usize::try_from(k - 1)
+                    .ok()
+                    .and_then(|k| members.get(k).copied())
+                    .ok_or_else(|| {
+                        StoreError::Backend(format!("a claim position {k} out of range").into())
+                    })?;
+                by_claim.entry(i).or_default().push(row_to_job(r)?);
+            }
+            for (i, rows) in by_claim {
+                out[i] = Ok(leased(c, rows));
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// The statement of `claim_many_sql` for the requests `members` (all of the job types
+/// `types`; none = any type).
+fn claim_group_statement(types: Vec<String>, reqs: &[ClaimReq], members: &[usize]) -> OwnedQuery {
     let n = members.len();
     let (mut workers, mut untils, mut nows, mut until_texts, mut limits) = (
         Vec::with_capacity(n),
@@ -543,7 +630,7 @@ fn claim_group(
     );
     for &i in members {
         let t = LeaseTerms::of(&reqs[i].claim, reqs[i].now);
-        workers.push(t.worker);
+        workers.push(t.worker.to_string());
         untils.push(t.until_ms);
         nows.push(t.now_ms);
         until_texts.push(t.until);
@@ -554,27 +641,11 @@ fn claim_group(
         types.len(),
         [CLAIM_MANY_ANY, CLAIM_MANY_ONE_TYPE, CLAIM_MANY_TYPES],
     );
-    let mut params: Vec<Param> = vec![&workers, &untils, &nows, &until_texts, &limits, &latest];
+    let mut params = owned_params![workers, untils, nows, until_texts, limits, latest];
     if !types.is_empty() {
-        params.push(&types);
+        params.extend(owned_params![types]);
     }
-    let rows = c.query(sql, &params)?;
-    let Some(rows) = leased_rows(&rows, false)? else {
-        return Ok(None);
-    };
-    let mut leased: BTreeMap<usize, LeasedRows> = BTreeMap::new();
-    for r in rows {
-        // The claim's position among `members`, from 1 (`WITH ORDINALITY`).
-        let k: i64 = r.try_get(22).map_err(map_err)?;
-        let i = usize::try_from(k - 1)
-            .ok()
-            .and_then(|k| members.get(k).copied())
-            .ok_or_else(|| {
-                StoreError::Backend(format!("a claim position {k} out of range").into())
-            })?;
-        leased.entry(i).or_default().push(row_to_job(r)?);
-    }
-    Ok(Some(leased))
+    OwnedQuery { sql, params }
 }
 
 /// The next `need` ready jobs of the claim's types outside `excluded`, in lease order,
@@ -624,28 +695,30 @@ fn claim_ready(
     now: Ts,
     checked: bool,
 ) -> Result<Option<LeasedRows>> {
-    let t = LeaseTerms::of(claim, now);
-    let types: Vec<&str> = claim.types.iter().map(|t| t.as_str()).collect();
-    let sql = by_types(types.len(), [CLAIM_ANY, CLAIM_ONE_TYPE, CLAIM_TYPES]);
-    let mut params: Vec<Param> = vec![
-        &t.worker,
-        &t.until_ms,
-        &t.now_ms,
-        &t.limit,
-        &checked,
-        &t.until,
-    ];
-    if !types.is_empty() {
-        params.push(&types);
-    }
-    let rows = c.query(sql, &params)?;
+    let rows = only(c.query_all(&[claim_statement(claim, now, checked)])?)?;
     leased_rows(&rows, checked)?
         .map(|rows| rows.into_iter().map(row_to_job).collect())
         .transpose()
 }
 
-/// One statement parameter.
-type Param<'a> = &'a (dyn postgres::types::ToSql + Sync);
+/// The statement of `claim_sql` for one claim (see `claim_ready`).
+fn claim_statement(claim: &Claim, now: Ts, checked: bool) -> OwnedQuery {
+    let t = LeaseTerms::of(claim, now);
+    let types: Vec<String> = claim.types.iter().map(|t| t.as_str().to_string()).collect();
+    let sql = by_types(types.len(), [CLAIM_ANY, CLAIM_ONE_TYPE, CLAIM_TYPES]);
+    let mut params = owned_params![
+        t.worker.to_string(),
+        t.until_ms,
+        t.now_ms,
+        t.limit,
+        checked,
+        t.until
+    ];
+    if !types.is_empty() {
+        params.extend(owned_params![types]);
+    }
+    OwnedQuery { sql, params }
+}
 
 /// A claim's terms as its statements take them.
 struct LeaseTerms<'a> {
@@ -792,45 +865,78 @@ const COMPLETE_MANY: &str = "WITH u AS (
 /// locked transition for the rest (a lost lease, a repeat, an unknown id), which gives the
 /// same answers as one call at a time. One result per request, in order.
 pub fn complete_many(c: &mut PgConn, reqs: Vec<CompleteReq>) -> Result<Vec<Result<Job>>> {
-    let mut first = std::collections::HashMap::new();
-    let (mut ids, mut workers, mut tokens, mut results, mut nows) =
-        (vec![], vec![], vec![], vec![], vec![]);
-    for (i, r) in reqs.iter().enumerate() {
-        // The first request for a job takes the fast path; repeats take the slow one.
-        if let std::collections::hash_map::Entry::Vacant(e) = first.entry(r.id) {
-            e.insert(i);
-            ids.push(r.id.to_string());
-            workers.push(r.fence.worker_id.to_string());
-            tokens.push(r.fence.lease_token.as_ref().map(|t| t.as_str().to_string()));
-            results.push(r.result.as_ref().map(to_json));
-            nows.push(to_ms(&r.now));
+    fly(c, CompleteFlight::new(reqs))
+}
+
+/// Completions as one flight's statement (`COMPLETE_MANY`), the rest after it.
+pub struct CompleteFlight {
+    reqs: Vec<CompleteReq>,
+    /// The request that takes the fast path for each job: the first for it.
+    first: std::collections::HashMap<JobId, usize>,
+    stmt: Option<OwnedQuery>,
+}
+
+impl CompleteFlight {
+    pub fn new(reqs: Vec<CompleteReq>) -> Self {
+        let mut first = std::collections::HashMap::new();
+        let (mut ids, mut workers, mut tokens, mut results, mut nows) =
+            (vec![], vec![], vec![], vec![], vec![]);
+        for (i, r) in reqs.iter().enumerate() {
+            // Repeats take the slow path.
+            if let std::collections::hash_map::Entry::Vacant(e) = first.entry(r.id) {
+                e.insert(i);
+                ids.push(r.id.to_string());
+                workers.push(r.fence.worker_id.to_string());
+                tokens.push(r.fence.lease_token.as_ref().map(|t| t.as_str().to_string()));
+                results.push(r.result.as_ref().map(to_json));
+                nows.push(to_ms(&r.now));
+            }
+        }
+        let stmt = OwnedQuery {
+            sql: COMPLETE_MANY,
+            params: owned_params![ids, workers, tokens, results, nows],
+        };
+        Self {
+            reqs,
+            first,
+            stmt: Some(stmt),
         }
     }
-    let rows = c.query(COMPLETE_MANY, &[&ids, &workers, &tokens, &results, &nows])?;
-    let mut out: Vec<Option<Result<Job>>> = reqs.iter().map(|_| None).collect();
-    for row in &rows {
-        let (_, job) = row_to_job(row)?;
-        c.moved(
-            job.job_type.as_str(),
-            Some(JobStatus::Leased),
-            Some(JobStatus::Succeeded),
-        );
-        let i = first[&job.id];
-        out[i] = Some(Ok(job));
+}
+
+impl Flight for CompleteFlight {
+    type Out = Job;
+
+    fn statements(&mut self) -> Vec<OwnedQuery> {
+        self.stmt.take().into_iter().collect()
     }
-    for (i, r) in reqs.into_iter().enumerate() {
-        if out[i].is_none() {
-            out[i] = Some(match complete(c, r.id, &r.fence, r.result, r.now) {
-                Err(e @ (StoreError::NotFound | StoreError::Conflict(_))) => Err(e),
-                Err(e) => return Err(e),
-                Ok(j) => Ok(j),
-            });
+
+    fn land(self, c: &mut PgConn, rows: Vec<Vec<Row>>) -> Result<Vec<Result<Job>>> {
+        let mut out: Vec<Option<Result<Job>>> = self.reqs.iter().map(|_| None).collect();
+        for row in &only(rows)? {
+            let (_, job) = row_to_job(row)?;
+            c.moved(
+                job.job_type.as_str(),
+                Some(JobStatus::Leased),
+                Some(JobStatus::Succeeded),
+            );
+            let i = self.first[&job.id];
+            out[i] = Some(Ok(job));
         }
+        for (i, r) in self.reqs.into_iter().enumerate() {
+            if out[i].is_none() {
+                out[i] = Some(match complete(c, r.id, &r.fence, r.result, r.now) {
+                    Err(e @ (StoreError::NotFound | StoreError::Conflict(_))) => Err(e),
+                    Err(e) => return Err(e),
+                    Ok(j) => Ok(j),
+                });
+            }
+        }
+        Ok(out
+            .into_iter()
+            .map(|o| o.expect("every request answered"))
+            .collect())
     }
-    Ok(out
-        .into_iter()
-        .map(|o| o.expect("every request answered"))
-        .collect())
 }
 
 /// Finishes a batch of leased jobs, each item judged as its own complete/fail call: the
@@ -1123,7 +1229,10 @@ impl JobStore for PgStore {
             // Single-job enqueues from many callers share one multi-row insert.
             let job = new.into_iter().next().expect("one job");
             let req = EnqueueReq { job, now };
-            return Ok(vec![self.enqueues.call(&self.writer, req, enqueue_many)?]);
+            let ans = self
+                .quick
+                .call(&self.writer, QuickReq::Enqueue(req), quick_many)?;
+            return Ok(vec![ans.enqueued()?]);
         }
         self.write(move |c| enqueue_batch(c, new.clone(), now))
     }
@@ -1133,12 +1242,14 @@ impl JobStore for PgStore {
     }
 
     fn claim_jobs(&self, claim: &Claim, now: Ts) -> Result<Vec<Job>> {
-        // Claims from many callers share one statement (`claim_many`).
+        // Claims from many callers share one statement (`ClaimFlight`).
         let req = ClaimReq {
             claim: claim.clone(),
             now,
         };
-        self.claims.call(&self.writer, req, claim_many)
+        self.quick
+            .call(&self.writer, QuickReq::Claim(req), quick_many)?
+            .claimed()
     }
 
     fn heartbeat_job(&self, id: JobId, fence: &Fence, lease_until: Ts, now: Ts) -> Result<Job> {
@@ -1153,14 +1264,16 @@ impl JobStore for PgStore {
         result: Option<Value>,
         now: Ts,
     ) -> Result<Job> {
-        // Completions from many callers share one set-based update (`complete_many`).
+        // Completions from many callers share one set-based update (`CompleteFlight`).
         let req = CompleteReq {
             id,
             fence: fence.clone(),
             result,
             now,
         };
-        self.completions.call(&self.writer, req, complete_many)
+        self.quick
+            .call(&self.writer, QuickReq::Complete(req), quick_many)?
+            .completed()
     }
 
     fn fail_job(&self, id: JobId, fence: &Fence, failure: &Failure, now: Ts) -> Result<Job> {
@@ -1379,7 +1492,7 @@ mod tests {
         ];
         let out: Vec<Vec<Job>> = store
             .writer
-            .call(move |c| claim_many(c, reqs))
+            .call(move |c| fly(c, ClaimFlight::new(reqs)))
             .unwrap()
             .into_iter()
             .map(|r| r.unwrap())
@@ -1407,7 +1520,10 @@ mod tests {
         due.available_at = Some(now + chrono::Duration::seconds(5));
         store.enqueue_jobs(vec![due], now).unwrap();
         let reqs = vec![req("w9", &["c"], 1, now), req("w10", &["c"], 1, later)];
-        let out = store.writer.call(move |c| claim_many(c, reqs)).unwrap();
+        let out = store
+            .writer
+            .call(move |c| fly(c, ClaimFlight::new(reqs)))
+            .unwrap();
         let counts: Vec<usize> = out.into_iter().map(|r| r.unwrap().len()).collect();
         assert_eq!(counts, [1, 0], "the first claim of the batch gets it");
         // A paused type: the claims run one at a time and lease nothing of it.
@@ -1420,9 +1536,104 @@ mod tests {
             req("w7", &["a"], 5, now),
             req("w8", &[], 5, now),
         ];
-        let out = store.writer.call(move |c| claim_many(c, reqs)).unwrap();
+        let out = store
+            .writer
+            .call(move |c| fly(c, ClaimFlight::new(reqs)))
+            .unwrap();
         let counts: Vec<usize> = out.into_iter().map(|r| r.unwrap().len()).collect();
         assert_eq!(counts, [0, 0, 1]);
+        store.close();
+        drop_schema();
+    }
+
+    /// One flight carrying every kind of quick write answers each request as its own call
+    /// would: enqueues (one of them a replayed key), completions (a live lease, a repeat, a
+    /// lost lease, an unknown job) and claims, in request order; a claim leases a job
+    /// enqueued earlier in the same flight.
+    #[test]
+    fn one_flight_answers_each_kind_of_write_as_its_own_call_would() {
+        use super::super::batch::{quick_many, QuickAns, QuickReq};
+        let Some((store, drop_schema)) = store("quick_many") else {
+            return;
+        };
+        let now = chrono::Utc::now();
+        let mut keyed = job("k", 1);
+        keyed.meta.idempotency_key = Some("key-1".into());
+        let first = match &store.enqueue_jobs(vec![keyed.clone()], now).unwrap()[0] {
+            Enqueued::Created(j) => j.id,
+            other => panic!("{other:?}"),
+        };
+        store.enqueue_jobs(vec![job("live", 1)], now).unwrap();
+        let live = store
+            .claim_jobs(&req("w1", &["live"], 1, now).claim, now)
+            .unwrap();
+        let live = live[0].clone();
+        let fence = live.fence(&WorkerId::local("w1"));
+        let stale = Fence {
+            worker_id: WorkerId::local("w1"),
+            lease_token: crate::domain::worker_input::lease_token(Some("0".repeat(32))).unwrap(),
+        };
+        let done = |id, fence: &Fence| {
+            QuickReq::Complete(CompleteReq {
+                id,
+                fence: fence.clone(),
+                result: Some(serde_json::json!({"ok": true})),
+                now,
+            })
+        };
+        let reqs = vec![
+            QuickReq::Enqueue(EnqueueReq {
+                job: job("fresh", 1),
+                now,
+            }),
+            done(live.id, &stale),
+            done(live.id, &fence),
+            QuickReq::Claim(req("w2", &["fresh"], 1, now)),
+            QuickReq::Enqueue(EnqueueReq { job: keyed, now }),
+            done(live.id, &fence),
+            done(JobId::default(), &fence),
+            QuickReq::Claim(req("w3", &["fresh"], 1, now)),
+        ];
+        let out = store.writer.call(move |c| quick_many(c, reqs)).unwrap();
+        let mut out = out.into_iter();
+        let mut next = || out.next().expect("one answer per request");
+        let fresh = match next().unwrap() {
+            QuickAns::Enqueued(Enqueued::Created(j)) => j,
+            _ => panic!("the first enqueue creates its job"),
+        };
+        assert!(
+            matches!(next(), Err(StoreError::Conflict(_))),
+            "a completion with another lease's token is refused"
+        );
+        let completed = next().unwrap().completed().unwrap();
+        assert_eq!(completed.id, live.id);
+        assert_eq!(completed.status, JobStatus::Succeeded);
+        let claimed = next().unwrap().claimed().unwrap();
+        assert_eq!(
+            claimed.iter().map(|j| j.id).collect::<Vec<_>>(),
+            [fresh.id],
+            "a claim leases the job enqueued earlier in its flight"
+        );
+        match next().unwrap().enqueued().unwrap() {
+            Enqueued::Replayed(j) => assert_eq!(j.id, first),
+            other => panic!("the same key and input replay: {other:?}"),
+        }
+        // The repeat gets what a second call gets on its own.
+        let repeat = next();
+        let alone = store.complete_job(live.id, &fence, None, now);
+        assert_eq!(
+            format!("{repeat:?}"),
+            format!("{:?}", alone.map(QuickAns::Completed))
+        );
+        assert!(matches!(next(), Err(StoreError::NotFound)));
+        assert!(next().unwrap().claimed().unwrap().is_empty());
+        let events = store.job_events(live.id).unwrap();
+        let kinds: Vec<&str> = events.iter().map(|e| e.event.as_str()).collect();
+        assert_eq!(
+            kinds.iter().filter(|k| **k == "succeeded").count(),
+            1,
+            "{kinds:?}"
+        );
         store.close();
         drop_schema();
     }

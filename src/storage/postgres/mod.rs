@@ -26,7 +26,6 @@ mod users;
 mod workers;
 
 use super::{OpenError, OpenOptions, Result, Store, StoreError, WakeFn};
-use crate::domain::{Enqueued, Job};
 use crate::storage::writer::{Connect, Writer};
 pub use conn::PgConn;
 use conn::{map_err, Manager};
@@ -190,9 +189,8 @@ pub struct PgStore {
     channels: Arc<Channels>,
     subscribers: Subscribers,
     listener: Mutex<Option<Listener>>,
-    completions: Arc<batch::Coalescer<jobs::CompleteReq, Job>>,
-    enqueues: Arc<batch::Coalescer<jobs::EnqueueReq, Enqueued>>,
-    claims: Arc<batch::Coalescer<jobs::ClaimReq, Vec<Job>>>,
+    /// Single enqueues, completions and claims, carried by the writers' next cycles.
+    quick: Arc<batch::Coalescer<batch::QuickReq, batch::QuickAns>>,
 }
 
 impl PgStore {
@@ -234,9 +232,7 @@ impl PgStore {
             channels,
             subscribers: Arc::default(),
             listener: Mutex::new(None),
-            completions: batch::Coalescer::new(),
-            enqueues: batch::Coalescer::new(),
-            claims: batch::Coalescer::new(),
+            quick: batch::Coalescer::new(),
         })
     }
 
@@ -314,37 +310,42 @@ impl Store for PgStore {
         true
     }
     fn start_write(&self, w: crate::storage::QuickWrite) {
-        match w {
-            crate::storage::QuickWrite::Enqueue { job, now, done } => self.enqueues.submit(
-                &self.writer,
-                jobs::EnqueueReq { job, now },
-                jobs::enqueue_many,
-                done,
+        use crate::storage::{Done, QuickWrite};
+        use batch::{QuickAns, QuickReq};
+        /// Answers `done` with the answer of its kind.
+        fn reply<T: 'static>(
+            done: Done<T>,
+            pick: fn(QuickAns) -> Result<T>,
+        ) -> batch::Reply<QuickAns> {
+            Box::new(move |r| done(r.and_then(pick)))
+        }
+        let (req, reply) = match w {
+            QuickWrite::Enqueue { job, now, done } => (
+                QuickReq::Enqueue(jobs::EnqueueReq { job, now }),
+                reply(done, QuickAns::enqueued),
             ),
-            crate::storage::QuickWrite::Complete {
+            QuickWrite::Complete {
                 id,
                 fence,
                 result,
                 now,
                 done,
-            } => self.completions.submit(
-                &self.writer,
-                jobs::CompleteReq {
+            } => (
+                QuickReq::Complete(jobs::CompleteReq {
                     id,
                     fence,
                     result,
                     now,
-                },
-                jobs::complete_many,
-                done,
+                }),
+                reply(done, QuickAns::completed),
             ),
-            crate::storage::QuickWrite::Claim { claim, now, done } => self.claims.submit(
-                &self.writer,
-                jobs::ClaimReq { claim, now },
-                jobs::claim_many,
-                done,
+            QuickWrite::Claim { claim, now, done } => (
+                QuickReq::Claim(jobs::ClaimReq { claim, now }),
+                reply(done, QuickAns::claimed),
             ),
-        }
+        };
+        self.quick
+            .submit(&self.writer, req, batch::quick_many, reply);
     }
     fn max_concurrency(&self) -> usize {
         64
