@@ -227,6 +227,7 @@ async fn run_one(target: &BenchTarget, scenario: Scenario, ops: usize) -> anyhow
     reset_peak_rss();
     let name = scenario.as_str();
     let url = &target.url(name);
+    scenarios::settle(url).await;
     match scenario {
         Scenario::RawInsertSingle => raw_scenario(url, scenario, ops, raw::insert_single).await,
         Scenario::RawInsertBatch => {

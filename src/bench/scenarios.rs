@@ -38,6 +38,15 @@ async fn close(svc: &JobService) {
     let _ = svc; // the store closes when the last handle drops
 }
 
+/// Settles the database before a timed phase (`raw::settle`); if it cannot, the run goes
+/// on without, and says so.
+pub(super) async fn settle(url: &str) {
+    let u = url.to_string();
+    if let Err(e) = crate::storage::blocking::run(move || raw::settle(&u)).await {
+        tracing::warn!(error = %e, "not checkpointed before a timed phase");
+    }
+}
+
 async fn fill(svc: &JobService, ops: usize) -> anyhow::Result<()> {
     let mut left = ops;
     let mut i = 0;
@@ -151,6 +160,7 @@ pub(super) async fn drain_fresh(
 ) -> anyhow::Result<Outcome> {
     let svc = service(url).await?;
     fill(&svc, ops).await?;
+    settle(url).await;
     reset_peak_rss();
     drain(&svc, scenario, ops, workers).await
 }
@@ -167,6 +177,7 @@ pub(super) async fn drain_history(
     crate::storage::blocking::run(move || raw::fill_finished(&u, history)).await?;
     let svc = service(url).await?;
     fill(&svc, ops).await?;
+    settle(url).await;
     reset_peak_rss();
     let mut out = drain(&svc, Scenario::Drain1History, ops, 1).await?;
     out.compared_with = Some(format!(

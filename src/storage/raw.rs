@@ -73,3 +73,15 @@ pub fn minimal_claim_complete(url: &str, ops: usize) -> R<Duration> {
         Target::Postgres(u) => postgres::raw::minimal_claim_complete(&u, ops),
     }
 }
+
+/// Before a timed phase: on PostgreSQL a `CHECKPOINT`, so that writing back what earlier
+/// work left dirty (an earlier scenario, this one's untimed fill) does not land in the
+/// measurement — the peer harness checkpoints before its consumer phases too. It needs a
+/// superuser or the `pg_checkpoint` role. Nothing on SQLite, whose writer checkpoints its
+/// own WAL as it goes.
+pub fn settle(url: &str) -> R<()> {
+    match parse_url(url)? {
+        Target::Sqlite(_) => Ok(()),
+        Target::Postgres(u) => postgres::raw::checkpoint(&u),
+    }
+}

@@ -213,6 +213,12 @@ pub fn drop_schema(base_url: &str, schema: &str) {
     }
 }
 
+/// Writes every dirty buffer back (`CHECKPOINT`), for `storage::raw::settle`.
+pub fn checkpoint(url: &str) -> R<()> {
+    client(url)?.batch_execute("CHECKPOINT")?;
+    Ok(())
+}
+
 /// The server's version, for the report.
 pub fn server_version(url: &str) -> R<String> {
     let mut c = client(url)?;
