@@ -220,21 +220,25 @@ fn mismatch() -> StoreError {
 /// request of the flight fails with its error (they are rolled back together); a flight that
 /// lost a deadlock is tried again by each caller.
 pub fn quick_many(c: &mut PgConn, reqs: Vec<QuickReq>) -> Result<Vec<Result<QuickAns>>> {
+    // The kinds, in the order their statements are sent.
+    const ENQUEUES: usize = 0;
+    const COMPLETIONS: usize = 1;
+    const CLAIMS: usize = 2;
     let (mut enqueues, mut completes, mut claims) = (vec![], vec![], vec![]);
     // Where each request's answer comes from: (kind, index within the kind).
     let mut from = Vec::with_capacity(reqs.len());
     for r in reqs {
         match r {
             QuickReq::Enqueue(r) => {
-                from.push((0, enqueues.len()));
+                from.push((ENQUEUES, enqueues.len()));
                 enqueues.push(r);
             }
             QuickReq::Complete(r) => {
-                from.push((1, completes.len()));
+                from.push((COMPLETIONS, completes.len()));
                 completes.push(r);
             }
             QuickReq::Claim(r) => {
-                from.push((2, claims.len()));
+                from.push((CLAIMS, claims.len()));
                 claims.push(r);
             }
         }
@@ -251,7 +255,11 @@ pub fn quick_many(c: &mut PgConn, reqs: Vec<QuickReq>) -> Result<Vec<Result<Quic
     let stmts: Vec<OwnedQuery> = stmts.into_iter().flatten().collect();
     let mut rows = c.query_all(&stmts)?.into_iter();
     let mut rows_of = |n: usize| rows.by_ref().take(n).collect::<Vec<_>>();
-    let (e_rows, c_rows, l_rows) = (rows_of(lens[0]), rows_of(lens[1]), rows_of(lens[2]));
+    let (e_rows, c_rows, l_rows) = (
+        rows_of(lens[ENQUEUES]),
+        rows_of(lens[COMPLETIONS]),
+        rows_of(lens[CLAIMS]),
+    );
     let answers: [Vec<Result<QuickAns>>; 3] = [
         land(c, enqueues, e_rows, QuickAns::Enqueued)?,
         land(c, completes, c_rows, QuickAns::Completed)?,
