@@ -290,7 +290,7 @@ fn transition(
     Ok(job)
 }
 
-/// A batch, all or nothing: one multi-row insert and one event insert (`enqueue_many`);
+/// A batch, all or nothing: one multi-row insert (`enqueue_many`);
 /// the first refused item fails the whole batch.
 pub fn enqueue_batch(c: &mut PgConn, new: Vec<NewJob>, now: Ts) -> Result<Vec<Enqueued>> {
     let reqs = new.into_iter().map(|job| EnqueueReq { job, now }).collect();
@@ -1467,7 +1467,7 @@ mod tests {
     /// force each runs alone and the control holds.
     #[test]
     fn coalesced_claims_are_served_in_order_within_their_limits() {
-        let Some((store, drop_schema)) = store("claim_many") else {
+        let Some((store, drop_schema)) = store("claim_flight") else {
             return;
         };
         let now = chrono::Utc::now();
