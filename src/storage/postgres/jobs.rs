@@ -1372,6 +1372,14 @@ mod tests {
         }
     }
 
+    /// Enqueues `new` alone; the id of the job it created.
+    fn created(store: &PgStore, new: NewJob, now: Ts) -> JobId {
+        match &store.enqueue_jobs(vec![new], now).unwrap()[0] {
+            Enqueued::Created(j) => j.id,
+            other => panic!("{other:?}"),
+        }
+    }
+
     /// Opens a store in a fresh schema of `WP_LITE_TEST_POSTGRES_URL` (None: skipped), with
     /// what drops the schema afterwards.
     fn store(tag: &str) -> Option<(PgStore, impl FnOnce())> {
@@ -1472,14 +1480,7 @@ mod tests {
         };
         let now = chrono::Utc::now();
         // Five of type a (priorities 1..=5: lease order), two of type b.
-        let a: Vec<JobId> = (1..=5)
-            .map(
-                |p| match &store.enqueue_jobs(vec![job("a", p)], now).unwrap()[0] {
-                    Enqueued::Created(j) => j.id,
-                    other => panic!("{other:?}"),
-                },
-            )
-            .collect();
+        let a: Vec<JobId> = (1..=5).map(|p| created(&store, job("a", p), now)).collect();
         store
             .enqueue_jobs(vec![job("b", 1), job("b", 2)], now)
             .unwrap();
@@ -1559,10 +1560,7 @@ mod tests {
         let now = chrono::Utc::now();
         let mut keyed = job("k", 1);
         keyed.meta.idempotency_key = Some("key-1".into());
-        let first = match &store.enqueue_jobs(vec![keyed.clone()], now).unwrap()[0] {
-            Enqueued::Created(j) => j.id,
-            other => panic!("{other:?}"),
-        };
+        let first = created(&store, keyed.clone(), now);
         store.enqueue_jobs(vec![job("live", 1)], now).unwrap();
         let live = store
             .claim_jobs(&req("w1", &["live"], 1, now).claim, now)
