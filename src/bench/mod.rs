@@ -2,6 +2,7 @@
 //! scenarios run (each in a child process of its own when there are several), the comparisons
 //! with the raw limits measured in the same run, and the measurements the scenarios share.
 
+mod conn;
 mod report;
 mod scenarios;
 

@@ -2,6 +2,7 @@
 //! through the job service, HTTP against a `serve` child of this binary, pickup latency,
 //! broadcast and SSE stream fan-out, inbox pages, and the raw database limits.
 
+use super::conn::Conn;
 use super::{cpu_seconds, percentile, reset_peak_rss, vm_hwm_mb, Outcome, Scenario};
 use crate::app::{open_store, App};
 use crate::clock::{SharedClock, SystemClock};
@@ -204,37 +205,27 @@ fn client() -> anyhow::Result<reqwest::Client> {
 pub(super) async fn http_roundtrip(url: &str, ops: usize) -> anyhow::Result<Outcome> {
     const CLIENTS: usize = 16;
     against_child(url, Scenario::HttpRoundtrip, ops, |base| async move {
-        let http = client()?;
         in_parallel(ops, CLIENTS, |c, n| {
-            let (http, base) = (http.clone(), base.clone());
+            let base = base.clone();
             async move {
+                let mut http = Conn::open(&base, BENCH_TOKEN).await?;
                 let worker = format!("client-{c}");
                 let job_type = format!("rt-{c}");
                 for i in 0..n {
+                    let body = json!({ "type": job_type, "input": { "i": i } });
+                    http.post("enqueue", "/v1/worker/jobs", body.to_string().into())
+                        .await?;
+                    let body = json!({ "worker_id": worker, "job_types": [job_type] });
                     let r = http
-                        .post(format!("{base}/v1/worker/jobs"))
-                        .bearer_auth(BENCH_TOKEN)
-                        .json(&json!({ "type": job_type, "input": { "i": i } }))
-                        .send()
+                        .post("lease", "/v1/worker/jobs/lease", body.to_string().into())
                         .await?;
-                    anyhow::ensure!(r.status().is_success(), "enqueue: {}", r.status());
-                    let r: serde_json::Value = http
-                        .post(format!("{base}/v1/worker/jobs/lease"))
-                        .bearer_auth(BENCH_TOKEN)
-                        .json(&json!({ "worker_id": worker, "job_types": [job_type] }))
-                        .send()
-                        .await?
-                        .json()
+                    let r: Leased<'_> = serde_json::from_slice(&r)?;
+                    let job = r.jobs.first().context("leased nothing")?;
+                    let body = json!({ "worker_id": worker, "lease_token": job.lease_token,
+                                       "result": {} });
+                    let path = format!("/v1/worker/jobs/{}/complete", job.job_id);
+                    http.post("complete", &path, body.to_string().into())
                         .await?;
-                    let job = &r["jobs"][0];
-                    let id = job["job_id"].as_str().context("leased nothing")?;
-                    let r = http
-                        .post(format!("{base}/v1/worker/jobs/{id}/complete"))
-                        .bearer_auth(BENCH_TOKEN)
-                        .json(&json!({ "worker_id": worker, "lease_token": job["lease_token"], "result": {} }))
-                        .send()
-                        .await?;
-                    anyhow::ensure!(r.status().is_success(), "complete: {}", r.status());
                 }
                 Ok(())
             }
@@ -242,6 +233,21 @@ pub(super) async fn http_roundtrip(url: &str, ops: usize) -> anyhow::Result<Outc
         .await
     })
     .await
+}
+
+/// What the HTTP scenarios read of a lease answer.
+#[derive(serde::Deserialize)]
+struct Leased<'a> {
+    #[serde(borrow)]
+    jobs: Vec<LeasedJob<'a>>,
+}
+
+#[derive(serde::Deserialize)]
+struct LeasedJob<'a> {
+    #[serde(borrow)]
+    job_id: std::borrow::Cow<'a, str>,
+    #[serde(borrow)]
+    lease_token: std::borrow::Cow<'a, str>,
 }
 
 /// A `wp-lite serve` child of this very binary, so the HTTP scenarios' client (this
@@ -350,10 +356,10 @@ pub(super) async fn http_batch(url: &str, ops: usize) -> anyhow::Result<Outcome>
     const CLIENTS: usize = 16;
     const BATCH: usize = 100;
     against_child(url, Scenario::HttpBatch, ops, |base| async move {
-        let http = client()?;
         in_parallel(ops, CLIENTS, |c, n| {
-            let (http, base) = (http.clone(), base.clone());
+            let base = base.clone();
             async move {
+                let mut http = Conn::open(&base, BENCH_TOKEN).await?;
                 let worker = format!("client-{c}");
                 let job_type = format!("hb-{c}");
                 let mut left = n;
@@ -362,43 +368,30 @@ pub(super) async fn http_batch(url: &str, ops: usize) -> anyhow::Result<Outcome>
                     let jobs: Vec<_> = (0..k)
                         .map(|i| json!({ "type": job_type, "input": { "i": i } }))
                         .collect();
-                    let r = http
-                        .post(format!("{base}/v1/worker/jobs/batch"))
-                        .bearer_auth(BENCH_TOKEN)
-                        .json(&json!({ "jobs": jobs }))
-                        .send()
+                    let body = json!({ "jobs": jobs }).to_string();
+                    http.post("batch", "/v1/worker/jobs/batch", body.into())
                         .await?;
-                    anyhow::ensure!(r.status().is_success(), "batch: {}", r.status());
                     let mut pending = k;
                     while pending > 0 {
-                        let r: serde_json::Value = http
-                            .post(format!("{base}/v1/worker/jobs/lease"))
-                            .bearer_auth(BENCH_TOKEN)
-                            .json(&json!({ "worker_id": worker, "job_types": [job_type],
-                                           "limit": BATCH, "wait_ms": 1000 }))
-                            .send()
-                            .await?
-                            .json()
+                        let body = json!({ "worker_id": worker, "job_types": [job_type],
+                                           "limit": BATCH, "wait_ms": 1000 });
+                        let r = http
+                            .post("lease", "/v1/worker/jobs/lease", body.to_string().into())
                             .await?;
-                        let items: Vec<_> = r["jobs"]
-                            .as_array()
-                            .context("lease answer")?
+                        let r: Leased<'_> = serde_json::from_slice(&r)?;
+                        let items: Vec<_> = r
+                            .jobs
                             .iter()
                             .map(|j| {
-                                json!({ "job_id": j["job_id"], "lease_token": j["lease_token"],
-                                             "outcome": "complete", "result": {} })
+                                json!({ "job_id": j.job_id, "lease_token": j.lease_token,
+                                        "outcome": "complete", "result": {} })
                             })
                             .collect();
                         anyhow::ensure!(!items.is_empty(), "leased nothing");
                         let got = items.len();
-                        let r: serde_json::Value = http
-                            .post(format!("{base}/v1/worker/jobs/ack"))
-                            .bearer_auth(BENCH_TOKEN)
-                            .json(&json!({ "worker_id": worker, "items": items }))
-                            .send()
-                            .await?
-                            .json()
-                            .await?;
+                        let body = json!({ "worker_id": worker, "items": items }).to_string();
+                        let r = http.post("ack", "/v1/worker/jobs/ack", body.into()).await?;
+                        let r: serde_json::Value = serde_json::from_slice(&r)?;
                         let ok = r["items"]
                             .as_array()
                             .map_or(0, |a| a.iter().filter(|i| i["ok"] == true).count());
