@@ -1133,6 +1133,99 @@ conformance! {
 }
 
 conformance! {
+    /// A lease and an `ack` of many jobs (more than one multi-row insert of events takes on
+    /// SQLite, plus a remainder) write each job the history its single calls write: the
+    /// same events, times and details, in order.
+    fn many_jobs_leased_and_acked_at_once_get_the_history_single_calls_write(b) {
+        let s = &b.store;
+        const N: usize = 70;
+        let now = t0() + Duration::seconds(1);
+        let of_type = |t: &str| {
+            let mut c = claim("w", N);
+            c.types = vec![JobType::parse("t", t).unwrap()];
+            c
+        };
+        let outcome = |i: usize| {
+            if i.is_multiple_of(2) {
+                AckOutcome::Complete(Some(json!({ "i": i })))
+            } else {
+                AckOutcome::Fail(Failure {
+                    error: format!("boom {i}"),
+                    retryable: !i.is_multiple_of(3),
+                    details: None,
+                    jitter: 0.5,
+                })
+            }
+        };
+        // At once: one claim of N, one ack of N.
+        created(&**s, (0..N).map(|_| job("many")).collect());
+        let leased = s.claim_jobs(&of_type("many"), t0()).unwrap();
+        assert_eq!(leased.len(), N, "{}", b.name);
+        let acks: Vec<Ack> = leased
+            .iter()
+            .enumerate()
+            .map(|(i, j)| Ack {
+                id: j.id,
+                fence: fence("w", j.lease_token.as_deref()),
+                outcome: outcome(i),
+            })
+            .collect();
+        let answers = s.ack_jobs(acks, now).unwrap();
+        assert!(answers.iter().all(Result::is_ok), "{}: {answers:?}", b.name);
+        // One at a time: N claims of one, N single calls.
+        created(&**s, (0..N).map(|_| job("one")).collect());
+        let mut one = of_type("one");
+        one.limit = 1;
+        let singles: Vec<_> = (0..N)
+            .map(|_| s.claim_jobs(&one, t0()).unwrap().remove(0))
+            .collect();
+        for (i, j) in singles.iter().enumerate() {
+            let f = fence("w", j.lease_token.as_deref());
+            match outcome(i) {
+                AckOutcome::Complete(r) => s.complete_job(j.id, &f, r, now).map(|_| ()),
+                AckOutcome::Fail(e) => s.fail_job(j.id, &f, &e, now).map(|_| ()),
+            }
+            .unwrap();
+        }
+        let history = |id: JobId| {
+            let h = s.job_events(id).unwrap();
+            assert!(h.windows(2).all(|w| w[0].id < w[1].id), "{}: {h:?}", b.name);
+            h.into_iter()
+                .map(|e| (e.event, e.ts, e.details))
+                .collect::<Vec<_>>()
+        };
+        for (i, (many, single)) in leased.iter().zip(&singles).enumerate() {
+            let (got, want) = (history(many.id), history(single.id));
+            assert_eq!(got, want, "{}: job {i}", b.name);
+            // A retryable failure is `failed` then `requeued`.
+            let ending: &[&str] = match outcome(i) {
+                AckOutcome::Complete(_) => &["succeeded"],
+                AckOutcome::Fail(f) if f.retryable => &["failed", "requeued"],
+                AckOutcome::Fail(_) => &["failed"],
+            };
+            let names: Vec<&str> = got.iter().map(|(e, _, _)| e.as_str()).collect();
+            assert_eq!(names, [&["queued", "leased"], ending].concat(), "{}", b.name);
+        }
+        // Stored rows: the `leased` ones and the endings (`queued` is read from the job).
+        let stored: usize = (0..N)
+            .map(|i| match outcome(i) {
+                AckOutcome::Fail(f) if f.retryable => 3,
+                _ => 2,
+            })
+            .sum();
+        assert_eq!(
+            b.count_raw(
+                "SELECT COUNT(*) FROM job_events e JOIN jobs j ON j.seq = e.job_seq
+                  WHERE j.type = 'many'"
+            ),
+            stored as i64,
+            "{}",
+            b.name
+        );
+    }
+}
+
+conformance! {
     fn bulk_actions_touch_only_jobs_whose_state_allows_it_in_bounded_passes(b) {
         let s = &b.store;
         let ids: Vec<JobId> = s

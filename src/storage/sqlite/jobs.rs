@@ -31,8 +31,12 @@ fn row_to_job(r: &Row<'_>) -> rusqlite::Result<(i64, Job)> {
     super::decoded(0, crate::storage::row::job(r))
 }
 
+/// A job by its id (the SQL text made once: `load` runs for every transition).
+static SELECT_BY_ID: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| format!("SELECT {COLS} FROM jobs WHERE id = ?1"));
+
 fn load(c: &Connection, id: JobId) -> Result<(i64, Job)> {
-    c.prepare_cached(&format!("SELECT {COLS} FROM jobs WHERE id = ?1"))
+    c.prepare_cached(&SELECT_BY_ID)
         .and_then(|mut s| s.query_row([id.to_string()], row_to_job).optional())
         .map_err(map_err)?
         .ok_or(StoreError::NotFound)
@@ -73,17 +77,60 @@ fn save(c: &WriteConn, seq: i64, was: JobStatus, j: &Job) -> Result<()> {
 
 /// Records an event of the job whose key is `seq`.
 fn add_event(c: &Connection, seq: i64, ts: Ts, ev: &NewEvent) -> Result<()> {
-    c.prepare_cached("INSERT INTO job_events (job_seq, ts, event, details) VALUES (?1, ?2, ?3, ?4)")
-        .and_then(|mut s| {
-            s.execute(params![
-                seq,
-                to_ms(&ts),
-                ev.event,
-                ev.details.as_ref().map(to_json)
-            ])
-        })
-        .map(|_| ())
-        .map_err(map_err)
+    add_events(c, ts, &[(seq, ev)])
+}
+
+/// How many events one multi-row `INSERT` of `add_events` takes.
+const EVENT_CHUNK: usize = 32;
+static EVENT_ONE: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| event_sql(1));
+static EVENT_MANY: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| event_sql(EVENT_CHUNK));
+
+/// A multi-row `INSERT` of `rows` events, four parameters each.
+fn event_sql(rows: usize) -> String {
+    format!(
+        "INSERT INTO job_events (job_seq, ts, event, details) VALUES {}",
+        (0..rows)
+            .map(|k| format!("({})", marks(k * 4 + 1, 4)))
+            .collect::<Vec<_>>()
+            .join(", ")
+    )
+}
+
+/// Records events, each of the job whose key it names, all at `ts`, in order (their ids
+/// ascend in that order): `EVENT_CHUNK` rows per statement, the rest one by one. A lease
+/// or an `ack` of a hundred jobs runs four statements for their events, not a hundred.
+fn add_events(c: &Connection, ts: Ts, events: &[(i64, &NewEvent)]) -> Result<()> {
+    let ts = to_ms(&ts);
+    let run = |st: &mut rusqlite::CachedStatement<'_>, rows: &[(i64, &NewEvent)]| {
+        rows.iter()
+            .enumerate()
+            .try_for_each(|(k, (seq, ev))| {
+                let at = k * 4;
+                st.raw_bind_parameter(at + 1, seq)?;
+                st.raw_bind_parameter(at + 2, ts)?;
+                st.raw_bind_parameter(at + 3, ev.event)?;
+                st.raw_bind_parameter(at + 4, ev.details.as_ref().map(to_json))
+            })
+            .and_then(|()| st.raw_execute())
+            .map(|_| ())
+            .map_err(map_err)
+    };
+    let chunks = events.chunks_exact(EVENT_CHUNK);
+    let tail = chunks.remainder();
+    if events.len() >= EVENT_CHUNK {
+        let mut many = c.prepare_cached(&EVENT_MANY).map_err(map_err)?;
+        for chunk in chunks {
+            run(&mut many, chunk)?;
+        }
+    }
+    if !tail.is_empty() {
+        let mut one = c.prepare_cached(&EVENT_ONE).map_err(map_err)?;
+        for row in tail {
+            run(&mut one, std::slice::from_ref(row))?;
+        }
+    }
+    Ok(())
 }
 
 /// Loads a job, applies a transition and saves it with its events.
@@ -93,13 +140,26 @@ fn transition(
     now: Ts,
     f: impl FnOnce(&mut Job) -> std::result::Result<Vec<NewEvent>, JobConflict>,
 ) -> Result<Job> {
+    let mut events = Vec::new();
+    let job = transition_into(c, id, f, &mut events)?;
+    let events: Vec<(i64, &NewEvent)> = events.iter().map(|(seq, ev)| (*seq, ev)).collect();
+    add_events(c, now, &events)?;
+    Ok(job)
+}
+
+/// `transition`, leaving the events to write in `events` (the caller writes them before
+/// its operation ends).
+fn transition_into(
+    c: &WriteConn,
+    id: JobId,
+    f: impl FnOnce(&mut Job) -> std::result::Result<Vec<NewEvent>, JobConflict>,
+    events: &mut Vec<(i64, NewEvent)>,
+) -> Result<Job> {
     let (seq, mut job) = load(c, id)?;
     let was = job.status;
-    let events = f(&mut job).map_err(StoreError::Conflict)?;
+    let new = f(&mut job).map_err(StoreError::Conflict)?;
     save(c, seq, was, &job)?;
-    for ev in &events {
-        add_event(c, seq, now, ev)?;
-    }
+    events.extend(new.into_iter().map(|ev| (seq, ev)));
     Ok(job)
 }
 
@@ -433,15 +493,20 @@ fn leased(c: &WriteConn, claim: &Claim, mut jobs: Vec<(i64, Job)>, now: Ts) -> R
         (a.priority, a.available_at, a.created_at).cmp(&(b.priority, b.available_at, b.created_at))
     });
     let until = crate::domain::time::format(&(now + claim.lease));
+    let mut events = Vec::with_capacity(jobs.len());
     for (seq, j) in &jobs {
         c.moved(
             j.job_type.as_str(),
             Some(JobStatus::Queued),
             Some(JobStatus::Leased),
         );
-        let ev = NewEvent::leased(claim.worker_id.as_str(), j.attempts, &until);
-        add_event(c, *seq, now, &ev)?;
+        events.push((
+            *seq,
+            NewEvent::leased(claim.worker_id.as_str(), j.attempts, &until),
+        ));
     }
+    let events: Vec<(i64, &NewEvent)> = events.iter().map(|(seq, ev)| (*seq, ev)).collect();
+    add_events(c, now, &events)?;
     Ok(jobs.into_iter().map(|(_, j)| j).collect())
 }
 
@@ -503,9 +568,14 @@ pub fn release(c: &WriteConn, id: JobId, fence: &Fence, now: Ts) -> Result<Job> 
 /// Finishes a batch of leased jobs, each item judged as its own complete/fail call. A
 /// refused item writes nothing (the state machine refuses before anything is saved).
 pub fn ack(c: &WriteConn, acks: Vec<Ack>, now: Ts) -> Result<Vec<Result<Job>>> {
-    acks.iter()
-        .map(|a| per_item(transition(c, a.id, now, |j| j.ack(a, now))))
-        .collect()
+    let mut events = Vec::with_capacity(acks.len());
+    let out = acks
+        .iter()
+        .map(|a| per_item(transition_into(c, a.id, |j| j.ack(a, now), &mut events)))
+        .collect::<Result<Vec<_>>>()?;
+    let events: Vec<(i64, &NewEvent)> = events.iter().map(|(seq, ev)| (*seq, ev)).collect();
+    add_events(c, now, &events)?;
+    Ok(out)
 }
 
 /// One bounded pass of a bulk retry or cancel, in insertion order.
