@@ -13,6 +13,7 @@ use crate::storage::decode;
 use crate::storage::{bulk_step, per_item, JobStore, Result, StoreError};
 use rusqlite::{params, params_from_iter, Connection, OptionalExtension, Row};
 use serde_json::Value;
+use std::borrow::Borrow;
 
 const COLS: &str = "seq, id, type, status, priority, idempotency_key, code_version, \
     model_version, config_hash, budget_tag, cost_cap_eur, input, result, attempts, \
@@ -100,12 +101,13 @@ fn event_sql(rows: usize) -> String {
 /// Records events, each of the job whose key it names, all at `ts`, in order (their ids
 /// ascend in that order): `EVENT_CHUNK` rows per statement, the rest one by one. A lease
 /// or an `ack` of a hundred jobs runs four statements for their events, not a hundred.
-fn add_events(c: &Connection, ts: Ts, events: &[(i64, &NewEvent)]) -> Result<()> {
+fn add_events<E: Borrow<NewEvent>>(c: &Connection, ts: Ts, events: &[(i64, E)]) -> Result<()> {
     let ts = to_ms(&ts);
-    let run = |st: &mut rusqlite::CachedStatement<'_>, rows: &[(i64, &NewEvent)]| {
+    let run = |st: &mut rusqlite::CachedStatement<'_>, rows: &[(i64, E)]| {
         rows.iter()
             .enumerate()
             .try_for_each(|(k, (seq, ev))| {
+                let ev = ev.borrow();
                 let at = k * 4;
                 st.raw_bind_parameter(at + 1, seq)?;
                 st.raw_bind_parameter(at + 2, ts)?;
@@ -142,7 +144,6 @@ fn transition(
 ) -> Result<Job> {
     let mut events = Vec::new();
     let job = transition_into(c, id, f, &mut events)?;
-    let events: Vec<(i64, &NewEvent)> = events.iter().map(|(seq, ev)| (*seq, ev)).collect();
     add_events(c, now, &events)?;
     Ok(job)
 }
@@ -505,7 +506,6 @@ fn leased(c: &WriteConn, claim: &Claim, mut jobs: Vec<(i64, Job)>, now: Ts) -> R
             NewEvent::leased(claim.worker_id.as_str(), j.attempts, &until),
         ));
     }
-    let events: Vec<(i64, &NewEvent)> = events.iter().map(|(seq, ev)| (*seq, ev)).collect();
     add_events(c, now, &events)?;
     Ok(jobs.into_iter().map(|(_, j)| j).collect())
 }
@@ -573,7 +573,6 @@ pub fn ack(c: &WriteConn, acks: Vec<Ack>, now: Ts) -> Result<Vec<Result<Job>>> {
         .iter()
         .map(|a| per_item(transition_into(c, a.id, |j| j.ack(a, now), &mut events)))
         .collect::<Result<Vec<_>>>()?;
-    let events: Vec<(i64, &NewEvent)> = events.iter().map(|(seq, ev)| (*seq, ev)).collect();
     add_events(c, now, &events)?;
     Ok(out)
 }
