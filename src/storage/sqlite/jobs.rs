@@ -118,18 +118,31 @@ fn add_events<E: Borrow<NewEvent>>(c: &Connection, ts: Ts, events: &[(i64, E)]) 
             .map(|_| ())
             .map_err(map_err)
     };
-    let chunks = events.chunks_exact(EVENT_CHUNK);
+    in_chunks(c, events, EVENT_CHUNK, (&EVENT_MANY, &EVENT_ONE), run)
+}
+
+/// Runs `rows` through a statement of `chunk` rows (the SQL `many`) as often as they fill
+/// it, then the rest one at a time through its one-row form (`one`), in order: SQLite's cost
+/// is as much per statement as per row, and two fixed texts keep the statement cache small.
+fn in_chunks<T>(
+    c: &Connection,
+    rows: &[T],
+    chunk: usize,
+    (many, one): (&str, &str),
+    mut run: impl FnMut(&mut rusqlite::CachedStatement<'_>, &[T]) -> Result<()>,
+) -> Result<()> {
+    let chunks = rows.chunks_exact(chunk);
     let tail = chunks.remainder();
-    if events.len() >= EVENT_CHUNK {
-        let mut many = c.prepare_cached(&EVENT_MANY).map_err(map_err)?;
-        for chunk in chunks {
-            run(&mut many, chunk)?;
+    if rows.len() >= chunk {
+        let mut st = c.prepare_cached(many).map_err(map_err)?;
+        for part in chunks {
+            run(&mut st, part)?;
         }
     }
     if !tail.is_empty() {
-        let mut one = c.prepare_cached(&EVENT_ONE).map_err(map_err)?;
+        let mut st = c.prepare_cached(one).map_err(map_err)?;
         for row in tail {
-            run(&mut one, std::slice::from_ref(row))?;
+            run(&mut st, std::slice::from_ref(row))?;
         }
     }
     Ok(())
@@ -241,20 +254,13 @@ fn replayed(c: &WriteConn, nj: &NewJob) -> Result<Option<Enqueued>> {
 
 /// Inserts `jobs` (emptying it) and answers each as created, in order.
 fn insert_jobs(c: &WriteConn, jobs: &mut Vec<Job>, out: &mut Vec<Enqueued>) -> Result<()> {
-    let chunks = jobs.chunks_exact(INSERT_CHUNK);
-    let tail = chunks.remainder();
-    if jobs.len() >= INSERT_CHUNK {
-        let mut many = c.prepare_cached(&INSERT_MANY).map_err(map_err)?;
-        for chunk in chunks {
-            insert_rows(&mut many, chunk)?;
-        }
-    }
-    if !tail.is_empty() {
-        let mut one = c.prepare_cached(&INSERT_ONE).map_err(map_err)?;
-        for job in tail {
-            insert_rows(&mut one, std::slice::from_ref(job))?;
-        }
-    }
+    in_chunks(
+        c,
+        jobs,
+        INSERT_CHUNK,
+        (&INSERT_MANY, &INSERT_ONE),
+        insert_rows,
+    )?;
     for job in jobs.drain(..) {
         c.moved(job.job_type.as_str(), None, Some(JobStatus::Queued));
         out.push(Enqueued::Created(job));
