@@ -14,7 +14,6 @@ use crate::storage::Wake;
 use crate::storage::{Cause, Result, StoreError};
 use postgres::types::ToSql;
 use postgres::{NoTls, Row, Statement};
-use postgres_protocol::escape::escape_literal;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -316,38 +315,45 @@ impl TxConn for PgConn {
         Ok(())
     }
     /// One round trip: the transaction's job-count sums appended to `job_count_deltas`
-    /// (an append never waits on another writer), the last release and the `COMMIT`, as
-    /// one simple query. In a transaction an operation left aborted (it swallowed an SQL
-    /// error) the first of them fails and the rest are not run, so that transaction is
-    /// reported failed: a `COMMIT` alone would quietly roll it back and report success.
-    /// With nothing else to send, `SELECT 1` is that first statement. The transaction's
-    /// notifications go in the same message, before the `COMMIT` (PostgreSQL delivers
-    /// them when it commits). A transaction that has sent nothing yet sends its `BEGIN` in
-    /// the same message, or nothing at all when it has nothing to write.
+    /// (an append never waits on another writer), its notifications and the `COMMIT`, as
+    /// prepared statements pipelined behind whatever the transaction held back (its
+    /// `BEGIN`, the last operation's release). Prepared once per connection, so PostgreSQL
+    /// parses and plans none of them again (a simple query of literal values was parsed and
+    /// planned at every commit). In a transaction an operation left aborted (it swallowed
+    /// an SQL error) the first of them fails, and so does the commit: a `COMMIT` alone
+    /// would quietly roll it back and report success. With nothing else to send, `SELECT 1`
+    /// is that first statement. PostgreSQL delivers the notifications when it commits. A
+    /// transaction that has sent nothing yet sends its `BEGIN` in the same flight, or
+    /// nothing at all when it has nothing to write.
     fn commit(&mut self) -> Result<()> {
         debug_assert!(
             !self.savepoint_pending,
             "an operation's savepoint left open"
         );
         self.savepoint_pending = false;
-        let begun = !std::mem::take(&mut self.begin_pending);
-        let mut body = deltas_insert(&self.counts.take());
-        if std::mem::take(&mut self.release_pending) {
-            body.push_str("RELEASE SAVEPOINT op; ");
-        }
-        body.push_str(&notifications(&self.notes.take()));
-        if body.is_empty() {
-            if !begun {
+        let mut flight = Vec::with_capacity(3);
+        flight.extend(deltas_insert(self.counts.take()));
+        flight.extend(notifications(self.notes.take()));
+        if flight.is_empty() {
+            if self.begin_pending {
                 // Nothing was sent and nothing is to be: no round trip at all.
                 self.reset_tx_state();
                 return Ok(());
             }
-            body.push_str("SELECT 1; ");
+            flight.push(OwnedQuery {
+                sql: "SELECT 1",
+                params: Vec::new(),
+            });
         }
-        let sql = format!("{}{body}COMMIT", if begun { "" } else { "BEGIN; " });
-        let r = self.batch(&sql);
+        flight.push(OwnedQuery {
+            sql: "COMMIT",
+            params: Vec::new(),
+        });
+        let r = self.query_all(&flight).map(|_| ());
         if r.is_err() {
             self.rollback();
+        } else {
+            self.reset_tx_state();
         }
         r
     }
@@ -410,34 +416,39 @@ impl Drop for PgConn {
     }
 }
 
-/// `INSERT INTO job_count_deltas … VALUES …; ` for `sums` (empty when there are none), as
-/// text for a simple query: the types are quoted by the protocol crate's literal escape,
-/// the statuses are fixed words and the counts integers.
-fn deltas_insert(sums: &[(String, JobStatus, i64)]) -> String {
+/// The insert of the transaction's job-count sums into `job_count_deltas` (none when
+/// there are none).
+fn deltas_insert(sums: Vec<(String, JobStatus, i64)>) -> Option<OwnedQuery> {
     if sums.is_empty() {
-        return String::new();
+        return None;
     }
-    let rows: Vec<String> = sums
-        .iter()
-        .map(|(t, s, n)| format!("({}, '{}', {n})", escape_literal(t), s.as_str()))
-        .collect();
-    format!(
-        "INSERT INTO job_count_deltas (type, status, n) VALUES {}; ",
-        rows.join(", ")
-    )
+    let mut types = Vec::with_capacity(sums.len());
+    let mut statuses = Vec::with_capacity(sums.len());
+    let mut ns = Vec::with_capacity(sums.len());
+    for (t, s, n) in sums {
+        types.push(t);
+        statuses.push(s.as_str());
+        ns.push(n);
+    }
+    Some(OwnedQuery {
+        sql: "INSERT INTO job_count_deltas (type, status, n)
+              SELECT * FROM unnest($1::text[], $2::text[], $3::int8[])",
+        params: owned_params![types, statuses, ns],
+    })
 }
 
-/// `SELECT pg_notify(…), …; ` for `notes` as (channel, payload), quoted like
-/// `deltas_insert`'s types (empty when there are none).
-fn notifications(notes: &[(String, String)]) -> String {
+/// The `pg_notify` calls for `notes` as (channel, payload), in order (none when there are
+/// none).
+fn notifications(notes: Vec<(String, String)>) -> Option<OwnedQuery> {
     if notes.is_empty() {
-        return String::new();
+        return None;
     }
-    let calls: Vec<String> = notes
-        .iter()
-        .map(|(c, p)| format!("pg_notify({}, {})", escape_literal(c), escape_literal(p)))
-        .collect();
-    format!("SELECT {}; ", calls.join(", "))
+    let (channels, payloads): (Vec<String>, Vec<String>) = notes.into_iter().unzip();
+    Some(OwnedQuery {
+        sql: "SELECT pg_notify(c, p) FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS n(c, p, k)
+              ORDER BY k",
+        params: owned_params![channels, payloads],
+    })
 }
 
 /// The r2d2 manager, handing out [`PgConn`]s.
