@@ -349,11 +349,11 @@ impl TxConn for PgConn {
             sql: "COMMIT",
             params: Vec::new(),
         });
+        // The flight took what was held back, and the counts and notes were taken above:
+        // a commit leaves nothing pending.
         let r = self.query_all(&flight).map(|_| ());
         if r.is_err() {
             self.rollback();
-        } else {
-            self.reset_tx_state();
         }
         r
     }
