@@ -247,4 +247,26 @@ fn an_inbox_of_the_previous_release_migrates_to_uuid_ids_on_postgres() {
             ))
             .unwrap();
     });
+    // V16: the job table's text keys compare byte by byte, whatever the database's locale.
+    let collations: Vec<(String, Option<String>)> = schema
+        .client()
+        .query(
+            "SELECT column_name::text, collation_name::text FROM information_schema.columns
+              WHERE table_schema = current_schema() AND table_name = 'jobs'
+                AND column_name IN ('id', 'type', 'idempotency_key') ORDER BY column_name",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    let c = Some("C".to_string());
+    assert_eq!(
+        collations,
+        [
+            ("id".to_string(), c.clone()),
+            ("idempotency_key".to_string(), c.clone()),
+            ("type".to_string(), c)
+        ]
+    );
 }
