@@ -247,26 +247,30 @@ fn an_inbox_of_the_previous_release_migrates_to_uuid_ids_on_postgres() {
             ))
             .unwrap();
     });
-    // V16: the job table's text keys compare byte by byte, whatever the database's locale.
-    let collations: Vec<(String, Option<String>)> = schema
+    // V16: job ids are uuids, and types and idempotency keys compare byte by byte, whatever
+    // the database's locale.
+    let columns: Vec<(String, String, Option<String>)> = schema
         .client()
         .query(
-            "SELECT column_name::text, collation_name::text FROM information_schema.columns
+            "SELECT column_name::text, data_type::text, collation_name::text
+               FROM information_schema.columns
               WHERE table_schema = current_schema() AND table_name = 'jobs'
                 AND column_name IN ('id', 'type', 'idempotency_key') ORDER BY column_name",
             &[],
         )
         .unwrap()
         .iter()
-        .map(|r| (r.get(0), r.get(1)))
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
         .collect();
-    let c = Some("C".to_string());
+    let col = |name: &str, ty: &str, coll: Option<&str>| {
+        (name.to_string(), ty.to_string(), coll.map(String::from))
+    };
     assert_eq!(
-        collations,
+        columns,
         [
-            ("id".to_string(), c.clone()),
-            ("idempotency_key".to_string(), c.clone()),
-            ("type".to_string(), c)
+            col("id", "uuid", None),
+            col("idempotency_key", "text", Some("C")),
+            col("type", "text", Some("C"))
         ]
     );
 }

@@ -775,10 +775,10 @@ async fn spot_check_jobs(api: &Api, ids: &[String], db_events: &HashMap<String, 
 
 /// Every job's history as the schema holds it: the creation the job row records (the
 /// `queued` entry, id 0), then its stored events.
-const HISTORY: &str = "SELECT j.id AS job_id, 0::bigint AS id, j.created_at AS ts,
+const HISTORY: &str = "SELECT j.id::text AS job_id, 0::bigint AS id, j.created_at AS ts,
         'queued' AS event, NULL::text AS details, j.type FROM jobs j
     UNION ALL
-    SELECT j.id, e.id, e.ts, e.event, e.details, j.type
+    SELECT j.id::text, e.id, e.ts, e.event, e.details, j.type
       FROM job_events e JOIN jobs j ON j.seq = e.job_seq";
 
 fn db_event_names(pg: &mut postgres::Client, ids: &[String]) -> HashMap<String, Vec<String>> {
@@ -1614,7 +1614,7 @@ fn sigkill_node_mid_load() {
     );
     let sample: Vec<String> = pg
         .query(
-            "SELECT id FROM jobs WHERE type = $1 AND attempts > 1 ORDER BY id LIMIT 3",
+            "SELECT id::text FROM jobs WHERE type = $1 AND attempts > 1 ORDER BY id LIMIT 3",
             &[&TYPE],
         )
         .unwrap()

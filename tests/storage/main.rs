@@ -124,14 +124,22 @@ impl Backend {
 
     /// Runs SQL on the database directly, behind the store's back (to corrupt a row).
     pub fn exec_raw(&self, sql: &str) {
+        self.try_exec_raw(sql).unwrap()
+    }
+
+    /// Runs SQL straight on the database; the database's refusal as text.
+    pub fn try_exec_raw(&self, sql: &str) -> Result<(), String> {
         match &self._schema {
-            Some(schema) => schema.client().batch_execute(sql).unwrap(),
+            Some(schema) => schema
+                .client()
+                .batch_execute(sql)
+                .map_err(|e| format!("{e:?}")),
             None => {
                 let path = self.url.trim_start_matches("sqlite://");
                 rusqlite::Connection::open(path)
                     .unwrap()
                     .execute_batch(sql)
-                    .unwrap()
+                    .map_err(|e| e.to_string())
             }
         }
     }

@@ -23,14 +23,18 @@ use std::collections::BTreeMap;
 /// The columns `row_to_job` reads, in its order.
 macro_rules! cols {
     () => {
-        "seq, id, type, status, priority, idempotency_key, code_version, model_version, \
+        "seq, id::text, type, status, priority, idempotency_key, code_version, model_version, \
          config_hash, budget_tag, cost_cap_eur, input, result, attempts, max_attempts, \
          available_at, lease_owner, lease_until, lease_token, last_error, created_at, updated_at"
     };
 }
 
-const SELECT_BY_ID: &str = concat!("SELECT ", cols!(), " FROM jobs WHERE id = $1");
-const LOCK_BY_ID: &str = concat!("SELECT ", cols!(), " FROM jobs WHERE id = $1 FOR UPDATE");
+const SELECT_BY_ID: &str = concat!("SELECT ", cols!(), " FROM jobs WHERE id = $1::text::uuid");
+const LOCK_BY_ID: &str = concat!(
+    "SELECT ",
+    cols!(),
+    " FROM jobs WHERE id = $1::text::uuid FOR UPDATE"
+);
 const SELECT_BY_KEY: &str = concat!(
     "SELECT ",
     cols!(),
@@ -326,7 +330,8 @@ fn enqueue_one(c: &mut PgConn, nj: NewJob, now: Ts) -> Result<Enqueued> {
         "INSERT INTO jobs (id, type, status, priority, idempotency_key, code_version,
              model_version, config_hash, budget_tag, cost_cap_eur, input, attempts,
              max_attempts, available_at, created_at, updated_at)
-         VALUES ($1, $2, 'queued', $3, $4, $5, $6, $7, $8, $9, $10, 0, $11, $12, $13, $13)
+         VALUES ($1::text::uuid, $2, 'queued', $3, $4, $5, $6, $7, $8, $9, $10, 0, $11, $12,
+                 $13, $13)
          ON CONFLICT DO NOTHING
          RETURNING seq",
         &[
@@ -415,7 +420,7 @@ impl EnqueueFlight {
             sql: "INSERT INTO jobs (id, type, status, priority, idempotency_key, code_version,
                      model_version, config_hash, budget_tag, cost_cap_eur, input, attempts,
                      max_attempts, available_at, created_at, updated_at)
-                 SELECT id, type, 'queued', priority, key, cv, mv, ch, bt, cc, input, 0,
+                 SELECT id::uuid, type, 'queued', priority, key, cv, mv, ch, bt, cc, input, 0,
                      max_attempts, available_at, created_at, created_at
                  FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[],
                      $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], $11::bigint[],
@@ -424,7 +429,7 @@ impl EnqueueFlight {
                           available_at, created_at, n)
                  ORDER BY n
                  ON CONFLICT DO NOTHING
-                 RETURNING id",
+                 RETURNING id::text",
             params: owned_params![
                 col!(|(j, _)| j.id.to_string()),
                 col!(|(j, _)| j.job_type.as_str().to_string()),
@@ -848,9 +853,9 @@ const COMPLETE_MANY: &str = "WITH u AS (
           lease_owner = NULL, lease_until = NULL, updated_at = i.now
       FROM (SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[])
             AS t(id, worker, token, result, now) ORDER BY id) i
-      WHERE j.id = i.id AND j.status = 'leased' AND j.lease_owner = i.worker
+      WHERE j.id = i.id::uuid AND j.status = 'leased' AND j.lease_owner = i.worker
         AND (i.token IS NULL OR j.lease_token = i.token) AND j.lease_until >= i.now
-      RETURNING j.seq, j.id, j.type, j.status, j.priority, j.idempotency_key, j.code_version,
+      RETURNING j.seq, j.id::text, j.type, j.status, j.priority, j.idempotency_key, j.code_version,
           j.model_version, j.config_hash, j.budget_tag, j.cost_cap_eur, j.input, j.result,
           j.attempts, j.max_attempts, j.available_at, j.lease_owner, j.lease_until,
           j.lease_token, j.last_error, j.created_at, j.updated_at, i.worker),
@@ -977,7 +982,7 @@ const BULK_SELECT: &str = concat!(
     cols!(),
     " FROM jobs
      WHERE seq > $1 AND status = ANY($2::text[]) AND ($3::text IS NULL OR type = $3::text)
-       AND ($4::text[] IS NULL OR id = ANY($4::text[]))
+       AND ($4::text[] IS NULL OR id = ANY($4::text[]::uuid[]))
      ORDER BY seq LIMIT $5 FOR UPDATE"
 );
 
@@ -1142,7 +1147,7 @@ pub fn fold_counts(c: &mut PgConn) -> Result<()> {
 pub fn ready_ids(c: &mut PgConn, now: Ts, limit: usize) -> Result<Vec<(JobId, String)>> {
     let limit = i64::try_from(limit).unwrap_or(i64::MAX);
     c.query(
-        "SELECT id, type FROM jobs WHERE status = 'queued' AND available_at <= $1
+        "SELECT id::text, type FROM jobs WHERE status = 'queued' AND available_at <= $1
          ORDER BY priority, available_at, created_at, seq LIMIT $2",
         &[&to_ms(&now), &limit],
     )?
@@ -1441,7 +1446,7 @@ mod tests {
                 c.batch(
                     "INSERT INTO jobs (id, type, status, priority, input, max_attempts,
                                        available_at, created_at, updated_at)
-                     SELECT md5(g::text), 't' || (g % 4),
+                     SELECT md5(g::text)::uuid, 't' || (g % 4),
                             CASE WHEN g % 10 = 0 THEN 'queued' ELSE 'succeeded' END,
                             5, '{}', 3, 1000, 1000 + g, 1000 + g
                        FROM generate_series(1, 20000) g;

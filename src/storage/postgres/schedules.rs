@@ -171,7 +171,7 @@ impl RunSteps for PgConn {
     }
 
     fn job_status(&mut self, id: &str) -> Result<Option<JobStatus>> {
-        match self.query_opt("SELECT status FROM jobs WHERE id = $1", &[&id])? {
+        match self.query_opt("SELECT status FROM jobs WHERE id = $1::text::uuid", &[&id])? {
             Some(r) => Ok(Some(decode::job_status(&get_col::<String>(&r, 0)?)?)),
             None => Ok(None),
         }
