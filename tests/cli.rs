@@ -168,6 +168,50 @@ fn bad_option_values_exit_2_with_a_one_line_reason() {
     assert!(!dir.path().join("wp-lite.db").exists());
 }
 
+/// Every job scenario of `wp-lite bench` runs to its end at the smallest scale, on SQLite and
+/// (when a test database is given) on PostgreSQL. Their fills write straight into the real
+/// schema, so a fill that a migration broke fails here instead of in `make bench`.
+#[test]
+fn the_job_benchmarks_run_on_both_backends() {
+    let dir = tempfile::tempdir().unwrap();
+    let scenarios = [
+        "drain-1",
+        "drain-1-history",
+        "drain-4",
+        "enqueue-batch",
+        "enqueue-single",
+        "http-batch",
+        "http-roundtrip",
+    ];
+    let mut urls = vec![None];
+    if let Ok(pg) = std::env::var("WP_LITE_TEST_POSTGRES_URL") {
+        urls.push(Some(pg));
+    }
+    for url in urls {
+        let mut args: Vec<&str> = Vec::new();
+        if let Some(u) = &url {
+            args.extend(["--database-url", u.as_str()]);
+        }
+        args.extend(["--log-level", "warn", "bench", "--ops", "100", "--json"]);
+        for s in scenarios {
+            args.extend(["--scenario", s]);
+        }
+        let o = wp(dir.path(), &args);
+        assert!(o.status.success(), "{url:?}: {}", text(&o));
+        let rows: Vec<Value> = serde_json::from_slice(&o.stdout).expect("a JSON array");
+        let mut names: Vec<&str> = rows
+            .iter()
+            .map(|r| r["scenario"].as_str().expect("a scenario name"))
+            .collect();
+        names.sort_unstable();
+        assert_eq!(names, scenarios, "{url:?}");
+        for r in &rows {
+            assert_eq!(r["ops"], 100, "{url:?}: {r}");
+            assert!(r["ops_per_s"].as_f64().unwrap() > 0.0, "{url:?}: {r}");
+        }
+    }
+}
+
 /// Several processes starting at once on a new data directory agree on one token, and
 /// none of them ever takes an empty one.
 #[test]

@@ -172,7 +172,7 @@ pub fn fill_finished(url: &str, rows: usize) -> R<()> {
     c.execute(
         "INSERT INTO jobs (id, type, status, priority, input, attempts, max_attempts,
              available_at, created_at, updated_at)
-         SELECT gen_random_uuid()::text, 'bench', 'succeeded', 5, '{}', 1, 3, $2, $2, $2
+         SELECT gen_random_uuid(), 'bench', 'succeeded', 5, '{}', 1, 3, $2, $2, $2
          FROM generate_series(1, $1::bigint)",
         &[&(rows as i64), &now_ms()],
     )?;
