@@ -273,4 +273,28 @@ fn an_inbox_of_the_previous_release_migrates_to_uuid_ids_on_postgres() {
             col("type", "text", Some("C"))
         ]
     );
+    // V17: one ready index, by type; claims across types merge the types' queues.
+    let indexes: Vec<String> = schema
+        .client()
+        .query(
+            "SELECT indexname::text FROM pg_indexes
+              WHERE schemaname = current_schema() AND tablename = 'jobs' ORDER BY indexname",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(
+        indexes,
+        [
+            "jobs_finished",
+            "jobs_finished_by_status",
+            "jobs_id_key",
+            "jobs_idempotency",
+            "jobs_lease_until",
+            "jobs_pkey",
+            "jobs_ready_by_type"
+        ]
+    );
 }

@@ -1530,12 +1530,15 @@ conformance! {
         let second = s.claim_jobs(&claim("w", 100), t0()).unwrap();
         let leased: Vec<JobId> = first.iter().chain(&second).map(|j| j.id).collect();
         assert_eq!(leased, order[..200].to_vec(), "{}", b.name);
-        // The claim's own ordering, as the store writes it (storage/postgres/jobs.rs).
+        // The claim's own reading of a type's queue, as the store writes it
+        // (storage/postgres/jobs.rs).
         if let Some(plan) = b.pg_plan(
             "SELECT seq FROM jobs WHERE status = 'queued' AND available_at <= 9000000000000
-             ORDER BY priority, available_at, created_at, seq LIMIT 100 FOR UPDATE SKIP LOCKED",
+               AND type = 'tie'
+             ORDER BY type, priority, available_at, created_at, seq LIMIT 100
+             FOR UPDATE SKIP LOCKED",
         ) {
-            assert!(plan.contains("jobs_ready"), "{plan}");
+            assert!(plan.contains("jobs_ready_by_type"), "{plan}");
             assert!(!plan.contains("Sort"), "the claim sorts: {plan}");
         }
     }

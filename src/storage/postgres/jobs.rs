@@ -58,30 +58,86 @@ macro_rules! leased_events {
     };
 }
 
-/// A claim of ready jobs (`$type_filter` narrows them) that also says whether any queue
-/// control exists: its rows are the leased jobs, each followed by a `controlled` column,
-/// or one row of NULLs and that column when nothing was leased. Unless `$5` says the
-/// controls were already found not to apply, it leases nothing when a control exists, so
-/// the usual case (no controls at all) is one round trip, the `leased` events included
-/// (`$6` is the lease's end as text). The lease token is random per row: 32 lowercase hex
-/// characters, like SQLite's `lower(hex(randomblob(16)))`.
-macro_rules! claim_sql {
-    ($type_filter:expr, $order:expr) => {
+/// The job types with queued jobs, as `t0(type)` with a NULL last row: a loose scan of
+/// `jobs_ready_by_type`, one seek per type (there is no index of ready jobs across types).
+/// The statement must begin `WITH RECURSIVE`.
+macro_rules! queued_types {
+    () => {
+        "t0 AS (
+           (SELECT type FROM jobs WHERE status = 'queued' ORDER BY type LIMIT 1)
+           UNION ALL
+           SELECT (SELECT j.type FROM jobs j WHERE j.status = 'queued' AND j.type > t0.type
+                    ORDER BY j.type LIMIT 1)
+             FROM t0 WHERE t0.type IS NOT NULL)"
+    };
+}
+
+/// Ready jobs across several types, in lease order, locked: the CTE `c(seq, type,
+/// priority, available_at, created_at)` holds the first `$lim` ready jobs of the types in
+/// `t(type)` (`$now` is now), `$gate` being true. Each type's ready jobs are read in order
+/// from `jobs_ready_by_type`: when `t` holds one type, `$lim` of it are locked directly;
+/// otherwise the first `$lim` of each type are read (not locked) and merged, which says how
+/// many to take of each type, and then that many are locked from the head of each type's
+/// queue (`SKIP LOCKED`: a row another claim holds is passed over, and the next of its
+/// type taken). So no more rows are locked than are leased, and no index of all ready jobs
+/// is needed: enqueueing writes one ready entry per job, not two.
+macro_rules! ready_across_types {
+    ($now:literal, $lim:literal, $gate:expr) => {
         concat!(
-            "WITH ctl AS (SELECT EXISTS (SELECT 1 FROM queue_controls) AS controlled),
+            "h AS (SELECT x.* FROM t CROSS JOIN LATERAL (
+                     SELECT type, priority, available_at, created_at, seq FROM jobs
+                      WHERE status = 'queued' AND type = t.type AND available_at <= ",
+            $now,
+            "
+                      ORDER BY ",
+            one_type_order!(),
+            " LIMIT ",
+            $lim,
+            ") x
+                   WHERE (SELECT count(*) FROM t) > 1),
+             k AS (SELECT type AS k_type, (",
+            $lim,
+            ")::bigint AS k_n FROM t WHERE (SELECT count(*) FROM t) = 1
+                   UNION ALL
+                   SELECT type, count(*) FROM (SELECT type FROM h ORDER BY ",
+            lease_order!(),
+            " LIMIT ",
+            $lim,
+            ") top GROUP BY type),
+             c AS (SELECT y.* FROM k CROSS JOIN LATERAL (
+                     SELECT seq, type, priority, available_at, created_at FROM jobs
+                      WHERE ",
+            $gate,
+            " AND status = 'queued' AND type = k.k_type AND available_at <= ",
+            $now,
+            "
+                      ORDER BY ",
+            one_type_order!(),
+            " LIMIT k.k_n
+                      FOR UPDATE SKIP LOCKED) y)"
+        )
+    };
+}
+
+/// A claim of ready jobs (`$ready` defines the CTE `c(seq, …)`, those to lease, locked)
+/// that also says whether any queue control exists: its rows are the leased jobs, each
+/// followed by a `controlled` column, or one row of NULLs and that column when nothing was
+/// leased. Unless `$5` says the controls were already found not to apply, it leases
+/// nothing when a control exists, so the usual case (no controls at all) is one round
+/// trip, the `leased` events included (`$6` is the lease's end as text). The lease token is
+/// random per row: 32 lowercase hex characters, like SQLite's `lower(hex(randomblob(16)))`.
+macro_rules! claim_sql {
+    ($ready:expr) => {
+        concat!(
+            "WITH RECURSIVE ctl AS (SELECT EXISTS (SELECT 1 FROM queue_controls) AS controlled),
+             ",
+            $ready,
+            ",
              l AS (
                UPDATE jobs SET status = 'leased', attempts = attempts + 1, lease_owner = $1,
                    lease_until = $2, lease_token = replace(gen_random_uuid()::text, '-', ''),
                    updated_at = $3
-               WHERE ($5::bool OR NOT (SELECT controlled FROM ctl))
-                 AND seq IN (SELECT seq FROM jobs WHERE status = 'queued' AND available_at <= $3
-                               ",
-            $type_filter,
-            "
-                             ORDER BY ",
-            $order,
-            " LIMIT $4
-                             FOR UPDATE SKIP LOCKED)
+               WHERE seq = ANY(ARRAY(SELECT seq FROM c))
                RETURNING ",
             cols!(),
             "), ",
@@ -91,64 +147,79 @@ macro_rules! claim_sql {
         )
     };
 }
+/// The gate of a single claim: nothing is locked when a queue control exists, unless `$5`
+/// says the controls were found not to apply.
+macro_rules! claim_gate {
+    () => {
+        "($5::bool OR NOT (SELECT controlled FROM ctl))"
+    };
+}
 /// The order in which ready jobs are leased.
 macro_rules! lease_order {
     () => {
         "priority, available_at, created_at, seq"
     };
 }
-/// The same order for a claim of one type, written so that only `jobs_ready_by_type` can
-/// give it without sorting: a claim of one type is then one seek into that type's jobs.
-/// With the plain order PostgreSQL's generic plan walks `jobs_ready` (every type) with the
-/// type as a filter, through every queued job of other types when this one has none.
+/// The same order for the jobs of one type, written so that `jobs_ready_by_type` gives it
+/// without sorting: reading one type's ready jobs is one seek into that index.
 macro_rules! one_type_order {
     () => {
         concat!("type, ", lease_order!())
     };
 }
-const CLAIM_ANY: &str = claim_sql!("", lease_order!());
-const CLAIM_TYPES: &str = claim_sql!("AND type = ANY($7::text[])", lease_order!());
-const CLAIM_ONE_TYPE: &str = claim_sql!("AND type = ANY($7::text[])", one_type_order!());
+const CLAIM_ANY: &str = claim_sql!(concat!(
+    queued_types!(),
+    ", t AS (SELECT type FROM t0 WHERE type IS NOT NULL), ",
+    ready_across_types!("$3", "$4", claim_gate!())
+));
+const CLAIM_TYPES: &str = claim_sql!(concat!(
+    "t AS (SELECT DISTINCT type FROM unnest($7::text[]) AS u(type)), ",
+    ready_across_types!("$3", "$4", claim_gate!())
+));
+const CLAIM_ONE_TYPE: &str = claim_sql!(concat!(
+    "c AS (SELECT seq FROM jobs
+            WHERE ",
+    claim_gate!(),
+    " AND status = 'queued' AND available_at <= $3 AND type = ANY($7::text[])
+            ORDER BY ",
+    one_type_order!(),
+    " LIMIT $4
+            FOR UPDATE SKIP LOCKED)"
+));
 
-/// Many claims of one set of types (`$type_filter`) in one statement, as `claim_sql`
-/// makes one: the claims are `unnest`ed (worker, lease end, now, lease end as text,
-/// limit), each expanded into `limit` slots in the order given, and the ready jobs, in
-/// lease order, fill the slots in turn, so the first claim gets the first jobs. `$6` is
-/// the latest claim's now: every claim was made before the statement runs, so a job due by
-/// then is ready for all of them (with the earliest, a claim could miss a job that came
-/// due after an earlier claim of its batch was made).
+/// Many claims of one set of types in one statement, as `claim_sql` makes one (`$ready`
+/// defines the CTE `c`, the ready jobs to lease, locked, at most `(SELECT count(*) FROM s)`
+/// of them): the claims are `unnest`ed (worker, lease end, now, lease end as text, limit),
+/// each expanded into `limit` slots in the order given, and the ready jobs, in lease order,
+/// fill the slots in turn, so the first claim gets the first jobs. `$6` is the latest
+/// claim's now: every claim was made before the statement runs, so a job due by then is
+/// ready for all of them (with the earliest, a claim could miss a job that came due after
+/// an earlier claim of its batch was made).
 /// Rows: the leased jobs, each followed by its claim's position (from 1) and the
 /// `controlled` column, or one row of NULLs and that column; when a queue control
 /// exists, nothing is leased.
 macro_rules! claim_many_sql {
-    ($type_filter:expr, $order:expr) => {
+    ($ready:expr) => {
         concat!(
-            "WITH ctl AS (SELECT EXISTS (SELECT 1 FROM queue_controls) AS controlled),
+            "WITH RECURSIVE ctl AS (SELECT EXISTS (SELECT 1 FROM queue_controls) AS controlled),
              r AS (SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::text[],
                                         $5::bigint[])
                      WITH ORDINALITY AS r(r_worker, r_until, r_now, r_until_text, r_limit, r_i)),
              s AS (SELECT r.*, row_number() OVER (ORDER BY r_i, g) AS s_k
                      FROM r CROSS JOIN LATERAL generate_series(1, r_limit) AS g),
-             p AS (SELECT seq AS p_seq,
-                          row_number() OVER (ORDER BY priority, available_at, created_at, seq)
-                            AS p_k
-                     FROM (SELECT seq, priority, available_at, created_at FROM jobs
-                            WHERE NOT (SELECT controlled FROM ctl)
-                              AND status = 'queued' AND available_at <= $6 ",
-            $type_filter,
-            "
-                            ORDER BY ",
-            $order,
-            "
-                            LIMIT (SELECT count(*) FROM s)
-                            FOR UPDATE SKIP LOCKED) c),
+             ",
+            $ready,
+            ",
+             p AS (SELECT seq AS p_seq, row_number() OVER (ORDER BY ",
+            lease_order!(),
+            ") AS p_k FROM c),
              l AS (
                UPDATE jobs SET status = 'leased', attempts = attempts + 1,
                    lease_owner = s.r_worker, lease_until = s.r_until,
                    lease_token = replace(gen_random_uuid()::text, '-', ''),
                    updated_at = s.r_now
                FROM p JOIN s ON s.s_k = p.p_k
-               WHERE jobs.seq = p.p_seq
+               WHERE jobs.seq = ANY(ARRAY(SELECT p_seq FROM p)) AND jobs.seq = p.p_seq
                RETURNING ",
             cols!(),
             ", s.r_i, s.r_worker, s.r_now, s.r_until_text),
@@ -161,9 +232,32 @@ macro_rules! claim_many_sql {
         )
     };
 }
-const CLAIM_MANY_ANY: &str = claim_many_sql!("", lease_order!());
-const CLAIM_MANY_TYPES: &str = claim_many_sql!("AND type = ANY($7::text[])", lease_order!());
-const CLAIM_MANY_ONE_TYPE: &str = claim_many_sql!("AND type = ANY($7::text[])", one_type_order!());
+/// The gate of claims that share a statement: nothing is locked when a queue control
+/// exists (each claim then runs alone, where the controls are applied).
+macro_rules! many_gate {
+    () => {
+        "NOT (SELECT controlled FROM ctl)"
+    };
+}
+const CLAIM_MANY_ANY: &str = claim_many_sql!(concat!(
+    queued_types!(),
+    ", t AS (SELECT type FROM t0 WHERE type IS NOT NULL), ",
+    ready_across_types!("$6", "(SELECT count(*) FROM s)", many_gate!())
+));
+const CLAIM_MANY_TYPES: &str = claim_many_sql!(concat!(
+    "t AS (SELECT DISTINCT type FROM unnest($7::text[]) AS u(type)), ",
+    ready_across_types!("$6", "(SELECT count(*) FROM s)", many_gate!())
+));
+const CLAIM_MANY_ONE_TYPE: &str = claim_many_sql!(concat!(
+    "c AS (SELECT seq, priority, available_at, created_at FROM jobs
+            WHERE ",
+    many_gate!(),
+    " AND status = 'queued' AND available_at <= $6 AND type = ANY($7::text[])
+            ORDER BY ",
+    one_type_order!(),
+    " LIMIT (SELECT count(*) FROM s)
+            FOR UPDATE SKIP LOCKED)"
+));
 
 /// Leases the rows `$4` (locked by the caller) and writes their `leased` events (`$5` is
 /// the lease's end as text).
@@ -664,11 +758,7 @@ fn candidates(
 ) -> Result<Vec<(i64, String)>> {
     let types: Vec<String> = claim.types.iter().map(|t| t.as_str().to_string()).collect();
     let rows = c.query(
-        "SELECT seq, type FROM jobs WHERE status = 'queued' AND available_at <= $1
-           AND (cardinality($2::text[]) = 0 OR type = ANY($2::text[]))
-           AND NOT (type = ANY($3::text[]))
-         ORDER BY priority, available_at, created_at, seq LIMIT $4
-         FOR UPDATE SKIP LOCKED",
+        CANDIDATES,
         &[&to_ms(&now), &types, &excluded, &(need as i64)],
     )?;
     rows.iter()
@@ -680,6 +770,22 @@ fn candidates(
         })
         .collect()
 }
+
+/// `candidates`' statement: `$1` now, `$2` the claim's types (none: any), `$3` the types
+/// left out, `$4` how many.
+const CANDIDATES: &str = concat!(
+    "WITH RECURSIVE ",
+    queued_types!(),
+    ",
+     t AS (SELECT type FROM t0 WHERE type IS NOT NULL
+             AND (cardinality($2::text[]) = 0 OR type = ANY($2::text[]))
+             AND NOT (type = ANY($3::text[]))),
+     ",
+    ready_across_types!("$1", "$4", "true"),
+    "
+     SELECT seq, type FROM c ORDER BY ",
+    lease_order!()
+);
 
 /// Leases the (locked) rows `seqs`.
 fn lease_rows(c: &mut PgConn, claim: &Claim, seqs: &[i64], now: Ts) -> Result<LeasedRows> {
@@ -848,12 +954,25 @@ pub struct CompleteReq {
 /// (the conditions are those of `Fence::check` for a live lease) that also writes their
 /// `succeeded` events (the details of `NewEvent::succeeded`: worker, attempt). The rows
 /// end with the worker, after the job's columns.
-const COMPLETE_MANY: &str = "WITH u AS (
+///
+/// The rows are found by id: `id = ANY(…)` gives the planner one probe of `jobs_id_key` per
+/// job, the cheapest path whatever the table's size or statistics. The status is compared
+/// with a column of the materialized input, not with a constant: `status = 'leased'` let
+/// the planner read every leased job through the partial `jobs_lease_until` instead and
+/// hash-join them with the input, and without fresh statistics it did (all jobs in flight
+/// read per statement); the join alone, planned while the table was small, became a
+/// sequential scan of the whole table that the cached plan kept.
+const COMPLETE_MANY: &str = "WITH i AS MATERIALIZED (
+      SELECT t.*, 'leased'::text AS leased
+      FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[])
+        AS t(id, worker, token, result, now)
+      ORDER BY id),
+    u AS (
       UPDATE jobs j SET status = 'succeeded', result = i.result,
           lease_owner = NULL, lease_until = NULL, updated_at = i.now
-      FROM (SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[])
-            AS t(id, worker, token, result, now) ORDER BY id) i
-      WHERE j.id = i.id::uuid AND j.status = 'leased' AND j.lease_owner = i.worker
+      FROM i
+      WHERE j.id = ANY($1::text[]::uuid[]) AND j.id = i.id::uuid
+        AND j.status = i.leased AND j.lease_owner = i.worker
         AND (i.token IS NULL OR j.lease_token = i.token) AND j.lease_until >= i.now
       RETURNING j.seq, j.id::text, j.type, j.status, j.priority, j.idempotency_key, j.code_version,
           j.model_version, j.config_hash, j.budget_tag, j.cost_cap_eur, j.input, j.result,
@@ -1144,19 +1263,33 @@ pub fn fold_counts(c: &mut PgConn) -> Result<()> {
     .map(|_| ())
 }
 
+/// The first `$2` ready jobs (`$1` now) in lease order: the head of each type's queue,
+/// merged.
+const READY_IDS: &str = concat!(
+    "WITH RECURSIVE ",
+    queued_types!(),
+    ",
+     t AS (SELECT type FROM t0 WHERE type IS NOT NULL),
+     h AS (SELECT x.* FROM t CROSS JOIN LATERAL (
+             SELECT id, type, priority, available_at, created_at, seq FROM jobs
+              WHERE status = 'queued' AND type = t.type AND available_at <= $1
+              ORDER BY ",
+    one_type_order!(),
+    " LIMIT $2) x)
+     SELECT id::text, type FROM h ORDER BY ",
+    lease_order!(),
+    " LIMIT $2"
+);
+
 pub fn ready_ids(c: &mut PgConn, now: Ts, limit: usize) -> Result<Vec<(JobId, String)>> {
     let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-    c.query(
-        "SELECT id::text, type FROM jobs WHERE status = 'queued' AND available_at <= $1
-         ORDER BY priority, available_at, created_at, seq LIMIT $2",
-        &[&to_ms(&now), &limit],
-    )?
-    .iter()
-    .map(|r| {
-        let id: String = r.try_get(0).map_err(map_err)?;
-        Ok((decode::job_id(&id)?, r.try_get(1).map_err(map_err)?))
-    })
-    .collect()
+    c.query(READY_IDS, &[&to_ms(&now), &limit])?
+        .iter()
+        .map(|r| {
+            let id: String = r.try_get(0).map_err(map_err)?;
+            Ok((decode::job_id(&id)?, r.try_get(1).map_err(map_err)?))
+        })
+        .collect()
 }
 
 pub fn reclaim_expired(c: &mut PgConn, now: Ts, limit: usize) -> Result<Vec<Reclaimed>> {
@@ -1410,18 +1543,15 @@ mod tests {
 
     /// The plan PostgreSQL keeps for a claim statement (a generic plan, as a statement
     /// run often gets), as text.
-    fn generic_plan(
-        store: &PgStore,
-        sql: &'static str,
-        param_types: &'static str,
-        args: &'static str,
-    ) -> String {
+    fn generic_plan(store: &PgStore, sql: &'static str, param_types: &str, args: &str) -> String {
+        let prepare = format!("PREPARE plan_probe ({param_types}) AS {sql}");
+        let explain = format!("EXPLAIN EXECUTE plan_probe ({args})");
         store
             .writer
             .call(move |c| {
                 c.batch("SET LOCAL plan_cache_mode = force_generic_plan")?;
-                c.batch(&format!("PREPARE plan_probe ({param_types}) AS {sql}"))?;
-                let rows = c.query_planned(&format!("EXPLAIN EXECUTE plan_probe ({args})"), &[]);
+                c.batch(&prepare)?;
+                let rows = c.query_planned(&explain, &[]);
                 c.batch("DEALLOCATE plan_probe")?;
                 Ok(rows?
                     .iter()
@@ -1432,45 +1562,119 @@ mod tests {
             .unwrap()
     }
 
-    /// A claim of one type is a seek into that type's ready jobs, never a walk through the
-    /// queued jobs of every type (which could be a long backlog of others).
+    /// The statements on the hot path read the rows they need through the index made for
+    /// them, on the generic plan PostgreSQL caches: a claim seeks each type's queue in
+    /// `jobs_ready_by_type`, never reading the queued jobs of every type (a backlog of
+    /// others) nor the whole table, and a batch of completions probes `jobs_id_key`, never
+    /// reading every leased job or the table.
     #[test]
-    fn a_claim_of_one_type_seeks_its_types_index() {
+    fn hot_statements_seek_their_indexes() {
         let Some((store, drop_schema)) = store("claim_plan") else {
             return;
         };
-        // A backlog of other types, with statistics: the planner's choice depends on them.
+        const CLAIM: &str = "text, bigint, bigint, bigint, bool, text";
+        const CLAIM_ARGS: &str = "'w', 2, 1, 1, false, 'x'";
+        const MANY: &str = "text[], bigint[], bigint[], text[], bigint[], bigint";
+        const MANY_ARGS: &str =
+            "ARRAY['w1', 'w2'], ARRAY[2, 2], ARRAY[1, 1], ARRAY['x', 'x'], ARRAY[1, 1], 1";
+        let claims: [(&str, String, String); 6] = [
+            (CLAIM_ANY, CLAIM.into(), CLAIM_ARGS.into()),
+            (
+                CLAIM_ONE_TYPE,
+                format!("{CLAIM}, text[]"),
+                format!("{CLAIM_ARGS}, ARRAY['t1']"),
+            ),
+            (
+                CLAIM_TYPES,
+                format!("{CLAIM}, text[]"),
+                format!("{CLAIM_ARGS}, ARRAY['t1', 't2']"),
+            ),
+            (CLAIM_MANY_ANY, MANY.into(), MANY_ARGS.into()),
+            (
+                CLAIM_MANY_ONE_TYPE,
+                format!("{MANY}, text[]"),
+                format!("{MANY_ARGS}, ARRAY['t1']"),
+            ),
+            (
+                CLAIM_MANY_TYPES,
+                format!("{MANY}, text[]"),
+                format!("{MANY_ARGS}, ARRAY['t1', 't2']"),
+            ),
+        ];
+        let complete_plan = || {
+            generic_plan(
+                &store,
+                COMPLETE_MANY,
+                "text[], text[], text[], text[], bigint[]",
+                "ARRAY[gen_random_uuid()::text], ARRAY['w'], ARRAY['t'], ARRAY['{}'], ARRAY[1]",
+            )
+        };
+        // Planned while the table is nearly empty, the completions still look jobs up by id
+        // (a plan that read every leased job instead was cheap then, and stayed cached while
+        // thousands of jobs came to be in flight).
         store
             .writer
             .call(|c| {
                 c.batch(
                     "INSERT INTO jobs (id, type, status, priority, input, max_attempts,
-                                       available_at, created_at, updated_at)
-                     SELECT md5(g::text)::uuid, 't' || (g % 4),
-                            CASE WHEN g % 10 = 0 THEN 'queued' ELSE 'succeeded' END,
-                            5, '{}', 3, 1000, 1000 + g, 1000 + g
-                       FROM generate_series(1, 20000) g;
-                     ANALYZE jobs",
+                                       available_at, created_at, updated_at, lease_until)
+                     SELECT md5('early' || g)::uuid, 't', 'leased', 5, '{}', 3, 1000, 1000, 1000, 9000
+                       FROM generate_series(1, 4) g",
                 )
             })
             .unwrap();
-        let one = generic_plan(
-            &store,
-            CLAIM_ONE_TYPE,
-            "text, bigint, bigint, bigint, bool, text, text[]",
-            "'w', 2, 1, 1, false, 'x', ARRAY['t1']",
-        );
-        let many = generic_plan(
-            &store,
-            CLAIM_MANY_ONE_TYPE,
-            "text[], bigint[], bigint[], text[], bigint[], bigint, text[]",
-            "ARRAY['w1', 'w2'], ARRAY[2, 2], ARRAY[1, 1], ARRAY['x', 'x'], ARRAY[1, 1], 1,
-             ARRAY['t1']",
-        );
-        for plan in [one, many] {
-            assert!(plan.contains("jobs_ready_by_type"), "{plan}");
-            assert!(!plan.contains("jobs_ready on"), "{plan}");
-        }
+        let complete = complete_plan();
+        assert!(complete.contains("jobs_id_key"), "{complete}");
+        assert!(!complete.contains("jobs_lease_until"), "{complete}");
+        let check = |when: &str| {
+            let mut reads_queues: Vec<(&str, String)> = claims
+                .iter()
+                .map(|(sql, types, args)| (*sql, generic_plan(&store, sql, types, args)))
+                .collect();
+            reads_queues.push((
+                CANDIDATES,
+                generic_plan(
+                    &store,
+                    CANDIDATES,
+                    "bigint, text[], text[], bigint",
+                    "1, ARRAY[]::text[], ARRAY['t3'], 5",
+                ),
+            ));
+            reads_queues.push((
+                READY_IDS,
+                generic_plan(&store, READY_IDS, "bigint, bigint", "1, 5"),
+            ));
+            for (sql, plan) in &reads_queues {
+                assert!(plan.contains("jobs_ready_by_type"), "{when}: {sql}\n{plan}");
+                assert!(!plan.contains("Seq Scan on jobs"), "{when}: {sql}\n{plan}");
+            }
+            let complete = complete_plan();
+            assert!(complete.contains("jobs_id_key"), "{when}: {complete}");
+            assert!(!complete.contains("jobs_lease_until"), "{when}: {complete}");
+            assert!(!complete.contains("Seq Scan on jobs"), "{when}: {complete}");
+        };
+        // A backlog of other types and many leased jobs, first without statistics (as on a
+        // server without autovacuum), then with them. (An empty table never analyzed is
+        // taken for ten pages, where reading them all is the cheapest plan; autovacuum's
+        // first ANALYZE drops the cached plans made then.)
+        store
+            .writer
+            .call(|c| {
+                c.batch(
+                    "INSERT INTO jobs (id, type, status, priority, input, max_attempts,
+                                       available_at, created_at, updated_at, lease_until)
+                     SELECT md5(g::text)::uuid, 't' || (g % 4),
+                            CASE WHEN g % 10 = 0 THEN 'queued'
+                                 WHEN g % 10 = 1 THEN 'leased' ELSE 'succeeded' END,
+                            5, '{}', 3, 1000, 1000 + g, 1000 + g,
+                            CASE WHEN g % 10 = 1 THEN 9000 END
+                       FROM generate_series(1, 20000) g",
+                )
+            })
+            .unwrap();
+        check("20 000 jobs, never analyzed");
+        store.writer.call(|c| c.batch("ANALYZE jobs")).unwrap();
+        check("20 000 jobs, analyzed");
         store.close();
         drop_schema();
     }

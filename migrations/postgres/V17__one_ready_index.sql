@@ -1,0 +1,12 @@
+-- Queued jobs were in two ready indexes: jobs_ready (priority, available_at, created_at, seq)
+-- for claims across types and jobs_ready_by_type (type first) for claims that name one type.
+-- Every enqueue wrote an entry in both, and a claim of one type could be planned on the
+-- index across types: with a cached generic plan and no fresh statistics, PostgreSQL read
+-- every queued job of every type through jobs_ready and sorted them to lease one job of its
+-- type (seen in the plans of the HTTP round-trip benchmark; with a backlog of another type
+-- that is a read of the whole backlog per claim).
+--
+-- A claim across types now finds the types with queued jobs by a loose scan of
+-- jobs_ready_by_type (one seek per type), reads the head of each type's queue from it and
+-- merges them, as the SQLite backend has done since its V13. jobs_ready has no reader left.
+DROP INDEX jobs_ready;
