@@ -1652,17 +1652,17 @@ mod tests {
         // that read every leased job instead was cheap then, and stayed cached while
         // thousands of jobs came to be in flight). Claims across types read the table then
         // (see `merged_rows`), so they are checked on the loaded table only.
-        store
-            .writer
-            .call(|c| {
-                c.batch(
-                    "INSERT INTO jobs (id, type, status, priority, input, max_attempts,
-                                       available_at, created_at, updated_at, lease_until)
-                     SELECT md5('early' || g)::uuid, 't', 'leased', 5, '{}', 3, 1000, 1000, 1000, 9000
-                       FROM generate_series(1, 4) g",
-                )
-            })
-            .unwrap();
+        let run = |sql: String| store.writer.call(move |c| c.batch(&sql)).unwrap();
+        let insert = |rows: &str| {
+            run(format!(
+                "INSERT INTO jobs (id, type, status, priority, input, max_attempts,
+                                   available_at, created_at, updated_at, lease_until) {rows}"
+            ))
+        };
+        insert(
+            "SELECT md5('early' || g)::uuid, 't', 'leased', 5, '{}', 3, 1000, 1000, 1000, 9000
+               FROM generate_series(1, 4) g",
+        );
         let check = |when: &str, merged: bool| {
             let mut reads_queues: Vec<(&str, String)> = claims
                 .iter()
@@ -1698,23 +1698,16 @@ mod tests {
         // server without autovacuum), then with them. (An empty table never analyzed is
         // taken for ten pages, where reading them all is the cheapest plan; autovacuum's
         // first ANALYZE drops the cached plans made then.)
-        store
-            .writer
-            .call(|c| {
-                c.batch(
-                    "INSERT INTO jobs (id, type, status, priority, input, max_attempts,
-                                       available_at, created_at, updated_at, lease_until)
-                     SELECT md5(g::text)::uuid, 't' || (g % 4),
-                            CASE WHEN g % 10 = 0 THEN 'queued'
-                                 WHEN g % 10 = 1 THEN 'leased' ELSE 'succeeded' END,
-                            5, '{}', 3, 1000, 1000 + g, 1000 + g,
-                            CASE WHEN g % 10 = 1 THEN 9000 END
-                       FROM generate_series(1, 20000) g",
-                )
-            })
-            .unwrap();
+        insert(
+            "SELECT md5(g::text)::uuid, 't' || (g % 4),
+                    CASE WHEN g % 10 = 0 THEN 'queued'
+                         WHEN g % 10 = 1 THEN 'leased' ELSE 'succeeded' END,
+                    5, '{}', 3, 1000, 1000 + g, 1000 + g,
+                    CASE WHEN g % 10 = 1 THEN 9000 END
+               FROM generate_series(1, 20000) g",
+        );
         check("20 000 jobs, never analyzed", true);
-        store.writer.call(|c| c.batch("ANALYZE jobs")).unwrap();
+        run("ANALYZE jobs".into());
         check("20 000 jobs, analyzed", true);
         store.close();
         drop_schema();
