@@ -72,6 +72,67 @@ macro_rules! queued_types {
     };
 }
 
+/// Every type with queued jobs, as the CTEs `t0` and `t(type)`.
+macro_rules! any_types {
+    () => {
+        concat!(
+            queued_types!(),
+            ", t AS (SELECT type FROM t0 WHERE type IS NOT NULL)"
+        )
+    };
+}
+/// The claim's types (`$7`, repeats dropped), as the CTE `t(type)`.
+macro_rules! named_types {
+    () => {
+        "t AS (SELECT DISTINCT type FROM unnest($7::text[]) AS u(type))"
+    };
+}
+/// The first `$lim` ready jobs (`$now` is now) of each type in `t`, not locked, as rows of
+/// `$cols`: one seek per type into `jobs_ready_by_type`.
+macro_rules! heads_of_types {
+    ($cols:literal, $now:literal, $lim:literal) => {
+        concat!(
+            "SELECT x.* FROM t CROSS JOIN LATERAL (
+               SELECT ",
+            $cols,
+            " FROM jobs
+                WHERE status = 'queued' AND type = t.type AND available_at <= ",
+            $now,
+            "
+                ORDER BY ",
+            one_type_order!(),
+            " LIMIT ",
+            $lim,
+            ") x"
+        )
+    };
+}
+/// The first `$lim` ready jobs (`$now` is now) of the type `$type`, in lease order, locked
+/// (`SKIP LOCKED`: a row another claim holds is passed over), as rows of `$cols`, when
+/// `$gate` holds: one seek into `jobs_ready_by_type`.
+macro_rules! one_type_locked {
+    ($cols:literal, $gate:expr, $type:literal, $now:literal, $lim:literal) => {
+        concat!(
+            "SELECT ",
+            $cols,
+            " FROM jobs
+              WHERE ",
+            $gate,
+            " AND status = 'queued' AND type = ",
+            $type,
+            " AND available_at <= ",
+            $now,
+            "
+              ORDER BY ",
+            one_type_order!(),
+            " LIMIT ",
+            $lim,
+            "
+              FOR UPDATE SKIP LOCKED"
+        )
+    };
+}
+
 /// Ready jobs across several types, in lease order, locked: the CTE `c(seq, type,
 /// priority, available_at, created_at)` holds the first `$lim` ready jobs of the types in
 /// `t(type)` (`$now` is now), `$gate` being true. Each type's ready jobs are read in order
@@ -84,17 +145,9 @@ macro_rules! queued_types {
 macro_rules! ready_across_types {
     ($now:literal, $lim:literal, $gate:expr) => {
         concat!(
-            "h AS (SELECT x.* FROM t CROSS JOIN LATERAL (
-                     SELECT type, priority, available_at, created_at, seq FROM jobs
-                      WHERE status = 'queued' AND type = t.type AND available_at <= ",
-            $now,
-            "
-                      ORDER BY ",
-            one_type_order!(),
-            " LIMIT ",
-            $lim,
-            ") x
-                   WHERE (SELECT count(*) FROM t) > 1),
+            "h AS (",
+            heads_of_types!("type, priority, available_at, created_at, seq", $now, $lim),
+            " WHERE (SELECT count(*) FROM t) > 1),
              k AS (SELECT type AS k_type, (",
             $lim,
             ")::bigint AS k_n FROM t WHERE (SELECT count(*) FROM t) = 1
@@ -104,17 +157,15 @@ macro_rules! ready_across_types {
             " LIMIT ",
             $lim,
             ") top GROUP BY type),
-             c AS (SELECT y.* FROM k CROSS JOIN LATERAL (
-                     SELECT seq, type, priority, available_at, created_at FROM jobs
-                      WHERE ",
-            $gate,
-            " AND status = 'queued' AND type = k.k_type AND available_at <= ",
-            $now,
-            "
-                      ORDER BY ",
-            one_type_order!(),
-            " LIMIT k.k_n
-                      FOR UPDATE SKIP LOCKED) y)"
+             c AS (SELECT y.* FROM k CROSS JOIN LATERAL (",
+            one_type_locked!(
+                "seq, type, priority, available_at, created_at",
+                $gate,
+                "k.k_type",
+                $now,
+                "k.k_n"
+            ),
+            ") y)"
         )
     };
 }
@@ -187,29 +238,25 @@ macro_rules! one_type_order {
 }
 const CLAIM_ANY: &str = claim_sql!(
     concat!(
-        queued_types!(),
-        ", t AS (SELECT type FROM t0 WHERE type IS NOT NULL), ",
+        any_types!(),
+        ", ",
         ready_across_types!("$3", "$4", claim_gate!())
     ),
     merged_rows!()
 );
 const CLAIM_TYPES: &str = claim_sql!(
     concat!(
-        "t AS (SELECT DISTINCT type FROM unnest($7::text[]) AS u(type)), ",
+        named_types!(),
+        ", ",
         ready_across_types!("$3", "$4", claim_gate!())
     ),
     merged_rows!()
 );
 const CLAIM_ONE_TYPE: &str = claim_sql!(
     concat!(
-        "c AS (SELECT seq FROM jobs
-            WHERE ",
-        claim_gate!(),
-        " AND status = 'queued' AND available_at <= $3 AND type = ANY($7::text[])
-            ORDER BY ",
-        one_type_order!(),
-        " LIMIT $4
-            FOR UPDATE SKIP LOCKED)"
+        "c AS (",
+        one_type_locked!("seq", claim_gate!(), "ANY($7::text[])", "$3", "$4"),
+        ")"
     ),
     one_type_rows!()
 );
@@ -270,29 +317,31 @@ macro_rules! many_gate {
 }
 const CLAIM_MANY_ANY: &str = claim_many_sql!(
     concat!(
-        queued_types!(),
-        ", t AS (SELECT type FROM t0 WHERE type IS NOT NULL), ",
+        any_types!(),
+        ", ",
         ready_across_types!("$6", "(SELECT count(*) FROM s)", many_gate!())
     ),
     concat!("jobs.", merged_rows!(), " AND jobs.seq = p.p_seq")
 );
 const CLAIM_MANY_TYPES: &str = claim_many_sql!(
     concat!(
-        "t AS (SELECT DISTINCT type FROM unnest($7::text[]) AS u(type)), ",
+        named_types!(),
+        ", ",
         ready_across_types!("$6", "(SELECT count(*) FROM s)", many_gate!())
     ),
     concat!("jobs.", merged_rows!(), " AND jobs.seq = p.p_seq")
 );
 const CLAIM_MANY_ONE_TYPE: &str = claim_many_sql!(
     concat!(
-        "c AS (SELECT seq, priority, available_at, created_at FROM jobs
-            WHERE ",
-        many_gate!(),
-        " AND status = 'queued' AND available_at <= $6 AND type = ANY($7::text[])
-            ORDER BY ",
-        one_type_order!(),
-        " LIMIT (SELECT count(*) FROM s)
-            FOR UPDATE SKIP LOCKED)"
+        "c AS (",
+        one_type_locked!(
+            "seq, priority, available_at, created_at",
+            many_gate!(),
+            "ANY($7::text[])",
+            "$6",
+            "(SELECT count(*) FROM s)"
+        ),
+        ")"
     ),
     "jobs.seq = p.p_seq"
 );
@@ -1305,15 +1354,15 @@ pub fn fold_counts(c: &mut PgConn) -> Result<()> {
 /// merged.
 const READY_IDS: &str = concat!(
     "WITH RECURSIVE ",
-    queued_types!(),
+    any_types!(),
     ",
-     t AS (SELECT type FROM t0 WHERE type IS NOT NULL),
-     h AS (SELECT x.* FROM t CROSS JOIN LATERAL (
-             SELECT id, type, priority, available_at, created_at, seq FROM jobs
-              WHERE status = 'queued' AND type = t.type AND available_at <= $1
-              ORDER BY ",
-    one_type_order!(),
-    " LIMIT $2) x)
+     h AS (",
+    heads_of_types!(
+        "id, type, priority, available_at, created_at, seq",
+        "$1",
+        "$2"
+    ),
+    ")
      SELECT id::text, type FROM h ORDER BY ",
     lease_order!(),
     " LIMIT $2"
