@@ -1424,22 +1424,74 @@ pub fn reclaim_expired(c: &mut PgConn, now: Ts, limit: usize) -> Result<Vec<Recl
     Ok(out)
 }
 
-pub fn prune_finished(c: &mut PgConn, before: Ts, limit: usize) -> Result<usize> {
+/// The key of the last job created before `before`, or `None` when there is none: a binary
+/// search of the primary key, one probe per halving (about 30 for a billion keys), taking
+/// creation times to rise with the key. Where clocks of several nodes disagree they rise only
+/// roughly; the answer is then a job near the boundary, and pruning up to it may leave a job
+/// that finished in time for a later round.
+fn created_before(c: &mut PgConn, before: Ts) -> Result<Option<i64>> {
+    const FIRST_FROM: &str = "SELECT seq, created_at FROM jobs WHERE seq >= $1 AND seq <= $2
+                               ORDER BY seq LIMIT 1";
+    let before = to_ms(&before);
+    let keys = c.query_one("SELECT min(seq), max(seq) FROM jobs", &[])?;
+    let (Some(min), Some(max)) = (
+        keys.try_get::<_, Option<i64>>(0).map_err(map_err)?,
+        keys.try_get::<_, Option<i64>>(1).map_err(map_err)?,
+    ) else {
+        return Ok(None);
+    };
+    let mut first_from = |lo: i64, hi: i64| -> Result<Option<(i64, i64)>> {
+        c.query_opt(FIRST_FROM, &[&lo, &hi])?
+            .map(|r| {
+                Ok((
+                    r.try_get(0).map_err(map_err)?,
+                    r.try_get(1).map_err(map_err)?,
+                ))
+            })
+            .transpose()
+    };
+    // The invariant: `lo` is a job created before the cut-off, and the answer is at most `hi`.
+    let Some((mut lo, first_at)) = first_from(min, max)? else {
+        return Ok(None);
+    };
+    if first_at >= before {
+        return Ok(None);
+    }
+    let mut hi = max;
+    while lo < hi {
+        let mid = lo + (hi - lo + 1) / 2;
+        match first_from(mid, hi)? {
+            Some((seq, at)) if at < before => lo = seq,
+            _ => hi = mid - 1,
+        }
+    }
+    Ok(Some(lo))
+}
+
+/// `prune_finished`'s statement: `$1` the cut-off, `$2` the limit, `$3` the last key. The
+/// statuses are also spelled out as a list: `status = s.status` alone does not prove the
+/// partial index's condition.
+const PRUNE_FINISHED: &str = "WITH gone AS (
+      DELETE FROM jobs WHERE seq IN (
+          SELECT f.seq FROM unnest(ARRAY['succeeded', 'failed', 'canceled']) AS s(status)
+          CROSS JOIN LATERAL (
+              SELECT seq FROM jobs
+               WHERE status = s.status AND status IN ('succeeded', 'failed', 'canceled')
+                 AND seq <= $3 AND updated_at < $1
+               ORDER BY status, seq LIMIT $2 FOR UPDATE SKIP LOCKED) f
+          ORDER BY f.seq LIMIT $2)
+      RETURNING seq, type, status),
+  events AS (DELETE FROM job_events WHERE job_seq IN (SELECT seq FROM gone))
+  SELECT type, status FROM gone";
+
+/// Deletes at most `limit` jobs that finished before `before` among those up to the key
+/// `upto`, with their events: each finished status's jobs in key order, read from
+/// `jobs_finished_by_status`. Locking rechecks status and time on the current row, so a job
+/// an admin is retrying right now is skipped, never deleted. Its events go in the same
+/// statement (there is no foreign key to cascade: migrations V11 and V13).
+fn prune_finished(c: &mut PgConn, before: Ts, upto: i64, limit: usize) -> Result<usize> {
     let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-    // Locking in the subquery rechecks status and time on the current row, so a job an
-    // admin is retrying right now is skipped, never deleted. Its events go in the same
-    // statement (there is no foreign key to cascade: migrations V11 and V13).
-    let gone = c.query(
-        "WITH gone AS (
-             DELETE FROM jobs WHERE seq IN (
-                 SELECT seq FROM jobs WHERE status IN ('succeeded', 'failed', 'canceled')
-                   AND updated_at < $1
-                 ORDER BY updated_at, seq LIMIT $2 FOR UPDATE SKIP LOCKED)
-             RETURNING seq, type, status),
-         events AS (DELETE FROM job_events WHERE job_seq IN (SELECT seq FROM gone))
-         SELECT type, status FROM gone",
-        &[&to_ms(&before), &limit],
-    )?;
+    let gone = c.query(PRUNE_FINISHED, &[&to_ms(&before), &limit, &upto])?;
     for row in &gone {
         let t: String = row.try_get(0).map_err(map_err)?;
         let status: String = row.try_get(1).map_err(map_err)?;
@@ -1555,8 +1607,13 @@ impl JobStore for PgStore {
         self.write(move |c| reclaim_expired(c, now, limit))
     }
 
+    /// The binary search for the last job created before the cut-off reads on a pooled
+    /// connection, so the writer is held only for the delete.
     fn prune_finished_jobs(&self, before: Ts, limit: usize) -> Result<usize> {
-        self.write(move |c| prune_finished(c, before, limit))
+        let Some(upto) = self.read(|c| created_before(c, before))? else {
+            return Ok(0);
+        };
+        self.write(move |c| prune_finished(c, before, upto, limit))
     }
 
     fn fold_job_counts(&self) -> Result<()> {
@@ -1631,12 +1688,27 @@ mod tests {
     /// The plan PostgreSQL keeps for a claim statement (a generic plan, as a statement
     /// run often gets), as text.
     fn generic_plan(store: &PgStore, sql: &'static str, param_types: &str, args: &str) -> String {
+        plan(store, "force_generic_plan", sql, param_types, args)
+    }
+
+    /// The plan made for these very values, as `query_planned` has it made every time.
+    fn custom_plan(store: &PgStore, sql: &'static str, param_types: &str, args: &str) -> String {
+        plan(store, "force_custom_plan", sql, param_types, args)
+    }
+
+    fn plan(
+        store: &PgStore,
+        mode: &'static str,
+        sql: &'static str,
+        param_types: &str,
+        args: &str,
+    ) -> String {
         let prepare = format!("PREPARE plan_probe ({param_types}) AS {sql}");
         let explain = format!("EXPLAIN EXECUTE plan_probe ({args})");
         store
             .writer
             .call(move |c| {
-                c.batch("SET LOCAL plan_cache_mode = force_generic_plan")?;
+                c.batch(&format!("SET LOCAL plan_cache_mode = {mode}"))?;
                 c.batch(&prepare)?;
                 let rows = c.query_planned(&explain, &[]);
                 c.batch("DEALLOCATE plan_probe")?;
@@ -1737,6 +1809,24 @@ mod tests {
                 assert!(plan.contains("jobs_ready_by_type"), "{when}: {sql}\n{plan}");
                 assert!(!plan.contains("Seq Scan on jobs"), "{when}: {sql}\n{plan}");
             }
+            if merged {
+                // Pruning is planned for its values each time (`query_planned`): the size of
+                // the table is read then, statistics or not.
+                let prune = custom_plan(
+                    &store,
+                    PRUNE_FINISHED,
+                    "bigint, bigint, bigint",
+                    "5000, 10, 9000",
+                );
+                // The walk is bounded by the key: finished jobs by status and key, or (with
+                // statistics saying most old jobs are finished) the primary key up to it.
+                assert!(
+                    prune.contains("jobs_finished_by_status")
+                        || prune.contains("Index Cond: (seq <= "),
+                    "{when}: {prune}"
+                );
+                assert!(!prune.contains("Seq Scan on jobs"), "{when}: {prune}");
+            }
             let complete = complete_plan();
             assert!(complete.contains("jobs_id_key"), "{when}: {complete}");
             assert!(!complete.contains("jobs_lease_until"), "{when}: {complete}");
@@ -1758,6 +1848,70 @@ mod tests {
         check("20 000 jobs, never analyzed", true);
         run("ANALYZE jobs".into());
         check("20 000 jobs, analyzed", true);
+        store.close();
+        drop_schema();
+    }
+
+    /// Pruning deletes what finished before the cut-off, of every finished status, and
+    /// nothing else: not a job created before it that finished after it, not a job that is
+    /// still queued or leased.
+    #[test]
+    fn pruning_walks_finished_jobs_up_to_the_last_created_before_the_cut_off() {
+        let Some((store, drop_schema)) = store("prune_walk") else {
+            return;
+        };
+        let run = |sql: String| store.writer.call(move |c| c.batch(&sql)).unwrap();
+        // Created at 1 000 + g; odd jobs finished at 1 000 + g + 10, even ones at 50 000
+        // (long-running); every tenth still leased, every 25th still queued.
+        run(
+            "INSERT INTO jobs (id, type, status, priority, input, max_attempts, available_at,
+                               created_at, updated_at, lease_until)
+             SELECT md5(g::text)::uuid, 't',
+                    CASE WHEN g % 25 = 0 THEN 'queued' WHEN g % 10 = 0 THEN 'leased'
+                         WHEN g % 3 = 0 THEN 'failed' WHEN g % 3 = 1 THEN 'canceled'
+                         ELSE 'succeeded' END,
+                    5, '{}', 3, 1000, 1000 + g,
+                    CASE WHEN g % 2 = 1 THEN 1010 + g ELSE 50000 END,
+                    CASE WHEN g % 10 = 0 AND g % 25 <> 0 THEN 90000 END
+               FROM generate_series(1, 3000) g"
+                .into(),
+        );
+        let count = |sql: &str| -> i64 {
+            let sql = sql.to_string();
+            store
+                .read(move |c| Ok(c.query_one(&sql, &[])?.get::<_, i64>(0)))
+                .unwrap()
+        };
+        let due = "SELECT count(*) FROM jobs
+                    WHERE status IN ('succeeded', 'failed', 'canceled') AND updated_at < 3000";
+        let expected = count(due);
+        assert!(expected > 900, "{expected}");
+        let cut = from_ms(3000);
+        assert_eq!(
+            store.read(|c| created_before(c, cut)).unwrap(),
+            Some(count("SELECT max(seq) FROM jobs WHERE created_at < 3000"))
+        );
+        assert_eq!(
+            store.read(|c| created_before(c, from_ms(1000))).unwrap(),
+            None
+        );
+        let mut pruned = 0;
+        loop {
+            let n = store.prune_finished_jobs(cut, 100).unwrap();
+            assert!(n <= 100);
+            pruned += n;
+            if n < 100 {
+                break;
+            }
+        }
+        assert_eq!(pruned as i64, expected);
+        assert_eq!(count(due), 0);
+        assert_eq!(count("SELECT count(*) FROM jobs"), 3000 - expected);
+        assert_eq!(
+            count("SELECT count(*) FROM jobs WHERE status IN ('queued', 'leased')"),
+            // Every 25th queued (120), every other tenth leased (300 - 60).
+            360
+        );
         store.close();
         drop_schema();
     }
