@@ -1693,6 +1693,11 @@ mod tests {
         plan(store, "force_generic_plan", sql, param_types, args)
     }
 
+    /// Runs statements on a writer's connection, in a transaction that commits.
+    fn exec(store: &PgStore, sql: String) {
+        store.writer.call(move |c| c.batch(&sql)).unwrap()
+    }
+
     /// The plan made for these very values, as `query_planned` has it made every time.
     fn custom_plan(store: &PgStore, sql: &'static str, param_types: &str, args: &str) -> String {
         plan(store, "force_custom_plan", sql, param_types, args)
@@ -1775,7 +1780,7 @@ mod tests {
         // that read every leased job instead was cheap then, and stayed cached while
         // thousands of jobs came to be in flight). Claims across types read the table then
         // (see `merged_rows`), so they are checked on the loaded table only.
-        let run = |sql: String| store.writer.call(move |c| c.batch(&sql)).unwrap();
+        let run = |sql: String| exec(&store, sql);
         let insert = |rows: &str| {
             run(format!(
                 "INSERT INTO jobs (id, type, status, priority, input, max_attempts,
@@ -1862,7 +1867,7 @@ mod tests {
         let Some((store, drop_schema)) = store("prune_walk") else {
             return;
         };
-        let run = |sql: String| store.writer.call(move |c| c.batch(&sql)).unwrap();
+        let run = |sql: String| exec(&store, sql);
         // Created at 1 000 + g; odd jobs finished at 1 000 + g + 10, even ones at 50 000
         // (long-running); every tenth still leased, every 25th still queued.
         run(
