@@ -300,6 +300,7 @@ fn worker_options(a: &WorkerArgs) -> WorkerOptions {
         shutdown_timeout: a.shutdown_timeout,
         heartbeat: a.worker_heartbeat,
         maintenance_interval: a.maintenance_interval,
+        maintenance_at_start: true,
         job_retention: Some(a.job_retention).filter(|d| !d.is_zero()),
         inbox_retention_days: a.inbox_retention_days,
         inbox_max_per_user: a.inbox_max_per_user.map(|n| n as usize),

@@ -24,6 +24,7 @@ pub struct Maintenance {
     db: Db,
     clock: SharedClock,
     interval: Duration,
+    at_start: bool,
     retention: Option<Duration>,
     inbox_retention_days: Option<u32>,
     inbox_max_per_user: Option<usize>,
@@ -37,6 +38,7 @@ pub fn build(env: &WorkerEnv) -> Result<Built, WorkerConfigError> {
         db: env.db.clone(),
         clock: env.clock.clone(),
         interval: env.options.maintenance_interval,
+        at_start: env.options.maintenance_at_start,
         retention: env.options.job_retention,
         inbox_retention_days: env.options.inbox_retention_days,
         inbox_max_per_user: env.options.inbox_max_per_user,
@@ -105,7 +107,7 @@ impl Periodic for Maintenance {
         PeriodicSpec {
             interval: self.interval,
             jitter: Duration::ZERO,
-            immediate: true,
+            immediate: self.at_start,
         }
     }
     fn tick(&self) -> BoxFuture<'_, anyhow::Result<()>> {

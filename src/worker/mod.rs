@@ -91,6 +91,10 @@ pub struct WorkerOptions {
     pub heartbeat: Duration,
     /// `jobs.maintenance`: how often expired leases are looked for.
     pub maintenance_interval: Duration,
+    /// `jobs.maintenance`: run a pass as soon as the worker starts, so leases that
+    /// expired while nothing ran are reclaimed at once (tests that step the clock
+    /// themselves turn it off, so no pass races their steps).
+    pub maintenance_at_start: bool,
     /// `jobs.maintenance`: keep finished jobs this long (`None` = forever).
     pub job_retention: Option<Duration>,
     /// `jobs.maintenance`: delete inbox items older than this many days.
@@ -105,6 +109,7 @@ impl Default for WorkerOptions {
             shutdown_timeout: Duration::from_secs(30),
             heartbeat: Duration::from_secs(5),
             maintenance_interval: Duration::from_secs(1),
+            maintenance_at_start: true,
             job_retention: Some(Duration::from_secs(7 * 86400)),
             inbox_retention_days: None,
             inbox_max_per_user: None,
