@@ -32,12 +32,13 @@ fn json_col(s: Option<String>) -> Option<Value> {
 
 /// A job row (the insertion sequence first) as (seq, job).
 pub(crate) fn job(r: &impl Columns) -> Result<(i64, Job)> {
+    let status = decode::job_status(&r.text(3)?)?;
     Ok((
         r.int(0)?,
         Job {
             id: decode::job_id(&r.text(1)?)?,
             job_type: JobType::trusted(r.text(2)?),
-            status: decode::job_status(&r.text(3)?)?,
+            status,
             priority: r.int(4)?,
             meta: JobMeta {
                 idempotency_key: r.opt_text(5)?,
@@ -52,7 +53,13 @@ pub(crate) fn job(r: &impl Columns) -> Result<(i64, Job)> {
             attempts: r.int(13)?,
             max_attempts: r.int(14)?,
             available_at: from_ms(r.int(15)?),
-            lease_owner: r.opt_text(16)?,
+            // A finished job has no lease. PostgreSQL keeps the worker that completed a
+            // job in this column, for the `succeeded` event the row carries (its V19).
+            lease_owner: if status.is_finished() {
+                None
+            } else {
+                r.opt_text(16)?
+            },
             lease_until: r.opt_int(17)?.map(from_ms),
             lease_token: r.opt_text(18)?,
             last_error: r.opt_text(19)?,

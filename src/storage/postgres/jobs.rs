@@ -35,6 +35,13 @@ const LOCK_BY_ID: &str = concat!(
     cols!(),
     " FROM jobs WHERE id = $1::text::uuid FOR UPDATE"
 );
+/// A job with the `succeeded` event its row carries (see `record`): the worker is the
+/// stored `lease_owner` (the decoder shows a finished job without one).
+const SELECT_WITH_FINISH: &str = concat!(
+    "SELECT ",
+    cols!(),
+    ", lease_owner, finish_event FROM jobs WHERE id = $1::text::uuid"
+);
 const SELECT_BY_KEY: &str = concat!(
     "SELECT ",
     cols!(),
@@ -410,12 +417,21 @@ pub fn get(c: &mut PgConn, id: JobId) -> Result<Job> {
 }
 
 /// Writes every field a transition can change (the job was `was` before it), and counts
-/// the move.
-fn save(c: &mut PgConn, seq: i64, was: JobStatus, j: &Job) -> Result<()> {
+/// the move. `finished_by` is the worker of a completion whose `succeeded` event the row
+/// carries (`record`): it stays in `lease_owner`, and the event's id is taken from the
+/// events' sequence.
+fn save(
+    c: &mut PgConn,
+    seq: i64,
+    was: JobStatus,
+    j: &Job,
+    finished_by: Option<&str>,
+) -> Result<()> {
     c.execute(
         "UPDATE jobs SET status = $2, result = $3, attempts = $4, max_attempts = $5,
              available_at = $6, lease_owner = $7, lease_until = $8, lease_token = $9,
-             last_error = $10, updated_at = $11
+             last_error = $10, updated_at = $11,
+             finish_event = CASE WHEN $12 THEN nextval('job_events_id_seq') END
          WHERE seq = $1",
         &[
             &seq,
@@ -424,14 +440,49 @@ fn save(c: &mut PgConn, seq: i64, was: JobStatus, j: &Job) -> Result<()> {
             &j.attempts,
             &j.max_attempts,
             &to_ms(&j.available_at),
-            &j.lease_owner,
+            &finished_by.or(j.lease_owner.as_deref()),
             &j.lease_until.as_ref().map(to_ms),
             &j.lease_token,
             &j.last_error,
             &to_ms(&j.updated_at),
+            &finished_by.is_some(),
         ],
     )?;
     c.moved(j.job_type.as_str(), Some(was), Some(j.status));
+    Ok(())
+}
+
+/// The worker whose completion `events` records, when the job row can carry that event
+/// instead of an event row: the job succeeded and the event is exactly the one `history`
+/// rebuilds from the row (the worker, the job's attempts, at its `updated_at`).
+fn carried_on_row<'a>(j: &Job, events: &'a [NewEvent], now: Ts) -> Option<(usize, &'a str)> {
+    if j.status != JobStatus::Succeeded || j.updated_at != now {
+        return None;
+    }
+    events.iter().enumerate().find_map(|(i, ev)| {
+        let worker = ev.details.as_ref()?.get("worker_id")?.as_str()?;
+        (*ev == NewEvent::succeeded(worker, j.attempts)).then_some((i, worker))
+    })
+}
+
+/// Saves a transition with its events (at `now`). A completion's `succeeded` event goes on
+/// the job row (`lease_owner` kept, `finish_event`), not into `job_events`: one event row
+/// and its index entry fewer per job. `events` reads it back.
+fn record(
+    c: &mut PgConn,
+    seq: i64,
+    was: JobStatus,
+    j: &Job,
+    events: &[NewEvent],
+    now: Ts,
+) -> Result<()> {
+    let carried = carried_on_row(j, events, now);
+    save(c, seq, was, j, carried.map(|(_, w)| w))?;
+    for (i, ev) in events.iter().enumerate() {
+        if carried.is_none_or(|(at, _)| at != i) {
+            add_event(c, seq, now, ev)?;
+        }
+    }
     Ok(())
 }
 
@@ -465,10 +516,7 @@ fn transition(
     let (seq, mut job) = load(c, LOCK_BY_ID, id)?;
     let was = job.status;
     let events = f(&mut job).map_err(StoreError::Conflict)?;
-    save(c, seq, was, &job)?;
-    for ev in &events {
-        add_event(c, seq, now, ev)?;
-    }
+    record(c, seq, was, &job, &events, now)?;
     if ready_now(&job, now) {
         c.notify(Wake::Jobs)?;
     }
@@ -990,7 +1038,7 @@ pub fn heartbeat(c: &mut PgConn, id: JobId, fence: &Fence, until: Ts, now: Ts) -
     let ev = job
         .heartbeat(fence, until, now)
         .map_err(StoreError::Conflict)?;
-    save(c, seq, was, &job)?;
+    save(c, seq, was, &job, None)?;
     // Coalesce: a run of heartbeats is one event row whose count and time move. The job
     // row is locked, so its last event cannot change under us.
     let last = c.query_opt(
@@ -1038,9 +1086,9 @@ pub struct CompleteReq {
 }
 
 /// The fast path: every completion whose lease holds, in one `UPDATE … FROM unnest(…)`
-/// (the conditions are those of `Fence::check` for a live lease) that also writes their
-/// `succeeded` events (the details of `NewEvent::succeeded`: worker, attempt). The rows
-/// end with the worker, after the job's columns.
+/// (the conditions are those of `Fence::check` for a live lease). Each row carries its
+/// `succeeded` event, as `record` does: the worker stays in `lease_owner` and the event's
+/// id is taken from the events' sequence.
 ///
 /// The rows are found by id: `id = ANY(…)` gives the planner one probe of `jobs_id_key` per
 /// job, the cheapest path whatever the table's size or statistics. The status is compared
@@ -1056,7 +1104,7 @@ const COMPLETE_MANY: &str = "WITH i AS MATERIALIZED (
       ORDER BY id),
     u AS (
       UPDATE jobs j SET status = 'succeeded', result = i.result,
-          lease_owner = NULL, lease_until = NULL, updated_at = i.now
+          lease_until = NULL, updated_at = i.now, finish_event = nextval('job_events_id_seq')
       FROM i
       WHERE j.id = ANY($1::text[]::uuid[]) AND j.id = i.id::uuid
         AND j.status = i.leased AND j.lease_owner = i.worker
@@ -1064,12 +1112,7 @@ const COMPLETE_MANY: &str = "WITH i AS MATERIALIZED (
       RETURNING j.seq, j.id::text, j.type, j.status, j.priority, j.idempotency_key, j.code_version,
           j.model_version, j.config_hash, j.budget_tag, j.cost_cap_eur, j.input, j.result,
           j.attempts, j.max_attempts, j.available_at, j.lease_owner, j.lease_until,
-          j.lease_token, j.last_error, j.created_at, j.updated_at, i.worker),
-    e AS (
-      INSERT INTO job_events (job_seq, ts, event, details)
-      SELECT seq, updated_at, 'succeeded',
-             json_build_object('worker_id', worker, 'attempt', attempts)::text
-      FROM u ORDER BY seq)
+          j.lease_token, j.last_error, j.created_at, j.updated_at)
     SELECT * FROM u";
 
 /// Completes a batch: the fast path for every request whose lease holds, then the usual
@@ -1222,10 +1265,7 @@ pub fn bulk(
     let rows = rows.iter().map(row_to_job).collect::<Result<Vec<_>>>()?;
     let mut wake = false;
     let step = bulk_step(rows, limit, action, now, |seq, was, job, events| {
-        save(c, seq, was, job)?;
-        for ev in events {
-            add_event(c, seq, now, ev)?;
-        }
+        record(c, seq, was, job, events, now)?;
         wake |= ready_now(job, now);
         Ok(())
     })?;
@@ -1285,7 +1325,10 @@ pub fn list(c: &mut PgConn, f: &JobFilter) -> Result<JobPage> {
 }
 
 pub fn events(c: &mut PgConn, id: JobId) -> Result<Vec<JobEvent>> {
-    let (seq, job) = load(c, SELECT_BY_ID, id)?;
+    let row = c.query_one(SELECT_WITH_FINISH, &[&id.to_string()])?;
+    let (seq, job) = row_to_job(&row)?;
+    let finished_by: Option<String> = row.try_get(22).map_err(map_err)?;
+    let finish_event: Option<i64> = row.try_get(23).map_err(map_err)?;
     let rows = c.query(
         "SELECT id, ts, event, details FROM job_events WHERE job_seq = $1 ORDER BY id",
         &[&seq],
@@ -1301,7 +1344,33 @@ pub fn events(c: &mut PgConn, id: JobId) -> Result<Vec<JobEvent>> {
             })
         })
         .collect::<Result<Vec<_>>>()?;
-    Ok(JobEvent::history(&job, stored))
+    Ok(JobEvent::history(
+        &job,
+        with_finish(&job, stored, finished_by, finish_event),
+    ))
+}
+
+/// The stored events of `job`, then the `succeeded` event its row carries, if it carries
+/// one and none was stored (jobs completed before V19, or copied from SQLite, stored it).
+fn with_finish(
+    job: &Job,
+    mut stored: Vec<JobEvent>,
+    finished_by: Option<String>,
+    finish_event: Option<i64>,
+) -> Vec<JobEvent> {
+    if let (JobStatus::Succeeded, Some(worker), Some(id)) = (job.status, finished_by, finish_event)
+    {
+        if !stored.iter().any(|e| e.event == "succeeded") {
+            stored.push(JobEvent {
+                id,
+                ts: job.updated_at,
+                event: "succeeded".into(),
+                details: NewEvent::succeeded(&worker, job.attempts).details,
+            });
+            stored.sort_by_key(|e| e.id);
+        }
+    }
+    stored
 }
 
 pub fn queue_stats(c: &mut PgConn, now: Ts) -> Result<Vec<QueueStats>> {
@@ -1395,10 +1464,7 @@ pub fn reclaim_expired(c: &mut PgConn, now: Ts, limit: usize) -> Result<Vec<Recl
     for (seq, mut job) in expired {
         let was = job.status;
         let events = job.expire(now);
-        save(c, seq, was, &job)?;
-        for ev in &events {
-            add_event(c, seq, now, ev)?;
-        }
+        record(c, seq, was, &job, &events, now)?;
         *per_type
             .entry(job.job_type.as_str().to_string())
             .or_default() += 1;
@@ -1919,6 +1985,118 @@ mod tests {
             // Every 25th queued (120), every other tenth leased (300 - 60).
             360
         );
+        store.close();
+        drop_schema();
+    }
+
+    /// A completion's `succeeded` event is carried on the job row, by either path (the
+    /// set-based batch, the locked transition), and read back as the history's last entry
+    /// with an id from the events' sequence; a finished job shows no lease owner; a job
+    /// whose `succeeded` event was stored as a row (before V19, or copied) shows it once.
+    #[test]
+    fn a_completion_s_event_is_carried_on_the_job_row() {
+        let Some((store, drop_schema)) = store("finish_on_row") else {
+            return;
+        };
+        let t0 = from_ms(1_000_000);
+        let ids: Vec<JobId> = (0..3).map(|_| created(&store, job("t", 0), t0)).collect();
+        let claim = Claim {
+            worker_id: WorkerId::local("w"),
+            types: vec![],
+            limit: 3,
+            lease: chrono::Duration::seconds(30),
+        };
+        let leased = store.claim_jobs(&claim, t0).unwrap();
+        assert_eq!(leased.len(), 3);
+        let fence = |id: JobId| {
+            let j = leased.iter().find(|j| j.id == id).unwrap();
+            j.fence(&WorkerId::local("w"))
+        };
+        let t1 = from_ms(1_001_000);
+        // The set-based path, then the locked transition.
+        let batch = store
+            .complete_job(ids[0], &fence(ids[0]), None, t1)
+            .unwrap();
+        assert_eq!(batch.lease_owner, None);
+        let (id, f) = (ids[1], fence(ids[1]));
+        let single = store
+            .write(move |c| complete(c, id, &f, Some(serde_json::json!({})), t1))
+            .unwrap();
+        assert_eq!(single.lease_owner, None);
+        // Later events take later ids from the same sequence.
+        let later = store
+            .fail_job(
+                ids[2],
+                &fence(ids[2]),
+                &Failure {
+                    error: "boom".into(),
+                    retryable: false,
+                    details: None,
+                    jitter: 0.0,
+                },
+                t1,
+            )
+            .unwrap();
+        assert_eq!(later.status, JobStatus::Failed);
+        let stored = |id: JobId| -> i64 {
+            let id = id.to_string();
+            store
+                .read(move |c| {
+                    Ok(c.query_one(
+                        "SELECT count(*) FROM job_events e JOIN jobs j ON j.seq = e.job_seq
+                          WHERE j.id = $1::text::uuid",
+                        &[&id],
+                    )?
+                    .get::<_, i64>(0))
+                })
+                .unwrap()
+        };
+        let mut finish_ids = vec![];
+        for id in &ids[..2] {
+            let h = store.job_events(*id).unwrap();
+            let names: Vec<&str> = h.iter().map(|e| e.event.as_str()).collect();
+            assert_eq!(names, ["queued", "leased", "succeeded"]);
+            assert!(h[1].id < h[2].id, "{h:?}");
+            assert_eq!(h[2].ts, t1);
+            assert_eq!(
+                h[2].details,
+                NewEvent::succeeded("w", 1).details,
+                "the event a stored row had"
+            );
+            assert_eq!(stored(*id), 1, "only the lease's event is a row");
+            assert_eq!(store.get_job(*id).unwrap().lease_owner, None);
+            finish_ids.push(h[2].id);
+        }
+        let failed = store.job_events(ids[2]).unwrap();
+        assert!(finish_ids.iter().all(|f| *f < failed.last().unwrap().id));
+        // A stored `succeeded` row (an older completion) is read as it is, not doubled.
+        let (seq, legacy) = {
+            let id = ids[0].to_string();
+            store
+                .read(move |c| {
+                    let r = c.query_one(
+                        "SELECT seq, finish_event FROM jobs WHERE id = $1::text::uuid",
+                        &[&id],
+                    )?;
+                    Ok((r.get::<_, i64>(0), r.get::<_, i64>(1)))
+                })
+                .unwrap()
+        };
+        exec(
+            &store,
+            format!(
+                "INSERT INTO job_events (id, job_seq, ts, event, details)
+                 VALUES ({legacy}, {seq}, 1001000, 'succeeded',
+                         '{{\"worker_id\":\"w\",\"attempt\":1}}');
+                 UPDATE jobs SET finish_event = NULL WHERE seq = {seq}"
+            ),
+        );
+        assert_eq!(store.job_events(ids[0]).unwrap(), {
+            let mut h = store.job_events(ids[1]).unwrap();
+            h[1].id = store.job_events(ids[0]).unwrap()[1].id;
+            h[2].id = legacy;
+            h
+        });
         store.close();
         drop_schema();
     }
