@@ -97,6 +97,10 @@ struct Feed {
     first: VecDeque<Out>,
     /// The items replayed; a push of one of them is dropped.
     replayed: std::collections::HashSet<i64>,
+    /// The sequence number of the `Last-Event-ID` item: the client has it and everything
+    /// before it, so a push at or below it (the fan-in can still be catching up on items
+    /// made before the stream opened) is dropped too.
+    seen_upto: i64,
     deadline: tokio::time::Instant,
     /// A resynchronisation was asked for and not yet sent.
     resync: bool,
@@ -113,9 +117,9 @@ impl Feed {
         let sub = st.streams.subscribe(&who.user).map_err(Opening::Refused)?;
         let unread = st.inbox.unread(who.user.clone()).await?;
         sub.opened_with(unread);
-        let replay = match last {
+        let (anchor, replay) = match last {
             Some(id) => st.inbox.after(who.user.clone(), id, REPLAY).await?,
-            None => Vec::new(),
+            None => (None, Vec::new()),
         };
         let replayed = replay.iter().map(|f| f.seq).collect();
         let mut first = VecDeque::from([Out::Unread(unread)]);
@@ -129,6 +133,7 @@ impl Feed {
             sub,
             first,
             replayed,
+            seen_upto: anchor.unwrap_or(0),
             deadline: tokio::time::Instant::now() + left,
             resync: false,
         })
@@ -152,7 +157,9 @@ impl Feed {
                 _ = tokio::time::sleep_until(self.deadline) => return None,
             };
             match next {
-                Next::Push(Push::Item(f)) if !self.replayed.contains(&f.seq) => {
+                Next::Push(Push::Item(f))
+                    if f.seq > self.seen_upto && !self.replayed.contains(&f.seq) =>
+                {
                     self.sub.sent_item(f.item.created_at, self.clock.now());
                     return Some(Out::Item(f));
                 }

@@ -44,7 +44,7 @@ impl InboxService {
         user: UserId,
         item: uuid::Uuid,
         limit: usize,
-    ) -> Result<Vec<FeedItem>> {
+    ) -> Result<(Option<i64>, Vec<FeedItem>)> {
         Ok(self
             .db
             .call(move |s| s.inbox_after(&user, item, limit))

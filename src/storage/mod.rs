@@ -551,8 +551,30 @@ pub trait InboxStore {
     /// Unread counts of `users` (a user without items is absent).
     fn unread_counts(&self, users: &[UserId]) -> Result<Vec<(UserId, i64)>>;
     /// The user's items after the one with public id `item`, oldest first, at most `limit`
-    /// (nothing when that item is not the user's or is gone).
-    fn inbox_after(&self, user: &UserId, item: uuid::Uuid, limit: usize) -> Result<Vec<FeedItem>>;
+    /// (nothing when that item is not the user's or is gone), with that item's sequence
+    /// number (`None` then): a stream resumed after it must not send it, or anything older,
+    /// again.
+    fn inbox_after(
+        &self,
+        user: &UserId,
+        item: uuid::Uuid,
+        limit: usize,
+    ) -> Result<(Option<i64>, Vec<FeedItem>)>;
+}
+
+/// `inbox_after`'s answer from rows that begin with the anchor item itself (`id >=` its
+/// sequence number, one more than the limit): its sequence number, and the items after it.
+pub(crate) fn after_anchor(
+    item: uuid::Uuid,
+    mut rows: Vec<FeedItem>,
+) -> (Option<i64>, Vec<FeedItem>) {
+    match rows.first() {
+        Some(f) if f.item.id == item => {
+            let anchor = rows.remove(0).seq;
+            (Some(anchor), rows)
+        }
+        _ => (None, Vec::new()),
+    }
 }
 
 /// Metric totals shared by every process. Each backend implements it in its `metrics` module.

@@ -110,20 +110,25 @@ conformance! {
         counts.sort();
         assert_eq!(counts, vec![(ann.clone(), 3), (bob.clone(), 1)], "{name}");
 
-        // Replay after an item: the user's later items only; nothing after another
-        // user's item or an unknown one.
-        let after: Vec<uuid::Uuid> = s
-            .inbox_after(&ann, old.item_id, 100)
-            .unwrap()
-            .iter()
-            .map(|f| f.item.id)
-            .collect();
-        assert_eq!(after, vec![a1.item_id, a2.item_id], "{name}");
-        assert!(s.inbox_after(&bob, old.item_id, 100).unwrap().is_empty());
-        assert!(s
-            .inbox_after(&ann, uuid::Uuid::now_v7(), 100)
-            .unwrap()
-            .is_empty());
+        // Replay after an item: the user's later items only, and the item's own sequence
+        // number (below theirs); nothing after another user's item or an unknown one.
+        let (anchor, after) = s.inbox_after(&ann, old.item_id, 100).unwrap();
+        let ids: Vec<uuid::Uuid> = after.iter().map(|f| f.item.id).collect();
+        assert_eq!(ids, vec![a1.item_id, a2.item_id], "{name}");
+        let anchor = anchor.expect("the item is ann's");
+        assert!(after.iter().all(|f| f.seq > anchor), "{name}");
+        // The limit counts the items after the anchor, not the anchor.
+        let (_, one) = s.inbox_after(&ann, old.item_id, 1).unwrap();
+        assert_eq!(one.len(), 1, "{name}");
+        assert_eq!(one[0].item.id, a1.item_id, "{name}");
+        assert_eq!(
+            s.inbox_after(&bob, old.item_id, 100).unwrap(),
+            (None, vec![])
+        );
+        assert_eq!(
+            s.inbox_after(&ann, uuid::Uuid::now_v7(), 100).unwrap(),
+            (None, vec![])
+        );
         // One item, the user's own only.
         assert_eq!(s.inbox_item(&ann, a1.item_id).unwrap().id, a1.item_id);
         assert!(matches!(

@@ -162,17 +162,22 @@ pub fn unread_counts(c: &mut PgConn, users: &[UserId]) -> Result<Vec<(UserId, i6
     .collect())
 }
 
-pub fn after(c: &mut PgConn, user: &UserId, item: Uuid, limit: usize) -> Result<Vec<FeedItem>> {
-    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+pub fn after(
+    c: &mut PgConn,
+    user: &UserId,
+    item: Uuid,
+    limit: usize,
+) -> Result<(Option<i64>, Vec<FeedItem>)> {
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX).saturating_add(1);
     let rows = c.query(
         &format!(
             "{FEED_ITEM} WHERE i.user_id = $1
-               AND i.id > (SELECT id FROM inbox_items WHERE uid = ($2::text)::uuid AND user_id = $1)
+               AND i.id >= (SELECT id FROM inbox_items WHERE uid = ($2::text)::uuid AND user_id = $1)
              ORDER BY i.id LIMIT $3"
         ),
         &[&user.as_str(), &item.to_string(), &limit],
     )?;
-    feed_items(rows)
+    Ok(crate::storage::after_anchor(item, feed_items(rows)?))
 }
 
 pub fn page(c: &mut PgConn, user: &UserId, limit: usize, offset: usize) -> Result<InboxPage> {
@@ -385,7 +390,12 @@ impl InboxStore for PgStore {
         self.read(|c| unread_counts(c, users))
     }
 
-    fn inbox_after(&self, user: &UserId, item: Uuid, limit: usize) -> Result<Vec<FeedItem>> {
+    fn inbox_after(
+        &self,
+        user: &UserId,
+        item: Uuid,
+        limit: usize,
+    ) -> Result<(Option<i64>, Vec<FeedItem>)> {
         self.read(|c| after(c, user, item, limit))
     }
 }

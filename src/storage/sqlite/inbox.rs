@@ -121,20 +121,31 @@ pub fn unread_counts(c: &Connection, users: &[UserId]) -> Result<Vec<(UserId, i6
     .map_err(map_err)
 }
 
-pub fn after(c: &Connection, user: &UserId, item: Uuid, limit: usize) -> Result<Vec<FeedItem>> {
-    c.prepare_cached(&format!(
-        "{FEED_ITEM} WHERE i.user_id = ?1
-           AND i.id > (SELECT id FROM inbox_items WHERE uid = ?2 AND user_id = ?1)
-         ORDER BY i.id LIMIT ?3"
-    ))
-    .and_then(|mut s| {
-        s.query_map(
-            params![user.as_str(), item.as_bytes().as_slice(), limit as i64],
-            row_to_feed_item,
-        )?
-        .collect()
-    })
-    .map_err(map_err)
+pub fn after(
+    c: &Connection,
+    user: &UserId,
+    item: Uuid,
+    limit: usize,
+) -> Result<(Option<i64>, Vec<FeedItem>)> {
+    let rows = c
+        .prepare_cached(&format!(
+            "{FEED_ITEM} WHERE i.user_id = ?1
+               AND i.id >= (SELECT id FROM inbox_items WHERE uid = ?2 AND user_id = ?1)
+             ORDER BY i.id LIMIT ?3"
+        ))
+        .and_then(|mut s| {
+            s.query_map(
+                params![
+                    user.as_str(),
+                    item.as_bytes().as_slice(),
+                    (limit as i64).saturating_add(1)
+                ],
+                row_to_feed_item,
+            )?
+            .collect()
+        })
+        .map_err(map_err)?;
+    Ok(crate::storage::after_anchor(item, rows))
 }
 
 /// The highest item id so far: items inserted after this call have larger ids.
@@ -432,7 +443,12 @@ impl InboxStore for SqliteStore {
         self.read(|c| unread_counts(c, users))
     }
 
-    fn inbox_after(&self, user: &UserId, item: Uuid, limit: usize) -> Result<Vec<FeedItem>> {
+    fn inbox_after(
+        &self,
+        user: &UserId,
+        item: Uuid,
+        limit: usize,
+    ) -> Result<(Option<i64>, Vec<FeedItem>)> {
         self.read(|c| after(c, user, item, limit))
     }
 }
