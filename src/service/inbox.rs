@@ -3,9 +3,7 @@
 use super::streams::InboxSignal;
 use super::{Error, Result};
 use crate::clock::SharedClock;
-use crate::domain::notify::{
-    Delivered, DirectNotification, FeedItem, InboxItem, InboxPage, UserId,
-};
+use crate::domain::notify::{Delivered, DirectNotification, InboxItem, InboxPage, UserId};
 use crate::storage::Db;
 
 #[derive(Clone)]
@@ -44,7 +42,7 @@ impl InboxService {
         user: UserId,
         item: uuid::Uuid,
         limit: usize,
-    ) -> Result<(Option<i64>, Vec<FeedItem>)> {
+    ) -> Result<crate::storage::Replay> {
         Ok(self
             .db
             .call(move |s| s.inbox_after(&user, item, limit))

@@ -554,20 +554,16 @@ pub trait InboxStore {
     /// (nothing when that item is not the user's or is gone), with that item's sequence
     /// number (`None` then): a stream resumed after it must not send it, or anything older,
     /// again.
-    fn inbox_after(
-        &self,
-        user: &UserId,
-        item: uuid::Uuid,
-        limit: usize,
-    ) -> Result<(Option<i64>, Vec<FeedItem>)>;
+    fn inbox_after(&self, user: &UserId, item: uuid::Uuid, limit: usize) -> Result<Replay>;
 }
+
+/// What a stream resumed after an item replays: that item's sequence number (`None` when it
+/// is not the user's) and the user's items after it.
+pub type Replay = (Option<i64>, Vec<FeedItem>);
 
 /// `inbox_after`'s answer from rows that begin with the anchor item itself (`id >=` its
 /// sequence number, one more than the limit): its sequence number, and the items after it.
-pub(crate) fn after_anchor(
-    item: uuid::Uuid,
-    mut rows: Vec<FeedItem>,
-) -> (Option<i64>, Vec<FeedItem>) {
+pub(crate) fn after_anchor(item: uuid::Uuid, mut rows: Vec<FeedItem>) -> Replay {
     match rows.first() {
         Some(f) if f.item.id == item => {
             let anchor = rows.remove(0).seq;

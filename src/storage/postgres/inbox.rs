@@ -8,7 +8,7 @@ use crate::domain::notify::{
     Delivered, DirectNotification, FeedItem, InboxItem, InboxPage, UserId,
 };
 use crate::domain::time::{to_ms, Ts};
-use crate::storage::{InboxStore, Result, StoreError, PRUNE_USERS_PER_PASS};
+use crate::storage::{InboxStore, Replay, Result, StoreError, PRUNE_USERS_PER_PASS};
 use postgres::Row;
 use std::collections::BTreeMap;
 use uuid::Uuid;
@@ -162,12 +162,7 @@ pub fn unread_counts(c: &mut PgConn, users: &[UserId]) -> Result<Vec<(UserId, i6
     .collect())
 }
 
-pub fn after(
-    c: &mut PgConn,
-    user: &UserId,
-    item: Uuid,
-    limit: usize,
-) -> Result<(Option<i64>, Vec<FeedItem>)> {
+pub fn after(c: &mut PgConn, user: &UserId, item: Uuid, limit: usize) -> Result<Replay> {
     let limit = i64::try_from(limit).unwrap_or(i64::MAX).saturating_add(1);
     let rows = c.query(
         &format!(
@@ -390,12 +385,7 @@ impl InboxStore for PgStore {
         self.read(|c| unread_counts(c, users))
     }
 
-    fn inbox_after(
-        &self,
-        user: &UserId,
-        item: Uuid,
-        limit: usize,
-    ) -> Result<(Option<i64>, Vec<FeedItem>)> {
+    fn inbox_after(&self, user: &UserId, item: Uuid, limit: usize) -> Result<Replay> {
         self.read(|c| after(c, user, item, limit))
     }
 }

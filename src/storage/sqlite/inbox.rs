@@ -6,7 +6,7 @@ use crate::domain::notify::{
     Delivered, DirectNotification, FeedItem, InboxItem, InboxPage, UserId,
 };
 use crate::domain::time::{to_ms, Ts};
-use crate::storage::{InboxStore, Result, StoreError, PRUNE_USERS_PER_PASS};
+use crate::storage::{InboxStore, Replay, Result, StoreError, PRUNE_USERS_PER_PASS};
 use rusqlite::{params, Connection, OptionalExtension, Row};
 use uuid::Uuid;
 
@@ -121,12 +121,7 @@ pub fn unread_counts(c: &Connection, users: &[UserId]) -> Result<Vec<(UserId, i6
     .map_err(map_err)
 }
 
-pub fn after(
-    c: &Connection,
-    user: &UserId,
-    item: Uuid,
-    limit: usize,
-) -> Result<(Option<i64>, Vec<FeedItem>)> {
+pub fn after(c: &Connection, user: &UserId, item: Uuid, limit: usize) -> Result<Replay> {
     let rows = c
         .prepare_cached(&format!(
             "{FEED_ITEM} WHERE i.user_id = ?1
@@ -443,12 +438,7 @@ impl InboxStore for SqliteStore {
         self.read(|c| unread_counts(c, users))
     }
 
-    fn inbox_after(
-        &self,
-        user: &UserId,
-        item: Uuid,
-        limit: usize,
-    ) -> Result<(Option<i64>, Vec<FeedItem>)> {
+    fn inbox_after(&self, user: &UserId, item: Uuid, limit: usize) -> Result<Replay> {
         self.read(|c| after(c, user, item, limit))
     }
 }
