@@ -774,12 +774,17 @@ async fn spot_check_jobs(api: &Api, ids: &[String], db_events: &HashMap<String, 
 }
 
 /// Every job's history as the schema holds it: the creation the job row records (the
-/// `queued` entry, id 0), then its stored events.
+/// `queued` entry, id 0), its stored events, and the `succeeded` event a completed job's
+/// row carries (V19: its id in `finish_event`, the worker in `lease_owner`).
 const HISTORY: &str = "SELECT j.id::text AS job_id, 0::bigint AS id, j.created_at AS ts,
         'queued' AS event, NULL::text AS details, j.type FROM jobs j
     UNION ALL
     SELECT j.id::text, e.id, e.ts, e.event, e.details, j.type
-      FROM job_events e JOIN jobs j ON j.seq = e.job_seq";
+      FROM job_events e JOIN jobs j ON j.seq = e.job_seq
+    UNION ALL
+    SELECT j.id::text, j.finish_event, j.updated_at, 'succeeded',
+           json_build_object('worker_id', j.lease_owner, 'attempt', j.attempts)::text, j.type
+      FROM jobs j WHERE j.finish_event IS NOT NULL AND j.status = 'succeeded'";
 
 fn db_event_names(pg: &mut postgres::Client, ids: &[String]) -> HashMap<String, Vec<String>> {
     let mut out: HashMap<String, Vec<String>> = HashMap::new();
@@ -908,16 +913,18 @@ fn three_nodes_drain_exactly_once() {
     assert_eq!(h.expired, 0);
     let one_worker: i64 = pg
         .query_one(
+            // The completing worker stays in lease_owner: the row carries the
+            // `succeeded` event (V19), whose id is finish_event.
             "SELECT COUNT(*)::BIGINT FROM jobs WHERE type = $1
-                AND attempts = 1 AND lease_owner IS NULL AND lease_until IS NULL
-                AND result IS NOT NULL",
+                AND attempts = 1 AND lease_until IS NULL AND result IS NOT NULL
+                AND lease_owner IS NOT NULL AND finish_event IS NOT NULL",
             &[&TYPE],
         )
         .unwrap()
         .get(0);
     assert_eq!(
         one_worker, TOTAL as i64,
-        "one attempt each, lease cleared, result kept"
+        "one attempt each, lease ended, result kept, the completion's event on the row"
     );
 
     // A few jobs through the API of every node agree with the table.
@@ -1601,9 +1608,11 @@ fn sigkill_node_mid_load() {
     // The abandoned jobs were finished elsewhere, by B or C.
     let by_bc: i64 = pg
         .query_one(
-            "SELECT COUNT(*)::BIGINT FROM job_events e JOIN jobs j ON j.seq = e.job_seq
-              WHERE j.type = $1 AND e.event = 'succeeded'
-                AND (e.details::json ->> 'worker_id') NOT LIKE '%@A'",
+            &format!(
+                "SELECT COUNT(*)::BIGINT FROM ({HISTORY}) h
+                  WHERE type = $1 AND event = 'succeeded'
+                    AND (details::json ->> 'worker_id') NOT LIKE '%@A'"
+            ),
             &[&TYPE],
         )
         .unwrap()
