@@ -774,8 +774,10 @@ async fn spot_check_jobs(api: &Api, ids: &[String], db_events: &HashMap<String, 
 }
 
 /// Every job's history as the schema holds it: the creation the job row records (the
-/// `queued` entry, id 0), its stored events, and the `succeeded` event a completed job's
-/// row carries (V19: its id in `finish_event`, the worker in `lease_owner`).
+/// `queued` entry, id 0), its stored events, the `succeeded` event a completed job's row
+/// carries (V19: its id in `finish_event`, the worker in `lease_owner`) and the `leased`
+/// event a leased or succeeded job's row carries (V20: `lease_event`, `leased_at`,
+/// `leased_until`).
 const HISTORY: &str = "SELECT j.id::text AS job_id, 0::bigint AS id, j.created_at AS ts,
         'queued' AS event, NULL::text AS details, j.type FROM jobs j
     UNION ALL
@@ -784,7 +786,13 @@ const HISTORY: &str = "SELECT j.id::text AS job_id, 0::bigint AS id, j.created_a
     UNION ALL
     SELECT j.id::text, j.finish_event, j.updated_at, 'succeeded',
            json_build_object('worker_id', j.lease_owner, 'attempt', j.attempts)::text, j.type
-      FROM jobs j WHERE j.finish_event IS NOT NULL AND j.status = 'succeeded'";
+      FROM jobs j WHERE j.finish_event IS NOT NULL AND j.status = 'succeeded'
+    UNION ALL
+    SELECT j.id::text, j.lease_event, j.leased_at, 'leased',
+           json_build_object('worker_id', j.lease_owner, 'attempt', j.attempts, 'lease_until',
+               to_char(TIMESTAMP '1970-01-01' + j.leased_until * INTERVAL '1 millisecond',
+                       'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"'))::text, j.type
+      FROM jobs j WHERE j.lease_event IS NOT NULL AND j.status IN ('leased', 'succeeded')";
 
 fn db_event_names(pg: &mut postgres::Client, ids: &[String]) -> HashMap<String, Vec<String>> {
     let mut out: HashMap<String, Vec<String>> = HashMap::new();

@@ -1207,7 +1207,8 @@ conformance! {
             assert_eq!(names, [&["queued", "leased"], ending].concat(), "{}", b.name);
         }
         // Stored once each: the `leased` ones and the endings (`queued` is read from the
-        // job). An ending is an event row, or (PostgreSQL's `succeeded`) on the job row.
+        // job). Each is an event row or, on PostgreSQL, carried on the job row: a
+        // `succeeded` ending and the `leased` event of the lease it ended.
         let stored: usize = (0..N)
             .map(|i| match outcome(i) {
                 AckOutcome::Fail(f) if f.retryable => 3,
@@ -1220,6 +1221,8 @@ conformance! {
                   WHERE j.type = 'many'"
             ) + b.count_raw(
                 "SELECT COUNT(*) FROM jobs WHERE type = 'many' AND finish_event IS NOT NULL"
+            ) + b.count_raw(
+                "SELECT COUNT(*) FROM jobs WHERE type = 'many' AND lease_event IS NOT NULL"
             ),
             stored as i64,
             "{}",

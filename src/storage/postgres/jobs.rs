@@ -35,12 +35,11 @@ const LOCK_BY_ID: &str = concat!(
     cols!(),
     " FROM jobs WHERE id = $1::text::uuid FOR UPDATE"
 );
-/// A job with the `succeeded` event its row carries (see `record`): the worker is the
-/// stored `lease_owner` (the decoder shows a finished job without one).
-const SELECT_WITH_FINISH: &str = concat!(
+/// A job with the events its row carries (`OnRow`).
+const SELECT_WITH_EVENTS: &str = concat!(
     "SELECT ",
     cols!(),
-    ", lease_owner, finish_event FROM jobs WHERE id = $1::text::uuid"
+    ", finish_event, lease_event, leased_at, leased_until FROM jobs WHERE id = $1::text::uuid"
 );
 const SELECT_BY_KEY: &str = concat!(
     "SELECT ",
@@ -48,19 +47,17 @@ const SELECT_BY_KEY: &str = concat!(
     " FROM jobs WHERE type = $1 AND idempotency_key = $2"
 );
 
-/// The CTE that records a `leased` event for every row of `l` (the jobs an UPDATE just
-/// leased; `$1` the worker, `$3` now, `$until` the lease's end as text), in lease order.
-/// The details are those of `NewEvent::leased`: worker, attempt, lease end.
-macro_rules! leased_events {
-    ($until:literal) => {
+/// The `SET` items with which a lease's `leased` event rides on the job row (V20): its id
+/// from the events' sequence, its time `$at` and the lease's end `$until` as given then
+/// (the worker is `lease_owner`, the attempt `attempts`). `events` rebuilds the event from
+/// them; a lease that ends other than in success stores it as a row (`save`).
+macro_rules! lease_on_row {
+    ($at:literal, $until:literal) => {
         concat!(
-            "e AS (
-               INSERT INTO job_events (job_seq, ts, event, details)
-               SELECT seq, $3, 'leased', json_build_object(
-                   'worker_id', $1::text, 'attempt', attempts, 'lease_until', ",
-            $until,
-            "::text)::text
-               FROM l ORDER BY priority, available_at, created_at, seq)"
+            "lease_event = nextval('job_events_id_seq'), leased_at = ",
+            $at,
+            ", leased_until = ",
+            $until
         )
     };
 }
@@ -88,10 +85,10 @@ macro_rules! any_types {
         )
     };
 }
-/// The claim's types (`$7`, repeats dropped), as the CTE `t(type)`.
+/// The claim's types (`$6`, repeats dropped), as the CTE `t(type)`.
 macro_rules! named_types {
     () => {
-        "t AS (SELECT DISTINCT type FROM unnest($7::text[]) AS u(type))"
+        "t AS (SELECT DISTINCT type FROM unnest($6::text[]) AS u(type))"
     };
 }
 /// The first `$lim` ready jobs (`$now` is now) of each type in `t`, not locked, as rows of
@@ -182,7 +179,7 @@ macro_rules! ready_across_types {
 /// followed by a `controlled` column, or one row of NULLs and that column when nothing was
 /// leased. Unless `$5` says the controls were already found not to apply, it leases
 /// nothing when a control exists, so the usual case (no controls at all) is one round
-/// trip, the `leased` events included (`$6` is the lease's end as text). The lease token is
+/// trip, the `leased` events included (on the rows, `lease_on_row`). The lease token is
 /// random per row: 32 lowercase hex characters, like SQLite's `lower(hex(randomblob(16)))`.
 macro_rules! claim_sql {
     ($ready:expr, $rows:expr) => {
@@ -194,15 +191,15 @@ macro_rules! claim_sql {
              l AS (
                UPDATE jobs SET status = 'leased', attempts = attempts + 1, lease_owner = $1,
                    lease_until = $2, lease_token = replace(gen_random_uuid()::text, '-', ''),
-                   updated_at = $3
+                   updated_at = $3, ",
+            lease_on_row!("$3", "$2"),
+            "
                WHERE ",
             $rows,
             "
                RETURNING ",
             cols!(),
-            "), ",
-            leased_events!("$6"),
-            "
+            ")
              SELECT l.*, ctl.controlled FROM ctl LEFT JOIN l ON true"
         )
     };
@@ -262,7 +259,7 @@ const CLAIM_TYPES: &str = claim_sql!(
 const CLAIM_ONE_TYPE: &str = claim_sql!(
     concat!(
         "c AS (",
-        one_type_locked!("seq", claim_gate!(), "ANY($7::text[])", "$3", "$4"),
+        one_type_locked!("seq", claim_gate!(), "ANY($6::text[])", "$3", "$4"),
         ")"
     ),
     one_type_rows!()
@@ -270,9 +267,9 @@ const CLAIM_ONE_TYPE: &str = claim_sql!(
 
 /// Many claims of one set of types in one statement, as `claim_sql` makes one (`$ready`
 /// defines the CTE `c`, the ready jobs to lease, locked, at most `(SELECT count(*) FROM s)`
-/// of them): the claims are `unnest`ed (worker, lease end, now, lease end as text, limit),
-/// each expanded into `limit` slots in the order given, and the ready jobs, in lease order,
-/// fill the slots in turn, so the first claim gets the first jobs. `$6` is the latest
+/// of them): the claims are `unnest`ed (worker, lease end, now, limit), each expanded into
+/// `limit` slots in the order given, and the ready jobs, in lease order, fill the slots in
+/// turn, so the first claim gets the first jobs. `$5` is the latest
 /// claim's now: every claim was made before the statement runs, so a job due by then is
 /// ready for all of them (with the earliest, a claim could miss a job that came due after
 /// an earlier claim of its batch was made).
@@ -283,9 +280,8 @@ macro_rules! claim_many_sql {
     ($ready:expr, $rows:expr) => {
         concat!(
             "WITH RECURSIVE ctl AS (SELECT EXISTS (SELECT 1 FROM queue_controls) AS controlled),
-             r AS (SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::text[],
-                                        $5::bigint[])
-                     WITH ORDINALITY AS r(r_worker, r_until, r_now, r_until_text, r_limit, r_i)),
+             r AS (SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::bigint[])
+                     WITH ORDINALITY AS r(r_worker, r_until, r_now, r_limit, r_i)),
              s AS (SELECT r.*, row_number() OVER (ORDER BY r_i, g) AS s_k
                      FROM r CROSS JOIN LATERAL generate_series(1, r_limit) AS g),
              ",
@@ -298,19 +294,16 @@ macro_rules! claim_many_sql {
                UPDATE jobs SET status = 'leased', attempts = attempts + 1,
                    lease_owner = s.r_worker, lease_until = s.r_until,
                    lease_token = replace(gen_random_uuid()::text, '-', ''),
-                   updated_at = s.r_now
+                   updated_at = s.r_now, ",
+            lease_on_row!("s.r_now", "s.r_until"),
+            "
                FROM p JOIN s ON s.s_k = p.p_k
                WHERE ",
             $rows,
             "
                RETURNING ",
             cols!(),
-            ", s.r_i, s.r_worker, s.r_now, s.r_until_text),
-             e AS (
-               INSERT INTO job_events (job_seq, ts, event, details)
-               SELECT seq, r_now, 'leased', json_build_object(
-                   'worker_id', r_worker, 'attempt', attempts, 'lease_until', r_until_text)::text
-               FROM l ORDER BY priority, available_at, created_at, seq)
+            ", s.r_i)
              SELECT l.*, ctl.controlled FROM ctl LEFT JOIN l ON true"
         )
     };
@@ -326,7 +319,7 @@ const CLAIM_MANY_ANY: &str = claim_many_sql!(
     concat!(
         any_types!(),
         ", ",
-        ready_across_types!("$6", "(SELECT count(*) FROM s)", many_gate!())
+        ready_across_types!("$5", "(SELECT count(*) FROM s)", many_gate!())
     ),
     concat!("jobs.", merged_rows!(), " AND jobs.seq = p.p_seq")
 );
@@ -334,7 +327,7 @@ const CLAIM_MANY_TYPES: &str = claim_many_sql!(
     concat!(
         named_types!(),
         ", ",
-        ready_across_types!("$6", "(SELECT count(*) FROM s)", many_gate!())
+        ready_across_types!("$5", "(SELECT count(*) FROM s)", many_gate!())
     ),
     concat!("jobs.", merged_rows!(), " AND jobs.seq = p.p_seq")
 );
@@ -344,8 +337,8 @@ const CLAIM_MANY_ONE_TYPE: &str = claim_many_sql!(
         one_type_locked!(
             "seq, priority, available_at, created_at",
             many_gate!(),
-            "ANY($7::text[])",
-            "$6",
+            "ANY($6::text[])",
+            "$5",
             "(SELECT count(*) FROM s)"
         ),
         ")"
@@ -353,19 +346,16 @@ const CLAIM_MANY_ONE_TYPE: &str = claim_many_sql!(
     "jobs.seq = p.p_seq"
 );
 
-/// Leases the rows `$4` (locked by the caller) and writes their `leased` events (`$5` is
-/// the lease's end as text).
+/// Leases the rows `$4` (locked by the caller), their `leased` events on the rows.
 const LEASE_SEQS: &str = concat!(
-    "WITH l AS (
-       UPDATE jobs SET status = 'leased', attempts = attempts + 1, lease_owner = $1,
-           lease_until = $2, lease_token = replace(gen_random_uuid()::text, '-', ''),
-           updated_at = $3
-       WHERE seq = ANY($4::bigint[])
-       RETURNING ",
-    cols!(),
-    "), ",
-    leased_events!("$5"),
-    " SELECT * FROM l"
+    "UPDATE jobs SET status = 'leased', attempts = attempts + 1, lease_owner = $1,
+         lease_until = $2, lease_token = replace(gen_random_uuid()::text, '-', ''),
+         updated_at = $3, ",
+    lease_on_row!("$3", "$2"),
+    "
+     WHERE seq = ANY($4::bigint[])
+     RETURNING ",
+    cols!()
 );
 
 /// The job list, newest first. With a status the statement names it (one of five fixed
@@ -416,10 +406,39 @@ pub fn get(c: &mut PgConn, id: JobId) -> Result<Job> {
     load(c, SELECT_BY_ID, id).map(|(_, j)| j)
 }
 
+/// The statement of `save`. `$12` says the row carries the `succeeded` event of this
+/// transition (see `record`).
+macro_rules! save_sql {
+    () => {
+        "UPDATE jobs SET status = $2, result = $3, attempts = $4, max_attempts = $5,
+             available_at = $6, lease_owner = $7, lease_until = $8, lease_token = $9,
+             last_error = $10, updated_at = $11,
+             finish_event = CASE WHEN $12 THEN nextval('job_events_id_seq') END"
+    };
+}
+const SAVE: &str = concat!(save_sql!(), " WHERE seq = $1");
+/// `SAVE` for a transition that ends a lease other than in success: the `leased` event the
+/// row carries (`lease_on_row`) is stored as a row first, with its id, time and details (the
+/// statement's snapshot is the row before the update: the lease's worker and attempt), and
+/// the row no longer carries it. The lease's end is written as `time::format` writes it.
+const SAVE_ENDING_LEASE: &str = concat!(
+    "WITH e AS (
+       INSERT INTO job_events (id, job_seq, ts, event, details)
+       SELECT lease_event, seq, leased_at, 'leased', json_build_object(
+           'worker_id', lease_owner, 'attempt', attempts, 'lease_until',
+           to_char(TIMESTAMP '1970-01-01' + leased_until * INTERVAL '1 millisecond',
+                   'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"'))::text
+       FROM jobs WHERE seq = $1 AND lease_event IS NOT NULL)
+     ",
+    save_sql!(),
+    ", lease_event = NULL WHERE seq = $1"
+);
+
 /// Writes every field a transition can change (the job was `was` before it), and counts
 /// the move. `finished_by` is the worker of a completion whose `succeeded` event the row
 /// carries (`record`): it stays in `lease_owner`, and the event's id is taken from the
-/// events' sequence.
+/// events' sequence. A lease that ends any other way stores the `leased` event the row
+/// carried (`SAVE_ENDING_LEASE`).
 fn save(
     c: &mut PgConn,
     seq: i64,
@@ -427,12 +446,10 @@ fn save(
     j: &Job,
     finished_by: Option<&str>,
 ) -> Result<()> {
+    let ends_lease =
+        was == JobStatus::Leased && j.status != JobStatus::Leased && finished_by.is_none();
     c.execute(
-        "UPDATE jobs SET status = $2, result = $3, attempts = $4, max_attempts = $5,
-             available_at = $6, lease_owner = $7, lease_until = $8, lease_token = $9,
-             last_error = $10, updated_at = $11,
-             finish_event = CASE WHEN $12 THEN nextval('job_events_id_seq') END
-         WHERE seq = $1",
+        if ends_lease { SAVE_ENDING_LEASE } else { SAVE },
         &[
             &seq,
             &j.status.as_str(),
@@ -855,8 +872,7 @@ impl Flight for ClaimFlight {
 /// `types`; none = any type).
 fn claim_group_statement(types: Vec<String>, reqs: &[ClaimReq], members: &[usize]) -> OwnedQuery {
     let n = members.len();
-    let (mut workers, mut untils, mut nows, mut until_texts, mut limits) = (
-        Vec::with_capacity(n),
+    let (mut workers, mut untils, mut nows, mut limits) = (
         Vec::with_capacity(n),
         Vec::with_capacity(n),
         Vec::with_capacity(n),
@@ -867,7 +883,6 @@ fn claim_group_statement(types: Vec<String>, reqs: &[ClaimReq], members: &[usize
         workers.push(t.worker.to_string());
         untils.push(t.until_ms);
         nows.push(t.now_ms);
-        until_texts.push(t.until);
         limits.push(t.limit);
     }
     let latest = nows.iter().copied().max().unwrap_or_default();
@@ -875,7 +890,7 @@ fn claim_group_statement(types: Vec<String>, reqs: &[ClaimReq], members: &[usize
         types.len(),
         [CLAIM_MANY_ANY, CLAIM_MANY_ONE_TYPE, CLAIM_MANY_TYPES],
     );
-    let mut params = owned_params![workers, untils, nows, until_texts, limits, latest];
+    let mut params = owned_params![workers, untils, nows, limits, latest];
     if !types.is_empty() {
         params.extend(owned_params![types]);
     }
@@ -925,10 +940,7 @@ const CANDIDATES: &str = concat!(
 /// Leases the (locked) rows `seqs`.
 fn lease_rows(c: &mut PgConn, claim: &Claim, seqs: &[i64], now: Ts) -> Result<LeasedRows> {
     let t = LeaseTerms::of(claim, now);
-    let rows = c.query(
-        LEASE_SEQS,
-        &[&t.worker, &t.until_ms, &t.now_ms, &seqs, &t.until],
-    )?;
+    let rows = c.query(LEASE_SEQS, &[&t.worker, &t.until_ms, &t.now_ms, &seqs])?;
     rows.iter().map(row_to_job).collect()
 }
 
@@ -952,14 +964,7 @@ fn claim_statement(claim: &Claim, now: Ts, checked: bool) -> OwnedQuery {
     let t = LeaseTerms::of(claim, now);
     let types: Vec<String> = claim.types.iter().map(|t| t.as_str().to_string()).collect();
     let sql = by_types(types.len(), [CLAIM_ANY, CLAIM_ONE_TYPE, CLAIM_TYPES]);
-    let mut params = owned_params![
-        t.worker.to_string(),
-        t.until_ms,
-        t.now_ms,
-        t.limit,
-        checked,
-        t.until
-    ];
+    let mut params = owned_params![t.worker.to_string(), t.until_ms, t.now_ms, t.limit, checked];
     if !types.is_empty() {
         params.extend(owned_params![types]);
     }
@@ -969,9 +974,8 @@ fn claim_statement(claim: &Claim, now: Ts, checked: bool) -> OwnedQuery {
 /// A claim's terms as its statements take them.
 struct LeaseTerms<'a> {
     worker: &'a str,
-    /// The lease's end, in ms and as text (for its `leased` event).
+    /// The lease's end, in ms.
     until_ms: i64,
-    until: String,
     now_ms: i64,
     limit: i64,
 }
@@ -982,7 +986,6 @@ impl<'a> LeaseTerms<'a> {
         Self {
             worker: claim.worker_id.as_str(),
             until_ms: to_ms(&lease_until),
-            until: crate::domain::time::format(&lease_until),
             now_ms: to_ms(&now),
             limit: i64::try_from(claim.limit).unwrap_or(i64::MAX),
         }
@@ -1040,9 +1043,14 @@ pub fn heartbeat(c: &mut PgConn, id: JobId, fence: &Fence, until: Ts, now: Ts) -
         .map_err(StoreError::Conflict)?;
     save(c, seq, was, &job, None)?;
     // Coalesce: a run of heartbeats is one event row whose count and time move. The job
-    // row is locked, so its last event cannot change under us.
+    // row is locked, so its last event cannot change under us. A stored event older than
+    // the `leased` event the row carries (`lease_on_row`) is not the last: then the last is
+    // that lease, and the heartbeat is appended.
     let last = c.query_opt(
-        "SELECT id, event, details FROM job_events WHERE job_seq = $1 ORDER BY id DESC LIMIT 1",
+        "SELECT id, event, details FROM job_events
+          WHERE job_seq = $1
+            AND id > (SELECT coalesce(lease_event, 0) FROM jobs WHERE seq = $1)
+          ORDER BY id DESC LIMIT 1",
         &[&seq],
     )?;
     let last: Option<(i64, String, Option<String>)> = match last {
@@ -1325,10 +1333,9 @@ pub fn list(c: &mut PgConn, f: &JobFilter) -> Result<JobPage> {
 }
 
 pub fn events(c: &mut PgConn, id: JobId) -> Result<Vec<JobEvent>> {
-    let row = c.query_one(SELECT_WITH_FINISH, &[&id.to_string()])?;
+    let row = c.query_one(SELECT_WITH_EVENTS, &[&id.to_string()])?;
     let (seq, job) = row_to_job(&row)?;
-    let finished_by: Option<String> = row.try_get(22).map_err(map_err)?;
-    let finish_event: Option<i64> = row.try_get(23).map_err(map_err)?;
+    let on_row = OnRow::read(&row)?;
     let rows = c.query(
         "SELECT id, ts, event, details FROM job_events WHERE job_seq = $1 ORDER BY id",
         &[&seq],
@@ -1344,33 +1351,74 @@ pub fn events(c: &mut PgConn, id: JobId) -> Result<Vec<JobEvent>> {
             })
         })
         .collect::<Result<Vec<_>>>()?;
-    Ok(JobEvent::history(
-        &job,
-        with_finish(&job, stored, finished_by, finish_event),
-    ))
+    Ok(JobEvent::history(&job, on_row.add_to(&job, stored)))
 }
 
-/// The stored events of `job`, then the `succeeded` event its row carries, if it carries
-/// one and none was stored (jobs completed before V19, or copied from SQLite, stored it).
-fn with_finish(
-    job: &Job,
-    mut stored: Vec<JobEvent>,
-    finished_by: Option<String>,
+/// The events a job row carries instead of event rows: the `leased` event of its current
+/// lease, or of the lease it succeeded in (`lease_on_row`, V20), and the `succeeded` event
+/// of its completion (`record`, V19). The worker of both is the stored `lease_owner` (the
+/// decoder shows a finished job without one).
+struct OnRow {
+    owner: Option<String>,
     finish_event: Option<i64>,
-) -> Vec<JobEvent> {
-    if let (JobStatus::Succeeded, Some(worker), Some(id)) = (job.status, finished_by, finish_event)
-    {
-        if !stored.iter().any(|e| e.event == "succeeded") {
-            stored.push(JobEvent {
-                id,
-                ts: job.updated_at,
-                event: "succeeded".into(),
-                details: NewEvent::succeeded(&worker, job.attempts).details,
-            });
+    /// The lease's event id, start and end as given then.
+    lease: Option<(i64, i64, i64)>,
+}
+
+impl OnRow {
+    /// Reads the columns `SELECT_WITH_EVENTS` adds after `cols!()`.
+    fn read(row: &Row) -> Result<Self> {
+        let col = |i: usize| -> Result<Option<i64>> { row.try_get(i).map_err(map_err) };
+        let lease = match (col(23)?, col(24)?, col(25)?) {
+            (Some(id), Some(at), Some(until)) => Some((id, at, until)),
+            _ => None,
+        };
+        Ok(Self {
+            // The raw column: `row_to_job` drops it from a finished job.
+            owner: row.try_get(16).map_err(map_err)?,
+            finish_event: col(22)?,
+            lease,
+        })
+    }
+
+    /// `stored` (in id order) with the events the row carries, in id order. A `succeeded`
+    /// event already stored (jobs completed before V19, or copied from SQLite) is not
+    /// doubled.
+    fn add_to(self, job: &Job, mut stored: Vec<JobEvent>) -> Vec<JobEvent> {
+        let Some(worker) = self.owner else {
+            return stored;
+        };
+        let before = stored.len();
+        if let Some((id, at, until)) = self.lease {
+            if matches!(job.status, JobStatus::Leased | JobStatus::Succeeded) {
+                stored.push(JobEvent {
+                    id,
+                    ts: from_ms(at),
+                    event: "leased".into(),
+                    details: NewEvent::leased(
+                        &worker,
+                        job.attempts,
+                        &crate::domain::time::format(&from_ms(until)),
+                    )
+                    .details,
+                });
+            }
+        }
+        if let (JobStatus::Succeeded, Some(id)) = (job.status, self.finish_event) {
+            if !stored.iter().any(|e| e.event == "succeeded") {
+                stored.push(JobEvent {
+                    id,
+                    ts: job.updated_at,
+                    event: "succeeded".into(),
+                    details: NewEvent::succeeded(&worker, job.attempts).details,
+                });
+            }
+        }
+        if stored.len() > before {
             stored.sort_by_key(|e| e.id);
         }
+        stored
     }
-    stored
 }
 
 pub fn queue_stats(c: &mut PgConn, now: Ts) -> Result<Vec<QueueStats>> {
@@ -1804,11 +1852,10 @@ mod tests {
         let Some((store, drop_schema)) = store("claim_plan") else {
             return;
         };
-        const CLAIM: &str = "text, bigint, bigint, bigint, bool, text";
-        const CLAIM_ARGS: &str = "'w', 2, 1, 1, false, 'x'";
-        const MANY: &str = "text[], bigint[], bigint[], text[], bigint[], bigint";
-        const MANY_ARGS: &str =
-            "ARRAY['w1', 'w2'], ARRAY[2, 2], ARRAY[1, 1], ARRAY['x', 'x'], ARRAY[1, 1], 1";
+        const CLAIM: &str = "text, bigint, bigint, bigint, bool";
+        const CLAIM_ARGS: &str = "'w', 2, 1, 1, false";
+        const MANY: &str = "text[], bigint[], bigint[], bigint[], bigint";
+        const MANY_ARGS: &str = "ARRAY['w1', 'w2'], ARRAY[2, 2], ARRAY[1, 1], ARRAY[1, 1], 1";
         let claims: [(&str, String, String); 6] = [
             (CLAIM_ANY, CLAIM.into(), CLAIM_ARGS.into()),
             (
@@ -1989,12 +2036,14 @@ mod tests {
         drop_schema();
     }
 
-    /// A completion's `succeeded` event is carried on the job row, by either path (the
-    /// set-based batch, the locked transition), and read back as the history's last entry
-    /// with an id from the events' sequence; a finished job shows no lease owner; a job
+    /// A lease's `leased` event and a completion's `succeeded` event are carried on the job
+    /// row, by either path of a completion (the set-based batch, the locked transition), and
+    /// read back in the history with ids from the events' sequence; a finished job shows no
+    /// lease owner; a lease that ends in failure stores its event as a row, exactly as it
+    /// read before, and a heartbeat after a carried lease is appended, then coalesced; a job
     /// whose `succeeded` event was stored as a row (before V19, or copied) shows it once.
     #[test]
-    fn a_completion_s_event_is_carried_on_the_job_row() {
+    fn a_lease_s_and_a_completion_s_events_are_carried_on_the_job_row() {
         let Some((store, drop_schema)) = store("finish_on_row") else {
             return;
         };
@@ -2012,6 +2061,43 @@ mod tests {
             let j = leased.iter().find(|j| j.id == id).unwrap();
             j.fence(&WorkerId::local("w"))
         };
+        let stored = |id: JobId| -> i64 {
+            let id = id.to_string();
+            store
+                .read(move |c| {
+                    Ok(c.query_one(
+                        "SELECT count(*) FROM job_events e JOIN jobs j ON j.seq = e.job_seq
+                          WHERE j.id = $1::text::uuid",
+                        &[&id],
+                    )?
+                    .get::<_, i64>(0))
+                })
+                .unwrap()
+        };
+        // The lease, read from the row while it lasts.
+        let as_leased = store.job_events(ids[2]).unwrap();
+        assert_eq!(
+            as_leased[1..],
+            [JobEvent {
+                id: as_leased[1].id,
+                ts: t0,
+                event: "leased".into(),
+                details: NewEvent::leased("w", 1, "1970-01-01T00:17:10.000Z").details,
+            }]
+        );
+        assert!(as_leased[1].id > 0);
+        assert_eq!(stored(ids[2]), 0, "the lease's event is not a row");
+        // Heartbeats after it: one event appended, then coalesced.
+        for n in 1..=2 {
+            let t = from_ms(1_000_000 + n * 100);
+            store
+                .heartbeat_job(ids[2], &fence(ids[2]), from_ms(1_040_000), t)
+                .unwrap();
+        }
+        let beats = store.job_events(ids[2]).unwrap();
+        let names: Vec<&str> = beats.iter().map(|e| e.event.as_str()).collect();
+        assert_eq!(names, ["queued", "leased", "heartbeat"]);
+        assert_eq!(beats[2].details.as_ref().unwrap()["count"], 2);
         let t1 = from_ms(1_001_000);
         // The set-based path, then the locked transition.
         let batch = store
@@ -2038,19 +2124,11 @@ mod tests {
             )
             .unwrap();
         assert_eq!(later.status, JobStatus::Failed);
-        let stored = |id: JobId| -> i64 {
-            let id = id.to_string();
-            store
-                .read(move |c| {
-                    Ok(c.query_one(
-                        "SELECT count(*) FROM job_events e JOIN jobs j ON j.seq = e.job_seq
-                          WHERE j.id = $1::text::uuid",
-                        &[&id],
-                    )?
-                    .get::<_, i64>(0))
-                })
-                .unwrap()
-        };
+        // The failure stored the lease's event as a row: the history reads as it did.
+        let failed = store.job_events(ids[2]).unwrap();
+        assert_eq!(failed[..3], beats[..]);
+        assert_eq!(failed[3].event, "failed");
+        assert_eq!(stored(ids[2]), 3, "leased, heartbeat, failed");
         let mut finish_ids = vec![];
         for id in &ids[..2] {
             let h = store.job_events(*id).unwrap();
@@ -2063,11 +2141,15 @@ mod tests {
                 NewEvent::succeeded("w", 1).details,
                 "the event a stored row had"
             );
-            assert_eq!(stored(*id), 1, "only the lease's event is a row");
+            assert_eq!(h[1].ts, t0);
+            assert_eq!(
+                h[1].details,
+                NewEvent::leased("w", 1, "1970-01-01T00:17:10.000Z").details
+            );
+            assert_eq!(stored(*id), 0, "neither event is a row");
             assert_eq!(store.get_job(*id).unwrap().lease_owner, None);
             finish_ids.push(h[2].id);
         }
-        let failed = store.job_events(ids[2]).unwrap();
         assert!(finish_ids.iter().all(|f| *f < failed.last().unwrap().id));
         // A stored `succeeded` row (an older completion) is read as it is, not doubled.
         let (seq, legacy) = {
