@@ -1852,6 +1852,12 @@ mod tests {
         let Some((store, drop_schema)) = store("claim_plan") else {
             return;
         };
+        // Reads and writes plan with wp-lite's random page cost (see `conn`).
+        let page_cost = |c: &mut PgConn| -> Result<String> {
+            Ok(c.query_one("SHOW random_page_cost", &[])?.get(0))
+        };
+        assert_eq!(store.read(page_cost).unwrap(), "1.1");
+        assert_eq!(store.writer.call(page_cost).unwrap(), "1.1");
         const CLAIM: &str = "text, bigint, bigint, bigint, bool";
         const CLAIM_ARGS: &str = "'w', 2, 1, 1, false";
         const MANY: &str = "text[], bigint[], bigint[], bigint[], bigint";

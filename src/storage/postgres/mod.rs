@@ -111,8 +111,8 @@ pub fn parse_target(url: &str) -> std::result::Result<PgTarget, OpenError> {
                 "schema '{s}' in {redacted}: use letters, digits and _"
             )));
         }
+        config.options(session_options(config.get_options(), s));
     }
-    config.options(session_options(config.get_options(), schema.as_deref()));
     if config.get_connect_timeout().is_none() {
         config.connect_timeout(Duration::from_secs(10));
     }
@@ -132,34 +132,13 @@ pub fn parse_target(url: &str) -> std::result::Result<PgTarget, OpenError> {
     })
 }
 
-/// The planner's cost of a random page read that wp-lite's sessions use unless the URL's
-/// `options` set one: PostgreSQL's default (4) is made for spinning disks. The statements of
-/// the job path look their rows up in indexes, and PostgreSQL caches each one's generic plan
-/// on a connection for as long as the connection lives. Planned while the job table is
-/// small and has no statistics yet (a new database, the first minutes of a queue), a lookup
-/// by id costs about as much as reading the whole table (PostgreSQL assumes ten pages), so
-/// a completion could be planned as a sequential scan and keep that plan as the table grew:
-/// every completion then read every job. At 1.1, the usual figure for SSDs and for data in
-/// memory, the index lookup costs about half as much as the scan.
-const RANDOM_PAGE_COST: &str = "1.1";
-
-/// The session options of wp-lite's connections: those of the URL, the schema's search
-/// path, and `RANDOM_PAGE_COST` unless the URL sets `random_page_cost`.
-fn session_options(url_options: Option<&str>, schema: Option<&str>) -> String {
-    let mut options = url_options.unwrap_or_default().trim().to_string();
-    let mut add = |o: String| {
-        if !options.is_empty() {
-            options.push(' ');
-        }
-        options.push_str(&o);
-    };
-    if let Some(s) = schema {
-        add(format!("-c search_path={s}"));
+/// The session options of wp-lite's connections in a schema: those of the URL, then the
+/// schema's search path.
+fn session_options(url_options: Option<&str>, schema: &str) -> String {
+    match url_options.map(str::trim).filter(|o| !o.is_empty()) {
+        Some(o) => format!("{o} -c search_path={schema}"),
+        None => format!("-c search_path={schema}"),
     }
-    if !url_options.is_some_and(|o| o.contains("random_page_cost")) {
-        add(format!("-c random_page_cost={RANDOM_PAGE_COST}"));
-    }
-    options
 }
 
 /// Connects one plain client (for migrations, copy and the raw benchmarks).
@@ -459,8 +438,7 @@ mod tests {
         }
     }
 
-    /// Sessions get the schema's search path and wp-lite's random page cost, after the
-    /// URL's own options; a random page cost in the URL is kept.
+    /// A schema's search path goes after the URL's own options.
     #[test]
     fn the_session_options_keep_the_url_s_own() {
         let url = "postgres://u@127.0.0.1:5432/db";
@@ -471,14 +449,11 @@ mod tests {
                 .get_options()
                 .map(str::to_string)
         };
-        assert_eq!(options("").as_deref(), Some("-c random_page_cost=1.1"));
+        assert_eq!(options(""), None);
+        assert_eq!(options("?schema=s1").as_deref(), Some("-c search_path=s1"));
         assert_eq!(
             options("?schema=s1&options=-c%20work_mem%3D8MB").as_deref(),
-            Some("-c work_mem=8MB -c search_path=s1 -c random_page_cost=1.1")
-        );
-        assert_eq!(
-            options("?options=-c%20random_page_cost%3D2").as_deref(),
-            Some("-c random_page_cost=2")
+            Some("-c work_mem=8MB -c search_path=s1")
         );
     }
 }
