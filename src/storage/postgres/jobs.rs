@@ -1014,7 +1014,7 @@ fn leased_rows(rows: &[Row], checked: bool) -> Result<Option<Vec<&Row>>> {
     Ok(Some(out))
 }
 
-/// Counts freshly leased jobs (their statement wrote their `leased` events) and orders them.
+/// Counts freshly leased jobs (their rows carry their `leased` events) and orders them.
 fn leased(c: &mut PgConn, mut jobs: LeasedRows) -> Vec<Job> {
     for (_, j) in &jobs {
         c.moved(
@@ -1383,14 +1383,17 @@ impl OnRow {
 
     /// `stored` (in id order) with the events the row carries, in id order. A `succeeded`
     /// event already stored (jobs completed before V19, or copied from SQLite) is not
-    /// doubled.
+    /// doubled, nor is a `leased` event stored under its id: the row and the events are read
+    /// one after the other, and a lease that ended in between stored its event.
     fn add_to(self, job: &Job, mut stored: Vec<JobEvent>) -> Vec<JobEvent> {
         let Some(worker) = self.owner else {
             return stored;
         };
         let before = stored.len();
         if let Some((id, at, until)) = self.lease {
-            if matches!(job.status, JobStatus::Leased | JobStatus::Succeeded) {
+            if matches!(job.status, JobStatus::Leased | JobStatus::Succeeded)
+                && !stored.iter().any(|e| e.id == id)
+            {
                 stored.push(JobEvent {
                     id,
                     ts: from_ms(at),
@@ -2187,6 +2190,35 @@ mod tests {
         });
         store.close();
         drop_schema();
+    }
+
+    /// A `leased` event the row still carried when it was read, and that the end of its
+    /// lease stored before the events were read, shows once.
+    #[test]
+    fn a_lease_stored_between_the_two_reads_shows_once() {
+        let mut job = Job::queued(job("t", 0), from_ms(1_000));
+        job.status = JobStatus::Leased;
+        job.attempts = 1;
+        let leased = JobEvent {
+            id: 7,
+            ts: from_ms(2_000),
+            event: "leased".into(),
+            details: NewEvent::leased("w", 1, "1970-01-01T00:00:32.000Z").details,
+        };
+        let on_row = || OnRow {
+            owner: Some("w".into()),
+            finish_event: None,
+            lease: Some((7, 2_000, 32_000)),
+        };
+        assert_eq!(on_row().add_to(&job, vec![]), [leased.clone()]);
+        let failed = JobEvent {
+            id: 8,
+            ts: from_ms(3_000),
+            event: "failed".into(),
+            details: None,
+        };
+        let stored = vec![leased, failed];
+        assert_eq!(on_row().add_to(&job, stored.clone()), stored);
     }
 
     /// Claims sharing one statement are served in order, each up to its own limit and
