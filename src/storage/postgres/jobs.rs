@@ -2210,7 +2210,7 @@ mod tests {
             finish_event: None,
             lease: Some((7, 2_000, 32_000)),
         };
-        assert_eq!(on_row().add_to(&job, vec![]), [leased.clone()]);
+        assert_eq!(on_row().add_to(&job, vec![]), std::slice::from_ref(&leased));
         let failed = JobEvent {
             id: 8,
             ts: from_ms(3_000),
