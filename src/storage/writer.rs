@@ -12,7 +12,7 @@
 use super::{Result, StoreError};
 use crossbeam_channel::{Receiver, Sender};
 use std::panic::AssertUnwindSafe;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -145,9 +145,46 @@ struct Queued<C> {
     isolation: Isolation,
 }
 
+/// The writers' queue, shared with every [`Submitter`]; `None` once closed.
+type Queue<C> = Arc<Mutex<Option<Sender<Queued<C>>>>>;
+
 pub struct Writer<C: TxConn> {
-    tx: Mutex<Option<Sender<Queued<C>>>>,
+    tx: Queue<C>,
     handles: Mutex<Vec<JoinHandle<()>>>,
+}
+
+/// A handle that queues operations for a [`Writer`] without borrowing it (an operation can
+/// queue the next one from the writer's thread). It does not keep the writers open: once
+/// the writer is closed, what it submits is told so at once.
+pub struct Submitter<C: TxConn>(Queue<C>);
+
+impl<C: TxConn> Clone for Submitter<C> {
+    fn clone(&self) -> Self {
+        Self(self.0.clone())
+    }
+}
+
+impl<C: TxConn> Submitter<C> {
+    /// Queues `op` (in a savepoint of its own when its group has others), as
+    /// [`Writer::submit`] does.
+    pub fn submit(&self, op: Op<C>) {
+        submit_to(&self.0, Isolation::Savepoint, op)
+    }
+}
+
+/// Queues `op` on `queue`; when the writer has stopped, `op` is told so (and answers its
+/// caller) at once.
+fn submit_to<C: TxConn>(queue: &Queue<C>, isolation: Isolation, op: Op<C>) {
+    let sender = queue.lock().expect("writer lock").clone();
+    let (op, why) = match sender {
+        Some(s) => match s.send(Queued { op, isolation }) {
+            Ok(()) => return,
+            Err(refused) => (refused.0.op, "the writer has stopped"),
+        },
+        None => (op, "store closed"),
+    };
+    let (_, reply) = op(Err(StoreError::Unavailable(why.into())));
+    reply(None);
 }
 
 impl<C: TxConn> Writer<C> {
@@ -168,9 +205,14 @@ impl<C: TxConn> Writer<C> {
             })
             .collect();
         Self {
-            tx: Mutex::new(Some(tx)),
+            tx: Arc::new(Mutex::new(Some(tx))),
             handles: Mutex::new(handles),
         }
+    }
+
+    /// A handle that queues operations for this writer.
+    pub fn submitter(&self) -> Submitter<C> {
+        Submitter(self.tx.clone())
     }
 
     /// Queues `op` for a writer's next transaction. When the writer has stopped, `op` is
@@ -181,16 +223,7 @@ impl<C: TxConn> Writer<C> {
 
     /// `submit`, with the isolation the operation needs.
     pub fn submit_with(&self, isolation: Isolation, op: Op<C>) {
-        let sender = self.tx.lock().expect("writer lock").clone();
-        let (op, why) = match sender {
-            Some(s) => match s.send(Queued { op, isolation }) {
-                Ok(()) => return,
-                Err(refused) => (refused.0.op, "the writer has stopped"),
-            },
-            None => (op, "store closed"),
-        };
-        let (_, reply) = op(Err(StoreError::Unavailable(why.into())));
-        reply(None);
+        submit_to(&self.tx, isolation, op)
     }
 
     /// Runs `f` in a writer's next transaction and waits until it has committed.

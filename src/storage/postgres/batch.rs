@@ -3,19 +3,21 @@
 //! instead of a few per call. Every caller still hears its answer only after the
 //! transaction that carried its request has committed.
 //!
-//! A caller puts its request in a shared queue and submits a writer operation that takes
-//! whatever is queued. Whichever operation runs first takes the requests queued so far;
-//! later operations may find the queue empty. After its commit, the operation that carried
-//! a batch hands each caller its own answer (or the commit's error).
+//! A caller puts its request in a shared queue; a writer operation takes whatever is
+//! queued when it runs. At most a few such operations (lanes) are queued or running at
+//! once: a caller that finds a lane free submits one, and an operation whose transaction
+//! has ended submits the next if requests wait. After its commit, the operation that
+//! carried a batch hands each caller its own answer (or the commit's error).
 
 use super::conn::OwnedQuery;
 use super::jobs::{ClaimFlight, ClaimReq, CompleteFlight, CompleteReq, EnqueueFlight, EnqueueReq};
 use super::PgConn;
 use crate::domain::{Enqueued, Job};
-use crate::storage::writer::{self, Writer};
+use crate::storage::writer::{self, Submitter, Writer};
 use crate::storage::{Result, StoreError};
 use crossbeam_channel::{Receiver, Sender};
 use postgres::Row;
+use std::sync::atomic::{fence, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 /// The most requests one statement takes.
@@ -29,12 +31,31 @@ pub type RunBatch<Req, T> = fn(&mut PgConn, Vec<Req>) -> Result<Vec<Result<T>>>;
 pub struct Coalescer<Req, T> {
     tx: Sender<(Req, Reply<T>)>,
     rx: Receiver<(Req, Reply<T>)>,
+    /// Writer operations of this coalescer queued or running (until their transaction has
+    /// ended), at most `lanes`: a request queued while none can start waits for the next.
+    in_flight: AtomicUsize,
+    lanes: usize,
 }
 
 impl<Req: Clone + Send + 'static, T: Send + 'static> Coalescer<Req, T> {
-    pub fn new() -> Arc<Self> {
+    /// A coalescer whose requests go to the writers in at most `lanes` transactions at once.
+    pub fn new(lanes: usize) -> Arc<Self> {
         let (tx, rx) = crossbeam_channel::unbounded();
-        Arc::new(Self { tx, rx })
+        Arc::new(Self {
+            tx,
+            rx,
+            in_flight: AtomicUsize::new(0),
+            lanes: lanes.max(1),
+        })
+    }
+
+    /// Takes a lane if one is free.
+    fn take_lane(&self) -> bool {
+        self.in_flight
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                (n < self.lanes).then_some(n + 1)
+            })
+            .is_ok()
     }
 
     /// Submits `req` and waits for its answer; a batch that lost a deadlock (its work
@@ -82,11 +103,14 @@ impl<Req: Clone + Send + 'static, T: Send + 'static> Coalescer<Req, T> {
         })
     }
 
-    /// Queues `req` with a writer operation that carries every request queued when it runs
-    /// (an earlier one may have carried them all: then it sends nothing, not even its
-    /// savepoint); `reply` gets the answer after the commit, on the writer's thread. Nothing
-    /// waits on anything but the writer: while the writers are busy, requests pile up, and
-    /// the next operation to run takes them all.
+    /// Queues `req` for a writer operation that carries every request queued when it runs;
+    /// `reply` gets the answer after the commit, on the writer's thread. Nothing waits on
+    /// anything but the writer. At most `lanes` such operations are queued or running at
+    /// once: while they are, requests pile up, and when one's transaction ends it starts
+    /// the next operation, which takes them all. So a writer's group holds one of them (it
+    /// needs no savepoint), and on a busy node each transaction carries every request that
+    /// came while the last one ran, instead of the writers splitting them into more, smaller
+    /// transactions, each paying for its commit.
     pub fn submit(
         self: &Arc<Self>,
         writer: &Writer<PgConn>,
@@ -99,7 +123,20 @@ impl<Req: Clone + Send + 'static, T: Send + 'static> Coalescer<Req, T> {
             reply(Err(StoreError::Unavailable("store closed".into())));
             return;
         }
+        // Either this sees a lane freed, or the operation freeing it sees this request
+        // (`launch`'s reply): the queue and the count are read in opposite orders, each
+        // after a full fence.
+        fence(Ordering::SeqCst);
+        if self.take_lane() {
+            self.launch(writer.submitter(), run);
+        }
+    }
+
+    /// Submits a writer operation that takes every request queued when it runs, holding a
+    /// lane until its transaction has ended; then it starts the next if requests wait.
+    fn launch(self: &Arc<Self>, writer: Submitter<PgConn>, run: RunBatch<Req, T>) {
         let me = self.clone();
+        let next = writer.clone();
         writer.submit(Box::new(move |conn| {
             let (reqs, replies): (Vec<Req>, Vec<Reply<T>>) = me.rx.try_iter().unzip();
             tracing::trace!(batch = reqs.len(), "coalesced batch");
@@ -107,16 +144,23 @@ impl<Req: Clone + Send + 'static, T: Send + 'static> Coalescer<Req, T> {
             // requests taken fail with the reason.
             let outcome = conn.and_then(|c| run_all(c, reqs, run));
             let ok = outcome.is_ok();
-            let reply: writer::Reply = Box::new(move |commit_err| match (outcome, commit_err) {
-                (Ok(results), None) => {
-                    for (reply, result) in replies.into_iter().zip(results) {
-                        reply(result);
+            let reply: writer::Reply = Box::new(move |commit_err| {
+                match (outcome, commit_err) {
+                    (Ok(results), None) => {
+                        for (reply, result) in replies.into_iter().zip(results) {
+                            reply(result);
+                        }
+                    }
+                    (Ok(_), Some(e)) | (Err(e), _) => {
+                        for reply in replies {
+                            reply(Err(e.clone()));
+                        }
                     }
                 }
-                (Ok(_), Some(e)) | (Err(e), _) => {
-                    for reply in replies {
-                        reply(Err(e.clone()));
-                    }
+                me.in_flight.fetch_sub(1, Ordering::SeqCst);
+                fence(Ordering::SeqCst);
+                if !me.rx.is_empty() && me.take_lane() {
+                    me.launch(next, run);
                 }
             });
             (ok, reply)
@@ -213,7 +257,8 @@ fn mismatch() -> StoreError {
 }
 
 /// Every enqueue, completion and claim taken by one writer operation: each kind as one
-/// set-based statement (claims: one per set of job types), all of them sent in one flight,
+/// set-based statement (claims: one per set of job types, see `ClaimFlight`), all of them
+/// sent in one flight,
 /// so a writer cycle waits for one round trip, not one per kind. One answer per request, in
 /// order. The statements run in the order sent, in one transaction: a claim may lease a job
 /// enqueued in the same flight, and both commit together. If one statement fails, every
@@ -290,4 +335,83 @@ fn land<F: Flight>(
         .into_iter()
         .map(|r| r.map(wrap))
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::postgres::listener::Channels;
+    use std::sync::{Condvar, Mutex};
+
+    /// The batches `record` was given, in order, and whether the first may finish.
+    static SEEN: Mutex<(Vec<Vec<u32>>, bool)> = Mutex::new((Vec::new(), false));
+    static CHANGED: Condvar = Condvar::new();
+
+    /// Records its batch; the batch holding request 1 waits until the test lets it go.
+    fn record(_: &mut PgConn, reqs: Vec<u32>) -> Result<Vec<Result<u32>>> {
+        let mut seen = SEEN.lock().unwrap();
+        seen.0.push(reqs.clone());
+        CHANGED.notify_all();
+        while reqs.contains(&1) && !seen.1 {
+            seen = CHANGED.wait(seen).unwrap();
+        }
+        Ok(reqs.into_iter().map(Ok).collect())
+    }
+
+    /// With one lane and two idle writers, requests that come while a batch runs wait for
+    /// it and then go together in the next one, which its end starts; every caller hears
+    /// its own answer.
+    #[test]
+    fn requests_that_come_while_the_lane_is_busy_go_together_next() {
+        let Ok(url) = std::env::var("WP_LITE_TEST_POSTGRES_URL") else {
+            eprintln!("batch tests: SKIPPED (WP_LITE_TEST_POSTGRES_URL is not set)");
+            return;
+        };
+        let channels = Arc::new(Channels::for_schema("batch_tests"));
+        let config: tokio_postgres::Config = url.parse().expect("a URL");
+        let conns = (0..2)
+            .map(|_| PgConn::connect(&config, channels.clone()).expect("connect"))
+            .collect();
+        let writer = Writer::start("batch-test", conns, None);
+        let lane: Arc<Coalescer<u32, u32>> = Coalescer::new(1);
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let ask = |n: u32| {
+            let tx = tx.clone();
+            lane.submit(
+                &writer,
+                n,
+                record,
+                Box::new(move |r| tx.send((n, r)).unwrap()),
+            );
+        };
+        ask(1);
+        {
+            let mut seen = SEEN.lock().unwrap();
+            while seen.0.is_empty() {
+                seen = CHANGED.wait(seen).unwrap();
+            }
+        }
+        for n in 2..=5 {
+            ask(n);
+        }
+        assert_eq!(lane.in_flight.load(Ordering::SeqCst), 1, "one lane");
+        assert_eq!(lane.rx.len(), 4, "the four wait for the running batch");
+        SEEN.lock().unwrap().1 = true;
+        CHANGED.notify_all();
+        let mut answers: Vec<(u32, u32)> = (0..5)
+            .map(|_| {
+                let (n, r) = rx.recv().unwrap();
+                (n, r.unwrap())
+            })
+            .collect();
+        answers.sort_unstable();
+        assert_eq!(answers, [(1, 1), (2, 2), (3, 3), (4, 4), (5, 5)]);
+        assert_eq!(SEEN.lock().unwrap().0, [vec![1], vec![2, 3, 4, 5]]);
+        writer.close();
+        assert_eq!(
+            lane.in_flight.load(Ordering::SeqCst),
+            0,
+            "every lane given back"
+        );
+    }
 }

@@ -346,6 +346,35 @@ const CLAIM_MANY_ONE_TYPE: &str = claim_many_sql!(
     "jobs.seq = p.p_seq"
 );
 
+/// Claims of one job type each, every claim of a different type, in one statement: the
+/// claims are `unnest`ed (worker, lease end, now, limit, type) and each leases the first
+/// `limit` ready jobs of its type, as its own single-claim statement would (its own now,
+/// one seek into `jobs_ready_by_type`). The types being different, no two claims can reach
+/// for the same row. Rows as `claim_many_sql`'s: each leased job followed by its claim's
+/// position (from 1) and `controlled`, or one row of NULLs and `controlled`; when a queue
+/// control exists, nothing is leased.
+const CLAIM_MANY_BY_TYPE: &str = concat!(
+    "WITH ctl AS (SELECT EXISTS (SELECT 1 FROM queue_controls) AS controlled),
+     r AS (SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::bigint[], $5::text[])
+             WITH ORDINALITY AS r(r_worker, r_until, r_now, r_limit, r_type, r_i)),
+     c AS (SELECT r.r_i AS c_i, y.seq AS c_seq FROM r CROSS JOIN LATERAL (",
+    one_type_locked!("seq", many_gate!(), "r.r_type", "r.r_now", "r.r_limit"),
+    ") y),
+     l AS (
+       UPDATE jobs SET status = 'leased', attempts = attempts + 1,
+           lease_owner = r.r_worker, lease_until = r.r_until,
+           lease_token = replace(gen_random_uuid()::text, '-', ''),
+           updated_at = r.r_now, ",
+    lease_on_row!("r.r_now", "r.r_until"),
+    "
+       FROM c JOIN r ON r.r_i = c.c_i
+       WHERE jobs.seq = ANY(ARRAY(SELECT c_seq FROM c)) AND jobs.seq = c.c_seq
+       RETURNING ",
+    cols!(),
+    ", r.r_i)
+     SELECT l.*, ctl.controlled FROM ctl LEFT JOIN l ON true"
+);
+
 /// Leases the rows `$4` (locked by the caller), their `leased` events on the rows.
 const LEASE_SEQS: &str = concat!(
     "UPDATE jobs SET status = 'leased', attempts = attempts + 1, lease_owner = $1,
@@ -784,9 +813,11 @@ type LeasedRows = Vec<(i64, Job)>;
 
 /// Many claims (from different callers) as one flight's statements, one per set of job
 /// types; each request is answered as [`claim`] would answer it alone, the earlier
-/// requests first served. A claim alone in its set takes the single-claim statement (the
-/// shared one costs about twice as much for one). When a queue control exists, each claim
-/// runs alone, after the flight (`claim` applies the control).
+/// requests of a set first served. A claim alone in its set takes the single-claim
+/// statement (the shared one costs about twice as much for one), except that the claims
+/// alone in their sets that name one type each (workers that each serve a queue of their
+/// own) share `CLAIM_MANY_BY_TYPE`: one statement, not one each. When a queue control
+/// exists, each claim runs alone, after the flight (`claim` applies the control).
 pub struct ClaimFlight {
     reqs: Vec<ClaimReq>,
     /// The requests of each set of types, by index, in arrival order.
@@ -810,12 +841,32 @@ impl ClaimFlight {
         }
         let mut groups = Vec::with_capacity(by_types.len());
         let mut stmts = Vec::with_capacity(by_types.len());
+        // The claims alone in their sets that name one type each (every one a different
+        // type): one statement for them all.
+        let mut by_type = Vec::new();
         for (types, members) in by_types {
-            stmts.push(match members.as_slice() {
-                [i] => claim_statement(&reqs[*i].claim, reqs[*i].now, false),
-                _ => claim_group_statement(types, &reqs, &members),
-            });
-            groups.push(members);
+            match (members.as_slice(), types.len()) {
+                ([i], 1) => by_type.push(*i),
+                ([i], _) => {
+                    stmts.push(claim_statement(&reqs[*i].claim, reqs[*i].now, false));
+                    groups.push(members);
+                }
+                _ => {
+                    stmts.push(claim_group_statement(types, &reqs, &members));
+                    groups.push(members);
+                }
+            }
+        }
+        match by_type.as_slice() {
+            [] => {}
+            [i] => {
+                stmts.push(claim_statement(&reqs[*i].claim, reqs[*i].now, false));
+                groups.push(by_type);
+            }
+            _ => {
+                stmts.push(claims_by_type_statement(&reqs, &by_type));
+                groups.push(by_type);
+            }
         }
         Self {
             reqs,
@@ -895,6 +946,30 @@ fn claim_group_statement(types: Vec<String>, reqs: &[ClaimReq], members: &[usize
         params.extend(owned_params![types]);
     }
     OwnedQuery { sql, params }
+}
+
+/// `CLAIM_MANY_BY_TYPE` for the requests `members`, each of one job type, all different.
+fn claims_by_type_statement(reqs: &[ClaimReq], members: &[usize]) -> OwnedQuery {
+    let n = members.len();
+    let (mut workers, mut untils, mut nows, mut limits, mut types) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
+    for &i in members {
+        let t = LeaseTerms::of(&reqs[i].claim, reqs[i].now);
+        workers.push(t.worker.to_string());
+        untils.push(t.until_ms);
+        nows.push(t.now_ms);
+        limits.push(t.limit);
+        types.push(reqs[i].claim.types[0].as_str().to_string());
+    }
+    OwnedQuery {
+        sql: CLAIM_MANY_BY_TYPE,
+        params: owned_params![workers, untils, nows, limits, types],
+    }
 }
 
 /// The next `need` ready jobs of the claim's types outside `excluded`, in lease order,
@@ -1865,7 +1940,7 @@ mod tests {
         const CLAIM_ARGS: &str = "'w', 2, 1, 1, false";
         const MANY: &str = "text[], bigint[], bigint[], bigint[], bigint";
         const MANY_ARGS: &str = "ARRAY['w1', 'w2'], ARRAY[2, 2], ARRAY[1, 1], ARRAY[1, 1], 1";
-        let claims: [(&str, String, String); 6] = [
+        let claims: [(&str, String, String); 7] = [
             (CLAIM_ANY, CLAIM.into(), CLAIM_ARGS.into()),
             (
                 CLAIM_ONE_TYPE,
@@ -1887,6 +1962,12 @@ mod tests {
                 CLAIM_MANY_TYPES,
                 format!("{MANY}, text[]"),
                 format!("{MANY_ARGS}, ARRAY['t1', 't2']"),
+            ),
+            (
+                CLAIM_MANY_BY_TYPE,
+                "text[], bigint[], bigint[], bigint[], text[]".into(),
+                "ARRAY['w1', 'w2'], ARRAY[2, 2], ARRAY[1, 1], ARRAY[1, 1], ARRAY['t1', 't2']"
+                    .into(),
             ),
         ];
         let complete_plan = || {
@@ -1916,7 +1997,10 @@ mod tests {
         let check = |when: &str, merged: bool| {
             let mut reads_queues: Vec<(&str, String)> = claims
                 .iter()
-                .filter(|(sql, ..)| merged || [CLAIM_ONE_TYPE, CLAIM_MANY_ONE_TYPE].contains(sql))
+                .filter(|(sql, ..)| {
+                    merged
+                        || [CLAIM_ONE_TYPE, CLAIM_MANY_ONE_TYPE, CLAIM_MANY_BY_TYPE].contains(sql)
+                })
                 .map(|(sql, types, args)| (*sql, generic_plan(&store, sql, types, args)))
                 .collect();
             if merged {
@@ -2294,6 +2378,93 @@ mod tests {
             .unwrap();
         let counts: Vec<usize> = out.into_iter().map(|r| r.unwrap().len()).collect();
         assert_eq!(counts, [0, 0, 1]);
+        store.close();
+        drop_schema();
+    }
+
+    /// Claims of one type each, all different, share one statement (`CLAIM_MANY_BY_TYPE`):
+    /// each gets what it would alone — its own type's jobs in lease order, up to its limit,
+    /// due by its own now — beside a claim of several types in the same flight; with a
+    /// queue control in force each runs alone.
+    #[test]
+    fn claims_of_different_single_types_share_a_statement_and_answer_as_alone() {
+        let Some((store, drop_schema)) = store("claim_by_type") else {
+            return;
+        };
+        let now = chrono::Utc::now();
+        let later = now + chrono::Duration::seconds(10);
+        // x: priorities 3, 1, 2 (lease order 1, 2, 3); y: one due now, one due at now + 5.
+        let x: Vec<JobId> = [3, 1, 2].map(|p| created(&store, job("x", p), now)).into();
+        let y_now = created(&store, job("y", 1), now);
+        let mut due = job("y", 1);
+        due.available_at = Some(now + chrono::Duration::seconds(5));
+        let y_later = created(&store, due, now);
+        let v = created(&store, job("v", 1), now);
+        let z = created(&store, job("z", 1), now);
+        let reqs = vec![
+            req("wx", &["x"], 2, now),
+            req("wy", &["y"], 5, later),
+            req("ww", &["w"], 1, now),
+            req("wvz", &["v", "z"], 5, now),
+        ];
+        let flight = ClaimFlight::new(reqs);
+        assert!(
+            flight.stmts.iter().any(|q| q.sql == CLAIM_MANY_BY_TYPE),
+            "the three claims of one type each share a statement"
+        );
+        assert_eq!(flight.stmts.len(), 2);
+        let out: Vec<Vec<Job>> = store
+            .writer
+            .call(move |c| fly(c, flight))
+            .unwrap()
+            .into_iter()
+            .map(|r| r.unwrap())
+            .collect();
+        let ids = |jobs: &[Job]| jobs.iter().map(|j| j.id).collect::<Vec<_>>();
+        assert_eq!(
+            ids(&out[0]),
+            [x[1], x[2]],
+            "x in lease order, up to its limit"
+        );
+        assert_eq!(
+            ids(&out[1]),
+            [y_now, y_later],
+            "y due by its own claim's now"
+        );
+        assert!(out[2].is_empty(), "no job of type w");
+        let mut vz = ids(&out[3]);
+        vz.sort();
+        let mut want = vec![v, z];
+        want.sort();
+        assert_eq!(vz, want);
+        for (jobs, worker) in out.iter().zip(["wx", "wy", "ww", "wvz"]) {
+            for j in jobs {
+                assert_eq!(j.status, JobStatus::Leased);
+                assert_eq!(j.lease_owner.as_deref(), Some(worker));
+                assert_eq!(
+                    j.lease_until,
+                    Some(j.updated_at + chrono::Duration::seconds(30))
+                );
+                let events = store.job_events(j.id).unwrap();
+                assert_eq!(
+                    events.iter().filter(|e| e.event == "leased").count(),
+                    1,
+                    "{events:?}"
+                );
+            }
+        }
+        // A paused type: the claims run one at a time; the paused one leases nothing.
+        store
+            .enqueue_jobs(vec![job("x", 1), job("y", 1)], now)
+            .unwrap();
+        store.set_queue_control("x", Some(true), None, now).unwrap();
+        let reqs = vec![req("wx", &["x"], 5, now), req("wy", &["y"], 5, now)];
+        let out = store
+            .writer
+            .call(move |c| fly(c, ClaimFlight::new(reqs)))
+            .unwrap();
+        let counts: Vec<usize> = out.into_iter().map(|r| r.unwrap().len()).collect();
+        assert_eq!(counts, [0, 1]);
         store.close();
         drop_schema();
     }
