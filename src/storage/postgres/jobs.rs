@@ -62,6 +62,24 @@ macro_rules! lease_on_row {
     };
 }
 
+/// `UPDATE jobs SET …` that leases the rows to worker `$worker` until `$until`, at `$now`:
+/// one more attempt, a fresh random lease token (32 lowercase hex characters, like SQLite's
+/// `lower(hex(randomblob(16)))`), and the `leased` event on the row (`lease_on_row`).
+macro_rules! lease_set {
+    ($worker:literal, $until:literal, $now:literal) => {
+        concat!(
+            "UPDATE jobs SET status = 'leased', attempts = attempts + 1, lease_owner = ",
+            $worker,
+            ", lease_until = ",
+            $until,
+            ", lease_token = replace(gen_random_uuid()::text, '-', ''), updated_at = ",
+            $now,
+            ", ",
+            lease_on_row!($now, $until)
+        )
+    };
+}
+
 /// The job types with queued jobs, as `t0(type)` with a NULL last row: a loose scan of
 /// `jobs_ready_by_type`, one seek per type (there is no index of ready jobs across types).
 /// The statement must begin `WITH RECURSIVE`.
@@ -189,10 +207,8 @@ macro_rules! claim_sql {
             $ready,
             ",
              l AS (
-               UPDATE jobs SET status = 'leased', attempts = attempts + 1, lease_owner = $1,
-                   lease_until = $2, lease_token = replace(gen_random_uuid()::text, '-', ''),
-                   updated_at = $3, ",
-            lease_on_row!("$3", "$2"),
+               ",
+            lease_set!("$1", "$2", "$3"),
             "
                WHERE ",
             $rows,
@@ -291,11 +307,8 @@ macro_rules! claim_many_sql {
             lease_order!(),
             ") AS p_k FROM c),
              l AS (
-               UPDATE jobs SET status = 'leased', attempts = attempts + 1,
-                   lease_owner = s.r_worker, lease_until = s.r_until,
-                   lease_token = replace(gen_random_uuid()::text, '-', ''),
-                   updated_at = s.r_now, ",
-            lease_on_row!("s.r_now", "s.r_until"),
+               ",
+            lease_set!("s.r_worker", "s.r_until", "s.r_now"),
             "
                FROM p JOIN s ON s.s_k = p.p_k
                WHERE ",
@@ -361,11 +374,8 @@ const CLAIM_MANY_BY_TYPE: &str = concat!(
     one_type_locked!("seq", many_gate!(), "r.r_type", "r.r_now", "r.r_limit"),
     ") y),
      l AS (
-       UPDATE jobs SET status = 'leased', attempts = attempts + 1,
-           lease_owner = r.r_worker, lease_until = r.r_until,
-           lease_token = replace(gen_random_uuid()::text, '-', ''),
-           updated_at = r.r_now, ",
-    lease_on_row!("r.r_now", "r.r_until"),
+       ",
+    lease_set!("r.r_worker", "r.r_until", "r.r_now"),
     "
        FROM c JOIN r ON r.r_i = c.c_i
        WHERE jobs.seq = ANY(ARRAY(SELECT c_seq FROM c)) AND jobs.seq = c.c_seq
@@ -377,10 +387,7 @@ const CLAIM_MANY_BY_TYPE: &str = concat!(
 
 /// Leases the rows `$4` (locked by the caller), their `leased` events on the rows.
 const LEASE_SEQS: &str = concat!(
-    "UPDATE jobs SET status = 'leased', attempts = attempts + 1, lease_owner = $1,
-         lease_until = $2, lease_token = replace(gen_random_uuid()::text, '-', ''),
-         updated_at = $3, ",
-    lease_on_row!("$3", "$2"),
+    lease_set!("$1", "$2", "$3"),
     "
      WHERE seq = ANY($4::bigint[])
      RETURNING ",
@@ -919,9 +926,13 @@ impl Flight for ClaimFlight {
     }
 }
 
-/// The statement of `claim_many_sql` for the requests `members` (all of the job types
-/// `types`; none = any type).
-fn claim_group_statement(types: Vec<String>, reqs: &[ClaimReq], members: &[usize]) -> OwnedQuery {
+/// The claims `members` as the first parameters of the shared claim statements, the
+/// columns they `unnest` (`$1` workers, `$2` lease ends, `$3` nows, `$4` limits), and the
+/// latest of their nows.
+fn claim_columns(
+    reqs: &[ClaimReq],
+    members: &[usize],
+) -> (Vec<Box<dyn postgres::types::ToSql + Sync + Send>>, i64) {
     let n = members.len();
     let (mut workers, mut untils, mut nows, mut limits) = (
         Vec::with_capacity(n),
@@ -937,11 +948,18 @@ fn claim_group_statement(types: Vec<String>, reqs: &[ClaimReq], members: &[usize
         limits.push(t.limit);
     }
     let latest = nows.iter().copied().max().unwrap_or_default();
+    (owned_params![workers, untils, nows, limits], latest)
+}
+
+/// The statement of `claim_many_sql` for the requests `members` (all of the job types
+/// `types`; none = any type).
+fn claim_group_statement(types: Vec<String>, reqs: &[ClaimReq], members: &[usize]) -> OwnedQuery {
+    let (mut params, latest) = claim_columns(reqs, members);
     let sql = by_types(
         types.len(),
         [CLAIM_MANY_ANY, CLAIM_MANY_ONE_TYPE, CLAIM_MANY_TYPES],
     );
-    let mut params = owned_params![workers, untils, nows, limits, latest];
+    params.extend(owned_params![latest]);
     if !types.is_empty() {
         params.extend(owned_params![types]);
     }
@@ -950,25 +968,15 @@ fn claim_group_statement(types: Vec<String>, reqs: &[ClaimReq], members: &[usize
 
 /// `CLAIM_MANY_BY_TYPE` for the requests `members`, each of one job type, all different.
 fn claims_by_type_statement(reqs: &[ClaimReq], members: &[usize]) -> OwnedQuery {
-    let n = members.len();
-    let (mut workers, mut untils, mut nows, mut limits, mut types) = (
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-    );
-    for &i in members {
-        let t = LeaseTerms::of(&reqs[i].claim, reqs[i].now);
-        workers.push(t.worker.to_string());
-        untils.push(t.until_ms);
-        nows.push(t.now_ms);
-        limits.push(t.limit);
-        types.push(reqs[i].claim.types[0].as_str().to_string());
-    }
+    let (mut params, _) = claim_columns(reqs, members);
+    let types: Vec<String> = members
+        .iter()
+        .map(|&i| reqs[i].claim.types[0].as_str().to_string())
+        .collect();
+    params.extend(owned_params![types]);
     OwnedQuery {
         sql: CLAIM_MANY_BY_TYPE,
-        params: owned_params![workers, untils, nows, limits, types],
+        params,
     }
 }
 
