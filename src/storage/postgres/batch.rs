@@ -133,10 +133,14 @@ impl<Req: Clone + Send + 'static, T: Send + 'static> Coalescer<Req, T> {
     }
 
     /// Submits a writer operation that takes every request queued when it runs, holding a
-    /// lane until its transaction has ended; then it starts the next if requests wait.
+    /// lane until its transaction has ended (see [`Lane`]).
     fn launch(self: &Arc<Self>, writer: Submitter<PgConn>, run: RunBatch<Req, T>) {
         let me = self.clone();
-        let next = writer.clone();
+        let lane = Lane {
+            coalescer: self.clone(),
+            writer: writer.clone(),
+            run,
+        };
         writer.submit(Box::new(move |conn| {
             let (reqs, replies): (Vec<Req>, Vec<Reply<T>>) = me.rx.try_iter().unzip();
             tracing::trace!(batch = reqs.len(), "coalesced batch");
@@ -157,14 +161,31 @@ impl<Req: Clone + Send + 'static, T: Send + 'static> Coalescer<Req, T> {
                         }
                     }
                 }
-                me.in_flight.fetch_sub(1, Ordering::SeqCst);
-                fence(Ordering::SeqCst);
-                if !me.rx.is_empty() && me.take_lane() {
-                    me.launch(next, run);
-                }
+                drop(lane);
             });
             (ok, reply)
         }));
+    }
+}
+
+/// A lane held by a writer operation. Given back when dropped: after the operation has
+/// answered its callers, or while a panic inside it unwinds (the writer catches it, and
+/// the callers taken hear that their write was abandoned) — so a lane is never lost. If
+/// requests wait then, it starts the next operation.
+struct Lane<Req: Clone + Send + 'static, T: Send + 'static> {
+    coalescer: Arc<Coalescer<Req, T>>,
+    writer: Submitter<PgConn>,
+    run: RunBatch<Req, T>,
+}
+
+impl<Req: Clone + Send + 'static, T: Send + 'static> Drop for Lane<Req, T> {
+    fn drop(&mut self) {
+        let c = &self.coalescer;
+        c.in_flight.fetch_sub(1, Ordering::SeqCst);
+        fence(Ordering::SeqCst);
+        if !c.rx.is_empty() && c.take_lane() {
+            c.launch(self.writer.clone(), self.run);
+        }
     }
 }
 
@@ -356,6 +377,43 @@ mod tests {
             seen = CHANGED.wait(seen).unwrap();
         }
         Ok(reqs.into_iter().map(Ok).collect())
+    }
+
+    /// Panics on request 99; answers the others.
+    fn explode(_: &mut PgConn, reqs: Vec<u32>) -> Result<Vec<Result<u32>>> {
+        assert!(!reqs.contains(&99), "a batch panicked on purpose");
+        Ok(reqs.into_iter().map(Ok).collect())
+    }
+
+    /// A batch that panics gives its lane back: its caller hears that its write was
+    /// abandoned, and the next request is answered.
+    #[test]
+    fn a_batch_that_panics_gives_its_lane_back() {
+        let Ok(url) = std::env::var("WP_LITE_TEST_POSTGRES_URL") else {
+            eprintln!("batch tests: SKIPPED (WP_LITE_TEST_POSTGRES_URL is not set)");
+            return;
+        };
+        let channels = Arc::new(Channels::for_schema("batch_tests"));
+        let config: tokio_postgres::Config = url.parse().expect("a URL");
+        let conn = PgConn::connect(&config, channels).expect("connect");
+        let writer = Writer::start("batch-test-panic", vec![conn], None);
+        let lane: Arc<Coalescer<u32, u32>> = Coalescer::new(1);
+        let call = |n: u32| {
+            let (tx, rx) = crossbeam_channel::bounded(1);
+            lane.submit(&writer, n, explode, Box::new(move |r| tx.send(r).unwrap()));
+            // Bounded so that a lost lane fails the test instead of hanging it.
+            rx.recv_timeout(std::time::Duration::from_secs(30))
+        };
+        assert!(
+            matches!(
+                call(99),
+                Err(crossbeam_channel::RecvTimeoutError::Disconnected)
+            ),
+            "the panicked batch's caller is let go"
+        );
+        assert_eq!(call(100).expect("answered").unwrap(), 100);
+        writer.close();
+        assert_eq!(lane.in_flight.load(Ordering::SeqCst), 0);
     }
 
     /// With one lane and two idle writers, requests that come while a batch runs wait for
