@@ -135,14 +135,13 @@ impl<Req: Clone + Send + 'static, T: Send + 'static> Coalescer<Req, T> {
     /// Submits a writer operation that takes every request queued when it runs, holding a
     /// lane until its transaction has ended (see [`Lane`]).
     fn launch(self: &Arc<Self>, writer: Submitter<PgConn>, run: RunBatch<Req, T>) {
-        let me = self.clone();
         let lane = Lane {
             coalescer: self.clone(),
             writer: writer.clone(),
             run,
         };
         writer.submit(Box::new(move |conn| {
-            let (reqs, replies): (Vec<Req>, Vec<Reply<T>>) = me.rx.try_iter().unzip();
+            let (reqs, replies): (Vec<Req>, Vec<Reply<T>>) = lane.coalescer.rx.try_iter().unzip();
             tracing::trace!(batch = reqs.len(), "coalesced batch");
             // Without a connection (the store closed, the writer cannot connect) the
             // requests taken fail with the reason.
@@ -364,6 +363,21 @@ mod tests {
     use crate::storage::postgres::listener::Channels;
     use std::sync::{Condvar, Mutex};
 
+    /// A writer on `n` connections of `WP_LITE_TEST_POSTGRES_URL`; None (and a note that
+    /// the test is skipped) when no PostgreSQL is configured.
+    fn writer(n: usize) -> Option<Writer<PgConn>> {
+        let Ok(url) = std::env::var("WP_LITE_TEST_POSTGRES_URL") else {
+            eprintln!("batch tests: SKIPPED (WP_LITE_TEST_POSTGRES_URL is not set)");
+            return None;
+        };
+        let channels = Arc::new(Channels::for_schema("batch_tests"));
+        let config: tokio_postgres::Config = url.parse().expect("a URL");
+        let conns = (0..n)
+            .map(|_| PgConn::connect(&config, channels.clone()).expect("connect"))
+            .collect();
+        Some(Writer::start("batch-test", conns, None))
+    }
+
     /// The batches `record` was given, in order, and whether the first may finish.
     static SEEN: Mutex<(Vec<Vec<u32>>, bool)> = Mutex::new((Vec::new(), false));
     static CHANGED: Condvar = Condvar::new();
@@ -389,14 +403,9 @@ mod tests {
     /// abandoned, and the next request is answered.
     #[test]
     fn a_batch_that_panics_gives_its_lane_back() {
-        let Ok(url) = std::env::var("WP_LITE_TEST_POSTGRES_URL") else {
-            eprintln!("batch tests: SKIPPED (WP_LITE_TEST_POSTGRES_URL is not set)");
+        let Some(writer) = writer(1) else {
             return;
         };
-        let channels = Arc::new(Channels::for_schema("batch_tests"));
-        let config: tokio_postgres::Config = url.parse().expect("a URL");
-        let conn = PgConn::connect(&config, channels).expect("connect");
-        let writer = Writer::start("batch-test-panic", vec![conn], None);
         let lane: Arc<Coalescer<u32, u32>> = Coalescer::new(1);
         let call = |n: u32| {
             let (tx, rx) = crossbeam_channel::bounded(1);
@@ -421,16 +430,9 @@ mod tests {
     /// its own answer.
     #[test]
     fn requests_that_come_while_the_lane_is_busy_go_together_next() {
-        let Ok(url) = std::env::var("WP_LITE_TEST_POSTGRES_URL") else {
-            eprintln!("batch tests: SKIPPED (WP_LITE_TEST_POSTGRES_URL is not set)");
+        let Some(writer) = writer(2) else {
             return;
         };
-        let channels = Arc::new(Channels::for_schema("batch_tests"));
-        let config: tokio_postgres::Config = url.parse().expect("a URL");
-        let conns = (0..2)
-            .map(|_| PgConn::connect(&config, channels.clone()).expect("connect"))
-            .collect();
-        let writer = Writer::start("batch-test", conns, None);
         let lane: Arc<Coalescer<u32, u32>> = Coalescer::new(1);
         let (tx, rx) = crossbeam_channel::unbounded();
         let ask = |n: u32| {

@@ -1864,6 +1864,17 @@ mod tests {
         }
     }
 
+    /// Runs a flight of claims on a writer: each claim's leased jobs.
+    fn fly_claims(store: &PgStore, flight: ClaimFlight) -> Vec<Vec<Job>> {
+        store
+            .writer
+            .call(move |c| fly(c, flight))
+            .unwrap()
+            .into_iter()
+            .map(|r| r.unwrap())
+            .collect()
+    }
+
     /// Opens a store in a fresh schema of `WP_LITE_TEST_POSTGRES_URL` (None: skipped), with
     /// what drops the schema afterwards.
     fn store(tag: &str) -> Option<(PgStore, impl FnOnce())> {
@@ -2334,13 +2345,7 @@ mod tests {
             req("w4", &["a"], 3, now),
             req("w5", &["b"], 1, now),
         ];
-        let out: Vec<Vec<Job>> = store
-            .writer
-            .call(move |c| fly(c, ClaimFlight::new(reqs)))
-            .unwrap()
-            .into_iter()
-            .map(|r| r.unwrap())
-            .collect();
+        let out = fly_claims(&store, ClaimFlight::new(reqs));
         let ids = |jobs: &[Job]| jobs.iter().map(|j| j.id).collect::<Vec<_>>();
         assert_eq!(ids(&out[0]), a[0..2]);
         assert_eq!(ids(&out[2]), a[2..3]);
@@ -2364,11 +2369,10 @@ mod tests {
         due.available_at = Some(now + chrono::Duration::seconds(5));
         store.enqueue_jobs(vec![due], now).unwrap();
         let reqs = vec![req("w9", &["c"], 1, now), req("w10", &["c"], 1, later)];
-        let out = store
-            .writer
-            .call(move |c| fly(c, ClaimFlight::new(reqs)))
-            .unwrap();
-        let counts: Vec<usize> = out.into_iter().map(|r| r.unwrap().len()).collect();
+        let counts: Vec<usize> = fly_claims(&store, ClaimFlight::new(reqs))
+            .iter()
+            .map(Vec::len)
+            .collect();
         assert_eq!(counts, [1, 0], "the first claim of the batch gets it");
         // A paused type: the claims run one at a time and lease nothing of it.
         store
@@ -2380,11 +2384,10 @@ mod tests {
             req("w7", &["a"], 5, now),
             req("w8", &[], 5, now),
         ];
-        let out = store
-            .writer
-            .call(move |c| fly(c, ClaimFlight::new(reqs)))
-            .unwrap();
-        let counts: Vec<usize> = out.into_iter().map(|r| r.unwrap().len()).collect();
+        let counts: Vec<usize> = fly_claims(&store, ClaimFlight::new(reqs))
+            .iter()
+            .map(Vec::len)
+            .collect();
         assert_eq!(counts, [0, 0, 1]);
         store.close();
         drop_schema();
@@ -2421,13 +2424,7 @@ mod tests {
             "the three claims of one type each share a statement"
         );
         assert_eq!(flight.stmts.len(), 2);
-        let out: Vec<Vec<Job>> = store
-            .writer
-            .call(move |c| fly(c, flight))
-            .unwrap()
-            .into_iter()
-            .map(|r| r.unwrap())
-            .collect();
+        let out = fly_claims(&store, flight);
         let ids = |jobs: &[Job]| jobs.iter().map(|j| j.id).collect::<Vec<_>>();
         assert_eq!(
             ids(&out[0]),
@@ -2467,11 +2464,10 @@ mod tests {
             .unwrap();
         store.set_queue_control("x", Some(true), None, now).unwrap();
         let reqs = vec![req("wx", &["x"], 5, now), req("wy", &["y"], 5, now)];
-        let out = store
-            .writer
-            .call(move |c| fly(c, ClaimFlight::new(reqs)))
-            .unwrap();
-        let counts: Vec<usize> = out.into_iter().map(|r| r.unwrap().len()).collect();
+        let counts: Vec<usize> = fly_claims(&store, ClaimFlight::new(reqs))
+            .iter()
+            .map(Vec::len)
+            .collect();
         assert_eq!(counts, [0, 1]);
         store.close();
         drop_schema();
